@@ -1,0 +1,1 @@
+//! tej-backup (being built).

@@ -1,0 +1,983 @@
+//! `tej.toml`: what tej manages. Flags decide how one run behaves; this file decides what exists.
+//!
+//! Secrets in the file are references (`{ env = "VAR" }` or `{ file = "PATH" }`), never values.
+//! Users' existing conventions fill the gaps: `DATABASE_URL`, libpq's `PG*` variables,
+//! `REDIS_URL`, `DOCKER_HOST`, `TEJ_ENVIRONMENT`; S3 credentials come from the AWS SDK's own
+//! environment and profiles.
+
+use crate::secret::{SecretRef, redact_url_passwords};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Which kind of environment tej runs against; production adds the maintenance-window rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    /// Live users: destructive steps only in the maintenance window.
+    Production,
+    /// A pre-production copy.
+    Staging,
+    /// A developer's machine or sandbox.
+    #[default]
+    Development,
+}
+
+impl fmt::Display for Environment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Environment::Production => "production",
+            Environment::Staging => "staging",
+            Environment::Development => "development",
+        })
+    }
+}
+
+impl std::str::FromStr for Environment {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "production" | "prod" => Ok(Environment::Production),
+            "staging" | "stage" => Ok(Environment::Staging),
+            "development" | "dev" => Ok(Environment::Development),
+            other => Err(format!(
+                "expected production, staging or development, got {other:?}"
+            )),
+        }
+    }
+}
+
+/// A connection URL whose `Debug` hides any password inside it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct ConnUrl(String);
+
+impl ConnUrl {
+    /// Wraps a URL.
+    pub fn new(url: impl Into<String>) -> ConnUrl {
+        ConnUrl(url.into())
+    }
+    /// The full URL, for the client library only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// The URL with any password masked, for output.
+    pub fn redacted(&self) -> String {
+        redact_url_passwords(&self.0)
+    }
+    fn has_inline_password(&self) -> bool {
+        self.redacted() != self.0
+    }
+}
+
+impl fmt::Debug for ConnUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+/// A managed PostgreSQL database.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// Short name used in reports (`main`).
+    pub name: String,
+    /// `postgres://user@host:port/db` or a libpq keyword string, without a password.
+    pub url: ConnUrl,
+    /// Where the password comes from.
+    #[serde(default)]
+    pub password: Option<SecretRef>,
+    /// Sanity queries run after restores and drills (`SELECT COUNT(*) FROM users`).
+    #[serde(default)]
+    pub sanity_queries: Vec<String>,
+}
+
+/// A managed Redis instance.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// Short name (`cache`).
+    pub name: String,
+    /// `redis://host:port/db` or `rediss://` for TLS, without a password.
+    pub url: ConnUrl,
+    /// ACL user name, if not default.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Where the password comes from.
+    #[serde(default)]
+    pub password: Option<SecretRef>,
+    /// Key pattern of user sessions (`sess:*`).
+    #[serde(default = "default_session_pattern")]
+    pub session_pattern: String,
+}
+
+fn default_session_pattern() -> String {
+    "sess:*".into()
+}
+
+/// Grandfather-father-son retention, in days per tier (the runbook's 30/90/365/2555).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Keep every daily backup this many days.
+    pub daily_days: u32,
+    /// Keep one backup per ISO week this many days.
+    pub weekly_days: u32,
+    /// Keep one backup per month this many days.
+    pub monthly_days: u32,
+    /// Keep one backup per year this many days.
+    pub yearly_days: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            daily_days: 30,
+            weekly_days: 90,
+            monthly_days: 365,
+            yearly_days: 7 * 365,
+        }
+    }
+}
+
+/// Backup encryption: age recipients and/or a passphrase.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// age X25519 recipients (`age1...`), public keys: safe to show.
+    #[serde(default)]
+    pub recipients: Vec<String>,
+    /// Where the age identity (private key) file for decryption is.
+    #[serde(default)]
+    pub identity: Option<SecretRef>,
+    /// Where a passphrase comes from (instead of recipients).
+    #[serde(default)]
+    pub passphrase: Option<SecretRef>,
+}
+
+/// Backups: where they go and how long they stay.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupConfig {
+    /// Repositories: a local path or `s3://bucket/prefix`; every backup goes to each.
+    #[serde(default)]
+    pub repositories: Vec<String>,
+    /// `custom` (default), `directory` or `plain`.
+    #[serde(default = "default_format")]
+    pub format: String,
+    /// `zstd` (default), `gzip` or `none`.
+    #[serde(default = "default_compression")]
+    pub compression: String,
+    /// Compression level (zstd 1..=19, gzip 1..=9).
+    #[serde(default)]
+    pub compression_level: Option<i32>,
+    /// Encryption, when wanted.
+    #[serde(default)]
+    pub encryption: Option<EncryptionConfig>,
+    /// Directories backed up as file backups (uploads, configuration).
+    #[serde(default)]
+    pub files: Vec<PathBuf>,
+    /// GFS retention.
+    #[serde(default)]
+    pub retention: RetentionConfig,
+    /// The PITR window promised, in days: prune never cuts it.
+    #[serde(default)]
+    pub pitr_window_days: Option<u32>,
+}
+
+fn default_format() -> String {
+    "custom".into()
+}
+fn default_compression() -> String {
+    "zstd".into()
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        BackupConfig {
+            repositories: Vec::new(),
+            format: default_format(),
+            compression: default_compression(),
+            compression_level: None,
+            encryption: None,
+            files: Vec::new(),
+            retention: RetentionConfig::default(),
+            pitr_window_days: None,
+        }
+    }
+}
+
+/// Application logs to review.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LogsConfig {
+    /// Files or directories (rotated and gzipped files included).
+    #[serde(default)]
+    pub paths: Vec<PathBuf>,
+    /// An nginx access log, for performance and security reviews.
+    #[serde(default)]
+    pub access_log: Option<PathBuf>,
+}
+
+/// A TLS endpoint to watch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsEndpointConfig {
+    /// `host:port`.
+    pub endpoint: String,
+    /// SNI name if it differs from the host.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// The certificate file nginx serves (to catch a renewal never reloaded).
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// Warn when fewer days are left.
+    #[serde(default = "default_warn_days")]
+    pub warn_days: u32,
+    /// Critical when fewer days are left.
+    #[serde(default = "default_crit_days")]
+    pub crit_days: u32,
+}
+
+fn default_warn_days() -> u32 {
+    30
+}
+fn default_crit_days() -> u32 {
+    7
+}
+
+/// The Docker Compose project.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComposeConfig {
+    /// Project name (`com.docker.compose.project` label).
+    pub project: String,
+    /// The compose file, for reference in reports.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// Engine address (`unix:///var/run/docker.sock`); `DOCKER_HOST` when absent.
+    #[serde(default)]
+    pub docker_host: Option<String>,
+    /// The backend service name.
+    #[serde(default = "default_backend")]
+    pub backend_service: String,
+    /// Health endpoint URL of the application.
+    #[serde(default)]
+    pub health_url: Option<String>,
+}
+
+fn default_backend() -> String {
+    "backend".into()
+}
+
+/// Secrets that tej rotates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// The `.env` file.
+    pub env_file: PathBuf,
+    /// Keys rotated quarterly.
+    #[serde(default = "default_rotate")]
+    pub rotate: Vec<String>,
+}
+
+fn default_rotate() -> Vec<String> {
+    vec!["JWT_SECRET".into(), "JWT_REFRESH_SECRET".into()]
+}
+
+/// Host thresholds (percent used).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// Disk use warning, percent.
+    pub disk_warn_percent: f64,
+    /// Disk use critical, percent.
+    pub disk_crit_percent: f64,
+    /// Memory use warning, percent.
+    pub memory_warn_percent: f64,
+    /// Memory use critical, percent.
+    pub memory_crit_percent: f64,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            disk_warn_percent: 80.0,
+            disk_crit_percent: 90.0,
+            memory_warn_percent: 85.0,
+            memory_crit_percent: 95.0,
+        }
+    }
+}
+
+/// The whole `tej.toml`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// production, staging or development.
+    #[serde(default)]
+    pub environment: Environment,
+    /// Calendar time zone (default Asia/Kolkata).
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// Audit log path.
+    #[serde(default)]
+    pub audit_log: Option<PathBuf>,
+    /// State directory (locks, history).
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+    /// Managed databases.
+    #[serde(default, rename = "database")]
+    pub databases: Vec<DatabaseConfig>,
+    /// Managed Redis instances.
+    #[serde(default)]
+    pub redis: Vec<RedisConfig>,
+    /// Backups.
+    #[serde(default)]
+    pub backup: BackupConfig,
+    /// Logs.
+    #[serde(default)]
+    pub logs: LogsConfig,
+    /// TLS endpoints.
+    #[serde(default)]
+    pub tls: Vec<TlsEndpointConfig>,
+    /// Compose project.
+    #[serde(default)]
+    pub compose: Option<ComposeConfig>,
+    /// Secret rotation.
+    #[serde(default)]
+    pub secrets: Option<SecretsConfig>,
+    /// Host thresholds.
+    #[serde(default)]
+    pub host: HostConfig,
+    /// Webhook for notifications (Slack-compatible).
+    #[serde(default)]
+    pub notify_url: Option<SecretRef>,
+}
+
+/// A configuration problem: which file, which key, what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {key}: {message}")]
+pub struct ConfigError {
+    /// The file (or `environment` for variables).
+    pub file: String,
+    /// The key path (`backup.retention.daily_days`), or `-` when not about one key.
+    pub key: String,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+fn cerr(file: &str, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        file: file.to_string(),
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// Reads environment variables; a function so tests don't touch the real environment.
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+impl Config {
+    /// Loads `path`, applies the environment, validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| cerr(&file, "-", format!("cannot read: {e}")))?;
+        Config::from_toml_with_env(&text, &file, &|k| std::env::var(k).ok())
+    }
+
+    /// Loads `path` when it exists, else an empty config; either way with the environment applied.
+    pub fn load_or_env(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match path {
+            Some(p) => Config::load(p),
+            None => {
+                let default = Path::new("tej.toml");
+                if default.exists() {
+                    Config::load(default)
+                } else {
+                    Config::from_toml_with_env("", "(no tej.toml)", &|k| std::env::var(k).ok())
+                }
+            }
+        }
+    }
+
+    /// Parses TOML text (`file` names it in errors), applies `env`, validates.
+    pub fn from_toml_with_env(
+        text: &str,
+        file: &str,
+        env: EnvLookup<'_>,
+    ) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::parse(text)
+            .map_err(|e| cerr(file, "-", one_line(&e.to_string())))?;
+        let mut cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            cerr(
+                file,
+                if key == "." { "-".to_string() } else { key },
+                one_line(&e.inner().to_string()),
+            )
+        })?;
+        cfg.apply_env(env, file)?;
+        cfg.validate(file)?;
+        Ok(cfg)
+    }
+
+    fn apply_env(&mut self, env: EnvLookup<'_>, file: &str) -> Result<(), ConfigError> {
+        if let Some(v) = env("TEJ_ENVIRONMENT") {
+            self.environment = v
+                .parse()
+                .map_err(|m| cerr("environment", "TEJ_ENVIRONMENT", m))?;
+        }
+        if self.databases.is_empty() {
+            if let Some(url) = env("DATABASE_URL").filter(|s| !s.is_empty()) {
+                self.databases.push(DatabaseConfig {
+                    name: "default".into(),
+                    url: ConnUrl::new(url),
+                    password: None,
+                    sanity_queries: Vec::new(),
+                });
+            } else if env("PGHOST").is_some() || env("PGDATABASE").is_some() {
+                let mut parts = Vec::new();
+                for (var, key) in [
+                    ("PGHOST", "host"),
+                    ("PGPORT", "port"),
+                    ("PGUSER", "user"),
+                    ("PGDATABASE", "dbname"),
+                ] {
+                    if let Some(v) = env(var) {
+                        parts.push(format!("{key}={v}"));
+                    }
+                }
+                let password = env("PGPASSWORD").map(|_| SecretRef::Env {
+                    env: "PGPASSWORD".into(),
+                });
+                self.databases.push(DatabaseConfig {
+                    name: "default".into(),
+                    url: ConnUrl::new(parts.join(" ")),
+                    password,
+                    sanity_queries: Vec::new(),
+                });
+            }
+        }
+        if self.redis.is_empty() {
+            if let Some(url) = env("REDIS_URL").filter(|s| !s.is_empty()) {
+                self.redis.push(RedisConfig {
+                    name: "default".into(),
+                    url: ConnUrl::new(url),
+                    username: None,
+                    password: None,
+                    session_pattern: default_session_pattern(),
+                });
+            }
+        }
+        if let (Some(c), Some(h)) = (self.compose.as_mut(), env("DOCKER_HOST")) {
+            if c.docker_host.is_none() {
+                c.docker_host = Some(h);
+            }
+        }
+        let _ = file;
+        Ok(())
+    }
+
+    fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        if let Some(tz) = &self.timezone {
+            jiff::tz::TimeZone::get(tz).map_err(|_| {
+                cerr(
+                    file,
+                    "timezone",
+                    format!(
+                        "unknown time zone {tz:?} (expected an IANA name such as Asia/Kolkata)"
+                    ),
+                )
+            })?;
+        }
+        let mut names = BTreeMap::new();
+        for (i, d) in self.databases.iter().enumerate() {
+            let key = format!("database[{i}]");
+            if d.name.trim().is_empty() {
+                return Err(cerr(file, format!("{key}.name"), "must not be empty"));
+            }
+            if names.insert(d.name.clone(), ()).is_some() {
+                return Err(cerr(
+                    file,
+                    format!("{key}.name"),
+                    format!("duplicate database name {:?}", d.name),
+                ));
+            }
+            let u = d.url.expose();
+            if !(u.starts_with("postgres://") || u.starts_with("postgresql://") || u.contains('='))
+            {
+                return Err(cerr(
+                    file,
+                    format!("{key}.url"),
+                    "expected postgres://user@host:port/db or a libpq keyword string (host=... dbname=...)",
+                ));
+            }
+            // A password written into tej.toml itself would be printed, copied and committed.
+            if d.url.has_inline_password()
+                && file != "(no tej.toml)"
+                && !file.is_empty()
+                && d.name != "default"
+            {
+                return Err(cerr(
+                    file,
+                    format!("{key}.url"),
+                    "contains a password; move it to password = { env = \"PGPASSWORD\" } or { file = \"...\" }",
+                ));
+            }
+        }
+        for (i, r) in self.redis.iter().enumerate() {
+            let u = r.url.expose();
+            if !(u.starts_with("redis://")
+                || u.starts_with("rediss://")
+                || u.starts_with("unix://"))
+            {
+                return Err(cerr(
+                    file,
+                    format!("redis[{i}].url"),
+                    "expected redis://host:port/db, rediss:// or unix://",
+                ));
+            }
+            if r.url.has_inline_password() && r.name != "default" {
+                return Err(cerr(
+                    file,
+                    format!("redis[{i}].url"),
+                    "contains a password; move it to password = { env = \"REDIS_PASSWORD\" }",
+                ));
+            }
+        }
+        for (i, repo) in self.backup.repositories.iter().enumerate() {
+            validate_repository(repo)
+                .map_err(|m| cerr(file, format!("backup.repositories[{i}]"), m))?;
+        }
+        if !["custom", "directory", "plain"].contains(&self.backup.format.as_str()) {
+            return Err(cerr(
+                file,
+                "backup.format",
+                format!(
+                    "expected custom, directory or plain, got {:?}",
+                    self.backup.format
+                ),
+            ));
+        }
+        let (lo, hi) = match self.backup.compression.as_str() {
+            "zstd" => (1, 19),
+            "gzip" => (1, 9),
+            "none" => (0, 0),
+            other => {
+                return Err(cerr(
+                    file,
+                    "backup.compression",
+                    format!("expected zstd, gzip or none, got {other:?}"),
+                ));
+            }
+        };
+        if let Some(l) = self.backup.compression_level {
+            if !(lo..=hi).contains(&l) {
+                return Err(cerr(
+                    file,
+                    "backup.compression_level",
+                    format!(
+                        "{l} is out of range {lo}..={hi} for {}",
+                        self.backup.compression
+                    ),
+                ));
+            }
+        }
+        if let Some(enc) = &self.backup.encryption {
+            if enc.recipients.is_empty() && enc.passphrase.is_none() {
+                return Err(cerr(
+                    file,
+                    "backup.encryption",
+                    "needs recipients (age1...) or a passphrase reference",
+                ));
+            }
+            for (i, r) in enc.recipients.iter().enumerate() {
+                if !r.starts_with("age1") {
+                    return Err(cerr(
+                        file,
+                        format!("backup.encryption.recipients[{i}]"),
+                        "expected an age X25519 recipient starting with age1",
+                    ));
+                }
+            }
+        }
+        let r = &self.backup.retention;
+        if r.daily_days == 0 {
+            return Err(cerr(
+                file,
+                "backup.retention.daily_days",
+                "must be at least 1",
+            ));
+        }
+        if !(r.daily_days <= r.weekly_days.max(r.daily_days)
+            && r.weekly_days <= r.monthly_days.max(r.weekly_days))
+        {
+            return Err(cerr(
+                file,
+                "backup.retention",
+                "tiers must not shrink: daily <= weekly <= monthly <= yearly",
+            ));
+        }
+        for (i, t) in self.tls.iter().enumerate() {
+            if split_host_port(&t.endpoint).is_none() {
+                return Err(cerr(
+                    file,
+                    format!("tls[{i}].endpoint"),
+                    format!("expected host:port, got {:?}", t.endpoint),
+                ));
+            }
+            if t.crit_days > t.warn_days {
+                return Err(cerr(
+                    file,
+                    format!("tls[{i}].crit_days"),
+                    "must not exceed warn_days",
+                ));
+            }
+        }
+        let h = &self.host;
+        for (k, w, c) in [
+            ("disk", h.disk_warn_percent, h.disk_crit_percent),
+            ("memory", h.memory_warn_percent, h.memory_crit_percent),
+        ] {
+            if !(0.0..=100.0).contains(&w) || !(0.0..=100.0).contains(&c) || c < w {
+                return Err(cerr(
+                    file,
+                    format!("host.{k}_crit_percent"),
+                    "percentages must be within 0..=100 with critical >= warning",
+                ));
+            }
+        }
+        if let Some(s) = &self.secrets {
+            if s.rotate.is_empty() {
+                return Err(cerr(file, "secrets.rotate", "lists no keys"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The calendar time zone.
+    pub fn zone(&self) -> &str {
+        self.timezone.as_deref().unwrap_or(crate::calendar::IST)
+    }
+
+    /// A summary safe to print: what is managed, secrets shown as references only.
+    pub fn summary(&self) -> ConfigSummary {
+        ConfigSummary {
+            environment: self.environment,
+            timezone: self.zone().to_string(),
+            databases: self
+                .databases
+                .iter()
+                .map(|d| {
+                    format!(
+                        "{} = {}{}",
+                        d.name,
+                        d.url.redacted(),
+                        d.password
+                            .as_ref()
+                            .map(|p| format!(" (password from {})", p.describe()))
+                            .unwrap_or_default()
+                    )
+                })
+                .collect(),
+            redis: self
+                .redis
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{} = {}{}",
+                        r.name,
+                        r.url.redacted(),
+                        r.password
+                            .as_ref()
+                            .map(|p| format!(" (password from {})", p.describe()))
+                            .unwrap_or_default()
+                    )
+                })
+                .collect(),
+            backup_repositories: self
+                .backup
+                .repositories
+                .iter()
+                .map(|r| redact_url_passwords(r))
+                .collect(),
+            backup: format!(
+                "{} format, {}{}, encryption {}, retention {}d/{}d/{}d/{}d",
+                self.backup.format,
+                self.backup.compression,
+                self.backup
+                    .compression_level
+                    .map(|l| format!(" level {l}"))
+                    .unwrap_or_default(),
+                if self.backup.encryption.is_some() {
+                    "on"
+                } else {
+                    "off"
+                },
+                self.backup.retention.daily_days,
+                self.backup.retention.weekly_days,
+                self.backup.retention.monthly_days,
+                self.backup.retention.yearly_days
+            ),
+            log_paths: self
+                .logs
+                .paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
+            tls_endpoints: self.tls.iter().map(|t| t.endpoint.clone()).collect(),
+            compose_project: self.compose.as_ref().map(|c| c.project.clone()),
+            secrets_file: self
+                .secrets
+                .as_ref()
+                .map(|s| format!("{} (rotates {})", s.env_file.display(), s.rotate.join(", "))),
+        }
+    }
+}
+
+/// What `tej config check` prints.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConfigSummary {
+    /// Environment.
+    pub environment: Environment,
+    /// Time zone.
+    pub timezone: String,
+    /// Databases, passwords masked.
+    pub databases: Vec<String>,
+    /// Redis instances, passwords masked.
+    pub redis: Vec<String>,
+    /// Backup repositories.
+    pub backup_repositories: Vec<String>,
+    /// Backup settings in one line.
+    pub backup: String,
+    /// Log paths.
+    pub log_paths: Vec<String>,
+    /// TLS endpoints.
+    pub tls_endpoints: Vec<String>,
+    /// Compose project.
+    pub compose_project: Option<String>,
+    /// Secrets file.
+    pub secrets_file: Option<String>,
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Checks a repository string: a local path (absolute or relative) or `s3://bucket[/prefix]`.
+pub fn validate_repository(repo: &str) -> Result<(), String> {
+    if let Some(rest) = repo.strip_prefix("s3://") {
+        let bucket = rest.split('/').next().unwrap_or("");
+        let ok = (3..=63).contains(&bucket.len())
+            && bucket
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+            && !bucket.starts_with(['-', '.'])
+            && !bucket.ends_with(['-', '.']);
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("invalid S3 bucket name {bucket:?} in {repo:?}"))
+        }
+    } else if repo.contains("://") {
+        Err(format!(
+            "unsupported repository {repo:?}: expected a local path or s3://bucket/prefix"
+        ))
+    } else if repo.trim().is_empty() {
+        Err("empty repository".into())
+    } else {
+        Ok(())
+    }
+}
+
+/// Splits `host:port` (with `[v6]:port`); None when malformed.
+pub fn split_host_port(s: &str) -> Option<(String, u16)> {
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (h, p) = rest.split_once("]:")?;
+        (h, p)
+    } else {
+        s.rsplit_once(':')?
+    };
+    if host.is_empty() {
+        return None;
+    }
+    Some((host.to_string(), port.parse().ok().filter(|p| *p != 0)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    const FULL: &str = r#"
+environment = "production"
+audit_log = "/var/log/tej/audit.jsonl"
+
+[[database]]
+name = "main"
+url = "postgres://app@db:5432/skillswap_db"
+password = { env = "PGPASSWORD" }
+sanity_queries = ["SELECT COUNT(*) FROM users"]
+
+[[redis]]
+name = "cache"
+url = "redis://redis:6379/0"
+password = { file = "/run/secrets/redis" }
+
+[backup]
+repositories = ["/opt/skillswap/backups", "s3://skillswap-backups/db"]
+compression = "zstd"
+compression_level = 3
+encryption = { recipients = ["age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"] }
+retention = { daily_days = 30, weekly_days = 90, monthly_days = 365, yearly_days = 2555 }
+
+[logs]
+paths = ["/opt/skillswap/logs"]
+
+[[tls]]
+endpoint = "skillswap.in:443"
+
+[compose]
+project = "skillswap"
+
+[secrets]
+env_file = "/opt/skillswap/.env"
+"#;
+
+    #[test]
+    fn full_config_parses() {
+        let c = Config::from_toml_with_env(FULL, "tej.toml", &no_env).unwrap();
+        assert_eq!(c.environment, Environment::Production);
+        assert_eq!(
+            c.databases[0].sanity_queries,
+            vec!["SELECT COUNT(*) FROM users"]
+        );
+        assert_eq!(c.redis[0].session_pattern, "sess:*");
+        assert_eq!(
+            c.secrets.as_ref().unwrap().rotate,
+            vec!["JWT_SECRET", "JWT_REFRESH_SECRET"]
+        );
+        assert_eq!(c.tls[0].warn_days, 30);
+        let s = c.summary();
+        assert_eq!(
+            s.databases[0],
+            "main = postgres://app@db:5432/skillswap_db (password from env:PGPASSWORD)"
+        );
+        assert_eq!(
+            s.redis[0],
+            "cache = redis://redis:6379/0 (password from file:/run/secrets/redis)"
+        );
+    }
+
+    #[test]
+    fn errors_name_file_and_key() {
+        let e = Config::from_toml_with_env("[backup]\nretention = { daily_days = \"thirty\", weekly_days = 1, monthly_days = 1, yearly_days = 1 }\n", "/etc/tej.toml", &no_env).unwrap_err();
+        assert_eq!(e.file, "/etc/tej.toml");
+        assert_eq!(e.key, "backup.retention.daily_days");
+        assert!(e.message.contains("expected"), "{e}");
+
+        let e = Config::from_toml_with_env("[backup]\ncompresion = \"zstd\"\n", "t.toml", &no_env)
+            .unwrap_err();
+        assert!(e.message.contains("unknown field `compresion`"), "{e}");
+        assert_eq!(e.key, "backup.compresion");
+
+        let e = Config::from_toml_with_env("[backup]\ncompression = \"lz4\"\n", "t.toml", &no_env)
+            .unwrap_err();
+        assert_eq!(e.key, "backup.compression");
+
+        let e = Config::from_toml_with_env(
+            "[backup]\nrepositories = [\"s3://Bad_Bucket/x\"]\n",
+            "t.toml",
+            &no_env,
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "backup.repositories[0]");
+
+        let e = Config::from_toml_with_env("environment = \"prod-eu\"\n", "t.toml", &no_env)
+            .unwrap_err();
+        assert_eq!(e.key, "environment");
+
+        let e =
+            Config::from_toml_with_env("[[tls]]\nendpoint = \"skillswap.in\"\n", "t.toml", &no_env)
+                .unwrap_err();
+        assert_eq!(e.key, "tls[0].endpoint");
+
+        let e = Config::from_toml_with_env("timezone = \"India/Delhi\"\n", "t.toml", &no_env)
+            .unwrap_err();
+        assert_eq!(e.key, "timezone");
+
+        let e = Config::from_toml_with_env("this is = not toml [", "t.toml", &no_env).unwrap_err();
+        assert_eq!(e.file, "t.toml");
+        assert!(e.to_string().starts_with("t.toml: -: "), "{e}");
+    }
+
+    #[test]
+    fn inline_passwords_in_file_are_refused_and_never_echoed() {
+        let e = Config::from_toml_with_env(
+            "[[database]]\nname = \"m\"\nurl = \"postgres://app:hunter22@db/x\"\n",
+            "t.toml",
+            &no_env,
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "database[0].url");
+        assert!(!e.to_string().contains("hunter22"));
+    }
+
+    #[test]
+    fn environment_conventions() {
+        let env = |k: &str| match k {
+            "DATABASE_URL" => Some("postgres://app:pw-from-env@db:5432/skillswap_db".to_string()),
+            "REDIS_URL" => Some("redis://127.0.0.1:6379/0".to_string()),
+            "TEJ_ENVIRONMENT" => Some("staging".to_string()),
+            "DOCKER_HOST" => Some("unix:///tmp/d.sock".to_string()),
+            _ => None,
+        };
+        let c = Config::from_toml_with_env("[compose]\nproject = \"p\"\n", "t.toml", &env).unwrap();
+        assert_eq!(c.environment, Environment::Staging);
+        assert_eq!(c.databases[0].name, "default");
+        assert_eq!(c.redis[0].url.expose(), "redis://127.0.0.1:6379/0");
+        assert_eq!(
+            c.compose.as_ref().unwrap().docker_host.as_deref(),
+            Some("unix:///tmp/d.sock")
+        );
+        assert!(!format!("{:?}", c.databases[0]).contains("pw-from-env"));
+        assert!(!format!("{:?}", c.summary()).contains("pw-from-env"));
+
+        let pg = |k: &str| match k {
+            "PGHOST" => Some("127.0.0.1".to_string()),
+            "PGPORT" => Some("5433".to_string()),
+            "PGDATABASE" => Some("app".to_string()),
+            "PGPASSWORD" => Some("x".to_string()),
+            _ => None,
+        };
+        let c = Config::from_toml_with_env("", "t.toml", &pg).unwrap();
+        assert_eq!(
+            c.databases[0].url.expose(),
+            "host=127.0.0.1 port=5433 dbname=app"
+        );
+        assert_eq!(
+            c.databases[0].password,
+            Some(SecretRef::Env {
+                env: "PGPASSWORD".into()
+            })
+        );
+    }
+
+    #[test]
+    fn host_port_split() {
+        assert_eq!(
+            split_host_port("skillswap.in:443"),
+            Some(("skillswap.in".into(), 443))
+        );
+        assert_eq!(split_host_port("[::1]:8443"), Some(("::1".into(), 8443)));
+        assert_eq!(split_host_port("host"), None);
+        assert_eq!(split_host_port(":443"), None);
+        assert_eq!(split_host_port("h:0"), None);
+    }
+}

@@ -1,0 +1,1 @@
+//! tej-db (being built).

@@ -1,0 +1,1 @@
+//! tej-deploy (being built).

@@ -1,0 +1,1 @@
+//! tej-host (being built).

@@ -1,0 +1,1 @@
+//! tej-runbook (being built).

@@ -1,0 +1,1 @@
+//! tej-secrets (being built).
