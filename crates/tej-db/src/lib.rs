@@ -1,1 +1,3 @@
 //! tej-db (being built).
+
+pub mod redis;

@@ -1,0 +1,1 @@
+//! Redis health and maintenance (being built).
