@@ -1,1 +1,166 @@
-fn main() {}
+//! `cargo xtask`: project automation in plain Rust.
+//!
+//! - `cargo xtask test`: installs what the tests need on a fresh Debian machine (when root),
+//!   then runs `cargo fmt --check`, `cargo clippy -D warnings` and every test of the workspace.
+//! - `cargo xtask demo`: runs tej's main job against a sandbox stack started from the test kit.
+//! - `cargo xtask bench <name>`: runs one benchmark in release mode (`list` shows them).
+
+mod demo;
+
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Debian packages the integration tests and benchmarks need, with a file that proves each is there.
+const PACKAGES: &[(&str, &str)] = &[
+    ("postgresql-15", "/usr/lib/postgresql/15/bin/initdb"),
+    ("postgresql-contrib", "/usr/share/postgresql/15/extension/pgstattuple.control"),
+    ("postgresql-client-15", "/usr/lib/postgresql/15/bin/pg_dump"),
+    ("redis-server", "/usr/bin/redis-server"),
+    ("docker.io", "/usr/sbin/dockerd"),
+    ("busybox-static", "/bin/busybox"),
+    ("zstd", "/usr/bin/zstd"),
+    ("pgbackrest", "/usr/bin/pgbackrest"),
+    ("util-linux", "/usr/sbin/runuser"),
+];
+
+/// The S3-compatible server the test kit starts (last release that builds on Rust 1.95).
+const S3S_FS_VERSION: &str = "0.14.1";
+const TOOLS_ROOT: &str = "/opt/tej-tools";
+
+/// Benchmarks: name, package, example, what it compares.
+const BENCHES: &[(&str, &str, &str, &str)] = &[
+    ("backup", "tej-backup", "bench_backup", "tej backup vs pg_dump | gzip and bare pg_dump on ~500 MB of text-heavy data"),
+    ("pg", "tej-db", "bench_pg", "daily PostgreSQL check and weekly audit on a pgbench scale-20 database"),
+    ("logs", "tej-host", "bench_log_review", "one-pass log review vs four grep -i passes on a 1 GiB log"),
+];
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = workspace_root();
+    std::env::set_current_dir(&root).with_context(|| format!("enter {}", root.display()))?;
+    match args.first().map(String::as_str) {
+        Some("test") => test(&args[1..]),
+        Some("demo") => demo::run(&args[1..]),
+        Some("bench") => bench(&args[1..]),
+        Some("install-deps") => install_deps(),
+        _ => {
+            eprintln!("usage: cargo xtask <test|demo|bench NAME|install-deps>");
+            eprintln!("  test           install test dependencies (root), fmt check, clippy, all tests");
+            eprintln!("  demo           run tej's main job against a sandbox stack");
+            eprintln!("  bench NAME     run a benchmark ({})", BENCHES.iter().map(|b| b.0).collect::<Vec<_>>().join(", "));
+            eprintln!("  install-deps   only install the system packages and the S3 test server");
+            bail!("unknown or missing command")
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
+}
+
+fn is_root() -> bool {
+    // SAFETY-free: read the effective uid from /proc instead of libc.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .unwrap_or(false)
+}
+
+fn step(title: &str) {
+    println!("\n==> {title}");
+}
+
+fn cmd(program: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(program);
+    c.args(args);
+    c
+}
+
+fn status(mut c: Command, what: &str) -> Result<()> {
+    let st = c.status().with_context(|| format!("start {what}"))?;
+    if !st.success() {
+        bail!("{what} failed ({st})");
+    }
+    Ok(())
+}
+
+fn install_deps() -> Result<()> {
+    step("system packages");
+    let missing: Vec<&str> = PACKAGES.iter().filter(|(_, proof)| !Path::new(proof).exists()).map(|(p, _)| *p).collect();
+    if missing.is_empty() {
+        println!("all present");
+    } else if is_root() {
+        println!("installing {}", missing.join(" "));
+        status(cmd("apt-get", &["update", "-qq"]), "apt-get update")?;
+        let mut c = cmd("apt-get", &["install", "-y", "-qq", "--no-install-recommends"]);
+        c.args(&missing).env("DEBIAN_FRONTEND", "noninteractive");
+        status(c, "apt-get install")?;
+    } else {
+        bail!("missing packages: {} (run as root, or: sudo apt-get install {})", missing.join(" "), missing.join(" "));
+    }
+    step("S3-compatible test server (s3s-fs)");
+    let bin = s3s_fs_path();
+    if bin.is_file() {
+        println!("{}", bin.display());
+    } else {
+        let mut c = cmd("cargo", &["install", &format!("s3s-fs@{S3S_FS_VERSION}"), "--features", "binary", "--locked", "--root", TOOLS_ROOT]);
+        c.env_remove("CARGO_TARGET_DIR");
+        status(c, "cargo install s3s-fs")?;
+    }
+    Ok(())
+}
+
+fn s3s_fs_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("TEJ_S3S_FS") {
+        return PathBuf::from(p);
+    }
+    PathBuf::from(TOOLS_ROOT).join("bin/s3s-fs")
+}
+
+fn cargo(args: &[&str]) -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.args(args);
+    c
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    install_deps()?;
+    step("cargo fmt --check");
+    status(cargo(&["fmt", "--all", "--", "--check"]), "cargo fmt --check (run `cargo fmt --all`)")?;
+    step("cargo clippy -D warnings");
+    status(cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]), "cargo clippy")?;
+    step("cargo test (unit, integration against real servers, doc tests)");
+    let mut c = cargo(&["test", "--workspace", "--no-fail-fast"]);
+    c.args(extra).env("TEJ_S3S_FS", s3s_fs_path());
+    status(c, "cargo test")?;
+    println!("\nall checks passed");
+    Ok(())
+}
+
+fn bench(args: &[String]) -> Result<()> {
+    let name = args.first().map(String::as_str).unwrap_or("list");
+    let Some((_, pkg, example, what)) = BENCHES.iter().find(|b| b.0 == name) else {
+        println!("benchmarks:");
+        for (n, _, _, what) in BENCHES {
+            println!("  cargo xtask bench {n:<8} {what}");
+        }
+        if name == "list" {
+            return Ok(());
+        }
+        bail!("unknown benchmark {name:?}");
+    };
+    install_deps()?;
+    step(&format!("bench {name}: {what}"));
+    let mut c = cargo(&["run", "--release", "--quiet", "-p", pkg, "--example", example, "--"]);
+    c.args(&args[1..]).env("TEJ_S3S_FS", s3s_fs_path());
+    status(c, &format!("benchmark {name}"))
+}

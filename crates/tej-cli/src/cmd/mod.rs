@@ -1,0 +1,4 @@
+//! Command handlers: each turns parsed arguments into a library call and renders the result.
+
+pub mod calendar;
+pub mod config;

@@ -1,0 +1,383 @@
+//! Rendering: text tables, JSON Lines, Nagios plugin output and Prometheus textfiles.
+//!
+//! # JSON Lines schema (`--output json`)
+//! Every line is one object `{"type": TYPE, "data": DATA}`. Types are stable:
+//! - `finding`: a [`tej_core::Finding`] (`check`, `target`, `severity`, `summary`, `detail`, `metrics`).
+//! - `summary`: `{"title", "severity", "exit_code", "ok", "warning", "critical", "unknown"}`, last line of a check run.
+//! - `calendar_entry`: `{"id", "procedure", "recurrence", "next", "next_utc", "duration_minutes"}`.
+//! - `config`: the redacted configuration summary.
+//! - `step`: a [`tej_core::StepReport`] of a procedure.
+//!
+//! Consumers must ignore unknown types and unknown fields.
+
+use serde::Serialize;
+use std::io::{self, Write};
+use tej_core::{Finding, Metric, Report, Severity};
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum OutputFormat {
+    /// Human-readable tables.
+    #[default]
+    Text,
+    /// JSON Lines: `{"type": ..., "data": ...}` per line.
+    Json,
+    /// Nagios plugin: one status line with perfdata, exit 0/1/2/3.
+    Nagios,
+    /// Prometheus text exposition format (for node_exporter's textfile collector).
+    Prometheus,
+}
+
+/// Writes one JSON Lines record.
+pub fn json_line<T: Serialize>(out: &mut dyn Write, kind: &str, data: &T) -> io::Result<()> {
+    #[derive(Serialize)]
+    struct Envelope<'a, T: Serialize> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        data: &'a T,
+    }
+    serde_json::to_writer(&mut *out, &Envelope { kind, data }).map_err(io::Error::other)?;
+    out.write_all(b"\n")
+}
+
+/// Whether to colour text output: only on a terminal, and never with `NO_COLOR` set.
+pub fn use_colour(is_terminal: bool) -> bool {
+    is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+fn paint(s: Severity, colour: bool) -> String {
+    if !colour {
+        return s.label().to_string();
+    }
+    let code = match s {
+        Severity::Ok => "32",
+        Severity::Warning => "33",
+        Severity::Critical => "31",
+        Severity::Unknown => "35",
+    };
+    format!("\x1b[{code}m{}\x1b[0m", s.label())
+}
+
+/// Renders a report in `format`.
+pub fn render_report(
+    out: &mut dyn Write,
+    report: &Report,
+    format: OutputFormat,
+    colour: bool,
+) -> io::Result<()> {
+    match format {
+        OutputFormat::Text => render_text(out, report, colour),
+        OutputFormat::Json => {
+            for f in &report.findings {
+                json_line(out, "finding", f)?;
+            }
+            json_line(out, "summary", &summary(report))
+        }
+        OutputFormat::Nagios => render_nagios(out, report),
+        OutputFormat::Prometheus => out.write_all(prometheus_text(report).as_bytes()),
+    }
+}
+
+#[derive(Serialize)]
+struct Summary<'a> {
+    title: &'a str,
+    severity: Severity,
+    exit_code: i32,
+    ok: usize,
+    warning: usize,
+    critical: usize,
+    unknown: usize,
+}
+
+fn summary(report: &Report) -> Summary<'_> {
+    let (ok, warning, critical, unknown) = report.counts();
+    Summary {
+        title: &report.title,
+        severity: report.severity(),
+        exit_code: report.severity().exit_code(),
+        ok,
+        warning,
+        critical,
+        unknown,
+    }
+}
+
+fn render_text(out: &mut dyn Write, report: &Report, colour: bool) -> io::Result<()> {
+    let rows: Vec<[String; 3]> = report
+        .findings
+        .iter()
+        .map(|f| {
+            let check = if f.target.is_empty() {
+                f.check.clone()
+            } else {
+                format!("{} [{}]", f.check, f.target)
+            };
+            [f.severity.label().to_string(), check, f.summary.clone()]
+        })
+        .collect();
+    let w0 = rows.iter().map(|r| r[0].len()).max().unwrap_or(0).max(8);
+    let w1 = rows
+        .iter()
+        .map(|r| r[1].chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(5);
+    writeln!(out, "{}", report.title)?;
+    writeln!(out, "{:<w0$}  {:<w1$}  SUMMARY", "STATUS", "CHECK")?;
+    for (r, f) in rows.iter().zip(&report.findings) {
+        let pad = " ".repeat(w0.saturating_sub(r[0].len()));
+        writeln!(
+            out,
+            "{}{pad}  {:<w1$}  {}",
+            paint(f.severity, colour),
+            r[1],
+            r[2]
+        )?;
+        if let Some(d) = &f.detail {
+            for line in d.lines() {
+                writeln!(out, "{:<w0$}  {:<w1$}    {line}", "", "")?;
+            }
+        }
+    }
+    let (ok, w, c, u) = report.counts();
+    writeln!(
+        out,
+        "\n{}: {ok} ok, {w} warning, {c} critical, {u} unknown",
+        paint(report.severity(), colour)
+    )
+}
+
+fn perf_label(m: &Metric) -> String {
+    let mut name = m.name.clone();
+    for (_, v) in &m.labels {
+        name.push('_');
+        name.push_str(v);
+    }
+    name.replace(['\'', '='], "_")
+}
+
+fn nagios_uom(unit: &str) -> &str {
+    match unit {
+        "s" | "ms" | "us" | "%" | "B" | "KB" | "MB" | "GB" | "TB" | "c" => unit,
+        "count" => "",
+        _ => "",
+    }
+}
+
+fn render_nagios(out: &mut dyn Write, report: &Report) -> io::Result<()> {
+    let sev = report.severity();
+    let problems = report.problems();
+    let text = if problems.is_empty() {
+        format!("{} checks ok", report.findings.len())
+    } else {
+        problems
+            .iter()
+            .map(|f| f.summary.replace('|', "/"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let perf: Vec<String> = report
+        .findings
+        .iter()
+        .flat_map(|f| f.metrics.iter())
+        .map(|m| {
+            format!(
+                "'{}'={}{};{};{}",
+                perf_label(m),
+                m.value,
+                nagios_uom(&m.unit),
+                m.warn.map(|v| v.to_string()).unwrap_or_default(),
+                m.crit.map(|v| v.to_string()).unwrap_or_default()
+            )
+        })
+        .collect();
+    write!(
+        out,
+        "{} {} - {}",
+        report.title.to_uppercase().replace(' ', "_"),
+        sev.label(),
+        text
+    )?;
+    if !perf.is_empty() {
+        write!(out, " | {}", perf.join(" "))?;
+    }
+    writeln!(out)?;
+    for f in problems.iter().skip(1) {
+        writeln!(out, "{}: {}", f.severity.label(), f.summary)?;
+    }
+    Ok(())
+}
+
+fn prom_escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn prom_name(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The report as Prometheus text exposition format.
+pub fn prometheus_text(report: &Report) -> String {
+    let mut s = String::new();
+    s.push_str("# HELP tej_check_status Check severity: 0 ok, 1 warning, 2 critical, 3 unknown.\n# TYPE tej_check_status gauge\n");
+    for f in &report.findings {
+        s.push_str(&format!(
+            "tej_check_status{{check=\"{}\",target=\"{}\"}} {}\n",
+            prom_escape(&f.check),
+            prom_escape(&f.target),
+            f.severity.exit_code()
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for f in &report.findings {
+        for m in &f.metrics {
+            let name = format!("tej_{}", prom_name(&m.name));
+            if seen.insert(name.clone()) {
+                s.push_str(&format!("# TYPE {name} gauge\n"));
+            }
+            let mut labels = vec![format!("check=\"{}\"", prom_escape(&f.check))];
+            if !f.target.is_empty() {
+                labels.push(format!("target=\"{}\"", prom_escape(&f.target)));
+            }
+            for (k, v) in &m.labels {
+                labels.push(format!("{}=\"{}\"", prom_name(k), prom_escape(v)));
+            }
+            s.push_str(&format!("{name}{{{}}} {}\n", labels.join(","), m.value));
+        }
+    }
+    s
+}
+
+/// Writes a Prometheus textfile atomically (node_exporter never reads a half-written file).
+pub fn write_prometheus_file(path: &std::path::Path, report: &Report) -> io::Result<()> {
+    tej_core::atomic_write(path, prometheus_text(report).as_bytes(), Some(0o644))
+}
+
+#[allow(dead_code)] // wired into the check commands as their crates land
+/// Appends the report to a Markdown daily log ("document findings in daily log").
+pub fn append_daily_log(path: &std::path::Path, report: &Report, at: &str) -> io::Result<()> {
+    use std::fs::OpenOptions;
+    let mut md = format!(
+        "\n## {} — {} — {}\n\n| status | check | target | summary |\n|---|---|---|---|\n",
+        at,
+        report.title,
+        report.severity().label()
+    );
+    for f in &report.findings {
+        md.push_str(&format!(
+            "| {} | {} | {} | {} |\n",
+            f.severity.label(),
+            f.check,
+            f.target,
+            f.summary.replace('|', "\\|")
+        ));
+    }
+    let mut file = OpenOptions::new().create(true).append(true).open(path)?;
+    file.write_all(md.as_bytes())?;
+    file.sync_data()
+}
+
+/// A finding list as a report, for commands that produce findings directly.
+pub fn report_of(title: &str, findings: Vec<Finding>) -> Report {
+    let mut r = Report::new(title);
+    r.extend(findings);
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tej_core::Threshold;
+
+    fn sample() -> Report {
+        report_of(
+            "db health",
+            vec![
+                Finding::measured(
+                    "postgres.connections",
+                    "connections_used_percent",
+                    42.0,
+                    "%",
+                    Threshold::above(80.0, 90.0),
+                    "21 of 50 connections used",
+                )
+                .target("main"),
+                Finding::new(
+                    "postgres.xmin_horizon",
+                    Severity::Warning,
+                    "horizon pinned by pid 123 for 2h",
+                )
+                .target("main"),
+            ],
+        )
+    }
+
+    #[test]
+    fn text_golden() {
+        let mut out = Vec::new();
+        render_report(&mut out, &sample(), OutputFormat::Text, false).unwrap();
+        let expected = "db health\nSTATUS    CHECK                         SUMMARY\nOK        postgres.connections [main]   21 of 50 connections used\nWARNING   postgres.xmin_horizon [main]  horizon pinned by pid 123 for 2h\n\nWARNING: 1 ok, 1 warning, 0 critical, 0 unknown\n";
+        assert_eq!(String::from_utf8(out).unwrap(), expected);
+    }
+
+    #[test]
+    fn json_lines_envelope() {
+        let mut out = Vec::new();
+        render_report(&mut out, &sample(), OutputFormat::Json, false).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0]["type"], "finding");
+        assert_eq!(lines[0]["data"]["severity"], "ok");
+        assert_eq!(lines[0]["data"]["metrics"][0]["warn"], 80.0);
+        assert_eq!(lines[2]["type"], "summary");
+        assert_eq!(lines[2]["data"]["exit_code"], 1);
+    }
+
+    #[test]
+    fn nagios_line_with_perfdata() {
+        let mut out = Vec::new();
+        render_report(&mut out, &sample(), OutputFormat::Nagios, false).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "DB_HEALTH WARNING - horizon pinned by pid 123 for 2h | 'connections_used_percent'=42%;80;90\n"
+        );
+    }
+
+    #[test]
+    fn prometheus_textfile() {
+        let t = prometheus_text(&sample());
+        assert!(
+            t.contains("tej_check_status{check=\"postgres.xmin_horizon\",target=\"main\"} 1\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "tej_connections_used_percent{check=\"postgres.connections\",target=\"main\"} 42\n"
+            ),
+            "{t}"
+        );
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("tej.prom");
+        write_prometheus_file(&p, &sample()).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), t);
+    }
+
+    #[test]
+    fn colour_rules() {
+        assert!(!use_colour(false));
+    }
+}
