@@ -311,6 +311,51 @@ impl Default for HostConfig {
     }
 }
 
+/// A check declared in `tej.toml`: a SQL query or a Redis command whose numeric result is
+/// compared with thresholds (active users, inactive admin accounts, open reports...).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomCheckConfig {
+    /// Check name (`active-users`), reported as `custom.<name>`.
+    pub name: String,
+    /// A SQL query returning one numeric value (first column of the first row).
+    #[serde(default)]
+    pub sql: Option<String>,
+    /// Which `[[database]]` the query runs on (default: the first).
+    #[serde(default)]
+    pub database: Option<String>,
+    /// A Redis command as argv (`["DBSIZE"]`, `["SCARD", "online-users"]`) returning an integer.
+    #[serde(default)]
+    pub redis: Option<Vec<String>>,
+    /// Which `[[redis]]` the command runs on (default: the first).
+    #[serde(default)]
+    pub redis_instance: Option<String>,
+    /// Warning threshold.
+    pub warn: f64,
+    /// Critical threshold.
+    pub crit: f64,
+    /// `higher_is_worse` (default) or `lower_is_worse`.
+    #[serde(default)]
+    pub direction: crate::finding::Direction,
+    /// Unit for display (`users`, `%`).
+    #[serde(default)]
+    pub unit: String,
+    /// What the value means, shown in the finding.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+impl CustomCheckConfig {
+    /// The thresholds as a [`crate::Threshold`].
+    pub fn threshold(&self) -> crate::Threshold {
+        crate::Threshold {
+            warn: self.warn,
+            crit: self.crit,
+            direction: self.direction,
+        }
+    }
+}
+
 /// The whole `tej.toml`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -351,9 +396,12 @@ pub struct Config {
     /// Host thresholds.
     #[serde(default)]
     pub host: HostConfig,
-    /// Webhook for notifications (Slack-compatible).
+    /// Webhook for notifications (Slack-compatible); the URL itself is a secret.
     #[serde(default)]
     pub notify_url: Option<SecretRef>,
+    /// Checks declared in configuration.
+    #[serde(default, rename = "check")]
+    pub checks: Vec<CustomCheckConfig>,
 }
 
 /// A configuration problem: which file, which key, what was expected.
@@ -648,6 +696,40 @@ impl Config {
                     format!("host.{k}_crit_percent"),
                     "percentages must be within 0..=100 with critical >= warning",
                 ));
+            }
+        }
+        for (i, c) in self.checks.iter().enumerate() {
+            let key = format!("check[{i}]");
+            if c.sql.is_some() == c.redis.is_some() {
+                return Err(cerr(
+                    file,
+                    key,
+                    "needs exactly one of sql = \"...\" or redis = [\"COMMAND\", ...]",
+                ));
+            }
+            if c.redis.as_ref().is_some_and(|r| r.is_empty()) {
+                return Err(cerr(file, format!("{key}.redis"), "is an empty command"));
+            }
+            c.threshold()
+                .validate()
+                .map_err(|m| cerr(file, format!("{key}.crit"), m))?;
+            if let Some(db) = &c.database {
+                if !self.databases.iter().any(|d| &d.name == db) {
+                    return Err(cerr(
+                        file,
+                        format!("{key}.database"),
+                        format!("no [[database]] named {db:?}"),
+                    ));
+                }
+            }
+            if let Some(r) = &c.redis_instance {
+                if !self.redis.iter().any(|x| &x.name == r) {
+                    return Err(cerr(
+                        file,
+                        format!("{key}.redis_instance"),
+                        format!("no [[redis]] named {r:?}"),
+                    ));
+                }
             }
         }
         if let Some(s) = &self.secrets {
@@ -966,6 +1048,39 @@ env_file = "/opt/skillswap/.env"
             Some(SecretRef::Env {
                 env: "PGPASSWORD".into()
             })
+        );
+    }
+
+    #[test]
+    fn custom_checks() {
+        let ok = "[[check]]\nname = \"active-users\"\nsql = \"SELECT 1\"\nwarn = 10\ncrit = 20\n[[check]]\nname = \"online\"\nredis = [\"DBSIZE\"]\nwarn = 5\ncrit = 1\ndirection = \"lower_is_worse\"\n";
+        let c = Config::from_toml_with_env(ok, "t.toml", &no_env).unwrap();
+        assert_eq!(c.checks.len(), 2);
+        assert_eq!(
+            c.checks[1].threshold().evaluate(0.0),
+            crate::Severity::Critical
+        );
+        let both =
+            "[[check]]\nname = \"x\"\nsql = \"SELECT 1\"\nredis = [\"PING\"]\nwarn = 1\ncrit = 2\n";
+        assert_eq!(
+            Config::from_toml_with_env(both, "t.toml", &no_env)
+                .unwrap_err()
+                .key,
+            "check[0]"
+        );
+        let bad = "[[check]]\nname = \"x\"\nsql = \"SELECT 1\"\nwarn = 5\ncrit = 1\n";
+        assert_eq!(
+            Config::from_toml_with_env(bad, "t.toml", &no_env)
+                .unwrap_err()
+                .key,
+            "check[0].crit"
+        );
+        let nodb = "[[check]]\nname = \"x\"\nsql = \"SELECT 1\"\ndatabase = \"nope\"\nwarn = 1\ncrit = 2\n";
+        assert_eq!(
+            Config::from_toml_with_env(nodb, "t.toml", &no_env)
+                .unwrap_err()
+                .key,
+            "check[0].database"
         );
     }
 

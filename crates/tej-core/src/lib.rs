@@ -50,7 +50,7 @@ pub use command::{
     CommandError, CommandOutput, CommandRunner, CommandSpec, RunningCommand, TokioCommandRunner,
     run_checked,
 };
-pub use config::{Config, ConfigError, Environment};
+pub use config::{Config, ConfigError, CustomCheckConfig, Environment};
 pub use finding::{Direction, Finding, Metric, Report, Threshold};
 pub use fsutil::atomic_write;
 pub use procedure::{
