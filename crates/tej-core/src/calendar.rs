@@ -395,15 +395,13 @@ impl Calendar {
         let mut date = local.date();
         // The longest gap (a quarterly rule) is under 4 months; 500 days is a safe bound.
         for _ in 0..500 {
-            if recurrence.matches(date) {
-                if let Ok(z) = date
+            if recurrence.matches(date)
+                && let Ok(z) = date
                     .to_datetime(recurrence.time())
                     .to_zoned(self.tz.clone())
-                {
-                    if z.timestamp() > after {
-                        return z;
-                    }
-                }
+                && z.timestamp() > after
+            {
+                return z;
             }
             date = match date.tomorrow() {
                 Ok(d) => d,
@@ -426,7 +424,7 @@ impl Calendar {
             .iter()
             .map(|e| (e, self.next_of(&e.recurrence, after)))
             .collect();
-        v.sort_by(|a, b| a.1.timestamp().cmp(&b.1.timestamp()));
+        v.sort_by_key(|a| a.1.timestamp());
         v
     }
 

@@ -509,21 +509,21 @@ impl Config {
                 });
             }
         }
-        if self.redis.is_empty() {
-            if let Some(url) = env("REDIS_URL").filter(|s| !s.is_empty()) {
-                self.redis.push(RedisConfig {
-                    name: "default".into(),
-                    url: ConnUrl::new(url),
-                    username: None,
-                    password: None,
-                    session_pattern: default_session_pattern(),
-                });
-            }
+        if self.redis.is_empty()
+            && let Some(url) = env("REDIS_URL").filter(|s| !s.is_empty())
+        {
+            self.redis.push(RedisConfig {
+                name: "default".into(),
+                url: ConnUrl::new(url),
+                username: None,
+                password: None,
+                session_pattern: default_session_pattern(),
+            });
         }
-        if let (Some(c), Some(h)) = (self.compose.as_mut(), env("DOCKER_HOST")) {
-            if c.docker_host.is_none() {
-                c.docker_host = Some(h);
-            }
+        if let (Some(c), Some(h)) = (self.compose.as_mut(), env("DOCKER_HOST"))
+            && c.docker_host.is_none()
+        {
+            c.docker_host = Some(h);
         }
         let _ = file;
         Ok(())
@@ -622,17 +622,17 @@ impl Config {
                 ));
             }
         };
-        if let Some(l) = self.backup.compression_level {
-            if !(lo..=hi).contains(&l) {
-                return Err(cerr(
-                    file,
-                    "backup.compression_level",
-                    format!(
-                        "{l} is out of range {lo}..={hi} for {}",
-                        self.backup.compression
-                    ),
-                ));
-            }
+        if let Some(l) = self.backup.compression_level
+            && !(lo..=hi).contains(&l)
+        {
+            return Err(cerr(
+                file,
+                "backup.compression_level",
+                format!(
+                    "{l} is out of range {lo}..={hi} for {}",
+                    self.backup.compression
+                ),
+            ));
         }
         if let Some(enc) = &self.backup.encryption {
             if enc.recipients.is_empty() && enc.passphrase.is_none() {
@@ -713,29 +713,29 @@ impl Config {
             c.threshold()
                 .validate()
                 .map_err(|m| cerr(file, format!("{key}.crit"), m))?;
-            if let Some(db) = &c.database {
-                if !self.databases.iter().any(|d| &d.name == db) {
-                    return Err(cerr(
-                        file,
-                        format!("{key}.database"),
-                        format!("no [[database]] named {db:?}"),
-                    ));
-                }
+            if let Some(db) = &c.database
+                && !self.databases.iter().any(|d| &d.name == db)
+            {
+                return Err(cerr(
+                    file,
+                    format!("{key}.database"),
+                    format!("no [[database]] named {db:?}"),
+                ));
             }
-            if let Some(r) = &c.redis_instance {
-                if !self.redis.iter().any(|x| &x.name == r) {
-                    return Err(cerr(
-                        file,
-                        format!("{key}.redis_instance"),
-                        format!("no [[redis]] named {r:?}"),
-                    ));
-                }
+            if let Some(r) = &c.redis_instance
+                && !self.redis.iter().any(|x| &x.name == r)
+            {
+                return Err(cerr(
+                    file,
+                    format!("{key}.redis_instance"),
+                    format!("no [[redis]] named {r:?}"),
+                ));
             }
         }
-        if let Some(s) = &self.secrets {
-            if s.rotate.is_empty() {
-                return Err(cerr(file, "secrets.rotate", "lists no keys"));
-            }
+        if let Some(s) = &self.secrets
+            && s.rotate.is_empty()
+        {
+            return Err(cerr(file, "secrets.rotate", "lists no keys"));
         }
         Ok(())
     }

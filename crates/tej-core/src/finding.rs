@@ -259,7 +259,7 @@ impl Report {
             .iter()
             .filter(|f| f.severity.needs_attention())
             .collect();
-        v.sort_by(|a, b| b.severity.cmp(&a.severity));
+        v.sort_by_key(|f| std::cmp::Reverse(f.severity));
         v
     }
 }

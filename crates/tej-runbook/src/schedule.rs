@@ -1,0 +1,855 @@
+//! The maintenance calendar as crontab lines or systemd timer units, and the
+//! "is this entry due now?" test that `tej run <entry> --if-due` applies.
+//!
+//! # Design
+//!
+//! Both formats fire in the calendar's zone (Asia/Kolkata), never in the host's:
+//!
+//! - **systemd** (preferred): `OnCalendar=` takes a time-zone suffix and can say
+//!   "first Sunday" (`Sun *-*-01..07`) and "last Sunday" (`Sun *-*~01..07`, the
+//!   last seven days of the month) exactly, so the timer calls `tej run <entry-id>`
+//!   at the right instant. `AccuracySec=1s` removes systemd's default one-minute
+//!   coalescing, and `Persistent=true` starts a run missed while the host was down
+//!   as soon as it is back (tej's own guards then decide whether a destructive step
+//!   may run outside the maintenance window).
+//! - **crontab**: cron's day-of-month and day-of-week fields are OR-ed when both
+//!   are restricted, so "nth Sunday" and "last Sunday" cannot be written in cron
+//!   syntax. Rather than a shell guard (`[ "$(date +\%u)" = 7 ]`), every cron line
+//!   calls `tej run <entry-id> --if-due`: cron wakes tej on the right weekday at the
+//!   right local time and tej checks the calendar itself ([`due_occurrence`]),
+//!   exiting 0 quietly when the entry is not due. The same guard means a cron
+//!   daemon that ignores `CRON_TZ` never runs a procedure at the wrong time; it
+//!   just runs nothing (and the daemon state shows the run as missed).
+//!   `CRON_TZ=` is honoured by cronie and systemd-cron; Debian's Vixie cron
+//!   documents no such variable, so on Debian prefer the systemd units, or emit
+//!   [`CronZone::Utc`] lines on a host whose clock zone is UTC (possible because
+//!   Asia/Kolkata has had a fixed offset since 1945, so the UTC times never drift).
+//!
+//! Every token written into a unit or a crontab line is checked against a strict
+//! character set, so nothing a shell would interpret can reach cron.
+
+use crate::error::{Result, RunbookError};
+use jiff::civil::{Time, Weekday};
+use jiff::{SignedDuration, Timestamp, Zoned};
+use std::path::PathBuf;
+use tej_core::{Cadence, Calendar, CalendarEntry, Recurrence};
+
+/// In which zone crontab lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CronZone {
+    /// Local times of the calendar with a `CRON_TZ=<zone>` line (cronie, systemd-cron).
+    #[default]
+    CronTz,
+    /// UTC times, for a cron without `CRON_TZ` on a host whose zone is UTC.
+    /// Only for calendar zones with a fixed UTC offset (Asia/Kolkata is).
+    Utc,
+}
+
+/// How the emitted units and lines call tej.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleOptions {
+    /// Absolute path of the tej binary.
+    pub tej_binary: PathBuf,
+    /// `--config` passed to every run, if any.
+    pub config: Option<PathBuf>,
+    /// systemd `User=` for the services, if any.
+    pub user: Option<String>,
+    /// Zone of crontab lines.
+    pub cron_zone: CronZone,
+}
+
+impl Default for ScheduleOptions {
+    fn default() -> Self {
+        ScheduleOptions {
+            tej_binary: PathBuf::from("/usr/local/bin/tej"),
+            config: None,
+            user: None,
+            cron_zone: CronZone::CronTz,
+        }
+    }
+}
+
+/// How far around an occurrence `tej run --if-due` counts the entry as due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DueWindow {
+    /// Accept a start this long before the occurrence (clock skew).
+    pub early: SignedDuration,
+    /// Accept a start this long after the occurrence (cron start latency, load).
+    pub late: SignedDuration,
+}
+
+impl Default for DueWindow {
+    fn default() -> Self {
+        DueWindow {
+            early: SignedDuration::from_secs(60),
+            late: SignedDuration::from_mins(10),
+        }
+    }
+}
+
+/// The occurrence of `entry` that makes it due at `now`, if any: one in
+/// `[now - window.late, now + window.early]`.
+pub fn due_occurrence(
+    cal: &Calendar,
+    entry: &CalendarEntry,
+    now: Timestamp,
+    window: DueWindow,
+) -> Option<Zoned> {
+    let from = now
+        .checked_sub(window.late)
+        .ok()?
+        .checked_sub(SignedDuration::from_nanos(1))
+        .ok()?;
+    let until = now.checked_add(window.early).ok()?;
+    let occ = cal.next_of(&entry.recurrence, from);
+    (occ.timestamp() <= until).then_some(occ)
+}
+
+fn check_token(what: &str, s: &str) -> Result<()> {
+    let ok = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_./:=@+-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(RunbookError::Unsupported(format!(
+            "{what} {s:?} must be non-empty and use only letters, digits and _./:=@+-"
+        )))
+    }
+}
+
+fn check_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && !id.starts_with('-')
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(RunbookError::Unsupported(format!(
+            "entry id {id:?} must be lower-case letters, digits and '-'"
+        )))
+    }
+}
+
+/// The entries `tej run SELECTOR` means: `daily`, `weekly`, `monthly`,
+/// `quarterly` (by cadence) or one entry id.
+pub fn select_entries<'a>(cal: &'a Calendar, selector: &str) -> Result<Vec<&'a CalendarEntry>> {
+    let cadence = match selector {
+        "daily" => Some(Cadence::Daily),
+        "weekly" => Some(Cadence::Weekly),
+        "monthly" => Some(Cadence::Monthly),
+        "quarterly" => Some(Cadence::Quarterly),
+        _ => None,
+    };
+    match cadence {
+        Some(c) => Ok(cal
+            .entries
+            .iter()
+            .filter(|e| e.recurrence.cadence() == c)
+            .collect()),
+        None => cal
+            .entry(selector)
+            .map(|e| vec![e])
+            .ok_or_else(|| RunbookError::UnknownEntry(selector.to_string())),
+    }
+}
+
+/// The argv that runs `entry_id`: `tej [--config PATH] run ENTRY [--if-due]`.
+pub fn run_argv(opts: &ScheduleOptions, entry_id: &str, if_due: bool) -> Result<Vec<String>> {
+    check_id(entry_id)?;
+    let bin = opts.tej_binary.to_str().unwrap_or("");
+    check_token("tej binary", bin)?;
+    if !opts.tej_binary.is_absolute() {
+        return Err(RunbookError::Unsupported(format!(
+            "tej binary {bin:?} must be an absolute path"
+        )));
+    }
+    let mut argv = vec![bin.to_string()];
+    if let Some(c) = &opts.config {
+        let c = c.to_str().unwrap_or("");
+        check_token("config path", c)?;
+        argv.push("--config".into());
+        argv.push(c.to_string());
+    }
+    argv.push("run".into());
+    argv.push(entry_id.to_string());
+    if if_due {
+        argv.push("--if-due".into());
+    }
+    Ok(argv)
+}
+
+fn at(r: &Recurrence) -> Time {
+    match *r {
+        Recurrence::Day { at }
+        | Recurrence::Week { at, .. }
+        | Recurrence::Month { at, .. }
+        | Recurrence::Quarter { at, .. } => at,
+    }
+}
+
+fn weekday(r: &Recurrence) -> Option<Weekday> {
+    match *r {
+        Recurrence::Day { .. } => None,
+        Recurrence::Week { weekday, .. }
+        | Recurrence::Month { weekday, .. }
+        | Recurrence::Quarter { weekday, .. } => Some(weekday),
+    }
+}
+
+fn check_whole_minute(id: &str, t: Time) -> Result<()> {
+    if t.second() != 0 || t.subsec_nanosecond() != 0 {
+        return Err(RunbookError::Unsupported(format!(
+            "entry {id}: cron has minute resolution, {t} has seconds"
+        )));
+    }
+    Ok(())
+}
+
+/// The fixed UTC offset of the calendar's zone in seconds, if it has had no
+/// transition since 1970.
+pub fn fixed_offset_seconds(cal: &Calendar) -> Option<i32> {
+    let tz = cal.zone();
+    if tz.following(Timestamp::UNIX_EPOCH).next().is_some() {
+        return None;
+    }
+    Some(tz.to_offset(Timestamp::UNIX_EPOCH).seconds())
+}
+
+/// Converts a local time of day to UTC: (hour, minute, day shift -1/0/+1).
+fn to_utc(t: Time, offset_secs: i32) -> Option<(u8, u8, i32)> {
+    if offset_secs % 60 != 0 {
+        return None;
+    }
+    let local = i32::from(t.hour()) * 60 + i32::from(t.minute());
+    let utc = local - offset_secs / 60;
+    let shift = utc.div_euclid(1440);
+    let m = utc.rem_euclid(1440);
+    Some(((m / 60) as u8, (m % 60) as u8, shift))
+}
+
+/// One crontab job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CronJob {
+    /// Calendar entry id.
+    pub entry_id: String,
+    /// Comment line describing the entry in local time and UTC.
+    pub comment: String,
+    /// The five time fields: minute, hour, day of month, month, day of week.
+    pub fields: [String; 5],
+    /// The command, as argv (every token checked; joined with spaces in the crontab).
+    pub argv: Vec<String>,
+}
+
+impl CronJob {
+    /// The crontab line.
+    pub fn line(&self) -> String {
+        format!("{} {}", self.fields.join(" "), self.argv.join(" "))
+    }
+}
+
+fn cron_dow(w: Weekday) -> i32 {
+    i32::from(w.to_sunday_zero_offset())
+}
+
+fn utc_note(t: Time, off: Option<i32>) -> String {
+    match off.and_then(|o| to_utc(t, o)) {
+        Some((h, m, 0)) => format!("{h:02}:{m:02} UTC"),
+        Some((h, m, -1)) => format!("{h:02}:{m:02} UTC the day before"),
+        Some((h, m, _)) => format!("{h:02}:{m:02} UTC the day after"),
+        None => "UTC offset varies".to_string(),
+    }
+}
+
+/// The crontab jobs for every calendar entry.
+pub fn cron_jobs(cal: &Calendar, opts: &ScheduleOptions) -> Result<Vec<CronJob>> {
+    let off = fixed_offset_seconds(cal);
+    let mut jobs = Vec::new();
+    for e in &cal.entries {
+        let t = at(&e.recurrence);
+        check_whole_minute(&e.id, t)?;
+        let (hour, minute, shift) = match opts.cron_zone {
+            CronZone::CronTz => (t.hour() as u8, t.minute() as u8, 0),
+            CronZone::Utc => {
+                let o = off.ok_or_else(|| {
+                    RunbookError::Unsupported(format!(
+                        "zone {} has UTC offset changes; use CRON_TZ or systemd timers",
+                        cal.zone_name()
+                    ))
+                })?;
+                to_utc(t, o).ok_or_else(|| {
+                    RunbookError::Unsupported(format!(
+                        "zone {} has an offset of {o}s, not whole minutes",
+                        cal.zone_name()
+                    ))
+                })?
+            }
+        };
+        let dow = match weekday(&e.recurrence) {
+            None => "*".to_string(),
+            Some(w) => (cron_dow(w) + shift).rem_euclid(7).to_string(),
+        };
+        // In local time the quarter's months can be named; in UTC a shifted day
+        // may fall in the previous month, so leave the month to --if-due.
+        let month = match (e.recurrence, shift) {
+            (Recurrence::Quarter { .. }, 0) => "1,4,7,10".to_string(),
+            _ => "*".to_string(),
+        };
+        // Cron says "every <weekday>" exactly; nth/last weekday is checked by tej.
+        // Every line carries --if-due so a cron that ignores CRON_TZ runs nothing.
+        let argv = run_argv(opts, &e.id, true)?;
+        let comment = format!(
+            "# {}: {} {} (= {}), {} min",
+            e.id,
+            e.recurrence,
+            cal.zone_name(),
+            utc_note(t, off),
+            e.duration.as_mins()
+        );
+        jobs.push(CronJob {
+            entry_id: e.id.clone(),
+            comment,
+            fields: [
+                minute.to_string(),
+                hour.to_string(),
+                "*".to_string(),
+                month,
+                dow,
+            ],
+            argv,
+        });
+    }
+    Ok(jobs)
+}
+
+/// The whole crontab for the calendar.
+pub fn emit_crontab(cal: &Calendar, opts: &ScheduleOptions) -> Result<String> {
+    let jobs = cron_jobs(cal, opts)?;
+    let mut out = String::new();
+    out.push_str("# tej maintenance calendar, generated by `tej schedule --emit crontab`.\n");
+    out.push_str("# Cron cannot express \"nth/last Sunday\": each line wakes tej on the right\n");
+    out.push_str(
+        "# weekday and `tej run ENTRY --if-due` checks the calendar, exiting 0 when not due.\n",
+    );
+    match opts.cron_zone {
+        CronZone::CronTz => {
+            check_token("zone", cal.zone_name())?;
+            out.push_str(&format!(
+                "# Times are {} (CRON_TZ: cronie, systemd-cron).\nCRON_TZ={}\n",
+                cal.zone_name(),
+                cal.zone_name()
+            ));
+        }
+        CronZone::Utc => out.push_str(&format!(
+            "# Times are UTC (for a cron daemon running in UTC); the calendar is {}.\n",
+            cal.zone_name()
+        )),
+    }
+    for j in jobs {
+        out.push('\n');
+        out.push_str(&j.comment);
+        out.push('\n');
+        out.push_str(&j.line());
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+fn weekday_abbrev(w: Weekday) -> &'static str {
+    match w {
+        Weekday::Monday => "Mon",
+        Weekday::Tuesday => "Tue",
+        Weekday::Wednesday => "Wed",
+        Weekday::Thursday => "Thu",
+        Weekday::Friday => "Fri",
+        Weekday::Saturday => "Sat",
+        Weekday::Sunday => "Sun",
+    }
+}
+
+fn nth_days(month: &str, nth: i8) -> String {
+    if nth < 0 {
+        // The last seven days of the month; systemd counts `~01` as the last day.
+        format!("*-{month}~01..07")
+    } else {
+        let first = (i32::from(nth) - 1) * 7 + 1;
+        let last = (i32::from(nth) * 7).min(31);
+        format!("*-{month}-{first:02}..{last:02}")
+    }
+}
+
+/// The `OnCalendar=` expression for a recurrence in the calendar's zone.
+pub fn on_calendar(cal: &Calendar, r: &Recurrence) -> String {
+    let t = at(r);
+    let time = format!("{:02}:{:02}:{:02}", t.hour(), t.minute(), t.second());
+    let zone = cal.zone_name();
+    match *r {
+        Recurrence::Day { .. } => format!("*-*-* {time} {zone}"),
+        Recurrence::Week { weekday, .. } => {
+            format!("{} *-*-* {time} {zone}", weekday_abbrev(weekday))
+        }
+        Recurrence::Month { nth, weekday, .. } => {
+            format!(
+                "{} {} {time} {zone}",
+                weekday_abbrev(weekday),
+                nth_days("*", nth)
+            )
+        }
+        Recurrence::Quarter { nth, weekday, .. } => format!(
+            "{} {} {time} {zone}",
+            weekday_abbrev(weekday),
+            nth_days("01,04,07,10", nth)
+        ),
+    }
+}
+
+/// One systemd unit file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SystemdUnit {
+    /// File name (`tej-weekly-audit.timer`).
+    pub name: String,
+    /// File content.
+    pub contents: String,
+}
+
+/// A `.timer` and a `.service` unit per calendar entry.
+pub fn emit_systemd(cal: &Calendar, opts: &ScheduleOptions) -> Result<Vec<SystemdUnit>> {
+    check_token("zone", cal.zone_name())?;
+    if let Some(u) = &opts.user {
+        check_token("user", u)?;
+    }
+    let mut units = Vec::new();
+    for e in &cal.entries {
+        let argv = run_argv(opts, &e.id, false)?;
+        let base = format!("tej-{}", e.id);
+        let what = format!("{} {}", e.recurrence, cal.zone_name());
+        let timer = format!(
+            "# Generated by `tej schedule --emit systemd`.\n\
+             [Unit]\n\
+             Description=tej {id}: {what}\n\
+             \n\
+             [Timer]\n\
+             OnCalendar={cal_expr}\n\
+             AccuracySec=1s\n\
+             Persistent=true\n\
+             Unit={base}.service\n\
+             \n\
+             [Install]\n\
+             WantedBy=timers.target\n",
+            id = e.id,
+            cal_expr = on_calendar(cal, &e.recurrence),
+        );
+        let user = opts
+            .user
+            .as_ref()
+            .map(|u| format!("User={u}\n"))
+            .unwrap_or_default();
+        let service = format!(
+            "# Generated by `tej schedule --emit systemd`.\n\
+             [Unit]\n\
+             Description=tej run {id} ({what})\n\
+             Wants=network-online.target\n\
+             After=network-online.target\n\
+             \n\
+             [Service]\n\
+             Type=oneshot\n\
+             {user}\
+             ExecStart={exec}\n\
+             TimeoutStartSec={timeout}min\n",
+            id = e.id,
+            exec = argv.join(" "),
+            // Twice the runbook's allotted duration before systemd gives up.
+            timeout = (e.duration.as_mins() * 2).max(5),
+        );
+        units.push(SystemdUnit {
+            name: format!("{base}.timer"),
+            contents: timer,
+        });
+        units.push(SystemdUnit {
+            name: format!("{base}.service"),
+            contents: service,
+        });
+    }
+    Ok(units)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jiff::civil::Date;
+    use jiff::tz::TimeZone;
+    use std::collections::BTreeSet;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    // ---- a small evaluator for the cron subset we emit (Vixie semantics) ----
+
+    #[derive(Debug)]
+    struct Field(Option<BTreeSet<i32>>); // None = '*'
+
+    fn parse_field(s: &str, lo: i32, hi: i32) -> Field {
+        if s == "*" {
+            return Field(None);
+        }
+        let mut set = BTreeSet::new();
+        for part in s.split(',') {
+            let (a, b) = match part.split_once('-') {
+                Some((a, b)) => (a.parse::<i32>().unwrap(), b.parse::<i32>().unwrap()),
+                None => {
+                    let n = part.parse::<i32>().unwrap();
+                    (n, n)
+                }
+            };
+            assert!(lo <= a && a <= b && b <= hi, "field {s} out of range");
+            set.extend(a..=b);
+        }
+        Field(Some(set))
+    }
+
+    impl Field {
+        fn has(&self, v: i32) -> bool {
+            self.0.as_ref().is_none_or(|s| s.contains(&v))
+        }
+        fn star(&self) -> bool {
+            self.0.is_none()
+        }
+    }
+
+    struct Job {
+        tz: TimeZone,
+        f: Vec<Field>,
+        command: String,
+    }
+
+    fn parse_crontab(text: &str) -> Vec<Job> {
+        let mut tz = TimeZone::get("UTC").unwrap();
+        let mut jobs = Vec::new();
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            if let Some(z) = line.strip_prefix("CRON_TZ=") {
+                tz = TimeZone::get(z).unwrap();
+                continue;
+            }
+            let parts: Vec<&str> = line.splitn(6, ' ').collect();
+            assert_eq!(parts.len(), 6, "{line}");
+            let f = vec![
+                parse_field(parts[0], 0, 59),
+                parse_field(parts[1], 0, 23),
+                parse_field(parts[2], 1, 31),
+                parse_field(parts[3], 1, 12),
+                parse_field(parts[4], 0, 7),
+            ];
+            jobs.push(Job {
+                tz: tz.clone(),
+                f,
+                command: parts[5].to_string(),
+            });
+        }
+        jobs
+    }
+
+    /// Instants in [from, until) at which cron starts `job`.
+    fn firings(job: &Job, from: Timestamp, until: Timestamp) -> Vec<Timestamp> {
+        let mut out = Vec::new();
+        let mut date: Date = from.to_zoned(job.tz.clone()).date().yesterday().unwrap();
+        let last = until.to_zoned(job.tz.clone()).date().tomorrow().unwrap();
+        while date <= last {
+            let dow = i32::from(date.weekday().to_sunday_zero_offset());
+            let dom_ok = job.f[2].has(i32::from(date.day()));
+            let dow_ok = job.f[4].has(dow) || (dow == 0 && job.f[4].has(7));
+            let day_ok = if !job.f[2].star() && !job.f[4].star() {
+                dom_ok || dow_ok
+            } else {
+                dom_ok && dow_ok
+            };
+            if day_ok && job.f[3].has(i32::from(date.month())) {
+                for h in 0..24 {
+                    for m in 0..60 {
+                        if job.f[0].has(m) && job.f[1].has(h) {
+                            let z = date
+                                .at(h as i8, m as i8, 0, 0)
+                                .to_zoned(job.tz.clone())
+                                .unwrap();
+                            let t = z.timestamp();
+                            if t >= from && t < until {
+                                out.push(t);
+                            }
+                        }
+                    }
+                }
+            }
+            date = date.tomorrow().unwrap();
+        }
+        out
+    }
+
+    fn calendar_occurrences(
+        cal: &Calendar,
+        e: &CalendarEntry,
+        from: Timestamp,
+        until: Timestamp,
+    ) -> Vec<Timestamp> {
+        let mut v = Vec::new();
+        let mut t = from.checked_sub(SignedDuration::from_nanos(1)).unwrap();
+        loop {
+            let z = cal.next_of(&e.recurrence, t);
+            if z.timestamp() >= until {
+                return v;
+            }
+            v.push(z.timestamp());
+            t = z.timestamp();
+        }
+    }
+
+    /// Cron firings, filtered by what `tej run --if-due` does when started a few
+    /// seconds later, must be exactly the calendar's occurrences.
+    fn assert_crontab_matches_calendar(zone: CronZone) {
+        let cal = Calendar::runbook();
+        let opts = ScheduleOptions {
+            cron_zone: zone,
+            ..ScheduleOptions::default()
+        };
+        let text = emit_crontab(&cal, &opts).unwrap();
+        let jobs = parse_crontab(&text);
+        assert_eq!(jobs.len(), cal.entries.len());
+        // A year and a bit, across month and year ends (2025 has a 5-Sunday month
+        // whose last Sunday is the 31st: August).
+        let from = ts("2024-12-25T00:00:00Z");
+        let until = ts("2026-01-10T00:00:00Z");
+        for (job, e) in jobs.iter().zip(&cal.entries) {
+            assert!(
+                job.command.contains(&format!(" run {} --if-due", e.id)),
+                "{}",
+                job.command
+            );
+            let started: Vec<Timestamp> = firings(job, from, until)
+                .into_iter()
+                .filter(|t| {
+                    let now = t.checked_add(SignedDuration::from_secs(3)).unwrap();
+                    due_occurrence(&cal, e, now, DueWindow::default()).is_some()
+                })
+                .collect();
+            let want = calendar_occurrences(&cal, e, from, until);
+            assert!(want.len() >= 4, "{}: {}", e.id, want.len());
+            assert_eq!(started, want, "{} ({zone:?})", e.id);
+        }
+    }
+
+    #[test]
+    fn crontab_with_cron_tz_fires_at_calendar_times() {
+        assert_crontab_matches_calendar(CronZone::CronTz);
+    }
+
+    #[test]
+    fn crontab_in_utc_fires_at_calendar_times() {
+        assert_crontab_matches_calendar(CronZone::Utc);
+    }
+
+    #[test]
+    fn crontab_text_has_zone_utc_notes_and_no_shell() {
+        let cal = Calendar::runbook();
+        let text = emit_crontab(&cal, &ScheduleOptions::default()).unwrap();
+        assert!(text.contains("\nCRON_TZ=Asia/Kolkata\n"));
+        assert!(text.contains(
+            "# weekly-audit: every Sunday 02:00 Asia/Kolkata (= 20:30 UTC the day before), 120 min\n\
+             0 2 * * 0 /usr/local/bin/tej run weekly-audit --if-due\n"
+        ));
+        assert!(text.contains("0 9 * * * /usr/local/bin/tej run daily-health --if-due\n"));
+        assert!(
+            text.contains("0 3 * 1,4,7,10 0 /usr/local/bin/tej run secret-rotation --if-due\n")
+        );
+        for bad in ['$', '`', '%', ';', '|', '&', '[', '"', '\''] {
+            let jobs_part: String = text.lines().filter(|l| !l.starts_with('#')).collect();
+            assert!(!jobs_part.contains(bad), "found {bad:?}");
+        }
+        let utc = emit_crontab(
+            &cal,
+            &ScheduleOptions {
+                cron_zone: CronZone::Utc,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(!utc.contains("CRON_TZ"));
+        assert!(utc.contains("30 20 * * 6 /usr/local/bin/tej run weekly-audit --if-due\n"));
+        assert!(utc.contains("30 3 * * * /usr/local/bin/tej run daily-health --if-due\n"));
+    }
+
+    #[test]
+    fn utc_crontab_refused_for_zones_with_dst() {
+        let cal = Calendar::runbook_in("Europe/Berlin").unwrap();
+        let err = emit_crontab(
+            &cal,
+            &ScheduleOptions {
+                cron_zone: CronZone::Utc,
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(err, RunbookError::Unsupported(_)), "{err}");
+        // CRON_TZ works for any zone.
+        assert!(emit_crontab(&cal, &ScheduleOptions::default()).is_ok());
+        assert_eq!(fixed_offset_seconds(&Calendar::runbook()), Some(19800));
+    }
+
+    #[test]
+    fn unsafe_tokens_are_refused() {
+        let cal = Calendar::runbook();
+        for opts in [
+            ScheduleOptions {
+                tej_binary: "/opt/my tej".into(),
+                ..Default::default()
+            },
+            ScheduleOptions {
+                tej_binary: "tej".into(),
+                ..Default::default()
+            },
+            ScheduleOptions {
+                config: Some("/etc/tej.toml;rm -rf /".into()),
+                ..Default::default()
+            },
+            ScheduleOptions {
+                user: Some("$(id)".into()),
+                ..Default::default()
+            },
+        ] {
+            let r = emit_crontab(&cal, &opts).and_then(|_| emit_systemd(&cal, &opts));
+            assert!(matches!(r, Err(RunbookError::Unsupported(_))), "{opts:?}");
+        }
+        assert!(run_argv(&ScheduleOptions::default(), "Weekly Audit", false).is_err());
+        assert!(run_argv(&ScheduleOptions::default(), "--help", false).is_err());
+    }
+
+    #[test]
+    fn on_calendar_expressions() {
+        let cal = Calendar::runbook();
+        let expr = |id: &str| on_calendar(&cal, &cal.entry(id).unwrap().recurrence);
+        assert_eq!(expr("daily-health"), "*-*-* 09:00:00 Asia/Kolkata");
+        assert_eq!(expr("weekly-audit"), "Sun *-*-* 02:00:00 Asia/Kolkata");
+        assert_eq!(
+            expr("security-audit"),
+            "Sun *-*-01..07 10:00:00 Asia/Kolkata"
+        );
+        assert_eq!(
+            expr("database-deep-maintenance"),
+            "Sun *-*-08..14 02:00:00 Asia/Kolkata"
+        );
+        assert_eq!(
+            expr("capacity-planning"),
+            "Sun *-*~01..07 15:00:00 Asia/Kolkata"
+        );
+        assert_eq!(
+            expr("disaster-recovery-drill"),
+            "Sun *-01,04,07,10-15..21 10:00:00 Asia/Kolkata"
+        );
+    }
+
+    #[test]
+    fn systemd_units_pair_timer_and_service() {
+        let cal = Calendar::runbook();
+        let opts = ScheduleOptions {
+            config: Some("/etc/tej/tej.toml".into()),
+            user: Some("tej".into()),
+            ..Default::default()
+        };
+        let units = emit_systemd(&cal, &opts).unwrap();
+        assert_eq!(units.len(), 2 * cal.entries.len());
+        let timer = units
+            .iter()
+            .find(|u| u.name == "tej-capacity-planning.timer")
+            .unwrap();
+        assert!(
+            timer
+                .contents
+                .contains("\nOnCalendar=Sun *-*~01..07 15:00:00 Asia/Kolkata\n")
+        );
+        assert!(timer.contents.contains("\nAccuracySec=1s\n"));
+        assert!(timer.contents.contains("\nPersistent=true\n"));
+        assert!(
+            timer
+                .contents
+                .contains("\nUnit=tej-capacity-planning.service\n")
+        );
+        let svc = units
+            .iter()
+            .find(|u| u.name == "tej-capacity-planning.service")
+            .unwrap();
+        assert!(svc.contents.contains(
+            "\nExecStart=/usr/local/bin/tej --config /etc/tej/tej.toml run capacity-planning\n"
+        ));
+        assert!(svc.contents.contains("\nUser=tej\n"));
+        assert!(svc.contents.contains("\nType=oneshot\n"));
+        assert!(!svc.contents.contains("--if-due"));
+    }
+
+    #[test]
+    fn selectors() {
+        let cal = Calendar::runbook();
+        let ids = |s: &str| -> Vec<String> {
+            select_entries(&cal, s)
+                .unwrap()
+                .iter()
+                .map(|e| e.id.clone())
+                .collect()
+        };
+        assert_eq!(
+            ids("daily"),
+            [
+                "daily-health",
+                "performance-check-am",
+                "performance-check-pm"
+            ]
+        );
+        assert_eq!(
+            ids("weekly"),
+            [
+                "weekly-audit",
+                "security-review",
+                "performance-optimization"
+            ]
+        );
+        assert_eq!(
+            ids("monthly"),
+            [
+                "security-audit",
+                "database-deep-maintenance",
+                "capacity-planning"
+            ]
+        );
+        assert_eq!(
+            ids("quarterly"),
+            ["secret-rotation", "disaster-recovery-drill"]
+        );
+        assert_eq!(ids("weekly-audit"), ["weekly-audit"]);
+        assert!(matches!(
+            select_entries(&cal, "yearly"),
+            Err(RunbookError::UnknownEntry(_))
+        ));
+    }
+
+    #[test]
+    fn due_window_edges() {
+        let cal = Calendar::runbook();
+        let e = cal.entry("weekly-audit").unwrap();
+        // Sunday 2025-01-19 02:00 IST = 2025-01-18T20:30Z
+        let occ = ts("2025-01-18T20:30:00Z");
+        let w = DueWindow::default();
+        let due = |s: &str| due_occurrence(&cal, e, ts(s), w).map(|z| z.timestamp());
+        assert_eq!(due("2025-01-18T20:30:00Z"), Some(occ));
+        assert_eq!(due("2025-01-18T20:29:00Z"), Some(occ));
+        assert_eq!(due("2025-01-18T20:28:59Z"), None);
+        assert_eq!(due("2025-01-18T20:40:00Z"), Some(occ));
+        assert_eq!(due("2025-01-18T20:40:01Z"), None);
+        // Not due on a Sunday that is not the second Sunday.
+        let deep = cal.entry("database-deep-maintenance").unwrap();
+        assert!(due_occurrence(&cal, deep, ts("2025-01-18T20:30:05Z"), w).is_none());
+        assert!(due_occurrence(&cal, deep, ts("2025-01-11T20:30:05Z"), w).is_some());
+    }
+}
