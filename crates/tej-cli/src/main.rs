@@ -30,6 +30,23 @@ struct GlobalArgs {
     /// Output format.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Text)]
     output: OutputFormat,
+    /// Also write check results as a Prometheus textfile (atomically), for node_exporter.
+    #[arg(long, global = true, value_name = "FILE")]
+    prometheus_file: Option<PathBuf>,
+    /// Also append check results to this Markdown daily log.
+    #[arg(long, global = true, value_name = "FILE")]
+    daily_log: Option<PathBuf>,
+}
+
+/// Which Compose project and engine.
+#[derive(Debug, Args)]
+struct ComposeArgs {
+    /// Compose project name (default: `[compose] project` in tej.toml).
+    #[arg(long)]
+    project: Option<String>,
+    /// Docker engine address (default: tej.toml, then DOCKER_HOST, then the local socket).
+    #[arg(long)]
+    docker_host: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -37,11 +54,63 @@ enum Commands {
     /// Configuration.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Compose services: status, logs, restart.
+    #[command(subcommand)]
+    Services(ServicesCmd),
+    /// Emergency procedures.
+    #[command(subcommand)]
+    Emergency(EmergencyCmd),
+    /// Emit the calendar as crontab lines or systemd timer units (IST).
+    Schedule {
+        /// crontab or systemd.
+        #[arg(long, value_enum)]
+        emit: cmd::schedule::Emit,
+        /// Write into this directory (systemd units, or a cron.d file named `tej`) instead of stdout.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// systemd `User=` for the services.
+        #[arg(long)]
+        user: Option<String>,
+    },
     /// The maintenance calendar: next occurrence of every entry, in IST.
     Calendar {
         /// Compute from this instant instead of now (RFC 3339, e.g. 2025-01-16T09:00:00+05:30).
         #[arg(long)]
         at: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ServicesCmd {
+    /// What `docker compose ps` shows and more: state, health, restarts, uptime, image age.
+    Status(ComposeArgs),
+    /// The last lines of one service's logs (or all), timestamped, in time order.
+    Logs {
+        #[command(flatten)]
+        compose: ComposeArgs,
+        /// Service (default: all).
+        service: Option<String>,
+        /// How many lines per container.
+        #[arg(long, default_value_t = 100)]
+        tail: usize,
+    },
+    /// Restart a service's containers.
+    Restart {
+        #[command(flatten)]
+        compose: ComposeArgs,
+        /// Service.
+        service: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum EmergencyCmd {
+    /// Service down: check, restart, force-recreate if still unhealthy; report each step.
+    ServiceDown {
+        #[command(flatten)]
+        compose: ComposeArgs,
+        /// Service.
+        service: String,
     },
 }
 
@@ -61,9 +130,118 @@ fn load_config(global: &GlobalArgs) -> Result<(Config, String)> {
     Ok((cfg, source))
 }
 
+/// Renders a check report, writes the Prometheus file and daily log when asked,
+/// and returns the Nagios exit code.
+fn finish_report(
+    out: &mut dyn Write,
+    global: &GlobalArgs,
+    report: &tej_core::Report,
+) -> Result<i32> {
+    let colour = output::use_colour(std::io::stdout().is_terminal());
+    output::render_report(out, report, global.output, colour)?;
+    if let Some(p) = &global.prometheus_file {
+        output::write_prometheus_file(p, report)
+            .with_context(|| format!("write Prometheus textfile {}", p.display()))?;
+    }
+    if let Some(p) = &global.daily_log {
+        let at = jiff::Timestamp::now()
+            .to_zoned(jiff::tz::TimeZone::get(tej_core::calendar::IST)?)
+            .strftime("%Y-%m-%d %H:%M %Z")
+            .to_string();
+        output::append_daily_log(p, report, &at)
+            .with_context(|| format!("append to daily log {}", p.display()))?;
+    }
+    Ok(report.severity().exit_code())
+}
+
+fn compose_target(cfg: &Config, args: &ComposeArgs) -> Result<(String, Option<String>)> {
+    let project = args
+        .project
+        .clone()
+        .or_else(|| cfg.compose.as_ref().map(|c| c.project.clone()))
+        .context("no Compose project: pass --project or set [compose] project in tej.toml")?;
+    let host = args
+        .docker_host
+        .clone()
+        .or_else(|| cfg.compose.as_ref().and_then(|c| c.docker_host.clone()));
+    Ok((project, host))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")
+}
+
 fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
     let format = cli.global.output;
     match cli.command {
+        Commands::Services(sub) => {
+            let (cfg, _) = load_config(&cli.global)?;
+            let rt = runtime()?;
+            rt.block_on(async {
+                match sub {
+                    ServicesCmd::Status(c) => {
+                        let (project, host) = compose_target(&cfg, &c)?;
+                        let docker = cmd::services::connect(host.as_deref()).await?;
+                        let report = cmd::services::status(out, &docker, &project, format).await?;
+                        if matches!(format, OutputFormat::Json) {
+                            Ok(report.severity().exit_code())
+                        } else {
+                            finish_report(out, &cli.global, &report)
+                        }
+                    }
+                    ServicesCmd::Logs {
+                        compose,
+                        service,
+                        tail,
+                    } => {
+                        let (project, host) = compose_target(&cfg, &compose)?;
+                        let docker = cmd::services::connect(host.as_deref()).await?;
+                        cmd::services::logs(
+                            out,
+                            &docker,
+                            &project,
+                            service.as_deref(),
+                            tail,
+                            format,
+                        )
+                        .await?;
+                        Ok(0)
+                    }
+                    ServicesCmd::Restart { compose, service } => {
+                        let (project, host) = compose_target(&cfg, &compose)?;
+                        let docker = cmd::services::connect(host.as_deref()).await?;
+                        cmd::services::restart(out, &docker, &project, &service, format).await?;
+                        Ok(0)
+                    }
+                }
+            })
+        }
+        Commands::Emergency(EmergencyCmd::ServiceDown { compose, service }) => {
+            let (cfg, _) = load_config(&cli.global)?;
+            let (project, host) = compose_target(&cfg, &compose)?;
+            let rt = runtime()?;
+            let report = rt.block_on(async {
+                let docker = cmd::services::connect(host.as_deref()).await?;
+                cmd::services::service_down(out, &docker, &project, &service, format).await
+            })?;
+            finish_report(out, &cli.global, &report)
+        }
+        Commands::Schedule { emit, dir, user } => {
+            let (cfg, _) = load_config(&cli.global)?;
+            let cal = tej_core::Calendar::runbook_in(cfg.zone())?;
+            cmd::schedule::emit(
+                out,
+                &cal,
+                emit,
+                cli.global.config.as_deref(),
+                user,
+                dir.as_deref(),
+            )?;
+            Ok(0)
+        }
         Commands::Config(ConfigCmd::Check) => {
             let (cfg, source) = load_config(&cli.global)?;
             cmd::config::check(out, &cfg, &source, format)?;

@@ -12,7 +12,7 @@
 
 use serde::Serialize;
 use std::io::{self, Write};
-use tej_core::{Finding, Metric, Report, Severity};
+use tej_core::{Metric, Report, Severity};
 
 /// How results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
@@ -263,7 +263,6 @@ pub fn write_prometheus_file(path: &std::path::Path, report: &Report) -> io::Res
     tej_core::atomic_write(path, prometheus_text(report).as_bytes(), Some(0o644))
 }
 
-#[allow(dead_code)] // wired into the check commands as their crates land
 /// Appends the report to a Markdown daily log ("document findings in daily log").
 pub fn append_daily_log(path: &std::path::Path, report: &Report, at: &str) -> io::Result<()> {
     use std::fs::OpenOptions;
@@ -288,7 +287,8 @@ pub fn append_daily_log(path: &std::path::Path, report: &Report, at: &str) -> io
 }
 
 /// A finding list as a report, for commands that produce findings directly.
-pub fn report_of(title: &str, findings: Vec<Finding>) -> Report {
+#[cfg(test)]
+pub fn report_of(title: &str, findings: Vec<tej_core::Finding>) -> Report {
     let mut r = Report::new(title);
     r.extend(findings);
     r
@@ -297,7 +297,7 @@ pub fn report_of(title: &str, findings: Vec<Finding>) -> Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tej_core::Threshold;
+    use tej_core::{Finding, Threshold};
 
     fn sample() -> Report {
         report_of(

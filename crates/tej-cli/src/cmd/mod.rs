@@ -2,3 +2,5 @@
 
 pub mod calendar;
 pub mod config;
+pub mod schedule;
+pub mod services;

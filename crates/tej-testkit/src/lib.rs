@@ -1,0 +1,42 @@
+//! Real servers on loopback for tej's integration tests: a throwaway PostgreSQL 15
+//! cluster, Redis, an S3-compatible server (s3s-fs) and a private Docker engine.
+//!
+//! Each server gets its own free port on `127.0.0.1` and its own temporary directory, so
+//! tests run in parallel; it is stopped and its directory removed when the handle is
+//! dropped. A missing server binary is an error that names the package to install, never
+//! a silent skip. With `TEJ_KEEP_TEST_DIRS=1`, the directory of a server whose test
+//! panicked (or which failed to start) is kept and its path printed, for inspection.
+//!
+//! The API is synchronous (`std::process`), so it works from plain `#[test]` functions
+//! and from `#[tokio::test]` alike.
+//!
+//! ```no_run
+//! use tej_testkit::{PgCluster, RedisServer};
+//!
+//! # fn main() -> anyhow::Result<()> {
+//! let pg = PgCluster::start()?;
+//! let url = pg.create_database("app")?;
+//! pg.psql("app", "CREATE TABLE t (id int); INSERT INTO t VALUES (1), (2);")?;
+//! assert_eq!(pg.psql("app", "SELECT count(*) FROM t")?, "2");
+//!
+//! let redis = RedisServer::start()?;
+//! println!("database {url}, redis {}", redis.url());
+//! # Ok(())
+//! # }
+//! ```
+
+mod docker_engine;
+mod pg_cluster;
+mod port;
+mod process;
+mod redis_server;
+mod s3_server;
+mod scratch;
+
+pub use docker_engine::DockerEngine;
+pub use pg_cluster::{PgCluster, PgClusterOptions};
+pub use port::free_port;
+pub use process::run_as_postgres;
+pub use redis_server::RedisServer;
+pub use s3_server::S3Server;
+pub use scratch::KEEP_DIRS_ENV;
