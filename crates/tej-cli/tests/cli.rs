@@ -1,0 +1,131 @@
+//! End-to-end tests of the `tej` binary: exit codes, stderr, JSON Lines.
+
+use std::process::Command;
+
+fn tej(args: &[&str], dir: &std::path::Path) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tej"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .env_remove("TEJ_CONFIG")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run tej");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn version_prints_the_crate_version() {
+    let d = tempfile::tempdir().unwrap();
+    let (code, out, _) = tej(&["--version"], d.path());
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), format!("tej {}", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn config_check_names_file_and_key_on_error() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("tej.toml"),
+        "[backup]\ncompression = \"lz4\"\n",
+    )
+    .unwrap();
+    let (code, out, err) = tej(&["config", "check"], d.path());
+    assert_eq!(code, 1, "stdout: {out}");
+    assert_eq!(
+        err.trim(),
+        "error: tej.toml: backup.compression: expected zstd, gzip or none, got \"lz4\""
+    );
+    // Nagios mode turns errors into UNKNOWN.
+    let (code, _, _) = tej(&["config", "check", "--output", "nagios"], d.path());
+    assert_eq!(code, 3);
+}
+
+#[test]
+fn config_check_redacts_and_speaks_json() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("tej.toml"),
+        "environment = \"production\"\n[[database]]\nname = \"main\"\nurl = \"postgres://app@db/x\"\npassword = { env = \"PGPASSWORD\" }\n",
+    )
+    .unwrap();
+    let (code, out, _) = tej(&["config", "check", "--output", "json"], d.path());
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["type"], "config");
+    assert_eq!(v["data"]["environment"], "production");
+    assert_eq!(
+        v["data"]["databases"][0],
+        "main = postgres://app@db/x (password from env:PGPASSWORD)"
+    );
+}
+
+#[test]
+fn calendar_json_lines_at_a_fixed_instant() {
+    let d = tempfile::tempdir().unwrap();
+    let (code, out, err) = tej(
+        &[
+            "calendar",
+            "--at",
+            "2025-01-16T09:00:00+05:30",
+            "--output",
+            "json",
+        ],
+        d.path(),
+    );
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 11);
+    assert!(rows.iter().all(|r| r["type"] == "calendar_entry"));
+    assert_eq!(rows[0]["data"]["id"], "performance-check-am");
+    assert_eq!(rows[0]["data"]["next"], "2025-01-16 11:00 IST");
+    let (code, _, err) = tej(&["calendar", "--at", "yesterday"], d.path());
+    assert_eq!(code, 1);
+    assert!(err.contains("parse --at"), "{err}");
+}
+
+#[test]
+fn schedule_emits_systemd_units_into_a_directory() {
+    let d = tempfile::tempdir().unwrap();
+    let units = d.path().join("units");
+    std::fs::create_dir(&units).unwrap();
+    let (code, out, err) = tej(
+        &[
+            "schedule",
+            "--emit",
+            "systemd",
+            "--dir",
+            units.to_str().unwrap(),
+        ],
+        d.path(),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 22, "{out}");
+    let timer = std::fs::read_to_string(units.join("tej-weekly-audit.timer")).unwrap();
+    assert!(
+        timer.contains("OnCalendar=Sun *-*-* 02:00:00 Asia/Kolkata"),
+        "{timer}"
+    );
+    let service = std::fs::read_to_string(units.join("tej-weekly-audit.service")).unwrap();
+    assert!(service.contains(" run weekly-audit"), "{service}");
+    let (code, cron, _) = tej(&["schedule", "--emit", "crontab"], d.path());
+    assert_eq!(code, 0);
+    assert!(cron.contains("CRON_TZ=Asia/Kolkata"));
+    assert!(cron.contains("run daily-health --if-due"), "{cron}");
+}
+
+#[test]
+fn services_without_a_project_is_a_clear_error() {
+    let d = tempfile::tempdir().unwrap();
+    let (code, _, err) = tej(&["services", "status"], d.path());
+    assert_eq!(code, 1);
+    assert!(err.contains("no Compose project"), "{err}");
+}
