@@ -1,0 +1,1274 @@
+//! Staged, resumable rotation of `.env` secrets (create → set → test → finish),
+//! with rollback, session invalidation and an audit trail.
+
+use crate::dotenv::EnvFile;
+use crate::envfile::{
+    FileMeta, UpdateOptions, backup_file, read_env_file, replace_file, resolve_target,
+    restore_backup, update_env_file,
+};
+use crate::error::{Result, SecretsError};
+use crate::generate::{SecretFormat, generate_secret};
+use async_trait::async_trait;
+use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tej_core::audit::current_actor;
+use tej_core::{AuditEntry, AuditLog, Guard, Plan, Redactor, Risk, Secret, Severity};
+
+/// Invalidates user sessions (implemented over Redis by tej-db).
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// Deletes every session key matching `pattern` (glob, as `SCAN MATCH`); returns how many.
+    async fn invalidate(&self, pattern: &str) -> Result<u64>;
+    /// Drops the whole session database (`FLUSHDB`); returns how many keys it held.
+    async fn flush_all_sessions(&self) -> Result<u64>;
+}
+
+/// Recreates a service so it reads its environment again (implemented by tej-deploy).
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait ServiceControl: Send + Sync {
+    /// Stops, removes and creates `service` again from its definition and `.env`
+    /// (`docker compose up -d --force-recreate SERVICE`); a restart does not re-read the env file.
+    async fn recreate(&self, service: &str) -> Result<()>;
+}
+
+/// Asks the application whether it works.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait AppProbe: Send + Sync {
+    /// The HTTP status of the health endpoint; an error when nothing answers.
+    async fn health(&self) -> Result<u16>;
+    /// The HTTP status of a login with the configured test account; an error when nothing answers.
+    async fn login(&self) -> Result<u16>;
+}
+
+/// Where [`HttpAppProbe`] sends its requests.
+#[derive(Clone)]
+pub struct HttpProbeConfig {
+    /// Health URL (`https://api.example.com/health`).
+    pub health_url: String,
+    /// Login URL (`https://api.example.com/api/v1/auth/login`).
+    pub login_url: String,
+    /// The test account's email.
+    pub email: String,
+    /// The test account's password.
+    pub password: Secret,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Extra trusted CA (PEM) for HTTPS endpoints with a private CA.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for HttpProbeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpProbeConfig")
+            .field("health_url", &self.health_url)
+            .field("login_url", &self.login_url)
+            .field("email", &self.email)
+            .field("password", &self.password)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl HttpProbeConfig {
+    /// Health at `BASE/health`, login at `BASE/api/v1/auth/login` (the runbook's endpoints).
+    pub fn for_base_url(base: &str, email: impl Into<String>, password: Secret) -> HttpProbeConfig {
+        let base = base.trim_end_matches('/');
+        HttpProbeConfig {
+            health_url: format!("{base}/health"),
+            login_url: format!("{base}/api/v1/auth/login"),
+            email: email.into(),
+            password,
+            timeout: Duration::from_secs(10),
+            ca_pem: None,
+        }
+    }
+}
+
+/// The real [`AppProbe`], over HTTP(S) with reqwest and rustls.
+#[derive(Debug, Clone)]
+pub struct HttpAppProbe {
+    client: reqwest::Client,
+    config: HttpProbeConfig,
+    redactor: Redactor,
+}
+
+impl HttpAppProbe {
+    /// A probe for `config`.
+    pub fn new(config: HttpProbeConfig) -> Result<HttpAppProbe> {
+        let mut b = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(pem) = &config.ca_pem {
+            let cert = reqwest::Certificate::from_pem(pem)
+                .map_err(|e| SecretsError::Certificate(format!("probe CA: {e}")))?;
+            b = b.add_root_certificate(cert);
+        }
+        let client = b
+            .build()
+            .map_err(|e| SecretsError::Tls(format!("cannot build the HTTP client: {e}")))?;
+        let mut redactor = Redactor::new();
+        redactor.add(&config.password);
+        Ok(HttpAppProbe {
+            client,
+            config,
+            redactor,
+        })
+    }
+
+    fn map_err(&self, what: &str, e: reqwest::Error) -> SecretsError {
+        let text = self.redactor.redact(&format!("{what}: {e}"));
+        if e.is_timeout() {
+            SecretsError::Timeout {
+                what: text,
+                after: self.config.timeout,
+            }
+        } else {
+            SecretsError::Probe(text)
+        }
+    }
+}
+
+#[async_trait]
+impl AppProbe for HttpAppProbe {
+    async fn health(&self) -> Result<u16> {
+        let r = self
+            .client
+            .get(&self.config.health_url)
+            .send()
+            .await
+            .map_err(|e| self.map_err("GET health", e))?;
+        Ok(r.status().as_u16())
+    }
+
+    async fn login(&self) -> Result<u16> {
+        let body = serde_json::json!({
+            "email": self.config.email,
+            "password": self.config.password.expose(),
+        });
+        let r = self
+            .client
+            .post(&self.config.login_url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| self.map_err("POST login", e))?;
+        Ok(r.status().as_u16())
+    }
+}
+
+/// How a rotation treats users and old values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RotationMode {
+    /// New values, old sessions invalidated as configured (the quarterly rotation).
+    #[default]
+    Standard,
+    /// New values, the old ones kept as `KEY_PREVIOUS` for a grace period; sessions kept.
+    Graceful,
+    /// A breach: every configured key, no previous values, every session dropped.
+    Emergency,
+}
+
+/// How sessions are invalidated after the new secrets are live.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionInvalidation {
+    /// Delete keys matching this pattern (`sess:*`).
+    Pattern(String),
+    /// Drop the whole session database.
+    FlushDatabase,
+    /// Leave sessions alone.
+    Keep,
+}
+
+/// How a rotation runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RotateOptions {
+    /// The `.env` file.
+    pub env_file: PathBuf,
+    /// Keys to rotate (`JWT_SECRET`, `JWT_REFRESH_SECRET`).
+    pub keys: Vec<String>,
+    /// Standard, graceful or emergency.
+    pub mode: RotationMode,
+    /// Suffix of the keys that keep previous values in graceful mode.
+    pub previous_suffix: String,
+    /// How long previous values stay valid in graceful mode.
+    pub grace: SignedDuration,
+    /// What new secrets look like.
+    pub format: SecretFormat,
+    /// The service that reads the `.env`.
+    pub service: String,
+    /// Session invalidation in standard mode (emergency always flushes, graceful keeps).
+    pub sessions: SessionInvalidation,
+    /// How long the application may take to answer `/health` after the recreate.
+    pub verify_timeout: Duration,
+    /// Pause between health polls.
+    pub verify_interval: Duration,
+    /// Require a 2xx login (otherwise any answer below 500 passes).
+    pub login_must_succeed: bool,
+    /// Edit a symlinked `.env`'s target instead of refusing.
+    pub follow_symlink: bool,
+    /// Plan only.
+    pub dry_run: bool,
+    /// The stage record (default: `.NAME.tej-rotation.json` beside the `.env`).
+    pub state_file: Option<PathBuf>,
+}
+
+impl RotateOptions {
+    /// The runbook's rotation of `JWT_SECRET` and `JWT_REFRESH_SECRET` in `env_file`.
+    pub fn new(env_file: impl Into<PathBuf>) -> RotateOptions {
+        RotateOptions {
+            env_file: env_file.into(),
+            keys: vec!["JWT_SECRET".into(), "JWT_REFRESH_SECRET".into()],
+            mode: RotationMode::Standard,
+            previous_suffix: "_PREVIOUS".into(),
+            grace: SignedDuration::from_hours(24),
+            format: SecretFormat::default(),
+            service: "backend".into(),
+            sessions: SessionInvalidation::Pattern("sess:*".into()),
+            verify_timeout: Duration::from_secs(60),
+            verify_interval: Duration::from_secs(1),
+            login_must_succeed: false,
+            follow_symlink: false,
+            dry_run: false,
+            state_file: None,
+        }
+    }
+
+    /// The stage record's path.
+    pub fn state_path(&self) -> PathBuf {
+        self.state_file
+            .clone()
+            .unwrap_or_else(|| default_state_path(&self.env_file))
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.keys.is_empty() {
+            return Err(SecretsError::InvalidOptions("no keys to rotate".into()));
+        }
+        for k in &self.keys {
+            if !crate::dotenv::is_valid_key(k) {
+                return Err(SecretsError::InvalidKey(k.clone()));
+            }
+        }
+        if !crate::dotenv::is_valid_key(&format!("X{}", self.previous_suffix)) {
+            return Err(SecretsError::InvalidOptions(format!(
+                "previous suffix {:?} does not make valid keys",
+                self.previous_suffix
+            )));
+        }
+        if self.grace.is_negative() {
+            return Err(SecretsError::InvalidOptions("negative grace period".into()));
+        }
+        self.format.validate()
+    }
+}
+
+/// The stage record's default path for `env_file`.
+pub fn default_state_path(env_file: &Path) -> PathBuf {
+    let name = env_file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "env".into());
+    let name = name.trim_start_matches('.');
+    env_file.with_file_name(format!(".{name}.tej-rotation.json"))
+}
+
+/// A rotation's recorded stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// The backup of the `.env` exists.
+    Created,
+    /// The new values are in the `.env`.
+    EnvWritten,
+    /// The service was recreated with them.
+    Recreated,
+    /// Sessions were invalidated.
+    SessionsInvalidated,
+    /// The application answered.
+    Verified,
+    /// A rollback started.
+    RollingBack,
+    /// Done; previous values stay until the grace period ends.
+    Grace,
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        f.write_str(&s)
+    }
+}
+
+/// The stage record: never holds secret values (the new ones live only in the `.env`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RotationState {
+    /// Format version.
+    pub version: u32,
+    /// Where the rotation is.
+    pub stage: Stage,
+    /// The mode.
+    pub mode: RotationMode,
+    /// The rotated keys.
+    pub keys: Vec<String>,
+    /// Keys holding previous values (graceful mode).
+    pub previous_keys: Vec<String>,
+    /// The `.env` file.
+    pub env_file: PathBuf,
+    /// The backup of the `.env` before the rotation.
+    pub backup: PathBuf,
+    /// The service.
+    pub service: String,
+    /// When the rotation started.
+    pub started_at: Timestamp,
+    /// When the record was last written.
+    pub updated_at: Timestamp,
+    /// When previous values expire (graceful mode).
+    #[serde(default)]
+    pub grace_until: Option<Timestamp>,
+    /// Why a rollback started.
+    #[serde(default)]
+    pub rollback_reason: Option<String>,
+}
+
+impl RotationState {
+    /// Reads the record at `path`; `None` when there is none.
+    pub fn load(path: &Path) -> Result<Option<RotationState>> {
+        match std::fs::read(path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| SecretsError::State {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(SecretsError::io("read", path, &e)),
+        }
+    }
+
+    fn save(&self, path: &Path) -> Result<()> {
+        let json = serde_json::to_vec_pretty(self).map_err(|e| SecretsError::State {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        replace_file(
+            path,
+            &json,
+            FileMeta {
+                mode: 0o600,
+                uid: None,
+                gid: None,
+            },
+        )
+    }
+}
+
+/// One recorded step of a rotation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RotationStep {
+    /// `create`, `set`, `recreate`, `invalidate-sessions`, `test`, `finish`, `rollback-env`, `rollback-recreate`...
+    pub step: String,
+    /// `applied`, `failed`, `skipped`.
+    pub outcome: String,
+    /// What happened (redacted).
+    pub detail: String,
+    /// Wall time.
+    pub duration_ms: u64,
+}
+
+/// How a rotation ended.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum RotationOutcome {
+    /// Dry run: nothing changed.
+    Planned,
+    /// New secrets are live and verified.
+    Completed,
+    /// A step failed; the previous `.env` is back and the service was recreated with it.
+    RolledBack {
+        /// The failure (redacted).
+        reason: String,
+    },
+    /// A step failed and the rollback failed too; the stage record stays for a resume.
+    RollbackFailed {
+        /// The first failure.
+        reason: String,
+        /// The rollback's failure.
+        error: String,
+    },
+}
+
+/// The result of a rotation, safe to print and serialize.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RotationReport {
+    /// The `.env` file.
+    pub env_file: PathBuf,
+    /// The mode.
+    pub mode: RotationMode,
+    /// Rotated keys (names only).
+    pub keys: Vec<String>,
+    /// Plan only?
+    pub dry_run: bool,
+    /// The stage a crashed rotation was resumed from.
+    pub resumed_from: Option<Stage>,
+    /// What the rotation does, in order.
+    pub plan: Vec<String>,
+    /// What it did.
+    pub steps: Vec<RotationStep>,
+    /// How it ended.
+    pub outcome: RotationOutcome,
+    /// The backup of the previous `.env` (0600 like the original; holds the old values).
+    pub backup: Option<PathBuf>,
+    /// Session keys removed.
+    pub sessions_invalidated: Option<u64>,
+    /// The last health status seen.
+    pub health_status: Option<u16>,
+    /// The login status seen.
+    pub login_status: Option<u16>,
+    /// When previous values expire (graceful mode).
+    pub previous_expires_at: Option<Timestamp>,
+    /// The stage record.
+    pub state_file: PathBuf,
+}
+
+impl RotationReport {
+    /// Ok when completed or planned, critical otherwise.
+    pub fn severity(&self) -> Severity {
+        match self.outcome {
+            RotationOutcome::Planned | RotationOutcome::Completed => Severity::Ok,
+            _ => Severity::Critical,
+        }
+    }
+}
+
+/// Runs rotations against a session store, a service controller and an application probe.
+pub struct Rotator<S, C, P> {
+    /// Session invalidation.
+    pub sessions: S,
+    /// Service recreation.
+    pub service: C,
+    /// Application checks.
+    pub probe: P,
+    /// Confirmation, maintenance window and clock.
+    pub guard: Guard,
+    /// Where steps are recorded.
+    pub audit: Option<AuditLog>,
+}
+
+impl<S, C, P> fmt::Debug for Rotator<S, C, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rotator")
+            .field("guard", &self.guard)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Run<'a> {
+    report: RotationReport,
+    redactor: Redactor,
+    state: Option<RotationState>,
+    state_path: PathBuf,
+    target: PathBuf,
+    procedure: &'a str,
+    /// Whether stages are written to (and removed from) the state file.
+    persist: bool,
+}
+
+const PROCEDURE: &str = "secrets-rotate";
+
+impl<S: SessionStore, C: ServiceControl, P: AppProbe> Rotator<S, C, P> {
+    /// A rotator with no audit log.
+    pub fn new(sessions: S, service: C, probe: P, guard: Guard) -> Self {
+        Rotator {
+            sessions,
+            service,
+            probe,
+            guard,
+            audit: None,
+        }
+    }
+
+    fn now(&self) -> Timestamp {
+        self.guard.clock.now()
+    }
+
+    fn record(
+        &self,
+        run: &mut Run<'_>,
+        step: &str,
+        risk: Risk,
+        ok: bool,
+        detail: &str,
+        started: Instant,
+    ) {
+        let detail = run.redactor.redact(detail);
+        let duration_ms = started.elapsed().as_millis() as u64;
+        let outcome = if ok { "applied" } else { "failed" };
+        if let Some(log) = &self.audit {
+            let entry = AuditEntry {
+                at: self.now(),
+                procedure: run.procedure.to_string(),
+                step: step.to_string(),
+                risk,
+                target: run.target.display().to_string(),
+                outcome: outcome.to_string(),
+                duration_ms,
+                detail: Some(detail.clone()),
+                actor: current_actor(),
+                environment: self.guard.environment.to_string(),
+            };
+            if let Err(e) = log.append(&entry) {
+                tracing::error!(path = %log.path().display(), error = %e, "cannot append to the audit log");
+            }
+        }
+        tracing::info!(step, outcome, detail = %detail, "rotation step");
+        run.report.steps.push(RotationStep {
+            step: step.to_string(),
+            outcome: outcome.to_string(),
+            detail,
+            duration_ms,
+        });
+    }
+
+    fn save_stage(&self, run: &mut Run<'_>, stage: Stage) -> Result<()> {
+        let now = self.now();
+        if !run.persist {
+            return Ok(());
+        }
+        if let Some(st) = run.state.as_mut() {
+            st.stage = stage;
+            st.updated_at = now;
+            st.save(&run.state_path)?;
+        }
+        Ok(())
+    }
+
+    fn plan_actions(opts: &RotateOptions, keys: &[String], mode: RotationMode) -> Vec<String> {
+        let mut a = vec![
+            format!("back up {} (same mode and owner)", opts.env_file.display()),
+            format!(
+                "generate new values for {} from the OS CSPRNG and write them atomically",
+                keys.join(", ")
+            ),
+        ];
+        match mode {
+            RotationMode::Graceful => a.push(format!(
+                "keep the old values as {} for {}",
+                keys.iter()
+                    .map(|k| format!("{k}{}", opts.previous_suffix))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                opts.grace
+            )),
+            _ => a.push(format!(
+                "remove any {}-suffixed previous values",
+                opts.previous_suffix
+            )),
+        }
+        a.push(format!(
+            "recreate service {} so it reads the new environment",
+            opts.service
+        ));
+        a.push(match (mode, &opts.sessions) {
+            (RotationMode::Emergency, _) => {
+                "drop every session (flush the session database)".into()
+            }
+            (RotationMode::Graceful, _) => "keep sessions (graceful rotation)".into(),
+            (_, SessionInvalidation::Pattern(p)) => format!("delete session keys matching {p}"),
+            (_, SessionInvalidation::FlushDatabase) => "flush the session database".into(),
+            (_, SessionInvalidation::Keep) => "keep sessions".into(),
+        });
+        a.push("check /health and a login with the test account; roll back on failure".into());
+        a
+    }
+
+    /// Rotates (or resumes a crashed rotation of) the secrets in `opts.env_file`.
+    ///
+    /// Errors are returned for problems found before anything changed (bad options,
+    /// a symlinked or missing `.env`, a refusal); failures after that are rolled back
+    /// and described in the report's outcome.
+    pub async fn rotate(&self, opts: &RotateOptions) -> Result<RotationReport> {
+        opts.validate()?;
+        let state_path = opts.state_path();
+        let target = resolve_target(&opts.env_file, opts.follow_symlink)?;
+        let existing = RotationState::load(&state_path)?.filter(|s| s.stage != Stage::Grace);
+        let (mode, keys) = match &existing {
+            Some(st) => (st.mode, st.keys.clone()),
+            None => {
+                let keys = opts.keys.clone();
+                (opts.mode, keys)
+            }
+        };
+        if let Some(st) = &existing
+            && st.env_file != target
+        {
+            return Err(SecretsError::RotationInProgress {
+                env_file: st.env_file.clone(),
+                state_file: state_path,
+                stage: st.stage.to_string(),
+            });
+        }
+        let current = read_env_file(&target)?;
+        let mut redactor = Redactor::new();
+        for v in current.values() {
+            redactor.add(&v);
+        }
+        let plan = Self::plan_actions(opts, &keys, mode);
+        let mut run = Run {
+            report: RotationReport {
+                env_file: target.clone(),
+                mode,
+                keys: keys.clone(),
+                dry_run: opts.dry_run,
+                resumed_from: existing.as_ref().map(|s| s.stage),
+                plan: plan.clone(),
+                steps: Vec::new(),
+                outcome: RotationOutcome::Planned,
+                backup: existing.as_ref().map(|s| s.backup.clone()),
+                sessions_invalidated: None,
+                health_status: None,
+                login_status: None,
+                previous_expires_at: None,
+                state_file: state_path.clone(),
+            },
+            redactor,
+            state: existing.clone(),
+            state_path,
+            target: target.clone(),
+            procedure: PROCEDURE,
+            persist: true,
+        };
+        if opts.dry_run {
+            return Ok(run.report);
+        }
+        let risk = if mode == RotationMode::Graceful {
+            Risk::Mutating
+        } else {
+            Risk::Destructive
+        };
+        let p = Plan {
+            step: PROCEDURE.into(),
+            risk,
+            target: target.display().to_string(),
+            actions: plan,
+        };
+        if let Err(refusal) = self.guard.authorize(&p) {
+            if let Some(log) = &self.audit {
+                let _ = log.append(&AuditEntry {
+                    at: self.now(),
+                    procedure: PROCEDURE.into(),
+                    step: PROCEDURE.into(),
+                    risk,
+                    target: target.display().to_string(),
+                    outcome: "refused".into(),
+                    duration_ms: 0,
+                    detail: Some(refusal.to_string()),
+                    actor: current_actor(),
+                    environment: self.guard.environment.to_string(),
+                });
+            }
+            return Err(SecretsError::Refused(refusal.to_string()));
+        }
+        if let Some(backup) = existing.as_ref().map(|s| s.backup.clone())
+            && let Ok(old) = read_env_file(&backup)
+        {
+            for v in old.values() {
+                run.redactor.add(&v);
+            }
+        }
+
+        let mut stage = match &existing {
+            Some(st) if st.stage == Stage::RollingBack => {
+                let reason = st
+                    .rollback_reason
+                    .clone()
+                    .unwrap_or_else(|| "resumed rollback".into());
+                self.rollback(&mut run, reason, true).await;
+                return Ok(run.report);
+            }
+            Some(st) if st.stage == Stage::Created => {
+                // Did the crash happen after the write? The new values are only in the .env.
+                let old = read_env_file(&st.backup)?;
+                if keys.iter().any(|k| old.get(k) != current.get(k)) {
+                    Stage::EnvWritten
+                } else {
+                    Stage::Created
+                }
+            }
+            Some(st) => st.stage,
+            None => {
+                // create: the backup and the stage record
+                let started = Instant::now();
+                let at = self.now();
+                let backup = match backup_file(&target, at) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        self.record(
+                            &mut run,
+                            "create",
+                            Risk::Mutating,
+                            false,
+                            &e.to_string(),
+                            started,
+                        );
+                        return Err(e);
+                    }
+                };
+                let st = RotationState {
+                    version: 1,
+                    stage: Stage::Created,
+                    mode,
+                    keys: keys.clone(),
+                    previous_keys: Vec::new(),
+                    env_file: target.clone(),
+                    backup: backup.clone(),
+                    service: opts.service.clone(),
+                    started_at: at,
+                    updated_at: at,
+                    grace_until: None,
+                    rollback_reason: None,
+                };
+                st.save(&run.state_path)?;
+                run.state = Some(st);
+                run.report.backup = Some(backup.clone());
+                self.record(
+                    &mut run,
+                    "create",
+                    Risk::Mutating,
+                    true,
+                    &format!("backed up the .env to {}", backup.display()),
+                    started,
+                );
+                Stage::Created
+            }
+        };
+        let service = run
+            .state
+            .as_ref()
+            .map(|s| s.service.clone())
+            .unwrap_or_else(|| opts.service.clone());
+
+        if stage == Stage::Created {
+            let started = Instant::now();
+            match self.write_new_values(&mut run, opts, &keys, mode) {
+                Ok(detail) => {
+                    self.record(&mut run, "set", Risk::Mutating, true, &detail, started);
+                    self.save_stage(&mut run, Stage::EnvWritten)?;
+                    stage = Stage::EnvWritten;
+                }
+                Err(e) => {
+                    let msg = run.redactor.redact(&e.to_string());
+                    self.record(&mut run, "set", Risk::Mutating, false, &msg, started);
+                    self.rollback(&mut run, format!("writing the .env failed: {msg}"), false)
+                        .await;
+                    return Ok(run.report);
+                }
+            }
+        }
+        if stage == Stage::EnvWritten {
+            let started = Instant::now();
+            match self.service.recreate(&service).await {
+                Ok(()) => {
+                    self.record(
+                        &mut run,
+                        "recreate",
+                        Risk::Mutating,
+                        true,
+                        &format!("recreated {service}"),
+                        started,
+                    );
+                    self.save_stage(&mut run, Stage::Recreated)?;
+                    stage = Stage::Recreated;
+                }
+                Err(e) => {
+                    let msg = run.redactor.redact(&e.to_string());
+                    self.record(&mut run, "recreate", Risk::Mutating, false, &msg, started);
+                    self.rollback(
+                        &mut run,
+                        format!("recreating {service} failed: {msg}"),
+                        true,
+                    )
+                    .await;
+                    return Ok(run.report);
+                }
+            }
+        }
+        if stage == Stage::Recreated {
+            let started = Instant::now();
+            let how = match (mode, &opts.sessions) {
+                (RotationMode::Emergency, _) => Some(SessionInvalidation::FlushDatabase),
+                (RotationMode::Graceful, _) | (_, SessionInvalidation::Keep) => None,
+                (_, s) => Some(s.clone()),
+            };
+            let result = match &how {
+                None => Ok(None),
+                Some(SessionInvalidation::Pattern(p)) => {
+                    self.sessions.invalidate(p).await.map(Some)
+                }
+                Some(_) => self.sessions.flush_all_sessions().await.map(Some),
+            };
+            match result {
+                Ok(n) => {
+                    run.report.sessions_invalidated = n;
+                    let detail = match (&how, n) {
+                        (Some(SessionInvalidation::Pattern(p)), Some(n)) => {
+                            format!("deleted {n} session keys matching {p}")
+                        }
+                        (Some(_), Some(n)) => format!("flushed the session database ({n} keys)"),
+                        _ => "sessions kept".to_string(),
+                    };
+                    let risk = if how.is_some() {
+                        Risk::Destructive
+                    } else {
+                        Risk::ReadOnly
+                    };
+                    self.record(
+                        &mut run,
+                        "invalidate-sessions",
+                        risk,
+                        true,
+                        &detail,
+                        started,
+                    );
+                    self.save_stage(&mut run, Stage::SessionsInvalidated)?;
+                    stage = Stage::SessionsInvalidated;
+                }
+                Err(e) => {
+                    let msg = run.redactor.redact(&e.to_string());
+                    self.record(
+                        &mut run,
+                        "invalidate-sessions",
+                        Risk::Destructive,
+                        false,
+                        &msg,
+                        started,
+                    );
+                    self.rollback(
+                        &mut run,
+                        format!("invalidating sessions failed: {msg}"),
+                        true,
+                    )
+                    .await;
+                    return Ok(run.report);
+                }
+            }
+        }
+        if stage == Stage::SessionsInvalidated {
+            let started = Instant::now();
+            match self.verify(&mut run, opts).await {
+                Ok(detail) => {
+                    self.record(&mut run, "test", Risk::ReadOnly, true, &detail, started);
+                    self.save_stage(&mut run, Stage::Verified)?;
+                    stage = Stage::Verified;
+                }
+                Err(msg) => {
+                    let msg = run.redactor.redact(&msg);
+                    self.record(&mut run, "test", Risk::ReadOnly, false, &msg, started);
+                    self.rollback(&mut run, format!("verification failed: {msg}"), true)
+                        .await;
+                    return Ok(run.report);
+                }
+            }
+        }
+        if stage == Stage::Verified {
+            let started = Instant::now();
+            let graceful = mode == RotationMode::Graceful
+                && run
+                    .state
+                    .as_ref()
+                    .is_some_and(|s| !s.previous_keys.is_empty());
+            if graceful {
+                let until = self
+                    .now()
+                    .checked_add(opts.grace)
+                    .unwrap_or_else(|_| self.now());
+                if let Some(st) = run.state.as_mut() {
+                    st.grace_until = Some(until);
+                }
+                self.save_stage(&mut run, Stage::Grace)?;
+                run.report.previous_expires_at = Some(until);
+                self.record(
+                    &mut run,
+                    "finish",
+                    Risk::Mutating,
+                    true,
+                    &format!("rotation complete; previous values valid until {until}"),
+                    started,
+                );
+            } else {
+                remove_state(&run.state_path)?;
+                self.record(
+                    &mut run,
+                    "finish",
+                    Risk::Mutating,
+                    true,
+                    "rotation complete",
+                    started,
+                );
+            }
+            run.report.outcome = RotationOutcome::Completed;
+        }
+        Ok(run.report)
+    }
+
+    fn write_new_values(
+        &self,
+        run: &mut Run<'_>,
+        opts: &RotateOptions,
+        keys: &[String],
+        mode: RotationMode,
+    ) -> Result<String> {
+        let mut fresh = Vec::with_capacity(keys.len());
+        for k in keys {
+            let s = generate_secret(&opts.format)?;
+            run.redactor.add(&s);
+            fresh.push((k.clone(), s));
+        }
+        let suffix = opts.previous_suffix.clone();
+        let mut previous_keys = Vec::new();
+        let mut removed = Vec::new();
+        let update = UpdateOptions {
+            create: false,
+            follow_symlink: opts.follow_symlink,
+            backup: false,
+        };
+        update_env_file(&run.target, &update, self.now(), |f: &mut EnvFile| {
+            for (k, new) in &fresh {
+                let prev_key = format!("{k}{suffix}");
+                match mode {
+                    RotationMode::Graceful => {
+                        if let Some(old) = f.get(k).filter(|o| !o.is_empty()) {
+                            f.set(k, new)?;
+                            f.set_after(&prev_key, &old, k)?;
+                            previous_keys.push(prev_key);
+                            continue;
+                        }
+                    }
+                    _ => {
+                        if f.remove(&prev_key) {
+                            removed.push(prev_key);
+                        }
+                    }
+                }
+                f.set(k, new)?;
+            }
+            Ok(())
+        })?;
+        if let Some(st) = run.state.as_mut() {
+            st.previous_keys = previous_keys.clone();
+        }
+        let mut detail = format!("wrote new values for {}", keys.join(", "));
+        if !previous_keys.is_empty() {
+            detail.push_str(&format!(
+                "; kept old values as {}",
+                previous_keys.join(", ")
+            ));
+        }
+        if !removed.is_empty() {
+            detail.push_str(&format!("; removed {}", removed.join(", ")));
+        }
+        Ok(detail)
+    }
+
+    async fn verify(
+        &self,
+        run: &mut Run<'_>,
+        opts: &RotateOptions,
+    ) -> std::result::Result<String, String> {
+        let deadline = tokio::time::Instant::now() + opts.verify_timeout;
+        loop {
+            let last = match self.probe.health().await {
+                Ok(code) => {
+                    run.report.health_status = Some(code);
+                    if (200..300).contains(&code) {
+                        break;
+                    }
+                    format!("/health answered {code}")
+                }
+                Err(e) => format!("/health: {e}"),
+            };
+            if tokio::time::Instant::now() + opts.verify_interval > deadline {
+                return Err(format!(
+                    "the application was not healthy within {:?} ({last})",
+                    opts.verify_timeout
+                ));
+            }
+            tokio::time::sleep(opts.verify_interval).await;
+        }
+        match self.probe.login().await {
+            Ok(code) => {
+                run.report.login_status = Some(code);
+                let ok = if opts.login_must_succeed {
+                    (200..300).contains(&code)
+                } else {
+                    code < 500
+                };
+                if ok {
+                    Ok(format!(
+                        "/health answered {}; the test login answered {code}",
+                        run.report.health_status.unwrap_or_default()
+                    ))
+                } else {
+                    Err(format!("the test login answered {code}"))
+                }
+            }
+            Err(e) => Err(format!("the test login got no answer: {e}")),
+        }
+    }
+
+    async fn rollback(&self, run: &mut Run<'_>, reason: String, recreate: bool) {
+        if let Some(st) = run.state.as_mut() {
+            st.rollback_reason = Some(reason.clone());
+        }
+        if let Err(e) = self.save_stage(run, Stage::RollingBack) {
+            tracing::error!(error = %e, "cannot record the rollback stage");
+        }
+        let Some(backup) = run.state.as_ref().map(|s| s.backup.clone()) else {
+            run.report.outcome = RotationOutcome::RollbackFailed {
+                reason,
+                error: "no backup recorded".into(),
+            };
+            return;
+        };
+        let started = Instant::now();
+        let same = std::fs::read(&backup).ok() == std::fs::read(&run.target).ok();
+        let restored = if same {
+            Ok("the .env still holds the previous values".to_string())
+        } else {
+            restore_backup(&backup, &run.target)
+                .map(|()| format!("restored the .env from {}", backup.display()))
+        };
+        match restored {
+            Ok(d) => self.record(run, "rollback-env", Risk::Mutating, true, &d, started),
+            Err(e) => {
+                let msg = run.redactor.redact(&e.to_string());
+                self.record(run, "rollback-env", Risk::Mutating, false, &msg, started);
+                run.report.outcome = RotationOutcome::RollbackFailed { reason, error: msg };
+                return;
+            }
+        }
+        if recreate {
+            let service = run
+                .state
+                .as_ref()
+                .map(|s| s.service.clone())
+                .unwrap_or_default();
+            let started = Instant::now();
+            match self.service.recreate(&service).await {
+                Ok(()) => self.record(
+                    run,
+                    "rollback-recreate",
+                    Risk::Mutating,
+                    true,
+                    &format!("recreated {service} with the previous values"),
+                    started,
+                ),
+                Err(e) => {
+                    let msg = run.redactor.redact(&e.to_string());
+                    self.record(
+                        run,
+                        "rollback-recreate",
+                        Risk::Mutating,
+                        false,
+                        &msg,
+                        started,
+                    );
+                    run.report.outcome = RotationOutcome::RollbackFailed { reason, error: msg };
+                    return;
+                }
+            }
+        }
+        if run.persist
+            && let Err(e) = remove_state(&run.state_path)
+        {
+            tracing::error!(error = %e, "cannot remove the rotation state");
+        }
+        run.report.outcome = RotationOutcome::RolledBack {
+            reason: run.redactor.redact(&reason),
+        };
+    }
+
+    /// Removes the previous values kept by a graceful rotation once the grace period
+    /// is over (or at once with `force`), recreates the service and checks `/health`;
+    /// rolls back when it does not answer.
+    pub async fn expire_previous(
+        &self,
+        opts: &RotateOptions,
+        force: bool,
+    ) -> Result<RotationReport> {
+        let state_path = opts.state_path();
+        let target = resolve_target(&opts.env_file, opts.follow_symlink)?;
+        let st = RotationState::load(&state_path)?
+            .filter(|s| s.stage == Stage::Grace)
+            .ok_or_else(|| {
+                SecretsError::InvalidOptions(format!(
+                    "no graceful rotation is waiting in {}",
+                    state_path.display()
+                ))
+            })?;
+        let current = read_env_file(&target)?;
+        let mut redactor = Redactor::new();
+        for v in current.values() {
+            redactor.add(&v);
+        }
+        let mut run = Run {
+            report: RotationReport {
+                env_file: target.clone(),
+                mode: st.mode,
+                keys: st.previous_keys.clone(),
+                dry_run: opts.dry_run,
+                resumed_from: Some(Stage::Grace),
+                plan: vec![
+                    format!("remove {}", st.previous_keys.join(", ")),
+                    format!("recreate service {}", st.service),
+                    "check /health; roll back on failure".into(),
+                ],
+                steps: Vec::new(),
+                outcome: RotationOutcome::Planned,
+                backup: None,
+                sessions_invalidated: None,
+                health_status: None,
+                login_status: None,
+                previous_expires_at: st.grace_until,
+                state_file: state_path.clone(),
+            },
+            redactor,
+            state: None,
+            state_path: state_path.clone(),
+            target: target.clone(),
+            procedure: "secrets-expire-previous",
+            // the stage record keeps saying Grace until the removal is confirmed
+            persist: false,
+        };
+        let due = st.grace_until.is_none_or(|u| self.now() >= u);
+        if opts.dry_run || (!due && !force) {
+            return Ok(run.report);
+        }
+        let started = Instant::now();
+        let update = UpdateOptions {
+            create: false,
+            follow_symlink: opts.follow_symlink,
+            backup: true,
+        };
+        let keys = st.previous_keys.clone();
+        let r = update_env_file(&target, &update, self.now(), |f| {
+            for k in &keys {
+                f.remove(k);
+            }
+            Ok(())
+        });
+        let backup = match r {
+            Ok(rep) => {
+                self.record(
+                    &mut run,
+                    "remove-previous",
+                    Risk::Mutating,
+                    true,
+                    &format!("removed {}", keys.join(", ")),
+                    started,
+                );
+                rep.backup
+            }
+            Err(e) => {
+                let msg = run.redactor.redact(&e.to_string());
+                self.record(
+                    &mut run,
+                    "remove-previous",
+                    Risk::Mutating,
+                    false,
+                    &msg,
+                    started,
+                );
+                return Err(e);
+            }
+        };
+        run.report.backup = backup.clone();
+        run.state = Some(RotationState {
+            stage: Stage::EnvWritten,
+            backup: backup.clone().unwrap_or_else(|| st.backup.clone()),
+            ..st.clone()
+        });
+        let started = Instant::now();
+        let res = match self.service.recreate(&st.service).await {
+            Ok(()) => {
+                self.record(
+                    &mut run,
+                    "recreate",
+                    Risk::Mutating,
+                    true,
+                    &format!("recreated {}", st.service),
+                    started,
+                );
+                let health = tokio::time::timeout(opts.verify_timeout, async {
+                    loop {
+                        if let Ok(c) = self.probe.health().await
+                            && (200..300).contains(&c)
+                        {
+                            return c;
+                        }
+                        tokio::time::sleep(opts.verify_interval).await;
+                    }
+                })
+                .await;
+                match health {
+                    Ok(c) => {
+                        run.report.health_status = Some(c);
+                        Ok(())
+                    }
+                    Err(_) => Err(format!(
+                        "the application was not healthy within {:?}",
+                        opts.verify_timeout
+                    )),
+                }
+            }
+            Err(e) => Err(run.redactor.redact(&e.to_string())),
+        };
+        match res {
+            Ok(()) => {
+                remove_state(&state_path)?;
+                run.report.outcome = RotationOutcome::Completed;
+            }
+            Err(msg) => {
+                self.record(
+                    &mut run,
+                    "test",
+                    Risk::ReadOnly,
+                    false,
+                    &msg,
+                    Instant::now(),
+                );
+                if backup.is_some() {
+                    self.rollback(&mut run, msg, true).await;
+                } else {
+                    run.report.outcome = RotationOutcome::RollbackFailed {
+                        reason: msg,
+                        error: "no backup: the previous values had already been removed".into(),
+                    };
+                }
+            }
+        }
+        Ok(run.report)
+    }
+}
+
+fn remove_state(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(SecretsError::io("remove", path, &e)),
+    }
+}
+
+#[cfg(test)]
+#[path = "rotation_tests.rs"]
+mod tests;
