@@ -60,6 +60,12 @@ enum Commands {
     /// Emergency procedures.
     #[command(subcommand)]
     Emergency(EmergencyCmd),
+    /// TLS certificates: probe endpoints, renew with certbot.
+    #[command(subcommand)]
+    Tls(TlsCmd),
+    /// Secrets: generate (rotation lands with its adapters).
+    #[command(subcommand)]
+    Secrets(SecretsCmd),
     /// Emit the calendar as crontab lines or systemd timer units (IST).
     Schedule {
         /// crontab or systemd.
@@ -100,6 +106,37 @@ enum ServicesCmd {
         compose: ComposeArgs,
         /// Service.
         service: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TlsCmd {
+    /// Probe HOST:PORT (default: every [[tls]] in tej.toml): chain, expiry, hostname, validity.
+    Check {
+        /// Endpoints.
+        endpoints: Vec<String>,
+        /// Trust only this CA (PEM) instead of the system roots.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// The certificate file the server should serve (catches a renewal never reloaded).
+        #[arg(long)]
+        cert_file: Option<PathBuf>,
+    },
+    /// certbot renew, nginx -t, reload nginx, probe again.
+    Renew {
+        /// certbot renew --dry-run; nginx is not reloaded.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SecretsCmd {
+    /// Print a new secret from the OS CSPRNG (hex).
+    Generate {
+        /// Random bytes (printed as twice as many hex digits).
+        #[arg(long, default_value_t = 64)]
+        bytes: usize,
     },
 }
 
@@ -186,11 +223,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
                         let (project, host) = compose_target(&cfg, &c)?;
                         let docker = cmd::services::connect(host.as_deref()).await?;
                         let report = cmd::services::status(out, &docker, &project, format).await?;
-                        if matches!(format, OutputFormat::Json) {
-                            Ok(report.severity().exit_code())
-                        } else {
-                            finish_report(out, &cli.global, &report)
-                        }
+                        finish_report(out, &cli.global, &report)
                     }
                     ServicesCmd::Logs {
                         compose,
@@ -228,6 +261,25 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
                 cmd::services::service_down(out, &docker, &project, &service, format).await
             })?;
             finish_report(out, &cli.global, &report)
+        }
+        Commands::Tls(TlsCmd::Check {
+            endpoints,
+            ca,
+            cert_file,
+        }) => {
+            let (cfg, _) = load_config(&cli.global)?;
+            let targets = cmd::tls::targets(&cfg, &endpoints, ca, cert_file)?;
+            let report = runtime()?.block_on(cmd::tls::check(out, targets, format))?;
+            finish_report(out, &cli.global, &report)
+        }
+        Commands::Tls(TlsCmd::Renew { dry_run }) => {
+            let (cfg, _) = load_config(&cli.global)?;
+            let report = runtime()?.block_on(cmd::tls::renew(out, &cfg, dry_run, format))?;
+            finish_report(out, &cli.global, &report)
+        }
+        Commands::Secrets(SecretsCmd::Generate { bytes }) => {
+            cmd::tls::generate(out, bytes)?;
+            Ok(0)
         }
         Commands::Schedule { emit, dir, user } => {
             let (cfg, _) = load_config(&cli.global)?;

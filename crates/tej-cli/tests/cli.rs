@@ -129,3 +129,54 @@ fn services_without_a_project_is_a_clear_error() {
     assert_eq!(code, 1);
     assert!(err.contains("no Compose project"), "{err}");
 }
+
+#[test]
+fn tls_check_of_a_closed_port_is_critical_in_every_mode() {
+    let d = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let ep = format!("127.0.0.1:{port}");
+    let (code, out, _) = tej(&["tls", "check", &ep], d.path());
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("CRITICAL"), "{out}");
+    let (code, out, _) = tej(&["tls", "check", &ep, "--output", "nagios"], d.path());
+    assert_eq!(code, 2);
+    assert!(out.starts_with("TLS_CHECK CRITICAL - "), "{out}");
+    let (code, out, _) = tej(&["tls", "check", &ep, "--output", "json"], d.path());
+    assert_eq!(code, 2);
+    let last: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(last["type"], "summary");
+    assert_eq!(last["data"]["critical"], 1);
+    let prom = d.path().join("tej.prom");
+    let (code, _, _) = tej(
+        &[
+            "tls",
+            "check",
+            &ep,
+            "--prometheus-file",
+            prom.to_str().unwrap(),
+        ],
+        d.path(),
+    );
+    assert_eq!(code, 2);
+    let text = std::fs::read_to_string(&prom).unwrap();
+    assert!(
+        text.contains(&format!(
+            "tej_check_status{{check=\"tls.connect\",target=\"{ep}\"}} 2"
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn secrets_generate_prints_hex_of_the_requested_size() {
+    let d = tempfile::tempdir().unwrap();
+    let (code, a, _) = tej(&["secrets", "generate"], d.path());
+    assert_eq!(code, 0);
+    assert_eq!(a.trim().len(), 128);
+    assert!(a.trim().chars().all(|c| c.is_ascii_hexdigit()));
+    let (_, b, _) = tej(&["secrets", "generate"], d.path());
+    assert_ne!(a, b);
+}

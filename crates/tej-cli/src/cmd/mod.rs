@@ -4,3 +4,4 @@ pub mod calendar;
 pub mod config;
 pub mod schedule;
 pub mod services;
+pub mod tls;
