@@ -87,9 +87,13 @@ paths = ["{logs}"]
         ),
     )?;
 
+    let logs_str = logs.to_str().context("demo path is not UTF-8")?;
     let steps = vec![
         step("validate the configuration", &["config", "check"], &[0]),
         step("the maintenance calendar (IST)", &["calendar"], &[0]),
+        step("host resources (disk, inodes, memory, load)", &["host", "check"], &[0, 1, 2]),
+        step("log review: errors, warnings, failed logins, slow queries", &["logs", "review", "--since", "24h"], &[0, 1, 2]),
+        step("disk cleanup plan (dry run)", &["cleanup", "--root", logs_str, "--pattern", "*.log", "--older-than", "30", "--dry-run"], &[0]),
     ];
 
     let mut failures = Vec::new();

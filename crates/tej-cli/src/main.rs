@@ -66,6 +66,29 @@ enum Commands {
     /// Secrets: generate (rotation lands with its adapters).
     #[command(subcommand)]
     Secrets(SecretsCmd),
+    /// Host resources: disk and inodes per mount, memory, swap, load against cores.
+    #[command(subcommand)]
+    Host(HostCmd),
+    /// Application logs.
+    #[command(subcommand)]
+    Logs(LogsCmd),
+    /// Remove files matching a pattern under a root older than N days (keeps the newest).
+    Cleanup {
+        /// The directory searched.
+        #[arg(long)]
+        root: PathBuf,
+        /// Glob on file names (`*.log`, `*.sql.gz`).
+        #[arg(long)]
+        pattern: String,
+        /// Remove files strictly older than this many days.
+        #[arg(long)]
+        older_than: u32,
+        /// Always keep this many newest matches.
+        #[arg(long, default_value_t = 1)]
+        keep_newest: usize,
+        #[command(flatten)]
+        run: RunArgs,
+    },
     /// Emit the calendar as crontab lines or systemd timer units (IST).
     Schedule {
         /// crontab or systemd.
@@ -106,6 +129,38 @@ enum ServicesCmd {
         compose: ComposeArgs,
         /// Service.
         service: String,
+    },
+}
+
+/// How a mutating command runs.
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Show the plan; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Confirm destructive steps (after reading the plan).
+    #[arg(long)]
+    yes: bool,
+    /// In production, allow destructive steps outside the maintenance window (audited).
+    #[arg(long)]
+    outside_window: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum HostCmd {
+    /// Disk, inodes, memory, swap and load with thresholds from tej.toml.
+    Check,
+}
+
+#[derive(Debug, Subcommand)]
+enum LogsCmd {
+    /// One pass over log files or directories: errors, warnings, failed logins, slow queries.
+    Review {
+        /// Files or directories (default: [logs] paths in tej.toml).
+        paths: Vec<PathBuf>,
+        /// Only lines newer than this (24h, 90m, 7d).
+        #[arg(long, default_value = "24h")]
+        since: String,
     },
 }
 
@@ -204,6 +259,22 @@ fn compose_target(cfg: &Config, args: &ComposeArgs) -> Result<(String, Option<St
     Ok((project, host))
 }
 
+/// The executor every mutating command runs under: guard from tej.toml, audit log, flags.
+fn executor(cfg: &Config, run: &RunArgs) -> Result<tej_core::Executor> {
+    use std::sync::Arc;
+    let guard = tej_core::Guard {
+        environment: cfg.environment,
+        calendar: tej_core::Calendar::runbook_in(cfg.zone())?,
+        clock: Arc::new(tej_core::SystemClock),
+        confirmer: Arc::new(tej_core::Fixed(run.yes)),
+        override_window: run.outside_window,
+    };
+    let mut ex = tej_core::Executor::new(guard);
+    ex.dry_run = run.dry_run;
+    ex.audit = cfg.audit_log.as_ref().map(tej_core::AuditLog::new);
+    Ok(ex)
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -280,6 +351,40 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
         Commands::Secrets(SecretsCmd::Generate { bytes }) => {
             cmd::tls::generate(out, bytes)?;
             Ok(0)
+        }
+        Commands::Host(HostCmd::Check) => {
+            let (cfg, _) = load_config(&cli.global)?;
+            let report = cmd::host::host_check(&cfg)?;
+            finish_report(out, &cli.global, &report)
+        }
+        Commands::Logs(LogsCmd::Review { paths, since }) => {
+            let (cfg, _) = load_config(&cli.global)?;
+            let paths = if paths.is_empty() {
+                cfg.logs.paths.clone()
+            } else {
+                paths
+            };
+            anyhow::ensure!(
+                !paths.is_empty(),
+                "no log paths: pass PATH... or set [logs] paths in tej.toml"
+            );
+            let since = cmd::host::parse_since(&since)?;
+            let report = cmd::host::logs_review(out, &paths, since, format)?;
+            finish_report(out, &cli.global, &report)
+        }
+        Commands::Cleanup {
+            root,
+            pattern,
+            older_than,
+            keep_newest,
+            run,
+        } => {
+            let (cfg, _) = load_config(&cli.global)?;
+            let ex = executor(&cfg, &run)?;
+            let mut opts = tej_host::CleanupOptions::new(root, pattern, older_than);
+            opts.keep_newest = keep_newest;
+            let ok = runtime()?.block_on(cmd::host::cleanup(out, &ex, opts, format))?;
+            Ok(if ok { 0 } else { 1 })
         }
         Commands::Schedule { emit, dir, user } => {
             let (cfg, _) = load_config(&cli.global)?;

@@ -180,3 +180,82 @@ fn secrets_generate_prints_hex_of_the_requested_size() {
     let (_, b, _) = tej(&["secrets", "generate"], d.path());
     assert_ne!(a, b);
 }
+
+#[test]
+fn cleanup_dry_run_changes_nothing_then_applies_and_audits() {
+    let d = tempfile::tempdir().unwrap();
+    let logs = d.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    for name in ["old1.log", "old2.log", "new.log", "keep.txt"] {
+        std::fs::write(logs.join(name), b"x").unwrap();
+    }
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(40 * 86_400);
+    for name in ["old1.log", "old2.log"] {
+        std::fs::File::options()
+            .write(true)
+            .open(logs.join(name))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+    let audit = d.path().join("audit.jsonl");
+    std::fs::write(
+        d.path().join("tej.toml"),
+        format!("audit_log = \"{}\"\n", audit.display()),
+    )
+    .unwrap();
+    let root = logs.to_str().unwrap();
+    let args = [
+        "cleanup",
+        "--root",
+        root,
+        "--pattern",
+        "*.log",
+        "--older-than",
+        "30",
+    ];
+    let (code, out, err) = tej(&[&args[..], &["--dry-run"]].concat(), d.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("dry run") && out.contains("old1.log") && out.contains("old2.log"),
+        "{out}"
+    );
+    assert!(logs.join("old1.log").exists());
+    assert!(!audit.exists(), "a dry run is not audited");
+    let (code, out, err) = tej(&args, d.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("applied"), "{out}");
+    assert!(!logs.join("old1.log").exists() && !logs.join("old2.log").exists());
+    assert!(logs.join("new.log").exists() && logs.join("keep.txt").exists());
+    let line = std::fs::read_to_string(&audit).unwrap();
+    let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(v["step"], "disk-cleanup");
+    assert_eq!(v["outcome"], "applied");
+}
+
+#[test]
+fn logs_review_counts_runbook_classes() {
+    let d = tempfile::tempdir().unwrap();
+    let log = d.path().join("combined.log");
+    std::fs::write(&log, "2030-01-01T00:00:00Z ERROR boom\n2030-01-01T00:00:01Z warn slow query took 900ms\nlogin failed for a@b.c from 203.0.113.9\n").unwrap();
+    let (code, out, err) = tej(
+        &[
+            "logs",
+            "review",
+            log.to_str().unwrap(),
+            "--since",
+            "7d",
+            "--output",
+            "json",
+        ],
+        d.path(),
+    );
+    assert!(code == 1 || code == 2, "{out}{err}");
+    let first: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(first["type"], "log_review");
+    assert_eq!(first["data"]["lines"], 3);
+    assert_eq!(
+        first["data"]["failed_logins_by_address"][0]["address"],
+        "203.0.113.9"
+    );
+}

@@ -2,6 +2,7 @@
 
 pub mod calendar;
 pub mod config;
+pub mod host;
 pub mod schedule;
 pub mod services;
 pub mod tls;
