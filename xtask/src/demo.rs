@@ -93,6 +93,8 @@ paths = ["{logs}"]
         step("the maintenance calendar (IST)", &["calendar"], &[0]),
         step("host resources (disk, inodes, memory, load)", &["host", "check"], &[0, 1, 2]),
         step("log review: errors, warnings, failed logins, slow queries", &["logs", "review", "--since", "24h"], &[0, 1, 2]),
+        step("Redis health: PING, INFO, memory doctor", &["redis", "info"], &[0, 1]),
+        step("Redis big keys (SCAN, never KEYS)", &["redis", "bigkeys", "--top", "5"], &[0]),
         step("disk cleanup plan (dry run)", &["cleanup", "--root", logs_str, "--pattern", "*.log", "--older-than", "30", "--dry-run"], &[0]),
     ];
 

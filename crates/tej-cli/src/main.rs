@@ -89,6 +89,9 @@ enum Commands {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Redis: health, big keys, session invalidation.
+    #[command(subcommand)]
+    Redis(RedisCmd),
     /// Emit the calendar as crontab lines or systemd timer units (IST).
     Schedule {
         /// crontab or systemd.
@@ -144,6 +147,41 @@ struct RunArgs {
     /// In production, allow destructive steps outside the maintenance window (audited).
     #[arg(long)]
     outside_window: bool,
+}
+
+/// Which Redis.
+#[derive(Debug, Args)]
+struct RedisArgs {
+    /// Connection URL (default: [[redis]] in tej.toml, then REDIS_URL).
+    #[arg(long)]
+    url: Option<String>,
+    /// The [[redis]] entry by name.
+    #[arg(long)]
+    instance: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum RedisCmd {
+    /// PING latency, INFO, and memory-doctor findings.
+    Info(RedisArgs),
+    /// The biggest keys (SCAN + MEMORY USAGE under a budget; never KEYS).
+    Bigkeys {
+        #[command(flatten)]
+        redis: RedisArgs,
+        /// How many to show.
+        #[arg(long, default_value_t = 20)]
+        top: usize,
+    },
+    /// Remove session keys by pattern with SCAN + UNLINK; other keys stay.
+    InvalidateSessions {
+        #[command(flatten)]
+        redis: RedisArgs,
+        /// Key pattern (default: session_pattern in tej.toml, `sess:*`).
+        #[arg(long)]
+        pattern: Option<String>,
+        #[command(flatten)]
+        run: RunArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -351,6 +389,34 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
         Commands::Secrets(SecretsCmd::Generate { bytes }) => {
             cmd::tls::generate(out, bytes)?;
             Ok(0)
+        }
+        Commands::Redis(sub) => {
+            let (cfg, _) = load_config(&cli.global)?;
+            let rt = runtime()?;
+            match sub {
+                RedisCmd::Info(a) => {
+                    let t = cmd::redis::target(&cfg, a.url, a.instance.as_deref())?;
+                    let report = rt.block_on(cmd::redis::info(out, &t, format))?;
+                    finish_report(out, &cli.global, &report)
+                }
+                RedisCmd::Bigkeys { redis, top } => {
+                    let t = cmd::redis::target(&cfg, redis.url, redis.instance.as_deref())?;
+                    rt.block_on(cmd::redis::bigkeys(out, &t, top, format))?;
+                    Ok(0)
+                }
+                RedisCmd::InvalidateSessions {
+                    redis,
+                    pattern,
+                    run,
+                } => {
+                    let t = cmd::redis::target(&cfg, redis.url, redis.instance.as_deref())?;
+                    let ex = executor(&cfg, &run)?;
+                    let ok = rt.block_on(cmd::redis::invalidate_sessions(
+                        out, &ex, &t, pattern, format,
+                    ))?;
+                    Ok(if ok { 0 } else { 1 })
+                }
+            }
         }
         Commands::Host(HostCmd::Check) => {
             let (cfg, _) = load_config(&cli.global)?;

@@ -3,6 +3,7 @@
 pub mod calendar;
 pub mod config;
 pub mod host;
+pub mod redis;
 pub mod schedule;
 pub mod services;
 pub mod tls;
