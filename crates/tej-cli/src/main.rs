@@ -89,6 +89,9 @@ enum Commands {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// PostgreSQL health and maintenance.
+    #[command(subcommand)]
+    Db(DbCmd),
     /// Redis: health, big keys, session invalidation.
     #[command(subcommand)]
     Redis(RedisCmd),
@@ -147,6 +150,66 @@ struct RunArgs {
     /// In production, allow destructive steps outside the maintenance window (audited).
     #[arg(long)]
     outside_window: bool,
+}
+
+/// Which database.
+#[derive(Debug, Args)]
+struct DbArgs {
+    /// Connection string (URL or libpq keywords); default: tej.toml, DATABASE_URL, then PG*.
+    #[arg(long)]
+    db: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum DbCmd {
+    /// Daily check: reachability, connections, wraparound, xmin horizon, locks, archiver, checksums, sequences.
+    Health(DbArgs),
+    /// VACUUM (ANALYZE) without blocking writers; `--full` rewrites tables (destructive).
+    Vacuum {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Tables (default: the whole database; required with --full).
+        #[arg(long = "table")]
+        tables: Vec<String>,
+        /// VACUUM FULL (exclusive lock): confirmation and, in production, the maintenance window.
+        #[arg(long)]
+        full: bool,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Database size and largest relations (table, indexes, TOAST).
+    Size(DbArgs),
+    /// Bloat of tables and btree indexes (estimate, confirmed with pgstattuple).
+    Bloat(DbArgs),
+    /// Slowest statements from pg_stat_statements.
+    SlowQueries(DbArgs),
+    /// Unused, duplicate and missing indexes; foreign keys without an index.
+    Indexes(DbArgs),
+    /// REINDEX INDEX CONCURRENTLY where bloat exceeds the threshold.
+    Reindex {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Bloat percent above which an index is rebuilt.
+        #[arg(long, default_value_t = 20.0)]
+        threshold: f64,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Corruption check with amcheck (heap and btree).
+    Amcheck(DbArgs),
+    /// Set the password-reset flag for every user, in one transaction (destructive).
+    ForcePasswordReset {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Users table.
+        #[arg(long, default_value = "users")]
+        table: String,
+        /// Boolean flag column.
+        #[arg(long, default_value = "password_reset_required")]
+        column: String,
+        #[command(flatten)]
+        run: RunArgs,
+    },
 }
 
 /// Which Redis.
@@ -389,6 +452,92 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
         Commands::Secrets(SecretsCmd::Generate { bytes }) => {
             cmd::tls::generate(out, bytes)?;
             Ok(0)
+        }
+        Commands::Db(sub) => {
+            use cmd::db::Maintenance;
+            let (cfg, _) = load_config(&cli.global)?;
+            let rt = runtime()?;
+            match sub {
+                DbCmd::Health(a) => {
+                    let c = cmd::db::client(&cfg, a.db.as_deref())?;
+                    let r = rt.block_on(cmd::db::health(out, &c, format))?;
+                    finish_report(out, &cli.global, &r)
+                }
+                DbCmd::Size(a) => {
+                    let c = cmd::db::client(&cfg, a.db.as_deref())?;
+                    let r = rt.block_on(cmd::db::size(out, &c, format))?;
+                    finish_report(out, &cli.global, &r)
+                }
+                DbCmd::Bloat(a) => {
+                    let c = cmd::db::client(&cfg, a.db.as_deref())?;
+                    let r = rt.block_on(cmd::db::bloat(out, &c, format))?;
+                    finish_report(out, &cli.global, &r)
+                }
+                DbCmd::SlowQueries(a) => {
+                    let c = cmd::db::client(&cfg, a.db.as_deref())?;
+                    let r = rt.block_on(cmd::db::slow(out, &c, format))?;
+                    finish_report(out, &cli.global, &r)
+                }
+                DbCmd::Indexes(a) => {
+                    let c = cmd::db::client(&cfg, a.db.as_deref())?;
+                    let r = rt.block_on(cmd::db::indexes(out, &c, format))?;
+                    finish_report(out, &cli.global, &r)
+                }
+                DbCmd::Amcheck(a) => {
+                    let c = cmd::db::client(&cfg, a.db.as_deref())?;
+                    let r = rt.block_on(cmd::db::check_corruption(out, &c, format))?;
+                    finish_report(out, &cli.global, &r)
+                }
+                DbCmd::Vacuum {
+                    db,
+                    tables,
+                    full,
+                    run,
+                } => {
+                    anyhow::ensure!(
+                        !full || !tables.is_empty(),
+                        "VACUUM FULL needs the tables to rewrite: pass --table NAME (repeatable)"
+                    );
+                    let c = cmd::db::client(&cfg, db.db.as_deref())?;
+                    let ex = executor(&cfg, &run)?;
+                    let what = if full {
+                        Maintenance::VacuumFull(tables)
+                    } else {
+                        Maintenance::Vacuum(tables)
+                    };
+                    let ok = rt.block_on(cmd::db::maintain(out, &ex, c, what, format))?;
+                    Ok(if ok { 0 } else { 1 })
+                }
+                DbCmd::Reindex { db, threshold, run } => {
+                    let c = cmd::db::client(&cfg, db.db.as_deref())?;
+                    let ex = executor(&cfg, &run)?;
+                    let ok = rt.block_on(cmd::db::maintain(
+                        out,
+                        &ex,
+                        c,
+                        Maintenance::Reindex(threshold),
+                        format,
+                    ))?;
+                    Ok(if ok { 0 } else { 1 })
+                }
+                DbCmd::ForcePasswordReset {
+                    db,
+                    table,
+                    column,
+                    run,
+                } => {
+                    let c = cmd::db::client(&cfg, db.db.as_deref())?;
+                    let ex = executor(&cfg, &run)?;
+                    let ok = rt.block_on(cmd::db::maintain(
+                        out,
+                        &ex,
+                        c,
+                        Maintenance::ForcePasswordReset { table, column },
+                        format,
+                    ))?;
+                    Ok(if ok { 0 } else { 1 })
+                }
+            }
         }
         Commands::Redis(sub) => {
             let (cfg, _) = load_config(&cli.global)?;

@@ -87,3 +87,84 @@ fn redis_info_and_session_invalidation_through_the_binary() {
     );
     assert_eq!(code, 2, "{out}");
 }
+
+#[test]
+fn db_checks_and_a_destructive_step_through_the_binary() {
+    let pg = tej_testkit::PgCluster::start().unwrap();
+    let url = pg.create_database("app").unwrap();
+    pg.psql(
+        "app",
+        "CREATE TABLE users (id serial PRIMARY KEY, email text, password_reset_required boolean NOT NULL DEFAULT false);
+         INSERT INTO users (email) SELECT 'u' || g || '@example.com' FROM generate_series(1, 25) g;",
+    )
+    .unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let audit = d.path().join("audit.jsonl");
+    std::fs::write(
+        d.path().join("tej.toml"),
+        format!("environment = \"staging\"\naudit_log = \"{}\"\n[[database]]\nname = \"main\"\nurl = \"{url}\"\n", audit.display()),
+    )
+    .unwrap();
+
+    let (code, out, err) = tej(&["db", "health", "--output", "json"], d.path());
+    assert!(code <= 1, "{out}{err}");
+    let kinds: Vec<String> = out
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(kinds.first().map(String::as_str), Some("db_health"));
+    assert_eq!(kinds.last().map(String::as_str), Some("summary"));
+    assert!(kinds.iter().any(|k| k == "finding"));
+
+    for sub in ["size", "bloat", "slow-queries", "indexes", "amcheck"] {
+        let (code, out, err) = tej(&["db", sub], d.path());
+        assert!(code <= 1, "db {sub}: {code}\n{out}{err}");
+    }
+
+    // Destructive: refused without --yes, audited; applied with it, audited.
+    let (code, out, _) = tej(&["db", "force-password-reset"], d.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("REFUSED") && out.contains("needs confirmation"),
+        "{out}"
+    );
+    assert_eq!(
+        pg.psql(
+            "app",
+            "SELECT count(*) FROM users WHERE password_reset_required"
+        )
+        .unwrap(),
+        "0"
+    );
+    let (code, out, err) = tej(&["db", "force-password-reset", "--yes"], d.path());
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        pg.psql(
+            "app",
+            "SELECT count(*) FROM users WHERE password_reset_required"
+        )
+        .unwrap(),
+        "25"
+    );
+    let audit_text = std::fs::read_to_string(&audit).unwrap();
+    let outcomes: Vec<String> = audit_text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["outcome"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(outcomes, vec!["refused", "applied"]);
+
+    // VACUUM FULL needs tables.
+    let (code, _, err) = tej(&["db", "vacuum", "--full"], d.path());
+    assert_eq!(code, 1);
+    assert!(err.contains("--table"), "{err}");
+}

@@ -2,6 +2,7 @@
 
 pub mod calendar;
 pub mod config;
+pub mod db;
 pub mod host;
 pub mod redis;
 pub mod schedule;
