@@ -21,29 +21,44 @@ struct DemoStep {
 }
 
 fn step(title: &'static str, args: &[&str], ok_codes: &'static [i32]) -> DemoStep {
-    DemoStep { title, args: args.iter().map(|s| s.to_string()).collect(), ok_codes }
+    DemoStep {
+        title,
+        args: args.iter().map(|s| s.to_string()).collect(),
+        ok_codes,
+    }
 }
 
 pub fn run(_args: &[String]) -> Result<()> {
     let started = Instant::now();
     crate::install_deps()?;
     crate::step("build tej");
-    crate::status(crate::cargo(&["build", "--quiet", "-p", "tej-cli"]), "cargo build -p tej-cli")?;
+    crate::status(
+        crate::cargo(&["build", "--quiet", "-p", "tej-cli"]),
+        "cargo build -p tej-cli",
+    )?;
     let tej = crate::workspace_root().join("target/debug/tej");
 
     crate::step("start the sandbox stack (PostgreSQL 15, Redis, S3) on 127.0.0.1");
     let demo_dir = crate::workspace_root().join("target/tej-demo");
     if demo_dir.exists() {
-        std::fs::remove_dir_all(&demo_dir).with_context(|| format!("clear {}", demo_dir.display()))?;
+        std::fs::remove_dir_all(&demo_dir)
+            .with_context(|| format!("clear {}", demo_dir.display()))?;
     }
     std::fs::create_dir_all(&demo_dir)?;
     let pg = PgCluster::start().context("start PostgreSQL")?;
     let db_url = pg.create_database("skillswap_db")?;
     seed_database(&pg)?;
-    println!("PostgreSQL {}  ({} users)", db_url, pg.psql("skillswap_db", "SELECT count(*) FROM users")?);
+    println!(
+        "PostgreSQL {}  ({} users)",
+        db_url,
+        pg.psql("skillswap_db", "SELECT count(*) FROM users")?
+    );
     let redis = RedisServer::start().context("start Redis")?;
     let sessions = seed_sessions(redis.port(), 500)?;
-    println!("Redis      {}  ({sessions} sessions, 20 cache keys)", redis.url());
+    println!(
+        "Redis      {}  ({sessions} sessions, 20 cache keys)",
+        redis.url()
+    );
     let s3 = S3Server::start().context("start the S3-compatible server")?;
     let bucket = s3.unique_bucket("tej-demo")?;
     println!("S3         {}  (bucket {bucket})", s3.endpoint());
@@ -91,15 +106,52 @@ paths = ["{logs}"]
     let steps = vec![
         step("validate the configuration", &["config", "check"], &[0]),
         step("the maintenance calendar (IST)", &["calendar"], &[0]),
-        step("host resources (disk, inodes, memory, load)", &["host", "check"], &[0, 1, 2]),
-        step("log review: errors, warnings, failed logins, slow queries", &["logs", "review", "--since", "24h"], &[0, 1, 2]),
+        step(
+            "host resources (disk, inodes, memory, load)",
+            &["host", "check"],
+            &[0, 1, 2],
+        ),
+        step(
+            "log review: errors, warnings, failed logins, slow queries",
+            &["logs", "review", "--since", "24h"],
+            &[0, 1, 2],
+        ),
         step("PostgreSQL daily health check", &["db", "health"], &[0, 1]),
-        step("PostgreSQL size and largest relations", &["db", "size"], &[0, 1]),
+        step(
+            "PostgreSQL size and largest relations",
+            &["db", "size"],
+            &[0, 1],
+        ),
         step("PostgreSQL index audit", &["db", "indexes"], &[0, 1]),
-        step("PostgreSQL VACUUM (ANALYZE), audited", &["db", "vacuum"], &[0]),
-        step("Redis health: PING, INFO, memory doctor", &["redis", "info"], &[0, 1]),
-        step("Redis big keys (SCAN, never KEYS)", &["redis", "bigkeys", "--top", "5"], &[0]),
-        step("disk cleanup plan (dry run)", &["cleanup", "--root", logs_str, "--pattern", "*.log", "--older-than", "30", "--dry-run"], &[0]),
+        step(
+            "PostgreSQL VACUUM (ANALYZE), audited",
+            &["db", "vacuum"],
+            &[0],
+        ),
+        step(
+            "Redis health: PING, INFO, memory doctor",
+            &["redis", "info"],
+            &[0, 1],
+        ),
+        step(
+            "Redis big keys (SCAN, never KEYS)",
+            &["redis", "bigkeys", "--top", "5"],
+            &[0],
+        ),
+        step(
+            "disk cleanup plan (dry run)",
+            &[
+                "cleanup",
+                "--root",
+                logs_str,
+                "--pattern",
+                "*.log",
+                "--older-than",
+                "30",
+                "--dry-run",
+            ],
+            &[0],
+        ),
     ];
 
     let mut failures = Vec::new();
@@ -114,7 +166,9 @@ paths = ["{logs}"]
             .env("AWS_REGION", s3.region())
             .env("AWS_ENDPOINT_URL", s3.endpoint())
             .env("TEJ_S3_FORCE_PATH_STYLE", "1");
-        let st = c.status().with_context(|| format!("run tej {}", s.args.join(" ")))?;
+        let st = c
+            .status()
+            .with_context(|| format!("run tej {}", s.args.join(" ")))?;
         let code = st.code().unwrap_or(-1);
         if !s.ok_codes.contains(&code) {
             failures.push(format!("tej {} exited {code}", s.args.join(" ")));
@@ -122,7 +176,11 @@ paths = ["{logs}"]
     }
 
     crate::step("demo finished");
-    println!("took {:.1} s; files kept in {}", started.elapsed().as_secs_f64(), demo_dir.display());
+    println!(
+        "took {:.1} s; files kept in {}",
+        started.elapsed().as_secs_f64(),
+        demo_dir.display()
+    );
     println!("  config     {}", config.display());
     println!("  audit log  {}", demo_dir.join("audit.jsonl").display());
     println!("  backups    {}", backups.display());
@@ -165,10 +223,20 @@ fn seed_sessions(port: u16, n: usize) -> Result<usize> {
         }
     };
     for i in 0..n {
-        cmd(&["SET", &format!("sess:{i:05}"), &format!("{{\"user\":{}}}", i % 4000)], &mut payload);
+        cmd(
+            &[
+                "SET",
+                &format!("sess:{i:05}"),
+                &format!("{{\"user\":{}}}", i % 4000),
+            ],
+            &mut payload,
+        );
     }
     for i in 0..20 {
-        cmd(&["SET", &format!("cache:page:{i}"), "<html>cached</html>"], &mut payload);
+        cmd(
+            &["SET", &format!("cache:page:{i}"), "<html>cached</html>"],
+            &mut payload,
+        );
     }
     s.write_all(&payload)?;
     // Read n + 20 "+OK\r\n" replies.
@@ -187,8 +255,14 @@ fn write_sample_log(path: &Path) -> Result<()> {
     for i in 0..2000u32 {
         let line = match i % 50 {
             0 => format!("{now} ERROR request {i} failed: connect ECONNREFUSED 127.0.0.1:5432"),
-            1 => format!("{now} WARN slow query took {}ms: SELECT * FROM skills", 500 + i),
-            2 => format!("{now} INFO login failed for user{i}@example.com from 203.0.113.{}", i % 7),
+            1 => format!(
+                "{now} WARN slow query took {}ms: SELECT * FROM skills",
+                500 + i
+            ),
+            2 => format!(
+                "{now} INFO login failed for user{i}@example.com from 203.0.113.{}",
+                i % 7
+            ),
             _ => format!("{now} INFO GET /api/v1/users/{i} 200 {}ms", i % 90),
         };
         writeln!(f, "{line}")?;
@@ -198,6 +272,10 @@ fn write_sample_log(path: &Path) -> Result<()> {
 
 /// The current UTC time as RFC 3339 without pulling a time crate into xtask.
 fn jiff_like_now() -> String {
-    let out = Command::new("date").args(["-u", "+%Y-%m-%dT%H:%M:%SZ"]).output();
-    out.ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
+    let out = Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output();
+    out.ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
 }

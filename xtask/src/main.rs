@@ -14,7 +14,10 @@ use std::process::Command;
 /// Debian packages the integration tests and benchmarks need, with a file that proves each is there.
 const PACKAGES: &[(&str, &str)] = &[
     ("postgresql-15", "/usr/lib/postgresql/15/bin/initdb"),
-    ("postgresql-contrib", "/usr/share/postgresql/15/extension/pgstattuple.control"),
+    (
+        "postgresql-contrib",
+        "/usr/share/postgresql/15/extension/pgstattuple.control",
+    ),
     ("postgresql-client-15", "/usr/lib/postgresql/15/bin/pg_dump"),
     ("redis-server", "/usr/bin/redis-server"),
     ("docker.io", "/usr/sbin/dockerd"),
@@ -30,9 +33,24 @@ const TOOLS_ROOT: &str = "/opt/tej-tools";
 
 /// Benchmarks: name, package, example, what it compares.
 const BENCHES: &[(&str, &str, &str, &str)] = &[
-    ("backup", "tej-backup", "bench_backup", "tej backup vs pg_dump | gzip and bare pg_dump on ~500 MB of text-heavy data"),
-    ("pg", "tej-db", "bench_pg", "daily PostgreSQL check and weekly audit on a pgbench scale-20 database"),
-    ("logs", "tej-host", "bench_log_review", "one-pass log review vs four grep -i passes on a 1 GiB log"),
+    (
+        "backup",
+        "tej-backup",
+        "bench_backup",
+        "tej backup vs pg_dump | gzip and bare pg_dump on ~500 MB of text-heavy data",
+    ),
+    (
+        "pg",
+        "tej-db",
+        "bench_pg",
+        "daily PostgreSQL check and weekly audit on a pgbench scale-20 database",
+    ),
+    (
+        "logs",
+        "tej-host",
+        "bench_log_review",
+        "one-pass log review vs four grep -i passes on a 1 GiB log",
+    ),
 ];
 
 fn main() {
@@ -53,9 +71,14 @@ fn run() -> Result<()> {
         Some("install-deps") => install_deps(),
         _ => {
             eprintln!("usage: cargo xtask <test|demo|bench NAME|install-deps>");
-            eprintln!("  test           install test dependencies (root), fmt check, clippy, all tests");
+            eprintln!(
+                "  test           install test dependencies (root), fmt check, clippy, all tests"
+            );
             eprintln!("  demo           run tej's main job against a sandbox stack");
-            eprintln!("  bench NAME     run a benchmark ({})", BENCHES.iter().map(|b| b.0).collect::<Vec<_>>().join(", "));
+            eprintln!(
+                "  bench NAME     run a benchmark ({})",
+                BENCHES.iter().map(|b| b.0).collect::<Vec<_>>().join(", ")
+            );
             eprintln!("  install-deps   only install the system packages and the S3 test server");
             bail!("unknown or missing command")
         }
@@ -71,7 +94,11 @@ fn is_root() -> bool {
     // SAFETY-free: read the effective uid from /proc instead of libc.
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
         .unwrap_or(false)
 }
 
@@ -95,24 +122,46 @@ fn status(mut c: Command, what: &str) -> Result<()> {
 
 fn install_deps() -> Result<()> {
     step("system packages");
-    let missing: Vec<&str> = PACKAGES.iter().filter(|(_, proof)| !Path::new(proof).exists()).map(|(p, _)| *p).collect();
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(_, proof)| !Path::new(proof).exists())
+        .map(|(p, _)| *p)
+        .collect();
     if missing.is_empty() {
         println!("all present");
     } else if is_root() {
         println!("installing {}", missing.join(" "));
         status(cmd("apt-get", &["update", "-qq"]), "apt-get update")?;
-        let mut c = cmd("apt-get", &["install", "-y", "-qq", "--no-install-recommends"]);
+        let mut c = cmd(
+            "apt-get",
+            &["install", "-y", "-qq", "--no-install-recommends"],
+        );
         c.args(&missing).env("DEBIAN_FRONTEND", "noninteractive");
         status(c, "apt-get install")?;
     } else {
-        bail!("missing packages: {} (run as root, or: sudo apt-get install {})", missing.join(" "), missing.join(" "));
+        bail!(
+            "missing packages: {} (run as root, or: sudo apt-get install {})",
+            missing.join(" "),
+            missing.join(" ")
+        );
     }
     step("S3-compatible test server (s3s-fs)");
     let bin = s3s_fs_path();
     if bin.is_file() {
         println!("{}", bin.display());
     } else {
-        let mut c = cmd("cargo", &["install", &format!("s3s-fs@{S3S_FS_VERSION}"), "--features", "binary", "--locked", "--root", TOOLS_ROOT]);
+        let mut c = cmd(
+            "cargo",
+            &[
+                "install",
+                &format!("s3s-fs@{S3S_FS_VERSION}"),
+                "--features",
+                "binary",
+                "--locked",
+                "--root",
+                TOOLS_ROOT,
+            ],
+        );
         c.env_remove("CARGO_TARGET_DIR");
         status(c, "cargo install s3s-fs")?;
     }
@@ -135,9 +184,22 @@ fn cargo(args: &[&str]) -> Command {
 fn test(extra: &[String]) -> Result<()> {
     install_deps()?;
     step("cargo fmt --check");
-    status(cargo(&["fmt", "--all", "--", "--check"]), "cargo fmt --check (run `cargo fmt --all`)")?;
+    status(
+        cargo(&["fmt", "--all", "--", "--check"]),
+        "cargo fmt --check (run `cargo fmt --all`)",
+    )?;
     step("cargo clippy -D warnings");
-    status(cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]), "cargo clippy")?;
+    status(
+        cargo(&[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+        "cargo clippy",
+    )?;
     step("cargo test (unit, integration against real servers, doc tests)");
     let mut c = cargo(&["test", "--workspace", "--no-fail-fast"]);
     c.args(extra).env("TEJ_S3S_FS", s3s_fs_path());
@@ -160,7 +222,16 @@ fn bench(args: &[String]) -> Result<()> {
     };
     install_deps()?;
     step(&format!("bench {name}: {what}"));
-    let mut c = cargo(&["run", "--release", "--quiet", "-p", pkg, "--example", example, "--"]);
+    let mut c = cargo(&[
+        "run",
+        "--release",
+        "--quiet",
+        "-p",
+        pkg,
+        "--example",
+        example,
+        "--",
+    ]);
     c.args(&args[1..]).env("TEJ_S3S_FS", s3s_fs_path());
     status(c, &format!("benchmark {name}"))
 }
