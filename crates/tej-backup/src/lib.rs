@@ -1,7 +1,81 @@
-//! tej-backup (being built).
+//! # tej-backup
+//!
+//! Logical PostgreSQL backups (and file backups) to local disk and S3, that never lie
+//! about a backup: `pg_dump` streams through multi-threaded zstd (or gzip), optional
+//! [age](https://age-encryption.org) encryption and SHA-256 into every configured
+//! repository with bounded memory; the [`Manifest`] is written last, so an interrupted
+//! run is never listed; `verify` re-reads and decodes every object; `restore` is a
+//! destructive [`tej_core::Step`]; `prune` applies grandfather-father-son retention.
+//!
+//! Stages ([`pipeline`]) and the manifest are shared with physical backups, so a
+//! manifest carries a [`BackupKind`].
+//!
+//! ```no_run
+//! use tej_backup::{
+//!     DbTarget, LogicalBackupOptions, Repository, VerifyOptions, create_logical_backup,
+//!     list_backups, verify_backup,
+//! };
+//! use tej_core::{SystemClock, TokioCommandRunner};
+//!
+//! # async fn run() -> Result<(), tej_backup::BackupError> {
+//! let repos = vec![
+//!     Repository::open("/opt/skillswap/backups").await?,
+//!     Repository::open("s3://skillswap-backups/db").await?,
+//! ];
+//! let opts = LogicalBackupOptions::new(DbTarget::new("postgres://app@127.0.0.1/skillswap"));
+//! let report = create_logical_backup(&TokioCommandRunner, &repos, &opts, &SystemClock).await?;
+//! println!("{} stored in {} repositories", report.id, report.repositories.len());
+//! for b in list_backups(&repos[0]).await? {
+//!     println!("{} {} bytes", b.id, b.stored_size);
+//! }
+//! verify_backup(&TokioCommandRunner, &repos[0], "latest", &VerifyOptions::default(), &SystemClock).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod create;
+pub mod db;
+pub mod error;
+pub mod id;
+pub mod lock;
+pub mod logical;
+pub mod manifest;
+pub mod pipeline;
+mod read;
+pub mod repo;
+pub mod restore;
+pub mod retention;
+pub mod verify;
+
+pub use create::{CreateReport, RepositoryOutcome, RunOptions};
+pub use db::DbTarget;
+pub use error::BackupError;
+pub use id::{BackupId, InvalidBackupId};
+pub use lock::{LockOptions, LockOwner, RepoLock};
+pub use logical::{LogicalBackupOptions, create_logical_backup, plain_object_base};
+pub use manifest::{
+    BackupKind, CompressionAlgo, CompressionInfo, DumpFormat, EncryptionInfo, MANIFEST_VERSION,
+    Manifest, ManifestObject,
+};
+pub use pipeline::{CompressionOptions, EncryptionOptions, ProgressEvent, ProgressSink};
+pub use repo::{
+    BackupSummary, FailureRecord, IncompleteRun, Inventory, Repository, VerificationRecord,
+    list_backups,
+};
+pub use restore::{RestoreOptions, RestoreReport, RestoreStep, restore_backup, restore_manifest};
+pub use retention::{
+    Candidate, CandidateState, Decision, PruneOptions, PruneReport, RetentionPlan, RetentionPolicy,
+    plan_retention, prune,
+};
+pub use verify::{
+    ObjectCheck, QueryResult, RestoreTestOptions, RestoreTestReport, VerifyOptions, VerifyReport,
+    verify_backup,
+};
 
 pub mod storage;
 
 pub use storage::{
-    ByteStream, ObjectKey, ObjectMeta, ObjectStore, PutOptions, PutResult, StorageError,
+    ByteStream, Fault, FaultyStore, LocalStore, MemoryStore, ObjectKey, ObjectMeta, ObjectStore,
+    Op, PutCut, PutOptions, PutResult, RetryingStore, S3Location, S3Options, S3Store, StorageError,
+    bytes_stream, get_bytes, open_repository, put_bytes,
 };

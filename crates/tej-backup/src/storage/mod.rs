@@ -1,11 +1,32 @@
 //! Object storage for backups: one narrow trait and its backends
 //! (local directory, S3, in-memory fake, fault-injecting wrapper).
+//!
+//! - [`LocalStore`]: a directory; writes go to a temporary name, are fsynced and renamed.
+//! - [`S3Store`]: a bucket and prefix on S3 or an S3-compatible server (multipart, retries).
+//! - [`MemoryStore`]: an in-memory fake for tests of code built on [`ObjectStore`].
+//! - [`FaultyStore`]: wraps a store and injects failures (for retry and crash tests).
+//! - [`RetryingStore`]: wraps a store and retries retryable failures with [`tej_core::retry()`].
+//!
+//! [`open_repository`] opens a local path or an `s3://bucket/prefix` URL.
 
 use async_trait::async_trait;
 use std::fmt;
 use std::ops::Range;
 use std::pin::Pin;
-use tokio::io::AsyncRead;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+pub mod faulty;
+pub mod local;
+pub mod memory;
+pub mod retrying;
+pub mod s3;
+
+pub use faulty::{Fault, FaultyStore, Op, PutCut};
+pub use local::LocalStore;
+pub use memory::MemoryStore;
+pub use retrying::RetryingStore;
+pub use s3::{S3Location, S3Options, S3Store};
 
 /// A stream of bytes read from or written to storage.
 pub type ByteStream = Pin<Box<dyn AsyncRead + Send>>;
@@ -174,7 +195,8 @@ pub trait ObjectStore: Send + Sync {
         opts: PutOptions,
     ) -> Result<PutResult, StorageError>;
 
-    /// Reads an object, or the byte `range` of it.
+    /// Reads an object, or the byte `range` of it (a range reaching past the end is cut
+    /// at the end; one starting at or past the end reads nothing).
     async fn get(
         &self,
         key: &ObjectKey,
@@ -196,6 +218,122 @@ pub trait ObjectStore: Send + Sync {
         &self,
         older_than: std::time::Duration,
     ) -> Result<u64, StorageError>;
+}
+
+#[async_trait]
+impl<T: ObjectStore + ?Sized> ObjectStore for Arc<T> {
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+
+    async fn put(
+        &self,
+        key: &ObjectKey,
+        body: ByteStream,
+        opts: PutOptions,
+    ) -> Result<PutResult, StorageError> {
+        (**self).put(key, body, opts).await
+    }
+
+    async fn get(
+        &self,
+        key: &ObjectKey,
+        range: Option<Range<u64>>,
+    ) -> Result<ByteStream, StorageError> {
+        (**self).get(key, range).await
+    }
+
+    async fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, StorageError> {
+        (**self).head(key).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
+        (**self).list(prefix).await
+    }
+
+    async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
+        (**self).delete(key).await
+    }
+
+    async fn cleanup_incomplete(
+        &self,
+        older_than: std::time::Duration,
+    ) -> Result<u64, StorageError> {
+        (**self).cleanup_incomplete(older_than).await
+    }
+}
+
+/// Opens the repository named by `spec`: `s3://bucket/prefix` (endpoint, region and
+/// credentials from the AWS SDK's environment and profiles, see [`S3Options::from_env`])
+/// or a local directory path (created when missing).
+pub async fn open_repository(spec: &str) -> Result<Arc<dyn ObjectStore>, StorageError> {
+    if spec.starts_with("s3://") {
+        let location = S3Location::parse(spec)?;
+        let store = S3Store::connect(location, S3Options::from_env()).await?;
+        Ok(Arc::new(store))
+    } else if spec.contains("://") {
+        Err(StorageError::Other {
+            repo: spec.to_string(),
+            reason: "unsupported repository URL: use a local path or s3://bucket/prefix".into(),
+        })
+    } else if spec.is_empty() {
+        Err(StorageError::Other {
+            repo: spec.to_string(),
+            reason: "empty repository path".into(),
+        })
+    } else {
+        Ok(Arc::new(LocalStore::create(spec)?))
+    }
+}
+
+/// A [`ByteStream`] reading `bytes`.
+pub fn bytes_stream(bytes: impl Into<bytes::Bytes>) -> ByteStream {
+    Box::pin(std::io::Cursor::new(bytes.into()))
+}
+
+/// Stores `bytes` under `key` (a convenience over [`ObjectStore::put`] with the size hint set).
+pub async fn put_bytes<S: ObjectStore + ?Sized>(
+    store: &S,
+    key: &ObjectKey,
+    bytes: impl Into<bytes::Bytes>,
+    if_not_exists: bool,
+) -> Result<PutResult, StorageError> {
+    let bytes = bytes.into();
+    let opts = PutOptions {
+        if_not_exists,
+        size_hint: Some(bytes.len() as u64),
+    };
+    store.put(key, bytes_stream(bytes), opts).await
+}
+
+/// Reads a whole object (or `range` of it) into memory.
+pub async fn get_bytes<S: ObjectStore + ?Sized>(
+    store: &S,
+    key: &ObjectKey,
+    range: Option<Range<u64>>,
+) -> Result<Vec<u8>, StorageError> {
+    let mut stream = store.get(key, range).await?;
+    let mut out = Vec::new();
+    stream
+        .read_to_end(&mut out)
+        .await
+        .map_err(|e| StorageError::Other {
+            repo: store.describe(),
+            reason: format!("reading {key}: {e}"),
+        })?;
+    Ok(out)
+}
+
+/// Clamps `range` to an object of `size` bytes.
+pub(crate) fn clamp_range(range: Option<Range<u64>>, size: u64) -> Range<u64> {
+    match range {
+        None => 0..size,
+        Some(r) => {
+            let end = r.end.min(size);
+            let start = r.start.min(end);
+            start..end
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,261 @@
+//! Benchmark: tej's default logical backup (pg_dump -Fc -Z0 | zstd -3 multi-threaded |
+//! SHA-256 | local repository) against the runbook's `pg_dump | gzip > file` and the
+//! floor, bare `pg_dump > /dev/null`, on a generated ~500 MB text-heavy database.
+//!
+//! `cargo run --release -p tej-backup --example bench_backup` (`TEJ_BENCH_MB=100` for a
+//! smaller database). tej's backup runs in a child process of this binary so that its
+//! peak RSS (VmHWM) is measured alone.
+
+use anyhow::{Context, Result, bail, ensure};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+use tej_backup::{DbTarget, LogicalBackupOptions, Repository, create_logical_backup};
+use tej_core::{SystemClock, TokioCommandRunner};
+use tej_testkit::{PgCluster, PgClusterOptions};
+
+const WORDS: &str = "skill swap teach learn guitar python cooking spanish photography yoga \
+chess painting rust postgres design marketing writing french piano knitting gardening \
+baking running climbing math physics history drawing singing dance javascript excel \
+negotiation public speaking carpentry welding sewing calligraphy origami meditation \
+I you we they love like want need can will would should really very just also because \
+when where how what why who which this that these those the a an and or but with for \
+from about into over after before during between through under again further then once \
+hello thanks sure great awesome tomorrow today weekend morning evening session lesson \
+available schedule meet online offline coffee library park studio home office zoom";
+
+fn generate(pg: &PgCluster, mb: u64) -> Result<()> {
+    // ~80% of the bytes in messages (~190 bytes each), ~20% in users (~420 bytes each).
+    let messages = mb * 1024 * 1024 * 8 / 10 / 190;
+    let users = (mb * 1024 * 1024 * 2 / 10 / 420).max(1000);
+    let words: Vec<String> = WORDS.split_whitespace().map(|w| format!("'{w}'")).collect();
+    let sql = format!(
+        r#"
+SET synchronous_commit = off;
+CREATE TABLE words AS SELECT ARRAY[{words}]::text[] AS w;
+-- 20000 fragments of random words (~300 bytes each); rows take slices of them.
+CREATE TABLE frags AS
+  SELECT f AS id, string_agg((SELECT w FROM words)[1 + floor(random() * {nw})::int], ' ') AS t
+  FROM generate_series(0, 19999) f, generate_series(1, 50) k GROUP BY f;
+ALTER TABLE frags ADD PRIMARY KEY (id);
+CREATE TABLE users (
+  id serial PRIMARY KEY, name text NOT NULL, email text NOT NULL UNIQUE,
+  password_hash text NOT NULL, bio text, created_at timestamptz NOT NULL);
+CREATE TABLE skills (id serial PRIMARY KEY, name text NOT NULL UNIQUE, description text);
+CREATE TABLE messages (id bigserial PRIMARY KEY, sender int NOT NULL, recipient int NOT NULL,
+  body text NOT NULL, sent_at timestamptz NOT NULL);
+INSERT INTO skills (name, description)
+  SELECT 'skill-' || i, f.t FROM generate_series(1, 500) i JOIN frags f ON f.id = i;
+INSERT INTO users (name, email, password_hash, bio, created_at)
+  SELECT initcap(split_part(f.t, ' ', 1)) || ' ' || initcap(substr(md5(i::text), 1, 8)),
+         'user' || i || '.' || substr(md5(i::text), 1, 6) || '@example.com',
+         '$2b$12$' || substr(encode(sha256(i::text::bytea), 'base64'), 1, 53),
+         f.t || ' ' || g.t,
+         '2020-01-01'::timestamptz + (i % 1826) * interval '1 day'
+  FROM generate_series(1, {users}) i
+  JOIN frags f ON f.id = (i::bigint * 7919) % 20000
+  JOIN frags g ON g.id = (i::bigint * 104729) % 20000;
+INSERT INTO messages (sender, recipient, body, sent_at)
+  SELECT 1 + (i::bigint * 31) % {users}, 1 + (i::bigint * 17) % {users},
+         substr(f.t, 1 + (i % 60), 40 + ((i::bigint * 13) % 260)::int) || ' #' || substr(md5(i::text), 1, 4),
+         '2023-01-01'::timestamptz + i * interval '13 seconds'
+  FROM generate_series(1, {messages}) i
+  JOIN frags f ON f.id = (i::bigint * 2654435761) % 20000;
+CREATE INDEX messages_sender ON messages (sender, sent_at);
+DROP TABLE frags; DROP TABLE words;
+"#,
+        words = words.join(","),
+        nw = words.len(),
+    );
+    pg.psql("skillswap", &sql)?;
+    Ok(())
+}
+
+fn pg_dump() -> std::path::PathBuf {
+    PgCluster::bin_dir().join("pg_dump")
+}
+
+fn time_bare(url: &str) -> Result<f64> {
+    let t = Instant::now();
+    let st = Command::new(pg_dump())
+        .arg(format!("--dbname={url}"))
+        .stdout(std::fs::File::create("/dev/null")?)
+        .status()?;
+    ensure!(st.success(), "pg_dump failed");
+    Ok(t.elapsed().as_secs_f64())
+}
+
+fn time_runbook(url: &str, out: &Path) -> Result<(f64, u64)> {
+    // The runbook: pg_dump skillswap | gzip > /opt/skillswap/backups/skillswap_backup_DATE.sql.gz
+    let t = Instant::now();
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "'{}' --dbname='{url}' | gzip > '{}'",
+            pg_dump().display(),
+            out.display()
+        ))
+        .status()?;
+    ensure!(st.success(), "pg_dump | gzip failed");
+    Ok((t.elapsed().as_secs_f64(), std::fs::metadata(out)?.len()))
+}
+
+struct TejRun {
+    wall: f64,
+    stored: u64,
+    raw: u64,
+    hwm_kib: u64,
+}
+
+fn time_tej(url: &str, repo: &Path) -> Result<TejRun> {
+    let t = Instant::now();
+    let out = Command::new(std::env::current_exe()?)
+        .args(["--child", url])
+        .arg(repo)
+        .stderr(Stdio::inherit())
+        .output()?;
+    let wall = t.elapsed().as_secs_f64();
+    ensure!(out.status.success(), "tej child failed");
+    let text = String::from_utf8(out.stdout)?;
+    let line = text.lines().last().context("child output")?;
+    let v: serde_json::Value = serde_json::from_str(line)?;
+    Ok(TejRun {
+        wall,
+        stored: v["stored"].as_u64().unwrap_or(0),
+        raw: v["raw"].as_u64().unwrap_or(0),
+        hwm_kib: v["hwm_kib"].as_u64().unwrap_or(0),
+    })
+}
+
+fn vm_hwm_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+async fn child(url: &str, repo: &str) -> Result<()> {
+    let repo = Repository::open(repo).await?;
+    let opts = LogicalBackupOptions::new(DbTarget::new(url));
+    let r = create_logical_backup(&TokioCommandRunner, &[repo], &opts, &SystemClock).await?;
+    ensure!(r.succeeded(), "backup failed: {:?}", r.repositories);
+    println!(
+        "{}",
+        serde_json::json!({"stored": r.stored_size, "raw": r.raw_size, "hwm_kib": vm_hwm_kib()})
+    );
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1024.0 * 1024.0)
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--child") {
+        let (Some(url), Some(repo)) = (args.get(2), args.get(3)) else {
+            bail!("usage: --child URL REPO");
+        };
+        let rt = tokio::runtime::Runtime::new()?;
+        return rt.block_on(child(url, repo));
+    }
+    let mb: u64 = std::env::var("TEJ_BENCH_MB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(500);
+    let pg = PgCluster::start_with(PgClusterOptions {
+        extra_conf: vec![
+            "max_wal_size = '4GB'".into(),
+            "shared_buffers = '256MB'".into(),
+            "checkpoint_timeout = '30min'".into(),
+        ],
+        ..PgClusterOptions::default()
+    })?;
+    let url = pg.create_database("skillswap")?;
+    let t = Instant::now();
+    generate(&pg, mb)?;
+    let size = pg.psql("skillswap", "SELECT pg_database_size('skillswap')")?;
+    let rows = pg.psql(
+        "skillswap",
+        "SELECT (SELECT count(*) FROM users) || ' users, ' || (SELECT count(*) FROM messages) || ' messages'",
+    )?;
+    println!(
+        "generated {rows}; database size {:.0} MiB in {:.1}s",
+        mib(size.parse().unwrap_or(0)),
+        t.elapsed().as_secs_f64()
+    );
+    let work = tempfile::tempdir()?;
+    let mut bare = Vec::new();
+    let mut runbook = Vec::new();
+    let mut tej = Vec::new();
+    let mut gz_size = 0;
+    let mut last = None;
+    let mut hwm = 0;
+    for i in 0..3 {
+        bare.push(time_bare(&url)?);
+        let (s, sz) = time_runbook(&url, &work.path().join("skillswap_backup.sql.gz"))?;
+        runbook.push(s);
+        gz_size = sz;
+        let repo = work.path().join(format!("repo{i}"));
+        let r = time_tej(&url, &repo)?;
+        std::fs::remove_dir_all(&repo).ok();
+        tej.push(r.wall);
+        hwm = hwm.max(r.hwm_kib);
+        println!(
+            "run {}: bare pg_dump {:.2}s, pg_dump|gzip {:.2}s, tej {:.2}s (peak RSS {:.1} MiB)",
+            i + 1,
+            bare[i],
+            runbook[i],
+            r.wall,
+            r.hwm_kib as f64 / 1024.0
+        );
+        last = Some(r);
+        if i == 1 && runbook.iter().sum::<f64>() > 240.0 {
+            println!("(slow machine: 2 runs)");
+            break;
+        }
+    }
+    let r = last.context("no run")?;
+    let (b, g, t) = (median(bare), median(runbook), median(tej));
+    println!();
+    println!("| | median wall | output | ratio |");
+    println!("|---|---|---|---|");
+    println!(
+        "| bare pg_dump > /dev/null (floor) | {b:.2}s | {:.0} MiB plain SQL | |",
+        mib(r.raw)
+    );
+    println!(
+        "| runbook pg_dump \\| gzip | {g:.2}s | {:.1} MiB | {:.2}x smaller than plain |",
+        mib(gz_size),
+        0.0f64.max(r.raw as f64 / gz_size as f64)
+    );
+    println!(
+        "| tej default (-Fc -Z0, zstd-3 mt, sha256) | {t:.2}s | {:.1} MiB | dump archive {:.0} MiB |",
+        mib(r.stored),
+        mib(r.raw)
+    );
+    println!();
+    println!("tej vs pg_dump|gzip: {:.2}x faster (goal >= 6x)", g / t);
+    println!(
+        "tej vs bare pg_dump: {:.2}x the floor (goal <= 1.5x)",
+        t / b
+    );
+    println!(
+        "tej output / gzip output: {:.3} (goal <= 1)",
+        r.stored as f64 / gz_size as f64
+    );
+    println!(
+        "tej peak RSS: {:.1} MiB (goal < 100 MiB)",
+        hwm as f64 / 1024.0
+    );
+    Ok(())
+}
