@@ -89,6 +89,9 @@ enum Commands {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Logical backups: create, list, verify, restore, prune (local and S3).
+    #[command(subcommand)]
+    Backup(BackupCmd),
     /// PostgreSQL health and maintenance.
     #[command(subcommand)]
     Db(DbCmd),
@@ -150,6 +153,70 @@ struct RunArgs {
     /// In production, allow destructive steps outside the maintenance window (audited).
     #[arg(long)]
     outside_window: bool,
+}
+
+/// Where backups live.
+#[derive(Debug, Args)]
+struct RepoArgs {
+    /// Repository: a path or s3://bucket/prefix (repeatable; default: tej.toml).
+    #[arg(long = "repo")]
+    repos: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum BackupCmd {
+    /// Dump, compress, encrypt, checksum and store a backup in every repository.
+    Create {
+        #[command(flatten)]
+        repo: RepoArgs,
+        #[command(flatten)]
+        db: DbArgs,
+        /// custom (default from tej.toml), directory or plain.
+        #[arg(long)]
+        format: Option<String>,
+        /// pg_dump -j for the directory format.
+        #[arg(long, default_value_t = 2)]
+        jobs: u32,
+    },
+    /// Backups newest first, by manifest time.
+    List(RepoArgs),
+    /// Re-read every object: SHA-256, decrypt, decompress; optionally a restore test.
+    Verify {
+        /// A backup id or `latest`.
+        #[arg(default_value = "latest")]
+        id: String,
+        #[command(flatten)]
+        repo: RepoArgs,
+        /// Restore into a scratch database on this server and run the sanity queries.
+        #[arg(long)]
+        restore_test: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Restore a backup into a database (destructive: confirmation, maintenance window).
+    Restore {
+        /// A backup id or `latest`.
+        #[arg(default_value = "latest")]
+        id: String,
+        #[command(flatten)]
+        repo: RepoArgs,
+        /// The database restored into (connection string; default: the configured database).
+        #[arg(long)]
+        target: Option<String>,
+        /// pg_restore -j.
+        #[arg(long, default_value_t = 2)]
+        jobs: u32,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Grandfather-father-son retention; --dry-run lists each decision and its rule.
+    Prune {
+        #[command(flatten)]
+        repo: RepoArgs,
+        /// Only show what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// Which database.
@@ -452,6 +519,69 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
         Commands::Secrets(SecretsCmd::Generate { bytes }) => {
             cmd::tls::generate(out, bytes)?;
             Ok(0)
+        }
+        Commands::Backup(sub) => {
+            let (cfg, _) = load_config(&cli.global)?;
+            let rt = runtime()?;
+            rt.block_on(async {
+                match sub {
+                    BackupCmd::Create {
+                        repo,
+                        db,
+                        format: fmt,
+                        jobs,
+                    } => {
+                        let repos = cmd::backup::repositories(&cfg, &repo.repos).await?;
+                        let target = cmd::backup::db_target(&cfg, db.db.as_deref())?;
+                        let ok = cmd::backup::create(out, &cfg, &repos, target, fmt, jobs, format)
+                            .await?;
+                        anyhow::ensure!(ok, "the backup did not reach every repository");
+                        Ok(0)
+                    }
+                    BackupCmd::List(repo) => {
+                        let repos = cmd::backup::repositories(&cfg, &repo.repos).await?;
+                        cmd::backup::list(out, &repos, format).await?;
+                        Ok(0)
+                    }
+                    BackupCmd::Verify {
+                        id,
+                        repo,
+                        restore_test,
+                        db,
+                    } => {
+                        let repos = cmd::backup::repositories(&cfg, &repo.repos).await?;
+                        let server = if restore_test {
+                            Some(cmd::backup::db_target(&cfg, db.db.as_deref())?)
+                        } else {
+                            None
+                        };
+                        let ok =
+                            cmd::backup::verify(out, &cfg, &repos, &id, server, format).await?;
+                        anyhow::ensure!(ok, "verification failed");
+                        Ok(0)
+                    }
+                    BackupCmd::Restore {
+                        id,
+                        repo,
+                        target,
+                        jobs,
+                        run,
+                    } => {
+                        let mut repos = cmd::backup::repositories(&cfg, &repo.repos).await?;
+                        let repo = repos.remove(0);
+                        let target = cmd::backup::db_target(&cfg, target.as_deref())?;
+                        let ex = executor(&cfg, &run)?;
+                        let opts = cmd::backup::restore_options(&cfg, target, jobs);
+                        let ok = cmd::backup::restore(out, &ex, repo, &id, opts, format).await?;
+                        Ok(if ok { 0 } else { 1 })
+                    }
+                    BackupCmd::Prune { repo, dry_run } => {
+                        let repos = cmd::backup::repositories(&cfg, &repo.repos).await?;
+                        cmd::backup::prune_repos(out, &cfg, &repos, dry_run, format).await?;
+                        Ok(0)
+                    }
+                }
+            })
         }
         Commands::Db(sub) => {
             use cmd::db::Maintenance;

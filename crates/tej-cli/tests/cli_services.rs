@@ -168,3 +168,100 @@ fn db_checks_and_a_destructive_step_through_the_binary() {
     assert_eq!(code, 1);
     assert!(err.contains("--table"), "{err}");
 }
+
+#[test]
+fn backup_create_list_verify_restore_prune_through_the_binary() {
+    let pg = tej_testkit::PgCluster::start().unwrap();
+    let url = pg.create_database("skillswap_db").unwrap();
+    pg.psql(
+        "skillswap_db",
+        "CREATE TABLE users (id serial PRIMARY KEY, email text NOT NULL);
+         INSERT INTO users (email) SELECT 'u' || g || '@example.com' FROM generate_series(1, 300) g;",
+    )
+    .unwrap();
+    let s3 = tej_testkit::S3Server::start().unwrap();
+    let bucket = s3.unique_bucket("cli").unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let local = d.path().join("backups");
+    std::fs::write(
+        d.path().join("tej.toml"),
+        format!(
+            "environment = \"staging\"\naudit_log = \"{}\"\n[[database]]\nname = \"main\"\nurl = \"{url}\"\nsanity_queries = [\"SELECT COUNT(*) FROM users\"]\n[backup]\nrepositories = [\"{}\", \"s3://{bucket}/db\"]\n",
+            d.path().join("audit.jsonl").display(),
+            local.display()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tej"))
+            .args(args)
+            .current_dir(d.path())
+            .env_remove("DATABASE_URL")
+            .env("AWS_ACCESS_KEY_ID", s3.access_key())
+            .env("AWS_SECRET_ACCESS_KEY", s3.secret_key())
+            .env("AWS_REGION", s3.region())
+            .env("AWS_ENDPOINT_URL", s3.endpoint())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (code, out, err) = run(&["backup", "create", "--output", "json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let created: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let id = created["data"]["id"].as_str().unwrap().to_string();
+
+    let (code, out, err) = run(&["backup", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.matches(&id).count(),
+        2,
+        "listed in both repositories: {out}"
+    );
+
+    let (code, out, err) = run(&["backup", "verify", "latest", "--restore-test"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("300"), "sanity query result shown: {out}");
+
+    // Restore is destructive: refused without --yes.
+    let target_url = pg.create_database("restored").unwrap();
+    let (code, out, _) = run(&[
+        "backup",
+        "restore",
+        &id,
+        "--repo",
+        local.to_str().unwrap(),
+        "--target",
+        &target_url,
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("REFUSED"), "{out}");
+    let (code, out, err) = run(&[
+        "backup",
+        "restore",
+        &id,
+        "--repo",
+        local.to_str().unwrap(),
+        "--target",
+        &target_url,
+        "--yes",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        pg.psql("restored", "SELECT count(*) FROM users").unwrap(),
+        "300"
+    );
+
+    let (code, out, err) = run(&["backup", "prune", "--dry-run"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("keep") && out.contains(&id), "{out}");
+
+    // A missing repository is a clear failure with the reason on stderr.
+    let (code, _, err) = run(&["backup", "list", "--repo", "s3://no-such-bucket-tej/x"]);
+    assert_ne!(code, 0);
+    assert!(err.starts_with("error: "), "{err}");
+}

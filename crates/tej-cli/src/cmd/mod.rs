@@ -1,5 +1,6 @@
 //! Command handlers: each turns parsed arguments into a library call and renders the result.
 
+pub mod backup;
 pub mod calendar;
 pub mod config;
 pub mod db;

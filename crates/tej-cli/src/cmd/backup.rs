@@ -1,0 +1,326 @@
+//! `tej backup create|list|verify|restore|prune`.
+
+use crate::output::{OutputFormat, json_line};
+use anyhow::{Context, Result, bail};
+use std::io::Write;
+use std::sync::Arc;
+use tej_backup::{
+    CompressionAlgo, CompressionOptions, DbTarget, DumpFormat, EncryptionOptions,
+    LogicalBackupOptions, PruneOptions, Repository, RestoreOptions, RestoreStep,
+    RestoreTestOptions, RetentionPolicy, VerifyOptions, create_logical_backup, list_backups, prune,
+    verify_backup,
+};
+use tej_core::{Config, Executor, Procedure, SystemClock, TokioCommandRunner};
+
+/// Repositories: `--repo` (repeatable), else `[backup] repositories` in tej.toml.
+pub async fn repositories(cfg: &Config, repos: &[String]) -> Result<Vec<Repository>> {
+    let specs: Vec<String> = if repos.is_empty() {
+        cfg.backup.repositories.clone()
+    } else {
+        repos.to_vec()
+    };
+    if specs.is_empty() {
+        bail!(
+            "no repository: pass --repo PATH|s3://bucket/prefix or set [backup] repositories in tej.toml"
+        );
+    }
+    let mut out = Vec::new();
+    for s in &specs {
+        tej_core::config::validate_repository(s)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("repository {s:?}"))?;
+        out.push(
+            Repository::open(s)
+                .await
+                .with_context(|| format!("open repository {s}"))?,
+        );
+    }
+    Ok(out)
+}
+
+/// The database: `--db`, else the first `[[database]]`, else `DATABASE_URL`, else libpq's `PG*`.
+pub fn db_target(cfg: &Config, db: Option<&str>) -> Result<DbTarget> {
+    if let Some(s) = db {
+        return Ok(DbTarget::new(s));
+    }
+    if let Some(d) = cfg.databases.first() {
+        let mut t = DbTarget::new(d.url.expose());
+        if let Some(p) = &d.password {
+            t = t.with_password(
+                p.resolve()
+                    .with_context(|| format!("read the password of database {:?}", d.name))?,
+            );
+        }
+        return Ok(t);
+    }
+    // libpq reads PG* itself when the connection string is empty.
+    if std::env::var_os("PGHOST").is_some() || std::env::var_os("PGDATABASE").is_some() {
+        return Ok(DbTarget::new(""));
+    }
+    bail!("no database: pass --db, set DATABASE_URL or PG*, or add [[database]] to tej.toml")
+}
+
+fn encryption(cfg: &Config) -> EncryptionOptions {
+    cfg.backup
+        .encryption
+        .as_ref()
+        .map(EncryptionOptions::from_config)
+        .unwrap_or_default()
+}
+
+fn compression(cfg: &Config) -> CompressionOptions {
+    let algorithm = match cfg.backup.compression.as_str() {
+        "gzip" => CompressionAlgo::Gzip,
+        "none" => CompressionAlgo::None,
+        _ => CompressionAlgo::Zstd,
+    };
+    CompressionOptions {
+        algorithm,
+        level: cfg.backup.compression_level,
+        ..CompressionOptions::default()
+    }
+}
+
+/// The dump format named on the command line or in tej.toml.
+pub fn format_of(s: &str) -> Result<DumpFormat> {
+    Ok(match s {
+        "custom" => DumpFormat::Custom,
+        "directory" => DumpFormat::Directory,
+        "plain" => DumpFormat::Plain,
+        other => bail!("unknown format {other:?}: expected custom, directory or plain"),
+    })
+}
+
+/// Creates one backup in every repository; true when every repository has it.
+pub async fn create(
+    out: &mut dyn Write,
+    cfg: &Config,
+    repos: &[Repository],
+    db: DbTarget,
+    format: Option<String>,
+    jobs: u32,
+    output: OutputFormat,
+) -> Result<bool> {
+    let mut opts = LogicalBackupOptions::new(db);
+    opts.format = format_of(format.as_deref().unwrap_or(&cfg.backup.format))?;
+    opts.jobs = jobs.max(1);
+    opts.run.compression = compression(cfg);
+    opts.run.encryption = encryption(cfg);
+    let report = create_logical_backup(&TokioCommandRunner, repos, &opts, &SystemClock)
+        .await
+        .context("create backup")?;
+    if output == OutputFormat::Json {
+        json_line(out, "backup_created", &report)?;
+    } else {
+        writeln!(out, "backup {} ({} bytes raw)", report.id, report.raw_size)?;
+        for r in &report.repositories {
+            writeln!(
+                out,
+                "  {:<50} {}",
+                r.repository,
+                if r.ok {
+                    "ok".to_string()
+                } else {
+                    format!("FAILED: {}", r.error.clone().unwrap_or_default())
+                }
+            )?;
+        }
+    }
+    Ok(report.repositories.iter().all(|r| r.ok))
+}
+
+/// Lists backups newest first (by manifest time) in each repository.
+pub async fn list(out: &mut dyn Write, repos: &[Repository], output: OutputFormat) -> Result<()> {
+    if output == OutputFormat::Text {
+        writeln!(
+            out,
+            "{:<30} {:<10} {:<9} {:>12} {:>12}  {:<9} {:<8} REPOSITORY",
+            "ID", "KIND", "FORMAT", "RAW", "STORED", "ENCRYPTED", "VERIFIED"
+        )?;
+    }
+    for repo in repos {
+        for b in list_backups(repo).await.context("list backups")? {
+            if output == OutputFormat::Json {
+                json_line(out, "backup", &b)?;
+                continue;
+            }
+            let kind = serde_json::to_value(b.kind)?
+                .as_str()
+                .unwrap_or("?")
+                .to_string();
+            let fmt = b
+                .format
+                .map(|f| {
+                    serde_json::to_value(f)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default()
+                })
+                .unwrap_or_default();
+            let verified = match &b.verification {
+                Some(v) if v.ok => "yes",
+                Some(_) => "FAILED",
+                None => "no",
+            };
+            writeln!(
+                out,
+                "{:<30} {:<10} {:<9} {:>12} {:>12}  {:<9} {:<8} {}",
+                b.id.to_string(),
+                kind,
+                fmt,
+                b.raw_size,
+                b.stored_size,
+                if b.encrypted { "yes" } else { "no" },
+                verified,
+                b.repository
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Re-reads every object (SHA-256, decrypt, decompress), optionally restores into a scratch database.
+pub async fn verify(
+    out: &mut dyn Write,
+    cfg: &Config,
+    repos: &[Repository],
+    selector: &str,
+    restore_test: Option<DbTarget>,
+    output: OutputFormat,
+) -> Result<bool> {
+    let mut ok = true;
+    for repo in repos {
+        let opts = VerifyOptions {
+            encryption: encryption(cfg),
+            record: true,
+            restore_test: restore_test.clone().map(|server| RestoreTestOptions {
+                server,
+                queries: cfg
+                    .databases
+                    .first()
+                    .map(|d| d.sanity_queries.clone())
+                    .unwrap_or_default(),
+                jobs: 2,
+            }),
+            progress: None,
+        };
+        match verify_backup(&TokioCommandRunner, repo, selector, &opts, &SystemClock).await {
+            Ok(r) => {
+                if output == OutputFormat::Json {
+                    json_line(out, "backup_verified", &r)?;
+                } else {
+                    writeln!(
+                        out,
+                        "{} {}: ok ({} objects, SHA-256 checked, decoded)",
+                        r.repository,
+                        r.id,
+                        r.objects.len()
+                    )?;
+                    if let Some(t) = &r.restore_test {
+                        writeln!(
+                            out,
+                            "  restore test into {}: {:.1} s",
+                            t.database, t.restore_secs
+                        )?;
+                        for q in &t.queries {
+                            writeln!(out, "    {}", serde_json::to_string(q)?)?;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                ok = false;
+                if output == OutputFormat::Json {
+                    json_line(
+                        out,
+                        "backup_verify_failed",
+                        &serde_json::json!({ "repository": repo.name(), "error": e.to_string() }),
+                    )?;
+                } else {
+                    writeln!(out, "{}: VERIFY FAILED: {e}", repo.name())?;
+                }
+            }
+        }
+    }
+    Ok(ok)
+}
+
+/// Restores a backup into `target` as a destructive, confirmed, audited step.
+pub async fn restore(
+    out: &mut dyn Write,
+    ex: &Executor,
+    repo: Repository,
+    selector: &str,
+    opts: RestoreOptions,
+    output: OutputFormat,
+) -> Result<bool> {
+    let step = RestoreStep {
+        runner: Arc::new(TokioCommandRunner),
+        repo,
+        selector: selector.to_string(),
+        opts,
+    };
+    let r = ex.run(&Procedure::new("backup restore").step(step)).await;
+    super::host::render_procedure(out, &r, output)?;
+    Ok(r.succeeded())
+}
+
+/// Restore options for `target` with the configured keys.
+pub fn restore_options(cfg: &Config, target: DbTarget, jobs: u32) -> RestoreOptions {
+    let mut opts = RestoreOptions::new(target);
+    opts.jobs = jobs.max(1);
+    opts.encryption = encryption(cfg);
+    opts
+}
+
+/// GFS retention: lists each backup kept or deleted with its rule; deletes unless dry run.
+pub async fn prune_repos(
+    out: &mut dyn Write,
+    cfg: &Config,
+    repos: &[Repository],
+    dry_run: bool,
+    output: OutputFormat,
+) -> Result<()> {
+    for repo in repos {
+        let opts = PruneOptions {
+            policy: RetentionPolicy::from_config(&cfg.backup.retention),
+            dry_run,
+            ..PruneOptions::default()
+        };
+        let r = prune(repo, &opts, &SystemClock)
+            .await
+            .with_context(|| format!("prune {}", repo.name()))?;
+        if output == OutputFormat::Json {
+            json_line(out, "prune", &r)?;
+            continue;
+        }
+        writeln!(
+            out,
+            "{}{}",
+            r.repository,
+            if r.dry_run {
+                " (dry run: nothing deleted)"
+            } else {
+                ""
+            }
+        )?;
+        for d in &r.plan.decisions {
+            writeln!(
+                out,
+                "  {:<6} {:<30} {}",
+                if d.keep { "keep" } else { "delete" },
+                d.id.to_string(),
+                d.rules.join("; ")
+            )?;
+        }
+        if !r.dry_run {
+            writeln!(
+                out,
+                "  deleted {}, cleaned {} interrupted run(s)",
+                r.deleted.len(),
+                r.cleaned_runs.len()
+            )?;
+        }
+    }
+    Ok(())
+}
