@@ -139,6 +139,31 @@ paths = ["{logs}"]
             &[0],
         ),
         step(
+            "nightly backup to local disk and S3 (pg_dump | zstd | SHA-256)",
+            &["backup", "create"],
+            &[0],
+        ),
+        step(
+            "backups, newest first by manifest time",
+            &["backup", "list"],
+            &[0],
+        ),
+        step(
+            "verify the latest backup and restore-test it",
+            &["backup", "verify", "latest", "--restore-test"],
+            &[0],
+        ),
+        step(
+            "GFS retention plan (dry run)",
+            &["backup", "prune", "--dry-run"],
+            &[0],
+        ),
+        step(
+            "TLS probe of a closed port (a finding, never a hang)",
+            &["tls", "check", "127.0.0.1:1"],
+            &[2],
+        ),
+        step(
             "disk cleanup plan (dry run)",
             &[
                 "cleanup",
