@@ -20,6 +20,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ),
     ("postgresql-client-15", "/usr/lib/postgresql/15/bin/pg_dump"),
     ("redis-server", "/usr/bin/redis-server"),
+    ("redis-tools", "/usr/bin/redis-cli"),
+    ("systemd", "/usr/bin/systemd-analyze"),
     ("docker.io", "/usr/sbin/dockerd"),
     ("busybox-static", "/bin/busybox"),
     ("zstd", "/usr/bin/zstd"),
