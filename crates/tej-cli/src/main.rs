@@ -355,6 +355,23 @@ enum TlsCmd {
 
 #[derive(Debug, Subcommand)]
 enum SecretsCmd {
+    /// Staged, resumable rotation: new values in .env, recreate the backend, drop sessions, verify.
+    Rotate {
+        /// The .env file (default: [secrets] env_file).
+        #[arg(long)]
+        env_file: Option<PathBuf>,
+        /// Keys to rotate (default: [secrets] rotate, JWT_SECRET,JWT_REFRESH_SECRET).
+        #[arg(long, value_delimiter = ',')]
+        keys: Vec<String>,
+        /// Keep the previous values as KEY_PREVIOUS for a grace period; sessions stay.
+        #[arg(long)]
+        graceful: bool,
+        /// A breach: rotate every configured key and drop every session.
+        #[arg(long)]
+        emergency: bool,
+        #[command(flatten)]
+        run: RunArgs,
+    },
     /// Print a new secret from the OS CSPRNG (hex).
     Generate {
         /// Random bytes (printed as twice as many hex digits).
@@ -515,6 +532,25 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
             let (cfg, _) = load_config(&cli.global)?;
             let report = runtime()?.block_on(cmd::tls::renew(out, &cfg, dry_run, format))?;
             finish_report(out, &cli.global, &report)
+        }
+        Commands::Secrets(SecretsCmd::Rotate {
+            env_file,
+            keys,
+            graceful,
+            emergency,
+            run,
+        }) => {
+            let (cfg, _) = load_config(&cli.global)?;
+            let ex = executor(&cfg, &run)?;
+            let args = cmd::rotate::RotateArgs {
+                env_file,
+                keys,
+                graceful,
+                emergency,
+                dry_run: run.dry_run,
+            };
+            let ok = runtime()?.block_on(cmd::rotate::rotate(out, &cfg, &ex, args, format))?;
+            Ok(if ok { 0 } else { 1 })
         }
         Commands::Secrets(SecretsCmd::Generate { bytes }) => {
             cmd::tls::generate(out, bytes)?;

@@ -265,3 +265,73 @@ fn backup_create_list_verify_restore_prune_through_the_binary() {
     assert_ne!(code, 0);
     assert!(err.starts_with("error: "), "{err}");
 }
+
+#[test]
+fn secrets_rotate_plans_then_rolls_back_when_the_service_cannot_be_recreated() {
+    let redis = RedisServer::start().unwrap();
+    let docker = tej_testkit::DockerEngine::start().unwrap();
+    redis_cli(redis.port(), &["SET", "sess:1", "x"]);
+    let d = tempfile::tempdir().unwrap();
+    let env_file = d.path().join(".env");
+    let original = "# app\nNODE_ENV=production\nJWT_SECRET=old-secret-value-0123456789\nJWT_REFRESH_SECRET=old-refresh-value-0123456789\n";
+    std::fs::write(&env_file, original).unwrap();
+    let audit = d.path().join("audit.jsonl");
+    std::fs::write(
+        d.path().join("tej.toml"),
+        format!(
+            "environment = \"staging\"\naudit_log = \"{}\"\n[[redis]]\nname = \"sessions\"\nurl = \"{}\"\n[compose]\nproject = \"nosuchproject\"\ndocker_host = \"{}\"\n[secrets]\nenv_file = \"{}\"\napp_url = \"http://127.0.0.1:1\"\ntest_email = \"test@example.com\"\ntest_password = {{ env = \"TEJ_TEST_LOGIN_PASSWORD\" }}\n",
+            audit.display(),
+            redis.url(),
+            docker.host(),
+            env_file.display()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tej"))
+            .args(args)
+            .current_dir(d.path())
+            .env("TEJ_TEST_LOGIN_PASSWORD", "pw-not-a-secret-value")
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (code, out, err) = run(&["secrets", "rotate", "--dry-run"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("Planned"), "{out}");
+    assert_eq!(std::fs::read_to_string(&env_file).unwrap(), original);
+
+    // The backend has no container: recreate fails, the .env is rolled back, exit 1.
+    let (code, out, err) = run(&["secrets", "rotate", "--yes"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("RolledBack") || out.contains("RollbackFailed"),
+        "{out}"
+    );
+    let env_now = std::fs::read_to_string(&env_file).unwrap();
+    assert!(
+        env_now.contains("JWT_SECRET=old-secret-value-0123456789"),
+        "{env_now}"
+    );
+    for text in [
+        &out,
+        &err,
+        &std::fs::read_to_string(&audit).unwrap_or_default(),
+    ] {
+        assert!(!text.contains("old-secret-value"), "secret leaked: {text}");
+        assert!(
+            !text.contains("pw-not-a-secret-value"),
+            "password leaked: {text}"
+        );
+    }
+    assert_eq!(
+        redis_cli(redis.port(), &["EXISTS", "sess:1"]),
+        "1",
+        "sessions are kept when the rotation fails before invalidation"
+    );
+}

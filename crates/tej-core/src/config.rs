@@ -280,6 +280,15 @@ pub struct SecretsConfig {
     /// Keys rotated quarterly.
     #[serde(default = "default_rotate")]
     pub rotate: Vec<String>,
+    /// Base URL of the application, for the post-rotation checks (`/health`, `/api/v1/auth/login`).
+    #[serde(default)]
+    pub app_url: Option<String>,
+    /// Email of the test account the post-rotation login uses.
+    #[serde(default)]
+    pub test_email: Option<String>,
+    /// Where the test account's password comes from.
+    #[serde(default)]
+    pub test_password: Option<SecretRef>,
 }
 
 fn default_rotate() -> Vec<String> {

@@ -6,6 +6,7 @@ pub mod config;
 pub mod db;
 pub mod host;
 pub mod redis;
+pub mod rotate;
 pub mod schedule;
 pub mod services;
 pub mod tls;

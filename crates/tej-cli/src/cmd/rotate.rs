@@ -1,0 +1,186 @@
+//! `tej secrets rotate`: the staged rotation of tej-secrets over tej-db's Redis (sessions)
+//! and tej-deploy's force-recreate (service), with the application probed over HTTP.
+//!
+//! The adapters below are glue between domain crates; they move to tej-runbook when the
+//! runbook procedures compose them.
+
+use crate::output::{OutputFormat, json_line};
+use anyhow::{Context, Result, bail};
+use async_trait::async_trait;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+use tej_core::Config;
+use tej_db::redis::{InvalidateOptions, RedisAdmin, RedisClient, invalidate_sessions};
+use tej_deploy::{BollardRuntime, Project};
+use tej_secrets::{
+    HttpAppProbe, HttpProbeConfig, RotateOptions, RotationMode, RotationOutcome, Rotator,
+    SecretsError, ServiceControl, SessionInvalidation, SessionStore,
+};
+
+/// Sessions in Redis.
+pub struct RedisSessions(pub RedisClient);
+
+#[async_trait]
+impl SessionStore for RedisSessions {
+    async fn invalidate(&self, pattern: &str) -> tej_secrets::Result<u64> {
+        let opts = InvalidateOptions {
+            pattern: pattern.to_string(),
+            ..InvalidateOptions::default()
+        };
+        invalidate_sessions(&self.0, &opts)
+            .await
+            .map(|r| r.removed)
+            .map_err(|e| SecretsError::Sessions(e.to_string()))
+    }
+
+    async fn flush_all_sessions(&self) -> tej_secrets::Result<u64> {
+        let keys = self
+            .0
+            .info()
+            .await
+            .map(|text| tej_db::redis::InfoReport::parse(&text).total_keys())
+            .unwrap_or(0);
+        self.0
+            .flush_db()
+            .await
+            .map_err(|e| SecretsError::Sessions(e.to_string()))?;
+        Ok(keys)
+    }
+}
+
+/// A Compose service recreated through the Docker Engine API.
+pub struct ComposeService {
+    /// The engine.
+    pub docker: BollardRuntime,
+    /// The project.
+    pub project: Project,
+}
+
+#[async_trait]
+impl ServiceControl for ComposeService {
+    async fn recreate(&self, service: &str) -> tej_secrets::Result<()> {
+        let ids = self
+            .project
+            .force_recreate(&self.docker, service, Duration::from_secs(10))
+            .await
+            .map_err(|e| SecretsError::Service {
+                service: service.to_string(),
+                reason: e.to_string(),
+            })?;
+        if ids.is_empty() {
+            return Err(SecretsError::Service {
+                service: service.to_string(),
+                reason: "no container of this service".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// What the command line asked for.
+pub struct RotateArgs {
+    /// `--env-file`.
+    pub env_file: Option<PathBuf>,
+    /// `--keys`.
+    pub keys: Vec<String>,
+    /// `--graceful`.
+    pub graceful: bool,
+    /// `--emergency`.
+    pub emergency: bool,
+    /// `--dry-run`.
+    pub dry_run: bool,
+}
+
+/// Runs the rotation; true when it completed (or was planned in a dry run).
+pub async fn rotate(
+    out: &mut dyn Write,
+    cfg: &Config,
+    ex: &tej_core::Executor,
+    args: RotateArgs,
+    format: OutputFormat,
+) -> Result<bool> {
+    let sc = cfg.secrets.as_ref();
+    let env_file = args
+        .env_file
+        .or_else(|| sc.map(|s| s.env_file.clone()))
+        .context("no .env: pass --env-file or set [secrets] env_file in tej.toml")?;
+    let mut opts = RotateOptions::new(env_file);
+    if !args.keys.is_empty() {
+        opts.keys = args.keys;
+    } else if let Some(s) = sc {
+        opts.keys = s.rotate.clone();
+    }
+    opts.mode = match (args.graceful, args.emergency) {
+        (true, true) => bail!("--graceful and --emergency exclude each other"),
+        (true, false) => RotationMode::Graceful,
+        (false, true) => RotationMode::Emergency,
+        _ => RotationMode::Standard,
+    };
+    opts.dry_run = args.dry_run;
+    let compose = cfg
+        .compose
+        .as_ref()
+        .context("rotation recreates the backend: set [compose] project in tej.toml")?;
+    opts.service = compose.backend_service.clone();
+    let redis = cfg
+        .redis
+        .first()
+        .context("rotation invalidates sessions: add [[redis]] to tej.toml")?;
+    opts.sessions = SessionInvalidation::Pattern(redis.session_pattern.clone());
+
+    let mut ropts = tej_db::redis::RedisConnectOptions::new(redis.url.expose());
+    ropts.username = redis.username.clone();
+    if let Some(p) = &redis.password {
+        ropts.password = Some(p.resolve().context("read the Redis password")?);
+    }
+    let sessions = RedisSessions(
+        RedisClient::connect(&ropts)
+            .await
+            .context("connect to Redis")?,
+    );
+    let docker = BollardRuntime::connect(compose.docker_host.as_deref())
+        .await
+        .context("connect to the Docker engine")?;
+    let service = ComposeService {
+        docker,
+        project: Project::new(compose.project.clone()),
+    };
+    let base = sc.and_then(|s| s.app_url.clone()).context(
+        "set [secrets] app_url (the application's base URL) for the post-rotation checks",
+    )?;
+    let email = sc
+        .and_then(|s| s.test_email.clone())
+        .context("set [secrets] test_email for the post-rotation login")?;
+    let password = match sc.and_then(|s| s.test_password.as_ref()) {
+        Some(r) => r.resolve().context("read the test account's password")?,
+        None => {
+            bail!("set [secrets] test_password = {{ env = \"...\" }} for the post-rotation login")
+        }
+    };
+    let probe = HttpAppProbe::new(HttpProbeConfig::for_base_url(&base, email, password))?;
+    let mut rotator = Rotator::new(sessions, service, probe, ex.guard.clone());
+    rotator.audit = ex.audit.clone();
+    let report = rotator.rotate(&opts).await.context("rotate secrets")?;
+    if format == OutputFormat::Json {
+        json_line(out, "rotation", &report)?;
+    } else {
+        writeln!(
+            out,
+            "rotation of {} in {}: {:?}",
+            report.keys.join(", "),
+            report.env_file.display(),
+            report.outcome
+        )?;
+        for p in &report.plan {
+            writeln!(out, "  plan: {p}")?;
+        }
+        for s in &report.steps {
+            writeln!(out, "  {}", serde_json::to_string(s)?)?;
+        }
+    }
+    Ok(matches!(
+        report.outcome,
+        RotationOutcome::Completed | RotationOutcome::Planned
+    ))
+}
