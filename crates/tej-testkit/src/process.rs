@@ -261,6 +261,45 @@ pub(crate) fn wait_ready(
     }
 }
 
+/// How many ports a server start tries before giving up on collisions.
+pub(crate) const START_ATTEMPTS: usize = 5;
+
+/// Starts a server on a free loopback port, trying another port when the log says the
+/// chosen one was taken meanwhile. `spawn(port)` starts the child (logging to `log`);
+/// `probe(port)` tells whether it answers. On any other failure `dir` is kept for inspection.
+pub(crate) fn start_on_free_port(
+    what: &str,
+    dir: &mut crate::scratch::ScratchDir,
+    log: &Path,
+    mut spawn: impl FnMut(u16) -> Result<Child>,
+    probe: impl Fn(u16) -> bool,
+) -> Result<(ChildGuard, u16)> {
+    let mut last_err = None;
+    for _ in 0..START_ATTEMPTS {
+        let port = crate::free_port();
+        let mut child = ChildGuard::new(spawn(port)?);
+        match wait_ready(child.child(), Duration::from_secs(15), what, || probe(port)) {
+            Ok(Ready::Yes) => return Ok((child, port)),
+            Ok(Ready::Exited(status)) => {
+                let e = anyhow::anyhow!("{what} exited ({status})\n{}", log_tail(log));
+                if !says_address_in_use(&read_log(log)) {
+                    dir.mark_failed();
+                    return Err(e);
+                }
+                last_err = Some(e);
+                let _ = std::fs::remove_file(log);
+            }
+            Err(e) => {
+                dir.mark_failed();
+                return Err(e.context(log_tail(log)));
+            }
+        }
+    }
+    dir.mark_failed();
+    Err(last_err.unwrap_or_else(|| anyhow::anyhow!("{what} did not start")))
+        .context(format!("{START_ATTEMPTS} attempts found no free port"))
+}
+
 /// Whether a log says a listening socket could not be bound because it is taken.
 pub(crate) fn says_address_in_use(log: &str) -> bool {
     let l = log.to_ascii_lowercase();

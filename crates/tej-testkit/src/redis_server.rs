@@ -1,6 +1,6 @@
 //! A throwaway Redis server.
 
-use crate::process::{self, ChildGuard, Ready, log_tail};
+use crate::process::{self, ChildGuard};
 use crate::scratch::ScratchDir;
 use anyhow::{Context, Result, bail};
 use std::io::{BufRead, BufReader, Write};
@@ -8,8 +8,6 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-const START_ATTEMPTS: usize = 5;
 
 /// A Redis server on 127.0.0.1 with its own port and temp directory, without
 /// persistence; killed and removed on drop.
@@ -42,62 +40,39 @@ impl RedisServer {
         )?;
         let mut dir = ScratchDir::new("tejredis-", "Redis server")?;
         let log = dir.path().join("redis.log");
-        let mut last_err = None;
-        for _ in 0..START_ATTEMPTS {
-            let port = crate::free_port();
-            let mut cmd = Command::new(&bin);
-            cmd.arg("--port")
-                .arg(port.to_string())
-                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                .args(["--daemonize", "no", "--dir"])
-                .arg(dir.path())
-                .arg("--logfile")
-                .arg(&log)
-                .current_dir(dir.path())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            if let Some(pw) = password {
-                cmd.arg("--requirepass").arg(pw);
-            }
-            let child = cmd
-                .spawn()
-                .with_context(|| format!("spawn {}", bin.display()))?;
-            let mut child = ChildGuard::new(child);
-            let ready = process::wait_ready(
-                child.child(),
-                Duration::from_secs(15),
-                "redis-server",
-                || ping(port),
-            );
-            match ready {
-                Ok(Ready::Yes) => {
-                    return Ok(RedisServer {
-                        child,
-                        port,
-                        password: password.map(str::to_string),
-                        log,
-                        dir,
-                    });
+        let dir_path = dir.path().to_path_buf();
+        let (child, port) = process::start_on_free_port(
+            "redis-server",
+            &mut dir,
+            &log,
+            |port| {
+                let mut cmd = Command::new(&bin);
+                cmd.arg("--port")
+                    .arg(port.to_string())
+                    .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                    .args(["--daemonize", "no", "--dir"])
+                    .arg(dir_path.as_path())
+                    .arg("--logfile")
+                    .arg(&log)
+                    .current_dir(&dir_path)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null());
+                if let Some(pw) = password {
+                    cmd.arg("--requirepass").arg(pw);
                 }
-                Ok(Ready::Exited(status)) => {
-                    let e = anyhow::anyhow!("redis-server exited ({status})\n{}", log_tail(&log));
-                    if !process::says_address_in_use(&process::read_log(&log)) {
-                        dir.mark_failed();
-                        return Err(e);
-                    }
-                    last_err = Some(e);
-                    let _ = std::fs::remove_file(&log);
-                }
-                Err(e) => {
-                    dir.mark_failed();
-                    return Err(e.context(log_tail(&log)));
-                }
-            }
-        }
-        dir.mark_failed();
-        Err(last_err.unwrap_or_else(|| anyhow::anyhow!("redis-server did not start")))
-            .context(format!("{START_ATTEMPTS} attempts found no free port"))
+                cmd.spawn()
+                    .with_context(|| format!("spawn {}", bin.display()))
+            },
+            ping,
+        )?;
+        Ok(RedisServer {
+            child,
+            port,
+            password: password.map(str::to_string),
+            log,
+            dir,
+        })
     }
 
     /// The host: `127.0.0.1`.

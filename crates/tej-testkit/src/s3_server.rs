@@ -1,14 +1,13 @@
 //! A throwaway S3-compatible server (s3s-fs).
 
-use crate::process::{self, ChildGuard, Ready, log_tail};
+use crate::process::{self, ChildGuard};
 use crate::scratch::ScratchDir;
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-const START_ATTEMPTS: usize = 5;
 const INSTALL: &str = "set TEJ_S3S_FS, or install it: \
      cargo install s3s-fs@0.14.1 --features binary --locked --root /opt/tej-tools";
 
@@ -55,59 +54,39 @@ impl S3Server {
         std::fs::create_dir(&root).with_context(|| format!("create {}", root.display()))?;
         let access_key = format!("tejtest{}", unique_suffix());
         let secret_key = format!("tejsecret{}{}", unique_suffix(), unique_suffix());
-        let mut last_err = None;
-        for _ in 0..START_ATTEMPTS {
-            let port = crate::free_port();
-            let (out, err) = process::log_stdio(&log)?;
-            let child = Command::new(&bin)
-                .args(["--host", "127.0.0.1", "--port"])
-                .arg(port.to_string())
-                .arg("--access-key")
-                .arg(&access_key)
-                .arg("--secret-key")
-                .arg(&secret_key)
-                .arg(&root)
-                .current_dir(dir.path())
-                .stdin(Stdio::null())
-                .stdout(out)
-                .stderr(err)
-                .spawn()
-                .with_context(|| format!("spawn {}", bin.display()))?;
-            let mut child = ChildGuard::new(child);
-            let ready =
-                process::wait_ready(child.child(), Duration::from_secs(15), "s3s-fs", || {
-                    process::port_accepts(port)
-                });
-            match ready {
-                Ok(Ready::Yes) => {
-                    return Ok(S3Server {
-                        child,
-                        port,
-                        access_key,
-                        secret_key,
-                        root,
-                        log,
-                        dir,
-                    });
-                }
-                Ok(Ready::Exited(status)) => {
-                    let e = anyhow::anyhow!("s3s-fs exited ({status})\n{}", log_tail(&log));
-                    if !process::says_address_in_use(&process::read_log(&log)) {
-                        dir.mark_failed();
-                        return Err(e);
-                    }
-                    last_err = Some(e);
-                    let _ = std::fs::remove_file(&log);
-                }
-                Err(e) => {
-                    dir.mark_failed();
-                    return Err(e.context(log_tail(&log)));
-                }
-            }
-        }
-        dir.mark_failed();
-        Err(last_err.unwrap_or_else(|| anyhow::anyhow!("s3s-fs did not start")))
-            .context(format!("{START_ATTEMPTS} attempts found no free port"))
+        let dir_path = dir.path().to_path_buf();
+        let (child, port) = process::start_on_free_port(
+            "s3s-fs",
+            &mut dir,
+            &log,
+            |port| {
+                let (out, err) = process::log_stdio(&log)?;
+                Command::new(&bin)
+                    .args(["--host", "127.0.0.1", "--port"])
+                    .arg(port.to_string())
+                    .arg("--access-key")
+                    .arg(&access_key)
+                    .arg("--secret-key")
+                    .arg(&secret_key)
+                    .arg(&root)
+                    .current_dir(&dir_path)
+                    .stdin(Stdio::null())
+                    .stdout(out)
+                    .stderr(err)
+                    .spawn()
+                    .with_context(|| format!("spawn {}", bin.display()))
+            },
+            process::port_accepts,
+        )?;
+        Ok(S3Server {
+            child,
+            port,
+            access_key,
+            secret_key,
+            root,
+            log,
+            dir,
+        })
     }
 
     /// Where s3s-fs is: `$TEJ_S3S_FS` if set, else on `PATH`, else
