@@ -40,18 +40,12 @@ pub async fn repositories(cfg: &Config, repos: &[String]) -> Result<Vec<Reposito
 
 /// The database: `--db`, else the first `[[database]]`, else `DATABASE_URL`, else libpq's `PG*`.
 pub fn db_target(cfg: &Config, db: Option<&str>) -> Result<DbTarget> {
-    if let Some(s) = db {
-        return Ok(DbTarget::new(s));
-    }
-    if let Some(d) = cfg.databases.first() {
-        let mut t = DbTarget::new(d.url.expose());
-        if let Some(p) = &d.password {
-            t = t.with_password(
-                p.resolve()
-                    .with_context(|| format!("read the password of database {:?}", d.name))?,
-            );
-        }
-        return Ok(t);
+    if let Some((conn, password)) = super::database_conn(cfg, db)? {
+        let t = DbTarget::new(conn);
+        return Ok(match password {
+            Some(p) => t.with_password(p),
+            None => t,
+        });
     }
     // libpq reads PG* itself when the connection string is empty.
     if std::env::var_os("PGHOST").is_some() || std::env::var_os("PGDATABASE").is_some() {
@@ -69,11 +63,8 @@ fn encryption(cfg: &Config) -> EncryptionOptions {
 }
 
 fn compression(cfg: &Config) -> CompressionOptions {
-    let algorithm = match cfg.backup.compression.as_str() {
-        "gzip" => CompressionAlgo::Gzip,
-        "none" => CompressionAlgo::None,
-        _ => CompressionAlgo::Zstd,
-    };
+    // tej.toml's value was validated when the config was loaded.
+    let algorithm = CompressionAlgo::parse(&cfg.backup.compression).unwrap_or_default();
     CompressionOptions {
         algorithm,
         level: cfg.backup.compression_level,
@@ -83,12 +74,8 @@ fn compression(cfg: &Config) -> CompressionOptions {
 
 /// The dump format named on the command line or in tej.toml.
 pub fn format_of(s: &str) -> Result<DumpFormat> {
-    Ok(match s {
-        "custom" => DumpFormat::Custom,
-        "directory" => DumpFormat::Directory,
-        "plain" => DumpFormat::Plain,
-        other => bail!("unknown format {other:?}: expected custom, directory or plain"),
-    })
+    DumpFormat::parse(s)
+        .with_context(|| format!("unknown format {s:?}: expected custom, directory or plain"))
 }
 
 /// Creates one backup in every repository; true when every repository has it.

@@ -17,22 +17,16 @@ use tej_db::{PgClient, PgConnectOptions};
 /// The database: `--db`, else the first `[[database]]` (or `DATABASE_URL`/`PG*` through tej.toml's
 /// environment conventions), else libpq's variables.
 pub fn client(cfg: &Config, db: Option<&str>) -> Result<Arc<PgClient>> {
-    let opts = match db {
-        Some(s) => PgConnectOptions::new(s),
-        None => match cfg.databases.first() {
-            Some(d) => {
-                let mut o = PgConnectOptions::new(d.url.expose());
-                if let Some(p) = &d.password {
-                    o =
-                        o.with_password(p.resolve().with_context(|| {
-                            format!("read the password of database {:?}", d.name)
-                        })?);
-                }
-                o
+    let opts = match super::database_conn(cfg, db)? {
+        Some((conn, password)) => {
+            let o = PgConnectOptions::new(conn);
+            match password {
+                Some(p) => o.with_password(p),
+                None => o,
             }
-            None => PgConnectOptions::from_env()
-                .context("no database: pass --db, set DATABASE_URL or PG*, or add [[database]]")?,
-        },
+        }
+        None => PgConnectOptions::from_env()
+            .context("no database: pass --db, set DATABASE_URL or PG*, or add [[database]]")?,
     };
     Ok(Arc::new(
         PgClient::new(&opts).context("configure the PostgreSQL client")?,

@@ -10,3 +10,27 @@ pub mod rotate;
 pub mod schedule;
 pub mod services;
 pub mod tls;
+
+use anyhow::{Context, Result};
+
+/// The connection string and password of `--db`, else of the first `[[database]]` in tej.toml
+/// (which already includes `DATABASE_URL`/`PG*`); `None` when neither names a database.
+pub fn database_conn(
+    cfg: &tej_core::Config,
+    db: Option<&str>,
+) -> Result<Option<(String, Option<tej_core::Secret>)>> {
+    if let Some(s) = db {
+        return Ok(Some((s.to_string(), None)));
+    }
+    let Some(d) = cfg.databases.first() else {
+        return Ok(None);
+    };
+    let password = match &d.password {
+        Some(p) => Some(
+            p.resolve()
+                .with_context(|| format!("read the password of database {:?}", d.name))?,
+        ),
+        None => None,
+    };
+    Ok(Some((d.url.expose().to_string(), password)))
+}
