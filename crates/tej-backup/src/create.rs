@@ -382,6 +382,7 @@ impl Run {
             raw_size: self.objects.iter().map(|o| o.raw_size).sum(),
             stored_size: self.objects.iter().map(|o| o.stored_size).sum(),
             objects: self.objects.clone(),
+            physical: None,
             host: crate::lock::hostname(),
             tool: format!("tej-backup {}", env!("CARGO_PKG_VERSION")),
         };

@@ -39,6 +39,7 @@ pub mod error;
 pub mod id;
 pub mod lock;
 pub mod logical;
+pub mod lsn;
 pub mod manifest;
 pub mod pipeline;
 mod read;
@@ -53,9 +54,10 @@ pub use error::BackupError;
 pub use id::{BackupId, InvalidBackupId};
 pub use lock::{LockOptions, LockOwner, RepoLock};
 pub use logical::{LogicalBackupOptions, create_logical_backup, plain_object_base};
+pub use lsn::{DEFAULT_WAL_SEGMENT_SIZE, InvalidLsn, InvalidWalFileName, Lsn, WalFileName};
 pub use manifest::{
     BackupKind, CompressionAlgo, CompressionInfo, DumpFormat, EncryptionInfo, MANIFEST_VERSION,
-    Manifest, ManifestObject,
+    Manifest, ManifestObject, PhysicalInfo,
 };
 pub use pipeline::{CompressionOptions, EncryptionOptions, ProgressEvent, ProgressSink};
 pub use repo::{

@@ -5,6 +5,7 @@
 //! next run or by `prune`.
 
 use crate::id::BackupId;
+use crate::lsn::Lsn;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -152,6 +153,31 @@ pub struct ManifestObject {
     pub raw_sha256: String,
 }
 
+/// What a physical base backup's manifest records beyond the common fields: what
+/// point-in-time recovery and WAL retention need.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhysicalInfo {
+    /// The cluster's system identifier (`pg_control_system()`); WAL from another cluster
+    /// is refused.
+    pub system_identifier: u64,
+    /// The timeline the backup started on.
+    pub timeline: u32,
+    /// WAL position where the backup started (`pg_backup_start`).
+    pub start_lsn: Lsn,
+    /// WAL position where it stopped (`pg_backup_stop`): recovery must replay at least to here.
+    pub stop_lsn: Lsn,
+    /// The first WAL segment recovery needs.
+    pub start_wal: String,
+    /// The last WAL segment recovery needs to reach consistency.
+    pub stop_wal: String,
+    /// WAL segment size of the cluster, bytes.
+    pub wal_segment_size: u64,
+    /// The server's `PG_VERSION` major version (`15`).
+    pub pg_major: u32,
+    /// The data directory that was copied.
+    pub data_directory: String,
+}
+
 /// Everything known about a finished backup. Written last, as `backups/<id>/manifest.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -191,6 +217,9 @@ pub struct Manifest {
     pub stored_size: u64,
     /// The data objects.
     pub objects: Vec<ManifestObject>,
+    /// Facts of a physical base backup (physical backups only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub physical: Option<PhysicalInfo>,
     /// The host that took it.
     #[serde(default)]
     pub host: String,

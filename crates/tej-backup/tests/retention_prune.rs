@@ -46,6 +46,7 @@ async fn fake_backup(
                 raw_size: 64,
                 raw_sha256: String::new(),
             }],
+            physical: None,
             host: "h".into(),
             tool: "t".into(),
         };
