@@ -3,6 +3,7 @@
 
 mod cmd;
 mod output;
+mod progress;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -57,6 +58,27 @@ enum Commands {
     /// Compose services: status, logs, restart.
     #[command(subcommand)]
     Services(ServicesCmd),
+    /// Zero-downtime deploy of a new image for a service (`[[deploy.service]]` in tej.toml).
+    Deploy {
+        /// The service.
+        service: String,
+        /// The image to deploy (built or loaded on the Docker host).
+        #[arg(long)]
+        image: String,
+        #[command(flatten)]
+        compose: ComposeArgs,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Deploy a service's previous image again (tagged by its last deploy), with no downtime.
+    Rollback {
+        /// The service.
+        service: String,
+        #[command(flatten)]
+        compose: ComposeArgs,
+        #[command(flatten)]
+        run: RunArgs,
+    },
     /// Emergency procedures.
     #[command(subcommand)]
     Emergency(EmergencyCmd),
@@ -98,17 +120,36 @@ enum Commands {
     /// Redis: health, big keys, session invalidation.
     #[command(subcommand)]
     Redis(RedisCmd),
-    /// Emit the calendar as crontab lines or systemd timer units (IST).
+    /// Emit the calendar as crontab lines, systemd timer units or Kubernetes CronJobs (IST).
     Schedule {
-        /// crontab or systemd.
+        /// crontab, systemd or kubernetes.
         #[arg(long, value_enum)]
         emit: cmd::schedule::Emit,
-        /// Write into this directory (systemd units, or a cron.d file named `tej`) instead of stdout.
+        /// Write into this directory (systemd units, a cron.d file named `tej`, or
+        /// `cronjobs.yaml`) instead of stdout.
         #[arg(long)]
         dir: Option<PathBuf>,
         /// systemd `User=` for the services.
         #[arg(long)]
         user: Option<String>,
+        /// Kubernetes: the container image with tej and the PostgreSQL 15 client tools.
+        #[arg(long, default_value = "tej:latest")]
+        image: String,
+        /// Kubernetes: the namespace of the CronJobs.
+        #[arg(long, default_value = "tej")]
+        namespace: String,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page, or write one page per command into a directory.
+    Man {
+        /// Write `tej.1`, `tej-backup.1`, `tej-backup-create.1`, ... here instead of printing `tej.1`.
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
     /// The maintenance calendar: next occurrence of every entry, in IST.
     Calendar {
@@ -116,6 +157,51 @@ enum Commands {
         #[arg(long)]
         at: Option<String>,
     },
+    /// The daily health check (= `tej run daily`): services, logs, host, PostgreSQL, Redis,
+    /// backups and WAL archiving, certificates, custom checks, all at once.
+    Health(CheckArgs),
+    /// Run a calendar procedure: `daily`, `performance`, `weekly` or an entry id
+    /// (`tej calendar` lists them).
+    Run {
+        /// `daily`, `performance`, `weekly` or a calendar entry id (`security-review`...).
+        what: String,
+        /// Run only if an occurrence is due now (what the emitted crontab and timers call).
+        #[arg(long)]
+        if_due: bool,
+        /// With --if-due: decide as if now were this instant (RFC 3339), e.g. to replay a timer.
+        #[arg(long, requires = "if_due")]
+        at: Option<String>,
+        #[command(flatten)]
+        check: CheckArgs,
+        /// For the mutating monthly and quarterly procedures (deep maintenance, rotation, drill).
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Run the maintenance calendar in-process (containers): every entry at its IST time,
+    /// never twice at once across hosts (PostgreSQL advisory locks); stops on SIGTERM.
+    Daemon {
+        /// The daemon's state file (default: STATE_DIR/daemon-state.json).
+        #[arg(long)]
+        state_file: Option<PathBuf>,
+        /// Do not run, once, the entries missed while the daemon was down.
+        #[arg(long)]
+        no_catch_up: bool,
+        /// --yes pre-confirms the destructive steps of scheduled procedures (the quarterly
+        /// rotation); without it they are refused and reported.
+        #[command(flatten)]
+        run: RunArgs,
+    },
+}
+
+/// How a check run behaves.
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// Time limit of each check, in seconds; a check that takes longer is reported Unknown.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+    /// Checks running at once.
+    #[arg(long, default_value_t = 8)]
+    jobs: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -389,6 +475,45 @@ enum EmergencyCmd {
         /// Service.
         service: String,
     },
+    /// Database corruption: stop the application, amcheck, restore the newest backup (when
+    /// damaged), verify (amcheck, sanity queries), start the application.
+    DbCorruption {
+        /// The `[[database]]` (default: the first).
+        #[arg(long)]
+        db: Option<String>,
+        /// Application services stopped meanwhile (repeatable; default: [compose] backend_service).
+        #[arg(long = "service")]
+        services: Vec<String>,
+        /// pg_restore -j.
+        #[arg(long, default_value_t = 2)]
+        jobs: u32,
+        /// Restore even when amcheck finds no damage.
+        #[arg(long)]
+        restore_anyway: bool,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Security breach: block the address, rotate every secret, drop every session, force
+    /// password resets, search the logs for the address.
+    SecurityBreach {
+        /// The attacker's address or network (`203.0.113.7`, `203.0.113.0/24`).
+        #[arg(long)]
+        address: String,
+        /// The `[[database]]` whose users must reset their password (default: the first).
+        #[arg(long)]
+        db: Option<String>,
+        /// Users table.
+        #[arg(long, default_value = "users")]
+        users_table: String,
+        /// Boolean column set to true.
+        #[arg(long, default_value = "password_reset_required")]
+        reset_column: String,
+        /// Run ufw through `sudo -n`.
+        #[arg(long)]
+        sudo: bool,
+        #[command(flatten)]
+        run: RunArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -460,6 +585,30 @@ fn executor(cfg: &Config, run: &RunArgs) -> Result<tej_core::Executor> {
     Ok(ex)
 }
 
+/// `tej deploy` and `tej rollback`: exit 0 when the new container serves, else an error.
+fn run_deploy(
+    global: &GlobalArgs,
+    out: &mut dyn Write,
+    kind: tej_deploy::DeployKind,
+    service: String,
+    image: Option<String>,
+    compose: &ComposeArgs,
+    run: &RunArgs,
+) -> Result<i32> {
+    let (cfg, _) = load_config(global)?;
+    let (project, docker_host) = compose_target(&cfg, compose)?;
+    let ex = executor(&cfg, run)?;
+    let req = cmd::deploy::DeployRequest {
+        kind,
+        service,
+        image,
+        project,
+        docker_host,
+    };
+    runtime()?.block_on(cmd::deploy::run(out, &cfg, &ex, req, global.output))?;
+    Ok(0)
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -508,6 +657,33 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
                 }
             })
         }
+        Commands::Deploy {
+            service,
+            image,
+            compose,
+            run,
+        } => run_deploy(
+            &cli.global,
+            out,
+            tej_deploy::DeployKind::Deploy,
+            service,
+            Some(image),
+            &compose,
+            &run,
+        ),
+        Commands::Rollback {
+            service,
+            compose,
+            run,
+        } => run_deploy(
+            &cli.global,
+            out,
+            tej_deploy::DeployKind::Rollback,
+            service,
+            None,
+            &compose,
+            &run,
+        ),
         Commands::Emergency(EmergencyCmd::ServiceDown { compose, service }) => {
             let (cfg, _) = load_config(&cli.global)?;
             let (project, host) = compose_target(&cfg, &compose)?;
@@ -517,6 +693,47 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
                 cmd::services::service_down(out, &docker, &project, &service, format).await
             })?;
             finish_report(out, &cli.global, &report)
+        }
+        Commands::Emergency(EmergencyCmd::DbCorruption {
+            db,
+            services,
+            jobs,
+            restore_anyway,
+            run,
+        }) => {
+            let (cfg, _) = load_config(&cli.global)?;
+            let ex = executor(&cfg, &run)?;
+            let args = cmd::emergency::CorruptionArgs {
+                database: db,
+                services,
+                jobs,
+                restore_anyway,
+            };
+            let ok =
+                runtime()?.block_on(cmd::emergency::db_corruption(out, &cfg, &ex, args, format))?;
+            Ok(if ok { 0 } else { 1 })
+        }
+        Commands::Emergency(EmergencyCmd::SecurityBreach {
+            address,
+            db,
+            users_table,
+            reset_column,
+            sudo,
+            run,
+        }) => {
+            let (cfg, _) = load_config(&cli.global)?;
+            let ex = executor(&cfg, &run)?;
+            let args = cmd::emergency::BreachArgs {
+                address,
+                database: db,
+                table: users_table,
+                column: reset_column,
+                sudo,
+            };
+            let ok = runtime()?.block_on(cmd::emergency::security_breach(
+                out, &cfg, &ex, args, format,
+            ))?;
+            Ok(if ok { 0 } else { 1 })
         }
         Commands::Tls(TlsCmd::Check {
             endpoints,
@@ -607,7 +824,8 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
                         let repo = repos.remove(0);
                         let target = cmd::backup::db_target(&cfg, target.as_deref())?;
                         let ex = executor(&cfg, &run)?;
-                        let opts = cmd::backup::restore_options(&cfg, target, jobs);
+                        let mut opts = cmd::backup::restore_options(&cfg, target, jobs);
+                        opts.progress = progress::sink(format);
                         let ok = cmd::backup::restore(out, &ex, repo, &id, opts, format).await?;
                         Ok(if ok { 0 } else { 1 })
                     }
@@ -767,7 +985,13 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
             let ok = runtime()?.block_on(cmd::host::cleanup(out, &ex, opts, format))?;
             Ok(if ok { 0 } else { 1 })
         }
-        Commands::Schedule { emit, dir, user } => {
+        Commands::Schedule {
+            emit,
+            dir,
+            user,
+            image,
+            namespace,
+        } => {
             let (cfg, _) = load_config(&cli.global)?;
             let cal = tej_core::Calendar::runbook_in(cfg.zone())?;
             cmd::schedule::emit(
@@ -777,12 +1001,29 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
                 cli.global.config.as_deref(),
                 user,
                 dir.as_deref(),
+                tej_runbook::KubernetesOptions {
+                    image,
+                    namespace,
+                    ..tej_runbook::KubernetesOptions::default()
+                },
             )?;
             Ok(0)
         }
         Commands::Config(ConfigCmd::Check) => {
             let (cfg, source) = load_config(&cli.global)?;
             cmd::config::check(out, &cfg, &source, format)?;
+            Ok(0)
+        }
+        Commands::Completions { shell } => {
+            cmd::docs::completions(out, shell, <Cli as clap::CommandFactory>::command())?;
+            Ok(0)
+        }
+        Commands::Man { dir } => {
+            cmd::docs::man(
+                out,
+                dir.as_deref(),
+                <Cli as clap::CommandFactory>::command(),
+            )?;
             Ok(0)
         }
         Commands::Calendar { at } => {
@@ -795,6 +1036,66 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
                 None => jiff::Timestamp::now(),
             };
             cmd::calendar::show(out, &cal, now, format)?;
+            Ok(0)
+        }
+        Commands::Health(check) => {
+            run_checks_cmd(out, &cli.global, "daily".into(), false, None, &check, None)
+        }
+        Commands::Run {
+            what,
+            if_due,
+            at,
+            check,
+            run,
+        } => run_checks_cmd(out, &cli.global, what, if_due, at, &check, Some(&run)),
+        Commands::Daemon {
+            state_file,
+            no_catch_up,
+            run,
+        } => {
+            let (cfg, _) = load_config(&cli.global)?;
+            let ex = executor(&cfg, &run)?;
+            let args = cmd::daemon::DaemonArgs {
+                state_file,
+                no_catch_up,
+            };
+            runtime()?.block_on(cmd::daemon::daemon(out, &cfg, ex, args, format))?;
+            Ok(0)
+        }
+    }
+}
+
+/// `tej health` and `tej run`: the report's Nagios exit code, or 0 when not due.
+fn run_checks_cmd(
+    out: &mut dyn Write,
+    global: &GlobalArgs,
+    what: String,
+    if_due: bool,
+    at: Option<String>,
+    check: &CheckArgs,
+    run: Option<&RunArgs>,
+) -> Result<i32> {
+    let (cfg, _) = load_config(global)?;
+    let executor = match run {
+        Some(r) => Some(executor(&cfg, r)?),
+        None => None,
+    };
+    let now = match at {
+        Some(s) => s
+            .parse::<jiff::Timestamp>()
+            .with_context(|| format!("parse --at {s:?} as an RFC 3339 instant"))?,
+        None => jiff::Timestamp::now(),
+    };
+    let req = cmd::run::RunRequest {
+        what,
+        if_due,
+        check_timeout: std::time::Duration::from_secs(check.timeout.max(1)),
+        jobs: check.jobs,
+    };
+    match runtime()?.block_on(cmd::run::run(&cfg, &req, now, executor))? {
+        cmd::run::RunResult::Report(report) => finish_report(out, global, &report),
+        cmd::run::RunResult::NotDue(message) => {
+            cmd::run::render_not_due(out, &message, global.output)?;
             Ok(0)
         }
     }

@@ -6,7 +6,10 @@
 //! - `summary`: `{"title", "severity", "exit_code", "ok", "warning", "critical", "unknown"}`, last line of a check run.
 //! - `calendar_entry`: `{"id", "procedure", "recurrence", "next", "next_utc", "duration_minutes"}`.
 //! - `config`: the redacted configuration summary.
+//! - `not_due`: `{"message"}`, the only line of `tej run ID --if-due` when nothing was due.
 //! - `step`: a [`tej_core::StepReport`] of a procedure.
+//! - `deploy`: a [`tej_deploy::DeployReport`] (`tej deploy`, `tej rollback`): `outcome.status`
+//!   `deployed` or `failed` (with `stage`, `reason`), `gates`, `events`, `new_container_logs`.
 //!
 //! Consumers must ignore unknown types and unknown fields.
 

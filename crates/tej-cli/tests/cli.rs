@@ -259,3 +259,39 @@ fn logs_review_counts_runbook_classes() {
         "203.0.113.9"
     );
 }
+
+#[test]
+fn completions_cover_every_top_level_command() {
+    let d = tempfile::tempdir().unwrap();
+    let (code, bash, err) = tej(&["completions", "bash"], d.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(bash.contains("complete -F _tej"), "{bash}");
+    for c in ["backup", "db", "redis", "calendar", "schedule", "tls"] {
+        assert!(bash.contains(c), "bash completion lacks {c}");
+    }
+    let (code, zsh, _) = tej(&["completions", "zsh"], d.path());
+    assert_eq!(code, 0);
+    assert!(
+        zsh.starts_with("#compdef tej"),
+        "{}",
+        &zsh[..zsh.len().min(80)]
+    );
+    let (code, _, err) = tej(&["completions", "tcsh"], d.path());
+    assert_eq!(code, 2, "an unknown shell is a usage error: {err}");
+}
+
+#[test]
+fn man_pages_are_generated_per_command() {
+    let d = tempfile::tempdir().unwrap();
+    let (code, page, err) = tej(&["man"], d.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(page.contains(".TH tej 1"), "{page}");
+    assert!(page.contains("backup"));
+    let dir = d.path().join("man");
+    let (code, listed, err) = tej(&["man", "--dir", dir.to_str().unwrap()], d.path());
+    assert_eq!(code, 0, "{err}");
+    let create = dir.join("tej-backup-create.1");
+    assert!(listed.contains("tej-backup-create.1"), "{listed}");
+    let text = std::fs::read_to_string(&create).unwrap();
+    assert!(text.contains(r"\-\-repo"), "{text}");
+}

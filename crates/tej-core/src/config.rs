@@ -271,6 +271,134 @@ fn default_backend() -> String {
     "backend".into()
 }
 
+/// Zero-downtime deploys (`tej deploy SERVICE --image IMAGE`, `tej rollback SERVICE`).
+///
+/// Each service runs blue/green on two loopback ports with host networking; the port is
+/// given to the container through `port_env`, and nginx (an `upstream` file tej rewrites,
+/// then `nginx -t` and `nginx -s reload`) sends traffic to the active one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DeployConfig {
+    /// Directory of the deploy lock files (default: `STATE_DIR/locks`, else `/var/lib/tej/locks`).
+    #[serde(default)]
+    pub lock_dir: Option<PathBuf>,
+    /// The deployable services.
+    #[serde(default, rename = "service")]
+    pub services: Vec<DeployServiceConfig>,
+}
+
+impl DeployConfig {
+    /// The `[[deploy.service]]` named `name`.
+    pub fn service(&self, name: &str) -> Option<&DeployServiceConfig> {
+        self.services.iter().find(|s| s.name == name)
+    }
+}
+
+/// How traffic moves from the old container to the new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeploySwitchKind {
+    /// Rewrite an nginx `upstream` file, `nginx -t`, `nginx -s reload` (old workers drain).
+    #[default]
+    Nginx,
+    /// tej-deploy's in-process TCP proxy: only for programs that embed tej-deploy and live
+    /// as long as the proxy must; refused here because `tej deploy` exits after the deploy.
+    TcpProxy,
+}
+
+/// One deployable Compose service (`[[deploy.service]]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployServiceConfig {
+    /// Compose service name (`backend`).
+    pub name: String,
+    /// The two loopback ports the service alternates between (`[3000, 3001]`).
+    pub ports: [u16; 2],
+    /// The environment variable telling the container which port to listen on.
+    #[serde(default = "default_port_env")]
+    pub port_env: String,
+    /// Health by `GET http://127.0.0.1:PORT{health_path}` answering 2xx; absent: the
+    /// container's Docker healthcheck must report healthy.
+    #[serde(default)]
+    pub health_path: Option<String>,
+    /// Most seconds the new container may take to become healthy.
+    #[serde(default = "default_health_timeout")]
+    pub health_timeout_secs: u64,
+    /// The traffic switch.
+    #[serde(default)]
+    pub switch: DeploySwitchKind,
+    /// The nginx file holding this service's `upstream` block (included by the site config).
+    pub nginx_upstream_file: PathBuf,
+    /// The upstream's name (default: the service name).
+    #[serde(default)]
+    pub nginx_upstream: Option<String>,
+    /// The nginx program run as `PROGRAM -t` and `PROGRAM -s reload`.
+    #[serde(default = "default_nginx_program")]
+    pub nginx_program: String,
+    /// Migration run first in a one-off container of the new image (argv:
+    /// `["npx", "prisma", "migrate", "deploy"]`); it must exit 0.
+    #[serde(default)]
+    pub migrate: Option<Vec<String>>,
+    /// Most seconds the migration may take.
+    #[serde(default = "default_migrate_timeout")]
+    pub migrate_timeout_secs: u64,
+    /// Pre-deployment gate: this command (argv, `["npm", "test"]`) must exit 0.
+    #[serde(default)]
+    pub test_command: Option<Vec<String>>,
+    /// Working directory of `test_command`.
+    #[serde(default)]
+    pub test_dir: Option<PathBuf>,
+    /// Most seconds `test_command` may take.
+    #[serde(default = "default_test_timeout")]
+    pub test_timeout_secs: u64,
+    /// Pre-deployment gate: a backup in `[backup] repositories` at most this many hours old.
+    #[serde(default)]
+    pub backup_max_age_hours: Option<u64>,
+    /// Post-deployment gate: watch the new container's logs this many seconds for error
+    /// lines (the runbook's "no errors in logs, first 10 min" is 600); 0 or absent: off.
+    #[serde(default)]
+    pub log_window_secs: Option<u64>,
+    /// Post-deployment gate: `GET http://{public_addr}{health_path}` through the front
+    /// (nginx) must answer 2xx after the switch.
+    #[serde(default)]
+    pub public_addr: Option<String>,
+    /// Grace seconds when stopping the old container.
+    #[serde(default = "default_stop_timeout")]
+    pub stop_timeout_secs: u64,
+    /// Most seconds nginx's old workers get to finish their requests after the reload.
+    #[serde(default = "default_drain_timeout")]
+    pub drain_timeout_secs: u64,
+}
+
+fn default_port_env() -> String {
+    "PORT".into()
+}
+fn default_health_timeout() -> u64 {
+    60
+}
+fn default_nginx_program() -> String {
+    "nginx".into()
+}
+fn default_migrate_timeout() -> u64 {
+    600
+}
+fn default_test_timeout() -> u64 {
+    1800
+}
+fn default_stop_timeout() -> u64 {
+    10
+}
+fn default_drain_timeout() -> u64 {
+    30
+}
+
+impl DeployServiceConfig {
+    /// The nginx upstream name: `nginx_upstream`, else the service name.
+    pub fn upstream_name(&self) -> &str {
+        self.nginx_upstream.as_deref().unwrap_or(&self.name)
+    }
+}
+
 /// Secrets that tej rotates.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -402,6 +530,9 @@ pub struct Config {
     /// Secret rotation.
     #[serde(default)]
     pub secrets: Option<SecretsConfig>,
+    /// Zero-downtime deploys.
+    #[serde(default)]
+    pub deploy: DeployConfig,
     /// Host thresholds.
     #[serde(default)]
     pub host: HostConfig,
@@ -745,6 +876,123 @@ impl Config {
             && s.rotate.is_empty()
         {
             return Err(cerr(file, "secrets.rotate", "lists no keys"));
+        }
+        self.validate_deploy(file)
+    }
+
+    fn validate_deploy(&self, file: &str) -> Result<(), ConfigError> {
+        let mut names = BTreeMap::new();
+        for (i, s) in self.deploy.services.iter().enumerate() {
+            let key = |k: &str| format!("deploy.service[{i}].{k}");
+            let token = |v: &str| {
+                !v.is_empty()
+                    && v.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+            };
+            if !token(&s.name) {
+                return Err(cerr(
+                    file,
+                    key("name"),
+                    "must be a Compose service name (letters, digits, _.-)",
+                ));
+            }
+            if names.insert(s.name.clone(), ()).is_some() {
+                return Err(cerr(
+                    file,
+                    key("name"),
+                    format!("duplicate deploy service {:?}", s.name),
+                ));
+            }
+            let [a, b] = s.ports;
+            if a == 0 || b == 0 || a == b {
+                return Err(cerr(
+                    file,
+                    key("ports"),
+                    "expected two different non-zero ports, e.g. [3000, 3001]",
+                ));
+            }
+            let env_ok = s
+                .port_env
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_uppercase() || c == '_')
+                && s.port_env
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+            if !env_ok {
+                return Err(cerr(
+                    file,
+                    key("port_env"),
+                    "expected an environment variable name such as PORT",
+                ));
+            }
+            if let Some(p) = &s.health_path
+                && !p.starts_with('/')
+            {
+                return Err(cerr(
+                    file,
+                    key("health_path"),
+                    "expected a path starting with /",
+                ));
+            }
+            for (k, v) in [
+                ("health_timeout_secs", s.health_timeout_secs),
+                ("migrate_timeout_secs", s.migrate_timeout_secs),
+                ("test_timeout_secs", s.test_timeout_secs),
+            ] {
+                if v == 0 {
+                    return Err(cerr(file, key(k), "must be at least 1"));
+                }
+            }
+            if s.switch == DeploySwitchKind::TcpProxy {
+                return Err(cerr(
+                    file,
+                    key("switch"),
+                    "tcp-proxy lives inside one process and `tej deploy` exits after the deploy; use switch = \"nginx\" (the TCP proxy is for programs embedding tej-deploy)",
+                ));
+            }
+            if !token(s.upstream_name()) {
+                return Err(cerr(
+                    file,
+                    key("nginx_upstream"),
+                    "must be an nginx upstream name (letters, digits, _.-)",
+                ));
+            }
+            if s.nginx_program.trim().is_empty() {
+                return Err(cerr(file, key("nginx_program"), "must not be empty"));
+            }
+            for (k, v) in [("migrate", &s.migrate), ("test_command", &s.test_command)] {
+                if v.as_ref().is_some_and(|c| c.is_empty() || c[0].is_empty()) {
+                    return Err(cerr(
+                        file,
+                        key(k),
+                        "is an empty command; expected argv such as [\"npm\", \"test\"]",
+                    ));
+                }
+            }
+            if s.backup_max_age_hours.is_some() && self.backup.repositories.is_empty() {
+                return Err(cerr(
+                    file,
+                    key("backup_max_age_hours"),
+                    "needs [backup] repositories to look for the latest backup in",
+                ));
+            }
+            if let Some(addr) = &s.public_addr {
+                if addr.parse::<std::net::SocketAddr>().is_err() {
+                    return Err(cerr(
+                        file,
+                        key("public_addr"),
+                        format!("expected IP:PORT such as 127.0.0.1:80, got {addr:?}"),
+                    ));
+                }
+                if s.health_path.is_none() {
+                    return Err(cerr(
+                        file,
+                        key("public_addr"),
+                        "needs health_path: the path probed through the front",
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -1091,6 +1339,126 @@ env_file = "/opt/skillswap/.env"
                 .key,
             "check[0].database"
         );
+    }
+
+    #[test]
+    fn deploy_services() {
+        let ok = r#"
+[backup]
+repositories = ["/opt/skillswap/backups"]
+
+[deploy]
+lock_dir = "/var/lib/tej/locks"
+
+[[deploy.service]]
+name = "backend"
+ports = [3000, 3001]
+health_path = "/health"
+nginx_upstream_file = "/etc/nginx/conf.d/backend-upstream.conf"
+migrate = ["npx", "prisma", "migrate", "deploy"]
+test_command = ["npm", "test"]
+test_dir = "/opt/skillswap/backend"
+backup_max_age_hours = 26
+log_window_secs = 600
+public_addr = "127.0.0.1:80"
+
+[[deploy.service]]
+name = "frontend"
+ports = [4000, 4001]
+nginx_upstream_file = "/etc/nginx/conf.d/frontend-upstream.conf"
+nginx_upstream = "web"
+"#;
+        let c = Config::from_toml_with_env(ok, "t.toml", &no_env).unwrap();
+        let b = c.deploy.service("backend").unwrap();
+        assert_eq!(b.ports, [3000, 3001]);
+        assert_eq!(b.port_env, "PORT");
+        assert_eq!(b.health_timeout_secs, 60);
+        assert_eq!(b.switch, DeploySwitchKind::Nginx);
+        assert_eq!(b.upstream_name(), "backend");
+        assert_eq!(b.nginx_program, "nginx");
+        assert_eq!(b.migrate.as_ref().unwrap().len(), 4);
+        assert_eq!((b.stop_timeout_secs, b.drain_timeout_secs), (10, 30));
+        let f = c.deploy.service("frontend").unwrap();
+        assert_eq!(f.upstream_name(), "web");
+        assert_eq!(f.health_path, None);
+        assert!(c.deploy.service("worker").is_none());
+        assert_eq!(Config::default().deploy, DeployConfig::default());
+
+        let base = "[[deploy.service]]\nname = \"api\"\nnginx_upstream_file = \"/u.conf\"\n";
+        for (extra, key, needle) in [
+            (
+                "ports = [3000, 3000]\n",
+                "deploy.service[0].ports",
+                "different",
+            ),
+            ("ports = [3000]\n", "deploy.service[0].ports", ""),
+            (
+                "ports = [1, 2]\nport_env = \"port\"\n",
+                "deploy.service[0].port_env",
+                "",
+            ),
+            (
+                "ports = [1, 2]\nhealth_path = \"health\"\n",
+                "deploy.service[0].health_path",
+                "/",
+            ),
+            (
+                "ports = [1, 2]\nswitch = \"tcp-proxy\"\n",
+                "deploy.service[0].switch",
+                "exits",
+            ),
+            (
+                "ports = [1, 2]\nswitch = \"haproxy\"\n",
+                "deploy.service[0].switch",
+                "nginx",
+            ),
+            (
+                "ports = [1, 2]\nmigrate = []\n",
+                "deploy.service[0].migrate",
+                "empty",
+            ),
+            (
+                "ports = [1, 2]\nbackup_max_age_hours = 26\n",
+                "deploy.service[0].backup_max_age_hours",
+                "repositories",
+            ),
+            (
+                "ports = [1, 2]\npublic_addr = \"localhost\"\n",
+                "deploy.service[0].public_addr",
+                "IP:PORT",
+            ),
+            (
+                "ports = [1, 2]\npublic_addr = \"127.0.0.1:80\"\n",
+                "deploy.service[0].public_addr",
+                "health_path",
+            ),
+            (
+                "ports = [1, 2]\nhealth_timeout_secs = 0\n",
+                "deploy.service[0].health_timeout_secs",
+                "at least",
+            ),
+            (
+                "ports = [1, 2]\nhelth_path = \"/h\"\n",
+                "deploy.service[0].helth_path",
+                "unknown field",
+            ),
+        ] {
+            let e = Config::from_toml_with_env(&format!("{base}{extra}"), "t.toml", &no_env)
+                .unwrap_err();
+            assert_eq!(e.key, key, "{extra}: {e}");
+            assert_eq!(e.file, "t.toml");
+            assert!(e.message.contains(needle), "{extra}: {e}");
+        }
+        let dup = format!("{base}ports = [1, 2]\n{base}ports = [3, 4]\n");
+        assert_eq!(
+            Config::from_toml_with_env(&dup, "t.toml", &no_env)
+                .unwrap_err()
+                .key,
+            "deploy.service[1].name"
+        );
+        let missing = "[[deploy.service]]\nname = \"api\"\nports = [1, 2]\n";
+        let e = Config::from_toml_with_env(missing, "t.toml", &no_env).unwrap_err();
+        assert!(e.message.contains("nginx_upstream_file"), "{e}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! SVG chart of it all.
 //!
 //! History lives behind [`HistoryStore`]; [`JsonlHistoryStore`] keeps it in a
-//! local JSON Lines file (the PostgreSQL store comes with tej-db).
+//! local JSON Lines file ([`crate::PgHistoryStore`] keeps it in PostgreSQL).
 
 use crate::error::{Result, RunbookError};
 use async_trait::async_trait;

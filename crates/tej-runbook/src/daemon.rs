@@ -8,7 +8,7 @@
 //!   same procedure (by [`ProcedureKind`], so `performance-check-am` and `-pm`
 //!   count as one) is still going; the occurrence is skipped and recorded.
 //! - **No overlap across hosts**: every run first takes a [`RunLock`] named after
-//!   the procedure (the PostgreSQL advisory-lock implementation lives in tej-db;
+//!   the procedure (the PostgreSQL advisory-lock implementation is [`crate::PgAdvisoryRunLock`];
 //!   [`InMemoryRunLock`] is here for one host and for tests). A lock held
 //!   elsewhere skips the occurrence.
 //! - **Missed runs**: the daemon remembers, per entry, the last occurrence it

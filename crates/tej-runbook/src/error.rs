@@ -90,6 +90,9 @@ pub enum RunbookError {
     /// The cross-host run lock could not be checked.
     #[error("run lock: {0}")]
     Lock(String),
+    /// The configuration cannot be run with (a malformed URL, an unreadable password file).
+    #[error("configuration: {0}")]
+    InvalidConfig(String),
 }
 
 impl Retryable for RunbookError {

@@ -1,8 +1,9 @@
 //! # tej-runbook
 //!
-//! The maintenance calendar put to work: everything the runbook's scheduled
-//! procedures need that does not belong to one domain (PostgreSQL, backups,
-//! secrets, deploys, host), which the domain crates plug into.
+//! The maintenance calendar put to work: the runbook's scheduled procedures,
+//! composed from the domain crates (PostgreSQL and Redis, backups, secrets and
+//! TLS, deploys, host), and everything around them that belongs to no single
+//! domain (scheduling, daemon, notifications, capacity, custom checks).
 //!
 //! - [`schedule`]: the calendar as crontab lines ([`emit_crontab`]) or systemd
 //!   timer/service units ([`emit_systemd`]) firing at Asia/Kolkata times, and
@@ -20,8 +21,27 @@
 //!   [`QueryRunner`] into `custom.<name>` findings.
 //! - [`runner`]: many checks at once, each with its own timeout, bounded
 //!   concurrency per target ([`run_checks`]).
+//! - [`procedures`]: the runbook's procedures composed from the domain crates
+//!   (tej-db, tej-host, tej-backup, tej-secrets, tej-deploy) over a
+//!   [`RunContext`] built from `tej.toml`: the daily health check
+//!   ([`daily_health`]), the twice-daily performance check
+//!   ([`performance_check`]) and the weekly audit ([`weekly_audit`]); the
+//!   monthly security audit ([`security_audit`]), deep maintenance
+//!   ([`deep_maintenance`]) and capacity planning ([`capacity_planning`]); the
+//!   quarterly rotation ([`secret_rotation_from_context`]) and recovery drill
+//!   ([`disaster_recovery_drill`] over a [`DrillRunner`]); the emergencies
+//!   ([`db_corruption`], [`security_breach`]); [`CalendarRunner`] runs any entry.
+//! - [`pg_lock`]: [`PgAdvisoryRunLock`], the daemon's cross-host lock as
+//!   PostgreSQL session advisory locks; [`pg_history`]: [`PgHistoryStore`],
+//!   capacity history in the managed database's `tej` schema.
+//! - [`adapters`]: glue between domain crates ([`RedisSessions`],
+//!   [`ComposeService`], [`RotateSecretsStep`], service stop/start steps).
 //!
-//! tej-runbook depends on no domain crate: they come in through the traits.
+//! The scheduling, daemon, notification, capacity and runner modules depend on
+//! no domain crate (they come in through traits); [`procedures`] composes the
+//! domain crates through their traits (`PgAdmin`, `RedisAdmin`,
+//! `ContainerRuntime`, `ObjectStore`...), so every procedure is tested with
+//! their mocks.
 //!
 //! ```
 //! use std::time::Duration;
@@ -50,14 +70,22 @@
 //! # });
 //! ```
 
+pub mod adapters;
 pub mod capacity;
 pub mod custom_checks;
 pub mod daemon;
 pub mod error;
 pub mod notify;
+pub mod pg_history;
+pub mod pg_lock;
+pub mod procedures;
 pub mod runner;
 pub mod schedule;
 
+pub use adapters::{
+    ComposeService, LazyContainerRuntime, RedisSessions, RotateSecretsStep, StartServicesStep,
+    StopServicesStep,
+};
 pub use capacity::{
     CapacityForecast, CapacityOptions, CapacitySeries, ChartOptions, HistoryStore,
     JsonlHistoryStore, Limit, LinearFit, Measurement, SeriesForecast, capacity_review, fit_linear,
@@ -75,11 +103,48 @@ pub use notify::{
     Notifier, NotifyOutcome, WebhookNotifier, WebhookOptions, notify_failure_finding,
     notify_report, report_text, slack_payload,
 };
+pub use pg_history::{HISTORY_MIGRATION, PgHistoryStore};
+pub use pg_lock::{PgAdvisoryRunLock, advisory_lock_id};
+pub use procedures::access_log::{
+    AccessEntry, AccessLogStats, analyze_access_log, parse_access_line, percentile,
+    sql_injection_pattern,
+};
+pub use procedures::calendar_runner::CalendarRunner;
+pub use procedures::context::{
+    ComposeTarget, Connect, ContextQueries, DatabaseTarget, DockerClients, HttpProber, HttpTiming,
+    Lazy, RedisTarget, RepositoryTarget, ReqwestProber, RunContext, RunOptions, RustlsProber,
+    TlsProber,
+};
+pub use procedures::daily::{
+    ArchiverState, backup_freshness, daily_health, daily_tasks, wal_archiving_finding,
+};
+pub use procedures::dispatch::{implements, resolve_entries, run_procedure};
+pub use procedures::emergency::{
+    AmcheckStep, AppServices, BreachOptions, CorruptionOptions, DbCorruptionOptions,
+    SanityQueriesStep, SearchLogsStep, SecurityBreach, SessionTarget, db_corruption,
+    db_corruption_from_context, search_logs_for_address, security_breach,
+    security_breach_from_context,
+};
+pub use procedures::monthly::{
+    AuditCommand, AuditKind, CapacityPlanningOptions, CreateBackupStep, DeepMaintenanceOptions,
+    VerifyLatestBackupStep, VulnerabilityCounts, capacity_planning, deep_maintenance,
+    deep_maintenance_with_backup, measure_capacity, parse_audit_tables, parse_cargo_audit,
+    parse_npm_audit, procedure_findings, run_dependency_audit, security_audit,
+};
+pub use procedures::performance::{
+    api_findings, performance_check, performance_optimization, performance_tasks,
+};
+pub use procedures::quarterly::{
+    DrillRequest, DrillRunner, DrillSummary, DrillTargets, LogicalDrill, disaster_recovery_drill,
+    rotation_from_context, secret_rotation_from_context,
+};
+pub use procedures::weekly::{security_findings, security_review, weekly_audit, weekly_tasks};
 pub use runner::{CheckTask, RunnerOptions, run_checks, timeout_finding};
 pub use schedule::{
     CronJob, CronZone, DueWindow, ScheduleOptions, SystemdUnit, cron_jobs, due_occurrence,
     emit_crontab, emit_systemd, fixed_offset_seconds, on_calendar, run_argv, select_entries,
 };
+pub use schedule::{EnvRef, KubernetesOptions, emit_kubernetes};
 
 #[cfg(any(test, feature = "mock"))]
 pub use capacity::MockHistoryStore;
@@ -89,3 +154,7 @@ pub use custom_checks::MockQueryRunner;
 pub use daemon::{MockProcedureRunner, MockRunLock};
 #[cfg(any(test, feature = "mock"))]
 pub use notify::MockNotifier;
+#[cfg(any(test, feature = "mock"))]
+pub use procedures::context::{MockHttpProber, MockTlsProber};
+#[cfg(any(test, feature = "mock"))]
+pub use procedures::quarterly::MockDrillRunner;

@@ -475,6 +475,283 @@ pub fn emit_systemd(cal: &Calendar, opts: &ScheduleOptions) -> Result<Vec<System
     Ok(units)
 }
 
+/// An environment variable a Kubernetes CronJob takes from a Secret or ConfigMap key of
+/// the same name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvRef {
+    /// Variable (and key) name (`DATABASE_URL`).
+    pub name: String,
+    /// Whether the pod may start without it.
+    pub optional: bool,
+}
+
+impl EnvRef {
+    /// A required variable.
+    pub fn required(name: &str) -> EnvRef {
+        EnvRef {
+            name: name.into(),
+            optional: false,
+        }
+    }
+    /// An optional variable.
+    pub fn optional(name: &str) -> EnvRef {
+        EnvRef {
+            name: name.into(),
+            optional: true,
+        }
+    }
+}
+
+/// How the Kubernetes CronJobs run tej: image, namespace, and where the configuration and
+/// the secrets come from (a ConfigMap holding `tej.toml`, a Secret holding the credentials;
+/// never a value inline).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubernetesOptions {
+    /// Namespace of every CronJob.
+    pub namespace: String,
+    /// Container image with the tej binary and the PostgreSQL 15 client tools.
+    pub image: String,
+    /// Absolute path of tej inside the image.
+    pub tej_binary: PathBuf,
+    /// ConfigMap holding `tej.toml` (and the non-secret variables of `config_env`).
+    pub config_map: String,
+    /// Directory the ConfigMap's `tej.toml` is mounted in.
+    pub config_dir: String,
+    /// Secret holding the variables of `secret_env`.
+    pub secret: String,
+    /// Variables taken from the Secret (`secretKeyRef`).
+    pub secret_env: Vec<EnvRef>,
+    /// Variables taken from the ConfigMap (`configMapKeyRef`).
+    pub config_env: Vec<EnvRef>,
+    /// Writable scratch directory (an `emptyDir`) for state, audit log and dumps in flight.
+    pub state_dir: String,
+    /// Service account of the pods, if any.
+    pub service_account: Option<String>,
+    /// A run that cannot start this many seconds after its time is skipped
+    /// (`startingDeadlineSeconds`; below [`DueWindow`]'s 10 minutes so `--if-due` agrees).
+    pub starting_deadline_secs: u32,
+}
+
+impl Default for KubernetesOptions {
+    fn default() -> Self {
+        KubernetesOptions {
+            namespace: "tej".into(),
+            image: "tej:latest".into(),
+            tej_binary: PathBuf::from("/usr/local/bin/tej"),
+            config_map: "tej-config".into(),
+            config_dir: "/etc/tej".into(),
+            secret: "tej-secrets".into(),
+            secret_env: vec![
+                EnvRef::required("DATABASE_URL"),
+                EnvRef::optional("REDIS_URL"),
+                EnvRef::required("AWS_ACCESS_KEY_ID"),
+                EnvRef::required("AWS_SECRET_ACCESS_KEY"),
+                EnvRef::optional("TEJ_BACKUP_PASSPHRASE"),
+                EnvRef::optional("TEJ_NOTIFY_URL"),
+            ],
+            config_env: vec![
+                EnvRef::required("AWS_REGION"),
+                EnvRef::optional("AWS_ENDPOINT_URL"),
+            ],
+            state_dir: "/var/lib/tej".into(),
+            service_account: None,
+            starting_deadline_secs: 300,
+        }
+    }
+}
+
+/// A YAML double-quoted scalar (JSON string syntax, which YAML 1.2 reads as such).
+fn yq(s: &str) -> String {
+    serde_json::Value::String(s.to_string()).to_string()
+}
+
+fn check_k8s_name(what: &str, s: &str, max: usize) -> Result<()> {
+    let ok = !s.is_empty()
+        && s.len() <= max
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.starts_with('-')
+        && !s.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(RunbookError::Unsupported(format!(
+            "{what} {s:?} must be a DNS label: lower-case letters, digits and '-', at most {max} characters"
+        )))
+    }
+}
+
+fn check_env_name(s: &str) -> Result<()> {
+    let ok = s
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_uppercase() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(RunbookError::Unsupported(format!(
+            "environment variable {s:?} must be upper-case letters, digits and '_'"
+        )))
+    }
+}
+
+fn check_abs_path(what: &str, s: &str) -> Result<()> {
+    check_token(what, s)?;
+    if !s.starts_with('/') {
+        return Err(RunbookError::Unsupported(format!(
+            "{what} {s:?} must be an absolute path"
+        )));
+    }
+    Ok(())
+}
+
+/// One `batch/v1` CronJob per calendar entry, as a multi-document YAML stream: the entry's
+/// cron schedule (the same fields as [`emit_crontab`]) in the calendar's zone
+/// (`timeZone`), `concurrencyPolicy: Forbid`, no retries, and the command
+/// `tej --config DIR/tej.toml run ENTRY --if-due`: Kubernetes wakes tej on the right
+/// weekday and tej checks the calendar itself, so "nth/last Sunday" entries (which cron
+/// cannot express) run only when due. `tej.toml` comes from a ConfigMap, credentials from
+/// a Secret (`secretKeyRef` only; no value is ever written inline), and every job shares
+/// the S3 backup repository named in that `tej.toml`.
+pub fn emit_kubernetes(cal: &Calendar, opts: &KubernetesOptions) -> Result<String> {
+    check_k8s_name("namespace", &opts.namespace, 63)?;
+    check_k8s_name("ConfigMap", &opts.config_map, 253)?;
+    check_k8s_name("Secret", &opts.secret, 253)?;
+    if let Some(sa) = &opts.service_account {
+        check_k8s_name("service account", sa, 253)?;
+    }
+    check_token("image", &opts.image)?;
+    check_abs_path("config directory", &opts.config_dir)?;
+    check_abs_path("state directory", &opts.state_dir)?;
+    check_token("zone", cal.zone_name())?;
+    for e in opts.secret_env.iter().chain(&opts.config_env) {
+        check_env_name(&e.name)?;
+    }
+    let sched = ScheduleOptions {
+        tej_binary: opts.tej_binary.clone(),
+        config: Some(PathBuf::from(format!(
+            "{}/tej.toml",
+            opts.config_dir.trim_end_matches('/')
+        ))),
+        user: None,
+        cron_zone: CronZone::CronTz,
+    };
+    let jobs = cron_jobs(cal, &sched)?;
+    let mut out = String::new();
+    out.push_str(
+        "# tej maintenance calendar as Kubernetes CronJobs, generated by\n\
+         # `tej schedule --emit kubernetes`; one CronJob per calendar entry.\n\
+         # Cron cannot express \"nth/last Sunday\": each job wakes tej on the right weekday\n\
+         # and `tej run ENTRY --if-due` checks the calendar, exiting 0 when not due.\n",
+    );
+    out.push_str(&format!(
+        "# Configuration: ConfigMap {cm} (tej.toml); credentials: Secret {sec} (secretKeyRef only).\n",
+        cm = opts.config_map,
+        sec = opts.secret
+    ));
+    for (e, job) in cal.entries.iter().zip(jobs) {
+        let name = format!("tej-{}", e.id);
+        // CronJob names are limited to 52 characters (the Job name adds a suffix).
+        check_k8s_name("CronJob name", &name, 52)?;
+        let deadline = (e.duration.as_secs() * 2).max(300);
+        let mut env = String::new();
+        for (r, source, kind) in [
+            (&opts.secret_env, &opts.secret, "secretKeyRef"),
+            (&opts.config_env, &opts.config_map, "configMapKeyRef"),
+        ]
+        .iter()
+        .flat_map(|(list, src, kind)| list.iter().map(move |r| (r, *src, *kind)))
+        {
+            env.push_str(&format!(
+                "                - name: {n}\n                  valueFrom:\n                    {kind}:\n                      name: {src}\n                      key: {n}\n                      optional: {opt}\n",
+                n = r.name,
+                src = yq(source),
+                opt = r.optional
+            ));
+        }
+        let command = job
+            .argv
+            .iter()
+            .map(|a| yq(a))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sa = opts
+            .service_account
+            .as_ref()
+            .map(|s| format!("          serviceAccountName: {}\n", yq(s)))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "---\n\
+             apiVersion: batch/v1\n\
+             kind: CronJob\n\
+             metadata:\n\
+             \x20 name: {name}\n\
+             \x20 namespace: {ns}\n\
+             \x20 labels:\n\
+             \x20   app.kubernetes.io/name: tej\n\
+             \x20   app.kubernetes.io/component: maintenance\n\
+             \x20   tej.dev/entry: {id}\n\
+             \x20 annotations:\n\
+             \x20   tej.dev/recurrence: {rec}\n\
+             \x20   tej.dev/duration-minutes: {mins}\n\
+             spec:\n\
+             \x20 schedule: {schedule}\n\
+             \x20 timeZone: {zone}\n\
+             \x20 concurrencyPolicy: Forbid\n\
+             \x20 startingDeadlineSeconds: {start}\n\
+             \x20 successfulJobsHistoryLimit: 3\n\
+             \x20 failedJobsHistoryLimit: 3\n\
+             \x20 jobTemplate:\n\
+             \x20   spec:\n\
+             \x20     backoffLimit: 0\n\
+             \x20     activeDeadlineSeconds: {deadline}\n\
+             \x20     template:\n\
+             \x20       metadata:\n\
+             \x20         labels:\n\
+             \x20           app.kubernetes.io/name: tej\n\
+             \x20           tej.dev/entry: {id}\n\
+             \x20       spec:\n\
+             \x20         restartPolicy: Never\n\
+             {sa}\
+             \x20         containers:\n\
+             \x20           - name: tej\n\
+             \x20             image: {image}\n\
+             \x20             command: [{command}]\n\
+             \x20             env:\n\
+             {env}\
+             \x20             volumeMounts:\n\
+             \x20               - name: config\n\
+             \x20                 mountPath: {config_dir}\n\
+             \x20                 readOnly: true\n\
+             \x20               - name: state\n\
+             \x20                 mountPath: {state_dir}\n\
+             \x20         volumes:\n\
+             \x20           - name: config\n\
+             \x20             configMap:\n\
+             \x20               name: {cm}\n\
+             \x20               items:\n\
+             \x20                 - key: tej.toml\n\
+             \x20                   path: tej.toml\n\
+             \x20           - name: state\n\
+             \x20             emptyDir: {{}}\n",
+            ns = yq(&opts.namespace),
+            id = e.id,
+            rec = yq(&format!("{} {}", e.recurrence, cal.zone_name())),
+            mins = yq(&e.duration.as_mins().to_string()),
+            schedule = yq(&job.fields.join(" ")),
+            zone = yq(cal.zone_name()),
+            start = opts.starting_deadline_secs,
+            image = yq(&opts.image),
+            config_dir = yq(&opts.config_dir),
+            state_dir = yq(&opts.state_dir),
+            cm = yq(&opts.config_map),
+        ));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -851,5 +1128,52 @@ mod tests {
         let deep = cal.entry("database-deep-maintenance").unwrap();
         assert!(due_occurrence(&cal, deep, ts("2025-01-18T20:30:05Z"), w).is_none());
         assert!(due_occurrence(&cal, deep, ts("2025-01-11T20:30:05Z"), w).is_some());
+    }
+
+    #[test]
+    fn kubernetes_cronjobs_refuse_unsafe_names_and_follow_options() {
+        let cal = Calendar::runbook();
+        let ok = KubernetesOptions {
+            namespace: "ops".into(),
+            image: "registry.example.com/tej:0.1.0".into(),
+            service_account: Some("tej-runner".into()),
+            ..KubernetesOptions::default()
+        };
+        let y = emit_kubernetes(&cal, &ok).unwrap();
+        assert_eq!(y.matches("\n---\n").count(), cal.entries.len());
+        assert_eq!(
+            y.matches("  namespace: \"ops\"\n").count(),
+            cal.entries.len()
+        );
+        assert!(y.contains("image: \"registry.example.com/tej:0.1.0\""));
+        assert!(y.contains("serviceAccountName: \"tej-runner\""));
+        assert!(y.contains("  schedule: \"0 3 * 1,4,7,10 0\"\n"), "{y}");
+        assert!(!y.contains("value:"));
+        for bad in [
+            KubernetesOptions {
+                namespace: "Ops".into(),
+                ..KubernetesOptions::default()
+            },
+            KubernetesOptions {
+                image: "tej:latest; rm -rf /".into(),
+                ..KubernetesOptions::default()
+            },
+            KubernetesOptions {
+                secret_env: vec![EnvRef::required("database-url")],
+                ..KubernetesOptions::default()
+            },
+            KubernetesOptions {
+                config_dir: "etc/tej".into(),
+                ..KubernetesOptions::default()
+            },
+        ] {
+            assert!(
+                matches!(
+                    emit_kubernetes(&cal, &bad),
+                    Err(RunbookError::Unsupported(_))
+                ),
+                "{bad:?}"
+            );
+        }
     }
 }

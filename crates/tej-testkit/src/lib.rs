@@ -1,5 +1,6 @@
 //! Real servers on loopback for tej's integration tests: a throwaway PostgreSQL 15
-//! cluster, Redis, an S3-compatible server (s3s-fs) and a private Docker engine.
+//! cluster, Redis, an S3-compatible server (s3s-fs), a private Docker engine and a TLS
+//! endpoint with a certificate of chosen lifetime.
 //!
 //! Each server gets its own free port on `127.0.0.1` and its own temporary directory, so
 //! tests run in parallel; it is stopped and its directory removed when the handle is
@@ -32,6 +33,7 @@ mod process;
 mod redis_server;
 mod s3_server;
 mod scratch;
+mod tls_endpoint;
 
 pub use docker_engine::DockerEngine;
 pub use pg_cluster::{PgCluster, PgClusterOptions};
@@ -40,3 +42,4 @@ pub use process::run_as_postgres;
 pub use redis_server::RedisServer;
 pub use s3_server::S3Server;
 pub use scratch::KEEP_DIRS_ENV;
+pub use tls_endpoint::TlsEndpoint;

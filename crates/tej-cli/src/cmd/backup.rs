@@ -93,6 +93,7 @@ pub async fn create(
     opts.jobs = jobs.max(1);
     opts.run.compression = compression(cfg);
     opts.run.encryption = encryption(cfg);
+    opts.run.progress = crate::progress::sink(output);
     let report = create_logical_backup(&TokioCommandRunner, repos, &opts, &SystemClock)
         .await
         .context("create backup")?;
@@ -189,7 +190,7 @@ pub async fn verify(
                     .unwrap_or_default(),
                 jobs: 2,
             }),
-            progress: None,
+            progress: crate::progress::sink(output),
         };
         match verify_backup(&TokioCommandRunner, repo, selector, &opts, &SystemClock).await {
             Ok(r) => {

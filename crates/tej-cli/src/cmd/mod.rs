@@ -3,10 +3,15 @@
 pub mod backup;
 pub mod calendar;
 pub mod config;
+pub mod daemon;
 pub mod db;
+pub mod deploy;
+pub mod docs;
+pub mod emergency;
 pub mod host;
 pub mod redis;
 pub mod rotate;
+pub mod run;
 pub mod schedule;
 pub mod services;
 pub mod tls;

@@ -1,82 +1,22 @@
 //! `tej secrets rotate`: the staged rotation of tej-secrets over tej-db's Redis (sessions)
 //! and tej-deploy's force-recreate (service), with the application probed over HTTP.
 //!
-//! The adapters below are glue between domain crates; they move to tej-runbook when the
-//! runbook procedures compose them.
+//! The adapters ([`RedisSessions`], [`ComposeService`]) live in tej-runbook, shared with the
+//! quarterly rotation and the security-breach procedure.
 
 use crate::output::{OutputFormat, json_line};
 use anyhow::{Context, Result, bail};
-use async_trait::async_trait;
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::Arc;
 use tej_core::Config;
-use tej_db::redis::{InvalidateOptions, RedisAdmin, RedisClient, invalidate_sessions};
+use tej_db::redis::RedisClient;
 use tej_deploy::{BollardRuntime, Project};
+use tej_runbook::{ComposeService, RedisSessions};
 use tej_secrets::{
     HttpAppProbe, HttpProbeConfig, RotateOptions, RotationMode, RotationOutcome, Rotator,
-    SecretsError, ServiceControl, SessionInvalidation, SessionStore,
+    SessionInvalidation,
 };
-
-/// Sessions in Redis.
-pub struct RedisSessions(pub RedisClient);
-
-#[async_trait]
-impl SessionStore for RedisSessions {
-    async fn invalidate(&self, pattern: &str) -> tej_secrets::Result<u64> {
-        let opts = InvalidateOptions {
-            pattern: pattern.to_string(),
-            ..InvalidateOptions::default()
-        };
-        invalidate_sessions(&self.0, &opts)
-            .await
-            .map(|r| r.removed)
-            .map_err(|e| SecretsError::Sessions(e.to_string()))
-    }
-
-    async fn flush_all_sessions(&self) -> tej_secrets::Result<u64> {
-        let keys = self
-            .0
-            .info()
-            .await
-            .map(|text| tej_db::redis::InfoReport::parse(&text).total_keys())
-            .unwrap_or(0);
-        self.0
-            .flush_db()
-            .await
-            .map_err(|e| SecretsError::Sessions(e.to_string()))?;
-        Ok(keys)
-    }
-}
-
-/// A Compose service recreated through the Docker Engine API.
-pub struct ComposeService {
-    /// The engine.
-    pub docker: BollardRuntime,
-    /// The project.
-    pub project: Project,
-}
-
-#[async_trait]
-impl ServiceControl for ComposeService {
-    async fn recreate(&self, service: &str) -> tej_secrets::Result<()> {
-        let ids = self
-            .project
-            .force_recreate(&self.docker, service, Duration::from_secs(10))
-            .await
-            .map_err(|e| SecretsError::Service {
-                service: service.to_string(),
-                reason: e.to_string(),
-            })?;
-        if ids.is_empty() {
-            return Err(SecretsError::Service {
-                service: service.to_string(),
-                reason: "no container of this service".into(),
-            });
-        }
-        Ok(())
-    }
-}
 
 /// What the command line asked for.
 pub struct RotateArgs {
@@ -134,18 +74,15 @@ pub async fn rotate(
     if let Some(p) = &redis.password {
         ropts.password = Some(p.resolve().context("read the Redis password")?);
     }
-    let sessions = RedisSessions(
+    let sessions = RedisSessions(Arc::new(
         RedisClient::connect(&ropts)
             .await
             .context("connect to Redis")?,
-    );
+    ));
     let docker = BollardRuntime::connect(compose.docker_host.as_deref())
         .await
         .context("connect to the Docker engine")?;
-    let service = ComposeService {
-        docker,
-        project: Project::new(compose.project.clone()),
-    };
+    let service = ComposeService::new(Arc::new(docker), Project::new(compose.project.clone()));
     let base = sc.and_then(|s| s.app_url.clone()).context(
         "set [secrets] app_url (the application's base URL) for the post-rotation checks",
     )?;

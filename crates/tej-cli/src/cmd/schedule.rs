@@ -1,10 +1,13 @@
-//! `tej schedule --emit crontab|systemd`: the calendar as cron lines or systemd timers.
+//! `tej schedule --emit crontab|systemd|kubernetes`: the calendar as cron lines, systemd
+//! timers or Kubernetes CronJobs.
 
 use anyhow::{Context, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use tej_core::Calendar;
-use tej_runbook::{ScheduleOptions, emit_crontab, emit_systemd};
+use tej_runbook::{
+    KubernetesOptions, ScheduleOptions, emit_crontab, emit_kubernetes, emit_systemd,
+};
 
 /// What to emit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -13,9 +16,12 @@ pub enum Emit {
     Crontab,
     /// One `.timer` and one `.service` unit per calendar entry.
     Systemd,
+    /// One Kubernetes CronJob per calendar entry (timeZone Asia/Kolkata, tej.toml from a
+    /// ConfigMap, credentials from a Secret); `cronjobs.yaml` with `--dir`.
+    Kubernetes,
 }
 
-/// Writes the schedule to `out`, or the systemd units into `dir` (atomically).
+/// Writes the schedule to `out`, or the files into `dir` (atomically).
 pub fn emit(
     out: &mut dyn Write,
     cal: &Calendar,
@@ -23,6 +29,7 @@ pub fn emit(
     config: Option<&Path>,
     user: Option<String>,
     dir: Option<&Path>,
+    kube: KubernetesOptions,
 ) -> Result<()> {
     let tej_binary = std::env::current_exe().context("find the tej binary")?;
     let opts = ScheduleOptions {
@@ -37,6 +44,18 @@ pub fn emit(
             match dir {
                 Some(d) => {
                     let p = d.join("tej");
+                    tej_core::atomic_write(&p, text.as_bytes(), Some(0o644))
+                        .with_context(|| format!("write {}", p.display()))?;
+                    writeln!(out, "wrote {}", p.display())?;
+                }
+                None => out.write_all(text.as_bytes())?,
+            }
+        }
+        Emit::Kubernetes => {
+            let text = emit_kubernetes(cal, &kube)?;
+            match dir {
+                Some(d) => {
+                    let p = d.join("cronjobs.yaml");
                     tej_core::atomic_write(&p, text.as_bytes(), Some(0o644))
                         .with_context(|| format!("write {}", p.display()))?;
                     writeln!(out, "wrote {}", p.display())?;

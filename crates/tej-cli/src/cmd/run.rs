@@ -1,0 +1,188 @@
+//! `tej health` and `tej run daily|performance|weekly|ENTRY [--if-due]`: the runbook's check
+//! procedures from tej-runbook, rendered like every other check report.
+
+use anyhow::{Context, Result, bail};
+use std::io::Write;
+use tej_core::{Calendar, Config, Report, SystemClock, TokioCommandRunner};
+use tej_runbook::{
+    CalendarRunner, DueWindow, RunContext, RunOptions, due_occurrence, implements, resolve_entries,
+    run_procedure,
+};
+
+/// What `tej run` was asked to do, after parsing.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    /// `daily`, `performance`, `weekly` or a calendar entry id.
+    pub what: String,
+    /// Run only when an occurrence of the entry is due now (what cron and systemd call).
+    pub if_due: bool,
+    /// Time limit of one check.
+    pub check_timeout: std::time::Duration,
+    /// Checks at once.
+    pub jobs: usize,
+}
+
+/// The outcome: a report to render, or nothing because the entry was not due.
+#[derive(Debug)]
+pub enum RunResult {
+    /// The procedures ran; their findings, as one report.
+    Report(Report),
+    /// `--if-due` and nothing was due (the message says when it is next).
+    NotDue(String),
+}
+
+/// Runs the request at `now` (the system clock's time outside tests). The check procedures
+/// (daily, performance, weekly, security review, performance optimisation) run directly; the
+/// monthly and quarterly ones through tej-runbook's [`CalendarRunner`] under `executor` (whose
+/// guard decides about their destructive steps); without an executor they are refused.
+pub async fn run(
+    cfg: &Config,
+    req: &RunRequest,
+    now: jiff::Timestamp,
+    executor: Option<tej_core::Executor>,
+) -> Result<RunResult> {
+    let cal = Calendar::runbook_in(cfg.zone())?;
+    let entries = resolve_entries(&cal, &req.what)?;
+    let entries: Vec<_> = if req.if_due {
+        let due: Vec<_> = entries
+            .into_iter()
+            .filter(|e| due_occurrence(&cal, e, now, DueWindow::default()).is_some())
+            .collect();
+        if due.is_empty() {
+            let next = resolve_entries(&cal, &req.what)?
+                .iter()
+                .filter_map(|e| cal.next_occurrence(&e.id, now).map(|z| (e.id.clone(), z)))
+                .min_by_key(|(_, z)| z.timestamp());
+            return Ok(RunResult::NotDue(match next {
+                Some((id, z)) => format!(
+                    "{} is not due now; next {id} at {}",
+                    req.what,
+                    z.strftime("%Y-%m-%d %H:%M %Z")
+                ),
+                None => format!("{} is not due now", req.what),
+            }));
+        }
+        due
+    } else {
+        entries
+    };
+    if executor.is_none()
+        && let Some(e) = entries.iter().find(|e| !implements(e.procedure))
+    {
+        bail!(
+            "tej run {}: the {:?} procedure needs an executor (run it as `tej run {}`)",
+            e.id,
+            e.procedure,
+            e.id
+        );
+    }
+    let options = RunOptions {
+        check_timeout: req.check_timeout,
+        runner: tej_runbook::RunnerOptions {
+            max_concurrent: req.jobs.max(1),
+            ..tej_runbook::RunnerOptions::default()
+        },
+        ..RunOptions::default()
+    };
+    let ctx =
+        std::sync::Arc::new(RunContext::from_config(cfg, options).context("prepare the run")?);
+    let calendar_runner = executor.map(|ex| {
+        CalendarRunner::new(
+            ctx.clone(),
+            ex,
+            std::sync::Arc::new(TokioCommandRunner),
+            std::sync::Arc::new(SystemClock),
+        )
+    });
+    // Both performance entries run the same check: run it once.
+    let mut kinds = Vec::new();
+    for e in &entries {
+        if !kinds.contains(&e.procedure) {
+            kinds.push(e.procedure);
+        }
+    }
+    let mut report: Option<Report> = None;
+    for kind in kinds {
+        let r = match (&calendar_runner, implements(kind)) {
+            (_, true) => run_procedure(kind, &ctx, &SystemClock).await?,
+            (Some(cr), false) => cr
+                .run_kind(kind)
+                .await
+                .with_context(|| format!("run {kind:?}"))?,
+            (None, false) => bail!("the {kind:?} procedure needs an executor"),
+        };
+        match &mut report {
+            None => report = Some(r),
+            Some(all) => {
+                all.title = format!("{} + {}", all.title, r.title);
+                all.extend(r.findings);
+            }
+        }
+    }
+    Ok(RunResult::Report(
+        report.unwrap_or_else(|| Report::new(req.what.clone())),
+    ))
+}
+
+/// Prints the "not due" message the way the output format expects (a JSON line in JSON mode,
+/// an `OK` status line for Nagios).
+pub fn render_not_due(
+    out: &mut dyn Write,
+    message: &str,
+    format: crate::output::OutputFormat,
+) -> Result<()> {
+    use crate::output::OutputFormat;
+    match format {
+        OutputFormat::Json => {
+            crate::output::json_line(out, "not_due", &serde_json::json!({ "message": message }))?
+        }
+        OutputFormat::Nagios => writeln!(out, "OK - {message}")?,
+        OutputFormat::Prometheus => {}
+        OutputFormat::Text => writeln!(out, "{message}")?,
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(what: &str, if_due: bool) -> RunRequest {
+        RunRequest {
+            what: what.into(),
+            if_due,
+            check_timeout: std::time::Duration::from_secs(5),
+            jobs: 4,
+        }
+    }
+
+    #[tokio::test]
+    async fn if_due_outside_the_window_runs_nothing() {
+        let cfg = Config::default();
+        // 2025-01-16 15:00 IST: no daily health check due (it is at 09:00).
+        let now: jiff::Timestamp = "2025-01-16T09:30:00Z".parse().unwrap();
+        match run(&cfg, &req("daily", true), now, None).await.unwrap() {
+            RunResult::NotDue(m) => {
+                assert!(
+                    m.contains("next daily-health at 2025-01-17 09:00 IST"),
+                    "{m}"
+                )
+            }
+            RunResult::Report(r) => panic!("ran {r:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_and_unimplemented_entries_are_errors() {
+        let cfg = Config::default();
+        let now = jiff::Timestamp::now();
+        let e = run(&cfg, &req("fortnightly", false), now, None)
+            .await
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("daily-health"), "{e:#}");
+        let e = run(&cfg, &req("secret-rotation", false), now, None)
+            .await
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("needs an executor"), "{e:#}");
+    }
+}

@@ -1,0 +1,338 @@
+//! [`CalendarRunner`]: the [`ProcedureRunner`] of the whole calendar, for `tej daemon` (and
+//! `tej run` of the monthly and quarterly entries): the check procedures through
+//! [`super::dispatch::run_procedure`], the monthly and quarterly ones from [`super::monthly`]
+//! and [`super::quarterly`], mutating procedures under an [`Executor`].
+
+use super::context::RunContext;
+use super::monthly::{
+    AuditCommand, CapacityPlanningOptions, CreateBackupStep, DeepMaintenanceOptions,
+    VerifyLatestBackupStep, capacity_planning, deep_maintenance, deep_maintenance_with_backup,
+    procedure_findings, security_audit,
+};
+use super::quarterly::{
+    DrillRequest, DrillRunner, DrillTargets, LogicalDrill, disaster_recovery_drill,
+    secret_rotation_from_context,
+};
+use crate::capacity::{HistoryStore, JsonlHistoryStore};
+use crate::daemon::ProcedureRunner;
+use crate::error::{Result, RunbookError};
+use crate::pg_history::PgHistoryStore;
+use async_trait::async_trait;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tej_core::calendar::ProcedureKind;
+use tej_core::{CalendarEntry, Clock, CommandRunner, Executor, Finding, Report, Severity};
+
+/// Runs every calendar entry's procedure over one [`RunContext`].
+pub struct CalendarRunner {
+    /// What the runs cover.
+    pub ctx: Arc<RunContext>,
+    /// Runs mutating procedures (its guard decides about destructive steps: an unattended
+    /// daemon without `--yes` has them refused and reported).
+    pub executor: Executor,
+    /// Starts external programs (audits, pg_restore).
+    pub runner: Arc<dyn CommandRunner>,
+    /// Where "now" comes from.
+    pub clock: Arc<dyn Clock>,
+    /// Dependency audits of the security audit.
+    pub audit_commands: Vec<AuditCommand>,
+    /// Capacity history: `None` keeps it in the first database's `tej` schema, else in
+    /// `state_dir/capacity-history.jsonl`.
+    pub history: Option<Arc<dyn HistoryStore>>,
+    /// Charts, history file and the like (`[state_dir]`, default `/var/lib/tej`).
+    pub state_dir: PathBuf,
+    /// Deep maintenance options.
+    pub deep_maintenance: DeepMaintenanceOptions,
+    /// Drill targets.
+    pub drill_targets: DrillTargets,
+    /// The drill (default: [`LogicalDrill`] of the first repository onto the first database's server).
+    pub drill: Option<Arc<dyn DrillRunner>>,
+}
+
+impl std::fmt::Debug for CalendarRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CalendarRunner")
+            .field("state_dir", &self.state_dir)
+            .field("audit_commands", &self.audit_commands)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CalendarRunner {
+    /// A runner over `ctx` with defaults: history in PostgreSQL when a database is configured,
+    /// state in `config.state_dir` (else `/var/lib/tej`), no dependency audits.
+    pub fn new(
+        ctx: Arc<RunContext>,
+        executor: Executor,
+        runner: Arc<dyn CommandRunner>,
+        clock: Arc<dyn Clock>,
+    ) -> CalendarRunner {
+        let state_dir = ctx
+            .config
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/var/lib/tej"));
+        CalendarRunner {
+            ctx,
+            executor,
+            runner,
+            clock,
+            audit_commands: Vec::new(),
+            history: None,
+            state_dir,
+            deep_maintenance: DeepMaintenanceOptions::default(),
+            drill_targets: DrillTargets::default(),
+            drill: None,
+        }
+    }
+
+    fn history(&self) -> Arc<dyn HistoryStore> {
+        if let Some(h) = &self.history {
+            return h.clone();
+        }
+        match self.ctx.databases.first() {
+            Some(d) => Arc::new(PgHistoryStore::new(d.admin.clone())),
+            None => Arc::new(JsonlHistoryStore::new(
+                self.state_dir.join("capacity-history.jsonl"),
+            )),
+        }
+    }
+
+    async fn drill(&self) -> Result<Arc<dyn DrillRunner>> {
+        if let Some(d) = &self.drill {
+            return Ok(d.clone());
+        }
+        let err = |m: String| RunbookError::Procedure {
+            entry: "disaster-recovery-drill".into(),
+            message: m,
+        };
+        let repo = self
+            .ctx
+            .repositories
+            .first()
+            .ok_or_else(|| err("no backup repository: set [backup] repositories".into()))?;
+        let repo = repo.repo.get().await.map_err(err)?;
+        let db = self
+            .ctx
+            .config
+            .databases
+            .first()
+            .ok_or_else(|| err("no [[database]] to restore onto".into()))?;
+        let mut server = tej_backup::DbTarget::new(db.url.expose());
+        if let Some(p) = &db.password {
+            server = server.with_password(p.resolve().map_err(|e| err(e.to_string()))?);
+        }
+        Ok(Arc::new(LogicalDrill {
+            runner: self.runner.clone(),
+            repo,
+            server,
+            encryption: self
+                .ctx
+                .config
+                .backup
+                .encryption
+                .as_ref()
+                .map(tej_backup::EncryptionOptions::from_config)
+                .unwrap_or_default(),
+            clock: self.clock.clone(),
+        }))
+    }
+
+    /// Runs the procedure of `kind`.
+    pub async fn run_kind(&self, kind: ProcedureKind) -> Result<Report> {
+        let ctx = self.ctx.as_ref();
+        match kind {
+            ProcedureKind::SecurityAudit => {
+                Ok(security_audit(ctx, self.runner.as_ref(), &self.audit_commands).await)
+            }
+            ProcedureKind::DatabaseDeepMaintenance => {
+                let mut report = Report::new("database-deep-maintenance");
+                let mut repos = Vec::new();
+                for r in &ctx.repositories {
+                    match r.repo.get().await {
+                        Ok(x) => repos.push((*x).clone()),
+                        Err(e) => report.push(
+                            Finding::new("backup.repository", Severity::Critical, e)
+                                .target(r.name.clone()),
+                        ),
+                    }
+                }
+                let encryption = ctx
+                    .config
+                    .backup
+                    .encryption
+                    .as_ref()
+                    .map(tej_backup::EncryptionOptions::from_config)
+                    .unwrap_or_default();
+                for d in &ctx.databases {
+                    let p = match ctx.config.databases.iter().find(|c| c.name == d.name) {
+                        Some(cfg) if !repos.is_empty() => {
+                            let mut target = tej_backup::DbTarget::new(cfg.url.expose());
+                            if let Some(pw) = &cfg.password {
+                                match pw.resolve() {
+                                    Ok(s) => target = target.with_password(s),
+                                    Err(e) => {
+                                        report.push(Finding::new(
+                                            "database-deep-maintenance",
+                                            Severity::Critical,
+                                            format!("read the password of {:?}: {e}", cfg.name),
+                                        ));
+                                        continue;
+                                    }
+                                }
+                            }
+                            let mut options = tej_backup::LogicalBackupOptions::new(target);
+                            options.run.encryption = encryption.clone();
+                            deep_maintenance_with_backup(
+                                d.admin.clone(),
+                                CreateBackupStep {
+                                    runner: self.runner.clone(),
+                                    repos: repos.clone(),
+                                    options,
+                                    clock: self.clock.clone(),
+                                },
+                                Some(VerifyLatestBackupStep {
+                                    runner: self.runner.clone(),
+                                    repo: repos[0].clone(),
+                                    encryption: encryption.clone(),
+                                    clock: self.clock.clone(),
+                                }),
+                                &self.deep_maintenance,
+                            )
+                        }
+                        _ => deep_maintenance(d.admin.clone(), &self.deep_maintenance),
+                    };
+                    let r = self.executor.run(&p).await;
+                    report.extend(procedure_findings(&r, &format!("db:{}", d.name)));
+                }
+                if ctx.databases.is_empty() {
+                    report.push(Finding::new(
+                        "database-deep-maintenance",
+                        Severity::Unknown,
+                        "no [[database]] configured",
+                    ));
+                }
+                Ok(report)
+            }
+            ProcedureKind::CapacityPlanning => {
+                let opts = CapacityPlanningOptions {
+                    chart_dir: Some(self.state_dir.join("capacity")),
+                    ..CapacityPlanningOptions::default()
+                };
+                let (report, _) =
+                    capacity_planning(ctx, self.history().as_ref(), self.clock.as_ref(), &opts)
+                        .await?;
+                Ok(report)
+            }
+            ProcedureKind::SecretRotation => {
+                let p = secret_rotation_from_context(
+                    ctx,
+                    &self.executor.guard,
+                    self.executor.audit.clone(),
+                )
+                .await?;
+                let r = self.executor.run(&p).await;
+                let mut report = Report::new("secret-rotation");
+                report.extend(procedure_findings(&r, "secrets"));
+                Ok(report)
+            }
+            ProcedureKind::DisasterRecoveryDrill => {
+                let drill = match self.drill().await {
+                    Ok(d) => d,
+                    Err(e) => {
+                        let mut r = Report::new("disaster-recovery-drill");
+                        r.push(Finding::new("dr.drill", Severity::Critical, e.to_string()));
+                        return Ok(r);
+                    }
+                };
+                let req = DrillRequest {
+                    sanity_queries: ctx
+                        .config
+                        .databases
+                        .first()
+                        .map(|d| d.sanity_queries.clone())
+                        .unwrap_or_default(),
+                };
+                let (report, _) = disaster_recovery_drill(
+                    drill.as_ref(),
+                    &req,
+                    &self.drill_targets,
+                    Duration::from_secs(6 * 3600),
+                )
+                .await;
+                Ok(report)
+            }
+            other => super::dispatch::run_procedure(other, ctx, self.clock.as_ref()).await,
+        }
+    }
+}
+
+#[async_trait]
+impl ProcedureRunner for CalendarRunner {
+    async fn run(&self, entry: &CalendarEntry) -> Result<Report> {
+        let mut r = self.run_kind(entry.procedure).await?;
+        r.title = entry.id.clone();
+        Ok(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::procedures::quarterly::{DrillSummary, MockDrillRunner};
+    use tej_core::{Calendar, Environment, Fixed, Guard, MockCommandRunner};
+
+    fn runner(ctx: RunContext) -> CalendarRunner {
+        let ex = Executor::new(Guard {
+            environment: Environment::Development,
+            calendar: Calendar::runbook(),
+            clock: Arc::new(tej_core::SystemClock),
+            confirmer: Arc::new(Fixed(false)),
+            override_window: false,
+        });
+        CalendarRunner::new(
+            Arc::new(ctx),
+            ex,
+            Arc::new(MockCommandRunner::new()),
+            Arc::new(tej_core::FakeClock::new(
+                "2025-01-26T09:30:00Z".parse().unwrap(),
+            )),
+        )
+    }
+
+    #[tokio::test]
+    async fn every_calendar_entry_has_a_procedure() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = runner(RunContext::empty(tej_core::Config::default()));
+        r.state_dir = dir.path().to_path_buf();
+        let mut d = MockDrillRunner::new();
+        d.expect_run_drill().returning(|_| {
+            Ok(DrillSummary {
+                kind: "logical".into(),
+                repository: "r".into(),
+                backup_id: "b".into(),
+                restored_into: "x".into(),
+                rto_secs: 1.0,
+                rpo_secs: 3600.0,
+                queries: vec![],
+            })
+        });
+        r.drill = Some(Arc::new(d));
+        for e in &Calendar::runbook().entries {
+            let out = r.run(e).await;
+            match e.procedure {
+                // Needs [secrets]: a clear error, which the daemon reports as critical.
+                ProcedureKind::SecretRotation => {
+                    assert!(out.unwrap_err().to_string().contains("[secrets]"))
+                }
+                _ => {
+                    let rep = out.unwrap_or_else(|err| panic!("{}: {err}", e.id));
+                    assert_eq!(rep.title, e.id);
+                }
+            }
+        }
+        // Capacity planning without a database keeps its history in the state directory.
+        assert!(dir.path().join("capacity-history.jsonl").exists());
+    }
+}

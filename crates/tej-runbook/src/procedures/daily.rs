@@ -1,0 +1,555 @@
+//! The daily health check (the runbook's "System Health Check (Every Morning)"): services, recent
+//! log review, host resources, PostgreSQL, Redis, backups completed (newest backup younger than
+//! 26 h and verified, WAL archiving current), certificate expiry and the custom checks.
+//!
+//! Every part is a [`CheckTask`] run through [`run_checks`]: all at once, each with its own
+//! timeout, bounded per target, so a dead component is one `Unknown`/`Critical` finding naming it
+//! while every other part still reports.
+
+use super::context::RunContext;
+use super::support::{human_secs, retarget, unreachable};
+use crate::runner::{CheckTask, run_checks};
+use jiff::{SignedDuration, Timestamp};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use tej_backup::{BackupSummary, Inventory, WalFileName};
+use tej_core::{Clock, Finding, Metric, Report, Severity, Threshold};
+use tej_db::PgAdmin;
+use tej_db::pg::{HealthOptions, PgValue, check_health};
+use tej_db::redis::{RedisThresholds, redis_health};
+use tej_host::{LogReviewOptions, LogThresholds, ResourceThresholds};
+
+/// Title of the daily report.
+pub const DAILY_TITLE: &str = "daily health check";
+
+/// The tasks of the daily check, in report order (also used by [`daily_health`]).
+pub fn daily_tasks(ctx: &RunContext, now: Timestamp) -> Vec<CheckTask> {
+    let timeout = ctx.options.check_timeout;
+    let mut tasks = Vec::new();
+
+    // 1. Services.
+    if let Some(c) = &ctx.compose {
+        let target = format!("compose:{}", c.project.name);
+        let c = c.clone();
+        let t = target.clone();
+        tasks.push(CheckTask::new(
+            "services.status",
+            "docker",
+            target,
+            timeout,
+            async move {
+                let docker = match c.docker.get().await {
+                    Ok(d) => d,
+                    Err(e) => return vec![unreachable("services.status", &t, "docker engine", &e)],
+                };
+                match c
+                    .project
+                    .status(&*docker.runtime, &*docker.images, now)
+                    .await
+                {
+                    Ok(s) => retarget(s.report().findings, &t),
+                    Err(e) => vec![
+                        Finding::new(
+                            "services.status",
+                            Severity::Critical,
+                            format!(
+                                "cannot read the status of compose project {}: {e}",
+                                c.project.name
+                            ),
+                        )
+                        .target(&t),
+                    ],
+                }
+            },
+        ));
+    }
+
+    // 2. Recent log review.
+    if !ctx.logs.paths.is_empty() {
+        let paths = ctx.logs.paths.clone();
+        let window = ctx.options.log_window;
+        tasks.push(CheckTask::new(
+            "logs.review",
+            "log files",
+            "host",
+            timeout,
+            blocking("logs.review", "host", move || {
+                let opts = LogReviewOptions::window(now, window);
+                match tej_host::review_logs(&paths, &opts) {
+                    Ok(r) => retarget(r.findings(&LogThresholds::default()), "host"),
+                    Err(e) => vec![
+                        Finding::new(
+                            "logs.review",
+                            Severity::Unknown,
+                            format!("cannot review the logs: {e}"),
+                        )
+                        .target("host"),
+                    ],
+                }
+            }),
+        ));
+    }
+
+    // 3. Host resources.
+    {
+        let ropts = ctx.resources.clone();
+        let thresholds = ResourceThresholds::from(&ctx.host);
+        tasks.push(CheckTask::new(
+            "host.resources",
+            "host",
+            "host",
+            timeout,
+            blocking(
+                "host.resources",
+                "host",
+                move || match tej_host::check_resources(&ropts) {
+                    Ok(r) => retarget(tej_host::resource_findings(&r, &thresholds), "host"),
+                    Err(e) => vec![
+                        Finding::new(
+                            "host.resources",
+                            Severity::Unknown,
+                            format!("cannot read host resources: {e}"),
+                        )
+                        .target("host"),
+                    ],
+                },
+            ),
+        ));
+    }
+
+    // 4. PostgreSQL, and its WAL archiving (part of "backups completed").
+    for d in &ctx.databases {
+        let target = format!("db:{}", d.name);
+        let admin = d.admin.clone();
+        let t = target.clone();
+        tasks.push(CheckTask::new(
+            "postgres.health",
+            format!("postgres {}", d.name),
+            target.clone(),
+            timeout,
+            async move {
+                let r = check_health(&*admin, &HealthOptions::default()).await;
+                retarget(r.findings, &t)
+            },
+        ));
+        let admin = d.admin.clone();
+        let t = target.clone();
+        let max_age = ctx.options.wal_archive_max_age;
+        tasks.push(CheckTask::new(
+            "backups.wal-archiving",
+            format!("postgres {}", d.name),
+            target,
+            timeout,
+            async move { vec![wal_archiving(&*admin, &t, max_age).await] },
+        ));
+    }
+
+    // 5. Redis.
+    for r in &ctx.redis {
+        let target = format!("redis:{}", r.name);
+        let client = r.client.clone();
+        let t = target.clone();
+        tasks.push(CheckTask::new(
+            "redis.health",
+            format!("redis {}", r.name),
+            target,
+            timeout,
+            async move {
+                let admin = match client.get().await {
+                    Ok(a) => a,
+                    Err(e) => return vec![unreachable("redis.ping", &t, "redis", &e)],
+                };
+                let (_, findings) = redis_health(&*admin, &RedisThresholds::default(), &t).await;
+                retarget(findings, &t)
+            },
+        ));
+    }
+
+    // 6. Backups completed.
+    for repo in &ctx.repositories {
+        let target = format!("repo:{}", repo.name);
+        let lazy = repo.repo.clone();
+        let t = target.clone();
+        let max_age = ctx.options.backup_max_age;
+        tasks.push(CheckTask::new(
+            "backups.recent",
+            format!("backup repository {}", repo.name),
+            target,
+            timeout,
+            async move {
+                let repo = match lazy.get().await {
+                    Ok(r) => r,
+                    Err(e) => return vec![unreachable("backups.recent", &t, "repository", &e)],
+                };
+                match repo.inventory().await {
+                    Ok(inv) => backup_freshness(&inv, &t, now, max_age),
+                    Err(e) => vec![
+                        Finding::new(
+                            "backups.recent",
+                            Severity::Critical,
+                            format!("cannot list the backups: {e}"),
+                        )
+                        .target(&t),
+                    ],
+                }
+            },
+        ));
+    }
+
+    // 7. Certificates.
+    for ep in &ctx.tls {
+        let target = format!("tls:{}", ep.endpoint);
+        let prober = ctx.tls_prober.clone();
+        let ep = ep.clone();
+        let t = target.clone();
+        tasks.push(CheckTask::new(
+            "tls.expiry",
+            format!("TLS endpoint {}", ep.endpoint),
+            target,
+            timeout,
+            async move { retarget(prober.probe(&ep).await, &t) },
+        ));
+    }
+
+    // 8. Custom checks.
+    tasks.extend(custom_check_tasks(ctx, |_| true));
+    tasks
+}
+
+/// Tasks for the custom checks `select` keeps, one per check, targeted at what each queries.
+pub fn custom_check_tasks(
+    ctx: &RunContext,
+    select: impl Fn(&tej_core::CustomCheckConfig) -> bool,
+) -> Vec<CheckTask> {
+    let opts = ctx.custom_check_options();
+    let queries = ctx.query_runner();
+    ctx.config
+        .checks
+        .iter()
+        .filter(|c| select(c))
+        .map(|check| {
+            let target = if check.sql.is_some() {
+                check
+                    .database
+                    .clone()
+                    .or_else(|| opts.default_database.clone())
+                    .map(|d| format!("db:{d}"))
+            } else {
+                check
+                    .redis_instance
+                    .clone()
+                    .or_else(|| opts.default_redis.clone())
+                    .map(|r| format!("redis:{r}"))
+            }
+            .unwrap_or_else(|| "custom".into());
+            let check = check.clone();
+            let opts = opts.clone();
+            let queries = queries.clone();
+            CheckTask::new(
+                format!("custom.{}", check.name),
+                target.clone(),
+                target,
+                // The check's own timeout answers first, with its own message.
+                opts.timeout + std::time::Duration::from_secs(1),
+                async move {
+                    vec![
+                        crate::custom_checks::evaluate_custom_check(&*queries, &check, &opts).await,
+                    ]
+                },
+            )
+        })
+        .collect()
+}
+
+/// Runs a blocking closure on tokio's blocking pool; a panic becomes an `Unknown` finding.
+pub(crate) async fn blocking(
+    check: &'static str,
+    target: &'static str,
+    f: impl FnOnce() -> Vec<Finding> + Send + 'static,
+) -> Vec<Finding> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => v,
+        Err(_) => vec![
+            Finding::new(
+                check,
+                Severity::Unknown,
+                format!("{check} did not complete"),
+            )
+            .target(target),
+        ],
+    }
+}
+
+/// The daily health check over every target of `ctx`, at `clock`'s time.
+pub async fn daily_health(ctx: &RunContext, clock: &dyn Clock) -> Report {
+    let now = clock.now();
+    let findings = run_checks(daily_tasks(ctx, now), ctx.options.runner).await;
+    Report {
+        title: DAILY_TITLE.into(),
+        findings,
+    }
+}
+
+/// "Backups completed" for one repository: per database (and for file backups), the newest
+/// backup must be younger than `max_age` and verified good. Target `target`.
+pub fn backup_freshness(
+    inv: &Inventory,
+    target: &str,
+    now: Timestamp,
+    max_age: SignedDuration,
+) -> Vec<Finding> {
+    let mut newest: BTreeMap<String, &BackupSummary> = BTreeMap::new();
+    for b in &inv.backups {
+        let key = b.database.clone().unwrap_or_else(|| "files".into());
+        match newest.get(&key) {
+            Some(cur) if cur.finished_at >= b.finished_at => {}
+            _ => {
+                newest.insert(key, b);
+            }
+        }
+    }
+    if newest.is_empty() {
+        let mut f = Finding::new(
+            "backups.recent",
+            Severity::Critical,
+            "no finished backup in the repository",
+        )
+        .target(target);
+        if let Some(run) = inv.incomplete.first() {
+            f = f.detail(format!(
+                "last run {} did not finish{}",
+                run.id,
+                run.failure
+                    .as_ref()
+                    .map(|r| format!(": {}", r.reason))
+                    .unwrap_or_default()
+            ));
+        }
+        return vec![f];
+    }
+    let limit_h = max_age.as_secs_f64() / 3600.0;
+    let mut out = Vec::new();
+    for (what, b) in newest {
+        let age_s = now.duration_since(b.finished_at).as_secs_f64();
+        let age_h = age_s / 3600.0;
+        let fresh = age_s < max_age.as_secs_f64();
+        let (sev, verdict) = match (&b.verification, fresh) {
+            (_, false) => (
+                Severity::Critical,
+                format!("older than {limit_h:.0} h: the last daily backup did not complete"),
+            ),
+            (None, true) => (Severity::Warning, "not verified yet".to_string()),
+            (Some(v), true) if !v.ok => (
+                Severity::Critical,
+                format!(
+                    "verification failed at {}: {}",
+                    v.at,
+                    v.error.as_deref().unwrap_or("unknown error")
+                ),
+            ),
+            (Some(v), true) => (
+                Severity::Ok,
+                format!(
+                    "verified at {}{}",
+                    v.at,
+                    if v.restore_tested {
+                        " with a restore test"
+                    } else {
+                        ""
+                    }
+                ),
+            ),
+        };
+        let mut f = Finding::new(
+            "backups.recent",
+            sev,
+            format!(
+                "newest backup of {what}: {} finished {} ago, {verdict}",
+                b.id,
+                human_secs(age_s)
+            ),
+        )
+        .target(target)
+        .metric(
+            Metric::new("backup_age_hours", age_h, "h")
+                .with_threshold(Threshold::above(limit_h, limit_h))
+                .label("database", what.clone()),
+        );
+        if let Some(run) = inv
+            .incomplete
+            .iter()
+            .find(|r| r.id.as_str() > b.id.as_str())
+        {
+            f = f.detail(format!(
+                "a later run {} did not finish{}",
+                run.id,
+                run.failure
+                    .as_ref()
+                    .map(|r| format!(": {}", r.reason))
+                    .unwrap_or_default()
+            ));
+        }
+        out.push(f);
+    }
+    out
+}
+
+/// `pg_stat_archiver` with ages measured by the server's clock.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ArchiverState {
+    /// `archive_mode`.
+    pub archive_mode: String,
+    /// WAL files archived since the statistics were reset.
+    pub archived_count: i64,
+    /// Last WAL file archived.
+    pub last_archived_wal: Option<String>,
+    /// Seconds since the last successful archive.
+    pub archived_age_s: Option<f64>,
+    /// Failed attempts since the statistics were reset.
+    pub failed_count: i64,
+    /// Seconds since the last failure.
+    pub failed_age_s: Option<f64>,
+    /// The last attempt failed (a failure after the last success).
+    pub failing: bool,
+    /// The WAL file being written (none on a standby).
+    pub current_wal: Option<String>,
+    /// `wal_segment_size` in bytes.
+    pub segment_size: i64,
+}
+
+/// The query behind [`ArchiverState`].
+pub const ARCHIVER_STATE_SQL: &str = "SELECT current_setting('archive_mode') AS archive_mode, \
+ archived_count::int8 AS archived_count, last_archived_wal, \
+ extract(epoch FROM now() - last_archived_time)::float8 AS archived_age_s, \
+ failed_count::int8 AS failed_count, \
+ extract(epoch FROM now() - last_failed_time)::float8 AS failed_age_s, \
+ (last_failed_time IS NOT NULL AND (last_archived_time IS NULL OR last_failed_time > last_archived_time)) AS failing, \
+ CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_walfile_name(pg_current_wal_lsn()) END AS current_wal, \
+ pg_size_bytes(current_setting('wal_segment_size'))::int8 AS segment_size \
+ FROM pg_stat_archiver";
+
+fn archiver_state(rows: &[tej_db::pg::PgRow]) -> Result<ArchiverState, String> {
+    let r = rows.first().ok_or("pg_stat_archiver returned no row")?;
+    let e = |e: tej_db::DbError| e.to_string();
+    Ok(ArchiverState {
+        archive_mode: r.str("archive_mode").map_err(e)?,
+        archived_count: r.i64("archived_count").map_err(e)?,
+        last_archived_wal: r.opt_str("last_archived_wal").map_err(e)?,
+        archived_age_s: r.opt_f64("archived_age_s").map_err(e)?,
+        failed_count: r.i64("failed_count").map_err(e)?,
+        failed_age_s: r.opt_f64("failed_age_s").map_err(e)?,
+        failing: matches!(r.get("failing"), Some(PgValue::Bool(true))),
+        current_wal: r.opt_str("current_wal").map_err(e)?,
+        segment_size: r.i64("segment_size").map_err(e)?,
+    })
+}
+
+/// WAL archiving current: on, not failing, and no completed segment waiting longer than
+/// `max_age`. Failures within the last day that have since recovered are a warning.
+pub fn wal_archiving_finding(s: &ArchiverState, target: &str, max_age: SignedDuration) -> Finding {
+    let check = "backups.wal-archiving";
+    let seg = u64::try_from(s.segment_size).unwrap_or(16 << 20);
+    let segno = |n: &Option<String>| {
+        n.as_deref()
+            .and_then(|n| WalFileName::parse(n, seg).ok())
+            .and_then(|w| w.segment())
+    };
+    // Completed segments not archived yet (the current one is still being written).
+    let pending = match (segno(&s.current_wal), segno(&s.last_archived_wal)) {
+        (Some(cur), Some(last)) => Some(cur.saturating_sub(last).saturating_sub(1)),
+        (Some(cur), None) => Some(cur.saturating_sub(1)),
+        _ => None,
+    };
+    let metrics = |f: Finding| {
+        let mut f = f.target(target).metric(Metric::new(
+            "wal_archive_failed_count",
+            s.failed_count as f64,
+            "",
+        ));
+        if let Some(a) = s.archived_age_s {
+            f = f.metric(Metric::new("wal_last_archived_age_seconds", a, "s"));
+        }
+        if let Some(p) = pending {
+            f = f.metric(Metric::new("wal_segments_pending", p as f64, ""));
+        }
+        f
+    };
+    if s.archive_mode == "off" {
+        return metrics(Finding::new(
+            check,
+            Severity::Warning,
+            "WAL archiving is off (archive_mode = off): no point-in-time recovery between backups",
+        ));
+    }
+    if s.failing {
+        return metrics(Finding::new(
+            check,
+            Severity::Critical,
+            format!(
+                "WAL archiving is failing: {} failures, last {} ago; WAL piles up in pg_wal",
+                s.failed_count,
+                s.failed_age_s.map(human_secs).unwrap_or_else(|| "?".into())
+            ),
+        ));
+    }
+    let stale = match (pending, s.archived_age_s) {
+        (Some(p), Some(age)) => p > 0 && age > max_age.as_secs_f64(),
+        (Some(p), None) => p > 0,
+        _ => false,
+    };
+    if stale {
+        return metrics(Finding::new(
+            check,
+            Severity::Critical,
+            format!(
+                "WAL archiving is behind: {} completed segment(s) waiting, last archived {}",
+                pending.unwrap_or(0),
+                s.archived_age_s
+                    .map(|a| format!("{} ago", human_secs(a)))
+                    .unwrap_or_else(|| "never".into())
+            ),
+        ));
+    }
+    if s.failed_age_s.is_some_and(|a| a < 86_400.0) {
+        return metrics(Finding::new(
+            check,
+            Severity::Warning,
+            format!(
+                "WAL archiving recovered, but failed within the last day (last failure {} ago, {} failures in all)",
+                s.failed_age_s.map(human_secs).unwrap_or_default(),
+                s.failed_count
+            ),
+        ));
+    }
+    metrics(Finding::ok(
+        check,
+        format!(
+            "WAL archiving current: {} archived, last {}{}",
+            s.archived_count,
+            s.last_archived_wal.as_deref().unwrap_or("-"),
+            s.archived_age_s
+                .map(|a| format!(" {} ago", human_secs(a)))
+                .unwrap_or_default()
+        ),
+    ))
+}
+
+async fn wal_archiving(admin: &dyn PgAdmin, target: &str, max_age: SignedDuration) -> Finding {
+    match admin.query(ARCHIVER_STATE_SQL, &[]).await {
+        Ok(rows) => match archiver_state(&rows) {
+            Ok(s) => wal_archiving_finding(&s, target, max_age),
+            Err(e) => Finding::new(
+                "backups.wal-archiving",
+                Severity::Unknown,
+                format!("unexpected pg_stat_archiver reply: {e}"),
+            )
+            .target(target),
+        },
+        Err(e) => Finding::new(
+            "backups.wal-archiving",
+            Severity::Critical,
+            format!("cannot read pg_stat_archiver: {e}"),
+        )
+        .target(target),
+    }
+}

@@ -1,0 +1,129 @@
+//! Small helpers shared by the procedures.
+
+use crate::error::{Result, RunbookError};
+use tej_db::pg::PgValue;
+use tej_db::redis::RedisConnectOptions;
+
+/// A numeric SQL value as `f64` (integers, floats, numeric rendered as text, booleans as 0/1).
+pub(crate) fn pg_value_f64(v: &PgValue) -> Option<f64> {
+    match v {
+        PgValue::Int(i) => Some(*i as f64),
+        PgValue::Float(f) => Some(*f),
+        PgValue::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
+        PgValue::Text(t) => t.trim().parse().ok(),
+        PgValue::Null => None,
+    }
+}
+
+/// Runs one Redis command on its own connection and returns its integer reply.
+pub(crate) async fn redis_integer(opts: &RedisConnectOptions, argv: &[String]) -> Result<f64> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut redactor = tej_core::Redactor::new();
+    if let Some(p) = &opts.password {
+        redactor.add(p);
+    }
+    let clean = |e: redis::RedisError| {
+        RunbookError::Query(
+            redactor.redact(&tej_core::secret::redact_url_passwords(&e.to_string())),
+        )
+    };
+    let (name, args) = argv
+        .split_first()
+        .ok_or_else(|| RunbookError::Query("empty Redis command".into()))?;
+    let info = redis::IntoConnectionInfo::into_connection_info(opts.url.as_str()).map_err(clean)?;
+    let mut settings = info.redis_settings().clone();
+    if let Some(u) = &opts.username {
+        settings = settings.set_username(u);
+    }
+    if let Some(p) = &opts.password {
+        settings = settings.set_password(p.expose());
+    }
+    if let Some(db) = opts.db {
+        settings = settings.set_db(db);
+    }
+    let info = info.set_redis_settings(settings);
+    let client = redis::Client::open(info).map_err(clean)?;
+    let fut = async {
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(clean)?;
+        let mut cmd = redis::cmd(name);
+        for a in args {
+            cmd.arg(a);
+        }
+        let v: redis::Value = cmd.query_async(&mut conn).await.map_err(clean)?;
+        match v {
+            redis::Value::Int(i) => Ok(i as f64),
+            redis::Value::Double(d) => Ok(d),
+            redis::Value::BulkString(b) => std::str::from_utf8(&b)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .ok_or_else(|| RunbookError::Query("the reply is not a number".into())),
+            redis::Value::SimpleString(s) => s
+                .trim()
+                .parse()
+                .map_err(|_| RunbookError::Query("the reply is not a number".into())),
+            other => Err(RunbookError::Query(format!(
+                "expected an integer reply, got {}",
+                match other {
+                    redis::Value::Nil => "nil",
+                    redis::Value::Array(_) => "an array",
+                    redis::Value::ServerError(_) => "an error",
+                    _ => "another type",
+                }
+            ))),
+        }
+    };
+    tokio::time::timeout(opts.timeout, fut)
+        .await
+        .map_err(|_| RunbookError::Timeout {
+            what: format!("redis {}", opts.redacted_url()),
+            after: opts.timeout,
+        })?
+}
+
+/// Sets every finding's target to `target` (the name the configuration gives the component).
+pub(crate) fn retarget(findings: Vec<tej_core::Finding>, target: &str) -> Vec<tej_core::Finding> {
+    findings
+        .into_iter()
+        .map(|mut f| {
+            if f.target != target {
+                if !f.target.is_empty() && f.detail.is_none() {
+                    f.detail = Some(format!("at {}", f.target));
+                }
+                f.target = target.to_string();
+            }
+            f
+        })
+        .collect()
+}
+
+/// The critical finding of a component that could not be reached.
+pub(crate) fn unreachable(
+    check: &str,
+    target: &str,
+    what: &str,
+    reason: &str,
+) -> tej_core::Finding {
+    tej_core::Finding::new(
+        check,
+        tej_core::Severity::Critical,
+        format!("{what} unreachable: {reason}"),
+    )
+    .target(target)
+}
+
+/// A human duration (`3h 12m`, `2d 4h`, `45s`).
+pub(crate) fn human_secs(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    if s < 60 {
+        format!("{s}s")
+    } else if s < 3600 {
+        format!("{}m {}s", s / 60, s % 60)
+    } else if s < 2 * 86_400 {
+        format!("{}h {}m", s / 3600, (s % 3600) / 60)
+    } else {
+        format!("{}d {}h", s / 86_400, (s % 86_400) / 3600)
+    }
+}

@@ -1,0 +1,568 @@
+//! The weekly full audit (the runbook's "Full System Audit", "Security Review" and "Performance
+//! Optimization", every Sunday): PostgreSQL sizes, bloat, indexes and slow queries; Redis memory,
+//! fragmentation and big keys; the newest backup of each repository verified (with a restore
+//! test when configured); what a cleanup would remove (dry run); a security review of the logs
+//! (failed logins, SQL-injection probes, rate-limit hits, one address flooding), certificates
+//! and backup encryption.
+
+use super::access_log::{AccessLogStats, analyze_access_log};
+use super::context::RunContext;
+use super::daily::blocking;
+use super::support::{retarget, unreachable};
+use crate::runner::{CheckTask, run_checks};
+use jiff::{SignedDuration, Timestamp};
+use tej_backup::{EncryptionOptions, PruneOptions, RetentionPolicy, VerifyOptions, list_backups};
+use tej_core::{Clock, FakeClock, Finding, Metric, Report, Severity, Threshold};
+use tej_db::pg::{WeeklyAuditOptions, weekly_audit as pg_weekly_audit};
+use tej_db::redis::{BigKeysOptions, BigKeysReport, RedisThresholds, find_big_keys, redis_health};
+use tej_host::{CleanupOptions, LogReviewOptions, LogThresholds, plan_cleanup};
+
+/// Title of the weekly report.
+pub const WEEKLY_TITLE: &str = "weekly audit";
+
+/// The window of the weekly reviews.
+pub const WEEK: SignedDuration = SignedDuration::from_hours(7 * 24);
+
+/// Logs older than this many days are what the weekly cleanup removes (the runbook's `-mtime +30`).
+pub const LOG_RETENTION_DAYS: u32 = 30;
+
+/// A key this big (bytes) is a warning; ten times this, critical.
+pub const BIG_KEY_BYTES: u64 = 10 << 20;
+
+/// The finding on a big-keys scan.
+pub fn big_keys_finding(r: &BigKeysReport, target: &str) -> Finding {
+    let biggest = r.top.first();
+    let bytes = biggest.map(|k| k.bytes).unwrap_or(0) as f64;
+    let t = Threshold::above(BIG_KEY_BYTES as f64, BIG_KEY_BYTES as f64 * 10.0);
+    let summary = match biggest {
+        Some(k) => format!(
+            "biggest key {:?} ({}) uses {}; {} keys measured{}",
+            k.key,
+            k.kind,
+            tej_db::pg::human_bytes(k.bytes as f64),
+            r.scanned,
+            if r.complete {
+                ""
+            } else {
+                " (scan stopped early)"
+            }
+        ),
+        None => format!("no keys ({} measured)", r.scanned),
+    };
+    let mut f = Finding::measured(
+        "redis.big-keys",
+        "redis_biggest_key_bytes",
+        bytes,
+        "B",
+        t,
+        summary,
+    )
+    .target(target);
+    if r.top.len() > 1 {
+        f = f.detail(
+            r.top
+                .iter()
+                .take(5)
+                .map(|k| format!("{} {} {}", k.key, k.kind, k.bytes))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        );
+    }
+    f
+}
+
+/// The security review of access-log statistics over the week.
+pub fn security_findings(s: &AccessLogStats, target: &str) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let addrs = |v: &[super::access_log::AddressRequests]| {
+        v.iter()
+            .take(5)
+            .map(|a| format!("{} ({})", a.addr, a.count))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    // Failed logins.
+    let lt = LogThresholds::default();
+    let mut f = Finding::measured(
+        "security.failed-logins",
+        "failed_logins",
+        s.failed_logins as f64,
+        "",
+        Threshold::above(lt.failed_login_warn as f64, lt.failed_login_crit as f64),
+        format!("{} failed logins in the access log", s.failed_logins),
+    )
+    .target(target);
+    let brute: Vec<_> = s
+        .failed_logins_by_address
+        .iter()
+        .filter(|a| a.count >= lt.brute_force_threshold)
+        .cloned()
+        .collect();
+    if !brute.is_empty() {
+        f.severity = f.severity.worst(Severity::Warning);
+        f.summary
+            .push_str(&format!("; brute force from {}", addrs(&brute)));
+    } else if !s.failed_logins_by_address.is_empty() {
+        f = f.detail(format!("most from {}", addrs(&s.failed_logins_by_address)));
+    }
+    out.push(f);
+    // SQL injection.
+    let f = if s.sql_injection == 0 {
+        Finding::ok("security.sql-injection", "no SQL-injection patterns in requests")
+    } else {
+        let errored = s
+            .sql_injection_examples
+            .iter()
+            .any(|e| (500..600).contains(&e.status));
+        Finding::new(
+            "security.sql-injection",
+            if errored {
+                Severity::Critical
+            } else {
+                Severity::Warning
+            },
+            format!(
+                "{} requests with SQL-injection patterns{}",
+                s.sql_injection,
+                if errored {
+                    "; some made the application fail (5xx): check those endpoints for unescaped SQL"
+                } else {
+                    ""
+                }
+            ),
+        )
+        .detail(
+            s.sql_injection_examples
+                .iter()
+                .map(|e| format!("{} {} {:?} -> {}", e.addr, e.pattern, e.path, e.status))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    }
+    .target(target)
+    .metric(Metric::new("sql_injection_requests", s.sql_injection as f64, ""));
+    out.push(f);
+    // Rate limiting.
+    let mut f = Finding::measured(
+        "security.rate-limit",
+        "rate_limited_requests",
+        s.rate_limited as f64,
+        "",
+        Threshold::above(100.0, 10_000.0),
+        format!("{} requests rate limited (429)", s.rate_limited),
+    )
+    .target(target);
+    if !s.rate_limited_by_address.is_empty() {
+        f = f.detail(format!("most from {}", addrs(&s.rate_limited_by_address)));
+    }
+    out.push(f);
+    // One address flooding (a DDoS pattern).
+    if let Some(top) = s.top_addresses.first() {
+        let share = top.count as f64 * 100.0 / s.requests.max(1) as f64;
+        let flooding = s.requests >= 1000 && share >= 20.0;
+        out.push(
+            Finding::new(
+                "security.traffic-anomaly",
+                if flooding {
+                    Severity::Warning
+                } else {
+                    Severity::Ok
+                },
+                format!(
+                    "busiest address {} sent {:.1}% of {} requests{}",
+                    top.addr,
+                    share,
+                    s.requests,
+                    if flooding {
+                        ": check for a DoS pattern"
+                    } else {
+                        ""
+                    }
+                ),
+            )
+            .target(target)
+            .detail(format!("top addresses: {}", addrs(&s.top_addresses))),
+        );
+    }
+    out
+}
+
+/// Backup encryption on: configured, and the newest backup actually encrypted. An S3 (off-site)
+/// repository without encryption is critical, a local one a warning.
+pub fn encryption_finding(
+    configured: bool,
+    is_remote: bool,
+    newest_encrypted: Option<bool>,
+    target: &str,
+) -> Finding {
+    let check = "security.backup-encryption";
+    match (configured, newest_encrypted) {
+        (true, Some(false)) => Finding::new(
+            check,
+            Severity::Critical,
+            "encryption is configured but the newest backup is not encrypted",
+        ),
+        (true, _) => Finding::ok(check, "backups are encrypted (age)"),
+        (false, _) => Finding::new(
+            check,
+            if is_remote {
+                Severity::Critical
+            } else {
+                Severity::Warning
+            },
+            "backups are not encrypted: set [backup.encryption] recipients in tej.toml",
+        ),
+    }
+    .target(target)
+}
+
+/// The tasks of the weekly audit, in report order.
+pub fn weekly_tasks(ctx: &RunContext, now: Timestamp) -> Vec<CheckTask> {
+    let timeout = ctx.options.check_timeout;
+    let mut tasks = Vec::new();
+
+    // 1.1 Database maintenance audit.
+    for d in &ctx.databases {
+        let target = format!("db:{}", d.name);
+        let admin = d.admin.clone();
+        let t = target.clone();
+        tasks.push(CheckTask::new(
+            "postgres.weekly-audit",
+            format!("postgres {}", d.name),
+            target,
+            timeout,
+            async move {
+                let a = pg_weekly_audit(&*admin, &WeeklyAuditOptions::default()).await;
+                retarget(a.findings, &t)
+            },
+        ));
+    }
+
+    // 1.2 Redis memory, fragmentation and big keys.
+    for r in &ctx.redis {
+        let target = format!("redis:{}", r.name);
+        let client = r.client.clone();
+        let t = target.clone();
+        tasks.push(CheckTask::new(
+            "redis.weekly-audit",
+            format!("redis {}", r.name),
+            target,
+            timeout,
+            async move {
+                let admin = match client.get().await {
+                    Ok(a) => a,
+                    Err(e) => return vec![unreachable("redis.ping", &t, "redis", &e)],
+                };
+                let (_, mut findings) =
+                    redis_health(&*admin, &RedisThresholds::default(), &t).await;
+                match find_big_keys(&*admin, &BigKeysOptions::default()).await {
+                    Ok(r) => findings.push(big_keys_finding(&r, &t)),
+                    Err(e) => findings.push(
+                        Finding::new(
+                            "redis.big-keys",
+                            Severity::Unknown,
+                            format!("cannot scan for big keys: {e}"),
+                        )
+                        .target(&t),
+                    ),
+                }
+                retarget(findings, &t)
+            },
+        ));
+    }
+
+    // Backups: verify the newest, encryption on, and what retention would remove.
+    let enc = ctx.config.backup.encryption.clone();
+    for repo in &ctx.repositories {
+        let target = format!("repo:{}", repo.name);
+        let lazy = repo.repo.clone();
+        let t = target.clone();
+        let commands = ctx.commands.clone();
+        let restore_test = ctx.options.restore_test.clone();
+        let enc = enc.clone();
+        let policy = RetentionPolicy::from_config(&ctx.config.backup.retention);
+        tasks.push(CheckTask::new(
+            "backups.verify",
+            format!("backup repository {}", repo.name),
+            target,
+            timeout,
+            async move {
+                let repo = match lazy.get().await {
+                    Ok(r) => r,
+                    Err(e) => return vec![unreachable("backups.verify", &t, "repository", &e)],
+                };
+                let mut out = Vec::new();
+                let newest = match list_backups(&repo).await {
+                    Ok(b) => b.into_iter().next(),
+                    Err(e) => {
+                        return vec![
+                            Finding::new(
+                                "backups.verify",
+                                Severity::Critical,
+                                format!("cannot list the backups: {e}"),
+                            )
+                            .target(&t),
+                        ];
+                    }
+                };
+                match &newest {
+                    None => out.push(
+                        Finding::new(
+                            "backups.verify",
+                            Severity::Critical,
+                            "no finished backup to verify",
+                        )
+                        .target(&t),
+                    ),
+                    Some(b) => {
+                        let opts = VerifyOptions {
+                            encryption: enc
+                                .as_ref()
+                                .map(EncryptionOptions::from_config)
+                                .unwrap_or_default(),
+                            record: true,
+                            restore_test,
+                            progress: None,
+                        };
+                        let clock = FakeClock::new(now);
+                        let id = b.id.to_string();
+                        out.push(
+                            match tej_backup::verify_backup(&*commands, &repo, &id, &opts, &clock)
+                                .await
+                            {
+                                Ok(v) => Finding::ok(
+                                    "backups.verify",
+                                    format!(
+                                        "newest backup {} verified: {} objects read back{}",
+                                        v.id,
+                                        v.objects.len(),
+                                        v.restore_test
+                                            .as_ref()
+                                            .map(|r| format!(
+                                                ", restored in {:.1} s and {} sanity queries passed",
+                                                r.restore_secs,
+                                                r.queries.len()
+                                            ))
+                                            .unwrap_or_default()
+                                    ),
+                                ),
+                                Err(e) => Finding::new(
+                                    "backups.verify",
+                                    Severity::Critical,
+                                    format!("newest backup {id} failed verification: {e}"),
+                                ),
+                            }
+                            .target(&t),
+                        );
+                    }
+                }
+                let prune_opts = PruneOptions {
+                    policy,
+                    dry_run: true,
+                    ..PruneOptions::default()
+                };
+                out.push(
+                    match tej_backup::prune(&repo, &prune_opts, &FakeClock::new(now)).await {
+                        Ok(p) => {
+                            let expired: Vec<String> = p
+                                .plan
+                                .decisions
+                                .iter()
+                                .filter(|d| !d.keep)
+                                .map(|d| d.id.to_string())
+                                .collect();
+                            let mut f = Finding::ok(
+                                "cleanup.backups",
+                                match &p.plan.blocked {
+                                    Some(why) => format!("retention would remove nothing: {why}"),
+                                    None => format!(
+                                        "retention would remove {} of {} backups (dry run)",
+                                        expired.len(),
+                                        p.plan.decisions.len()
+                                    ),
+                                },
+                            );
+                            if !expired.is_empty() {
+                                f = f.detail(expired.join("\n"));
+                            }
+                            f
+                        }
+                        Err(e) => Finding::new(
+                            "cleanup.backups",
+                            Severity::Unknown,
+                            format!("cannot plan retention: {e}"),
+                        ),
+                    }
+                    .target(&t),
+                );
+                out
+            },
+        ));
+    }
+
+    // Backup encryption on (part of the security review).
+    for repo in &ctx.repositories {
+        let target = format!("repo:{}", repo.name);
+        let lazy = repo.repo.clone();
+        let t = target.clone();
+        let configured = ctx.config.backup.encryption.is_some();
+        let remote = repo.name.starts_with("s3://");
+        tasks.push(CheckTask::new(
+            "security.backup-encryption",
+            format!("backup repository {}", repo.name),
+            target,
+            timeout,
+            async move {
+                let newest = match lazy.get().await {
+                    Ok(r) => list_backups(&r)
+                        .await
+                        .ok()
+                        .and_then(|b| b.into_iter().next()),
+                    Err(_) => None,
+                };
+                vec![encryption_finding(
+                    configured,
+                    remote,
+                    newest.map(|b| b.encrypted),
+                    &t,
+                )]
+            },
+        ));
+    }
+
+    // 1.3 Disk cleanup plan for the log directories (dry run).
+    let dirs: Vec<_> = ctx
+        .logs
+        .paths
+        .iter()
+        .filter(|p| p.is_dir())
+        .cloned()
+        .collect();
+    if !dirs.is_empty() {
+        tasks.push(CheckTask::new(
+            "cleanup.logs",
+            "log files",
+            "host",
+            timeout,
+            blocking("cleanup.logs", "host", move || {
+                dirs.iter()
+                    .map(|d| {
+                        let mut opts = CleanupOptions::new(d, "*.log*", LOG_RETENTION_DAYS);
+                        opts.now = Some(now);
+                        match plan_cleanup(&opts) {
+                            Ok(p) => Finding::ok(
+                                "cleanup.logs",
+                                format!(
+                                    "cleanup would remove {} log files older than {} days under {} ({}; dry run)",
+                                    p.delete.len(),
+                                    LOG_RETENTION_DAYS,
+                                    d.display(),
+                                    tej_db::pg::human_bytes(p.bytes_freed as f64)
+                                ),
+                            )
+                            .metric(Metric::new("cleanup_bytes", p.bytes_freed as f64, "B")),
+                            Err(e) => Finding::new(
+                                "cleanup.logs",
+                                Severity::Unknown,
+                                format!("cannot plan the cleanup of {}: {e}", d.display()),
+                            ),
+                        }
+                        .target("host")
+                    })
+                    .collect()
+            }),
+        ));
+    }
+
+    // 2. Security review: application logs and the access log over the week.
+    if !ctx.logs.paths.is_empty() {
+        let paths = ctx.logs.paths.clone();
+        tasks.push(CheckTask::new(
+            "security.app-logs",
+            "log files",
+            "host",
+            timeout,
+            blocking("security.app-logs", "host", move || {
+                let opts = LogReviewOptions::window(now, WEEK);
+                match tej_host::review_logs(&paths, &opts) {
+                    Ok(r) => retarget(r.findings(&LogThresholds::default()), "host"),
+                    Err(e) => vec![
+                        Finding::new(
+                            "security.app-logs",
+                            Severity::Unknown,
+                            format!("cannot review the logs: {e}"),
+                        )
+                        .target("host"),
+                    ],
+                }
+            }),
+        ));
+    }
+    if let Some(log) = ctx.logs.access_log.clone() {
+        let since = now.checked_sub(WEEK).ok();
+        tasks.push(CheckTask::new(
+            "security.access-log",
+            "access log",
+            "api",
+            timeout,
+            blocking(
+                "security.access-log",
+                "api",
+                move || match analyze_access_log(&log, since, now) {
+                    Ok(s) => security_findings(&s, "api"),
+                    Err(e) => vec![
+                        Finding::new(
+                            "security.access-log",
+                            Severity::Unknown,
+                            format!("cannot read the access log: {e}"),
+                        )
+                        .target("api"),
+                    ],
+                },
+            ),
+        ));
+    }
+    for ep in &ctx.tls {
+        let target = format!("tls:{}", ep.endpoint);
+        let prober = ctx.tls_prober.clone();
+        let ep = ep.clone();
+        let t = target.clone();
+        tasks.push(CheckTask::new(
+            "tls.expiry",
+            format!("TLS endpoint {}", ep.endpoint),
+            target,
+            timeout,
+            async move { retarget(prober.probe(&ep).await, &t) },
+        ));
+    }
+    tasks
+}
+
+/// Checks of the Sunday 15:00 security review (a subset of the weekly audit): logs, access
+/// log, certificates, backup encryption.
+pub fn is_security_check(check: &str) -> bool {
+    check.starts_with("security.") || check.starts_with("tls.")
+}
+
+/// The Sunday 15:00 security review alone: failed logins, SQL-injection probes, rate-limit
+/// hits and traffic anomalies in the logs, certificates, backup encryption.
+pub async fn security_review(ctx: &RunContext, clock: &dyn Clock) -> Report {
+    let now = clock.now();
+    let tasks = weekly_tasks(ctx, now)
+        .into_iter()
+        .filter(|t| is_security_check(&t.check))
+        .collect();
+    Report {
+        title: "security review".into(),
+        findings: run_checks(tasks, ctx.options.runner).await,
+    }
+}
+
+/// The weekly audit at `clock`'s time.
+pub async fn weekly_audit(ctx: &RunContext, clock: &dyn Clock) -> Report {
+    let now = clock.now();
+    Report {
+        title: WEEKLY_TITLE.into(),
+        findings: run_checks(weekly_tasks(ctx, now), ctx.options.runner).await,
+    }
+}
