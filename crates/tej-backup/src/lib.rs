@@ -47,6 +47,7 @@ pub mod repo;
 pub mod restore;
 pub mod retention;
 pub mod verify;
+pub mod wal;
 
 pub use create::{CreateReport, RepositoryOutcome, RunOptions};
 pub use db::DbTarget;
@@ -72,6 +73,14 @@ pub use retention::{
 pub use verify::{
     ObjectCheck, QueryResult, RestoreTestOptions, RestoreTestReport, VerifyOptions, VerifyReport,
     verify_backup,
+};
+
+pub use wal::{
+    AsyncPushOptions, BackupChain, BaseBackupRef, ContinuityReport, DEFAULT_WAL_ZSTD_LEVEL,
+    FETCH_FATAL_EXIT_CODE, FetchOutcome, PitrWindow, PushOptions, PushReport, PushStatus,
+    SegmentHeader, TimelineSwitch, WalArchive, WalArchiveInfo, WalEntry, WalGap, WalObjectMeta,
+    WalPruneOptions, WalPruneReport, fetch_exit_code, parse_history, prune_wal, push_exit_code,
+    system_identifier_from_pgdata, wal_continuity,
 };
 
 pub mod storage;
