@@ -84,7 +84,8 @@ pub struct PushOptions {
     /// The system identifier the file must carry (from `pg_control`, see
     /// [`system_identifier_from_pgdata`]); `None`: only the archive's recorded one is checked.
     pub system_identifier: Option<u64>,
-    /// Compression (default zstd level 3, all cores for one segment).
+    /// Compression (default zstd level [`DEFAULT_WAL_ZSTD_LEVEL`], one thread: the
+    /// parallelism of archiving is across files, see [`WalArchive::push_async`]).
     pub compression: CompressionOptions,
 }
 
@@ -94,14 +95,17 @@ impl Default for PushOptions {
             system_identifier: None,
             compression: CompressionOptions {
                 level: Some(DEFAULT_WAL_ZSTD_LEVEL),
+                threads: 1,
                 ..CompressionOptions::default()
             },
         }
     }
 }
 
-/// The default zstd level of WAL pushes (the level pgBackRest uses for `zst`).
-pub const DEFAULT_WAL_ZSTD_LEVEL: i32 = 3;
+/// The default zstd level of WAL pushes: 1, fast enough for `archive_command` to keep
+/// up with a busy server (on pgbench WAL it compresses as well as level 3, see
+/// `examples/bench_wal.rs`).
+pub const DEFAULT_WAL_ZSTD_LEVEL: i32 = 1;
 
 /// How a push ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -496,12 +500,20 @@ impl WalArchive {
     /// Reads, decrypts, decompresses and checks an archived file; `None` when absent.
     pub async fn read(&self, name: &str) -> Result<Option<Vec<u8>>, BackupError> {
         let key = self.key(name)?;
+        let info = self.info().await?;
+        let seg_size = info
+            .as_ref()
+            .map(|i| i.wal_segment_size)
+            .unwrap_or(DEFAULT_WAL_SEGMENT_SIZE);
+        WalFileName::parse(name, seg_size).map_err(|e| BackupError::InvalidWal {
+            file: name.to_string(),
+            reason: e.to_string(),
+        })?;
         let object = match get_bytes(&*self.repo.store, &key, None).await {
             Ok(b) => b,
             Err(StorageError::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        let info = self.info().await?;
         let repo = self.repo.name();
         let corrupt = |reason: String| BackupError::WalCorrupt {
             repo: repo.clone(),

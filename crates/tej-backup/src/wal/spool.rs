@@ -29,13 +29,10 @@ pub struct AsyncPushOptions {
 }
 
 impl AsyncPushOptions {
-    /// `parallel` pushes at a time, up to 64 ahead, spooling into `spool_dir`; each push
-    /// compresses on one thread (the parallelism is across files).
+    /// `parallel` pushes at a time, up to 64 ahead, spooling into `spool_dir`.
     pub fn new(spool_dir: impl Into<PathBuf>, parallel: usize) -> AsyncPushOptions {
-        let mut push = PushOptions::default();
-        push.compression.threads = 1;
         AsyncPushOptions {
-            push,
+            push: PushOptions::default(),
             parallel: parallel.max(1),
             max_ahead: 64,
             spool_dir: spool_dir.into(),
