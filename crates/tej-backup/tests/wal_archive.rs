@@ -422,7 +422,7 @@ async fn asynchronous_archive_command_keeps_the_chain_whole() -> Result<()> {
     let left: Vec<_> = std::fs::read_dir(&spool)?
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".ok") && n[..24] <= last[..])
+        .filter(|n| n.ends_with(".ok") && n.get(..24).is_some_and(|p| p <= last.as_str()))
         .collect();
     ensure!(left.is_empty(), "{left:?}");
     Ok(())
