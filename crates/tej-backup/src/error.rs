@@ -97,6 +97,53 @@ pub enum BackupError {
         /// Why.
         reason: String,
     },
+    /// A file handed to WAL archiving is not a WAL file (bad name, bad page header, wrong size).
+    #[error("{file} is not a valid WAL file: {reason}")]
+    InvalidWal {
+        /// The file.
+        file: String,
+        /// Why.
+        reason: String,
+    },
+    /// The WAL file belongs to another cluster than the archive (or the one expected).
+    #[error(
+        "{file} belongs to cluster {found}, not to cluster {expected} ({what}): refusing to mix clusters in one archive"
+    )]
+    WalForeignCluster {
+        /// The file.
+        file: String,
+        /// The system identifier expected.
+        expected: u64,
+        /// The system identifier found in the file.
+        found: u64,
+        /// Where the expected one came from (`the archive`, `the options`).
+        what: String,
+    },
+    /// The archive already holds this WAL file with different content; the stored one
+    /// was left untouched.
+    #[error(
+        "{repo}: {name} is already archived with different content (stored SHA-256 {stored_sha256}, new {new_sha256}); the stored file was left untouched"
+    )]
+    WalConflict {
+        /// Repository.
+        repo: String,
+        /// The WAL file name.
+        name: String,
+        /// SHA-256 of the stored file's raw content.
+        stored_sha256: String,
+        /// SHA-256 of the file that was pushed.
+        new_sha256: String,
+    },
+    /// An archived WAL object is damaged, tampered with, or stored under the wrong key.
+    #[error("{repo}: archived WAL object {key} is corrupt: {reason}")]
+    WalCorrupt {
+        /// Repository.
+        repo: String,
+        /// The object's key.
+        key: String,
+        /// What does not match.
+        reason: String,
+    },
 }
 
 impl BackupError {

@@ -10,6 +10,31 @@
 //! Stages ([`pipeline`]) and the manifest are shared with physical backups, so a
 //! manifest carries a [`BackupKind`].
 //!
+//! [`WalArchive`] ([`wal`]) is the WAL archive for point-in-time recovery:
+//! `archive_command` ([`WalArchive::push`], [`WalArchive::push_async`]),
+//! `restore_command` ([`WalArchive::fetch`] with [`fetch_exit_code`]), the continuity of
+//! the archived chain ([`wal_continuity`]) and WAL retention ([`prune_wal`], also run by
+//! [`prune`]).
+//!
+//! ```no_run
+//! use tej_backup::{PushOptions, Repository, WalArchive, fetch_exit_code, system_identifier_from_pgdata};
+//! use std::path::Path;
+//!
+//! # async fn run() -> Result<(), tej_backup::BackupError> {
+//! let wal = WalArchive::new(Repository::open("/var/lib/tej/repo").await?);
+//! // archive_command = '... %p', run in the data directory
+//! let opts = PushOptions {
+//!     system_identifier: Some(system_identifier_from_pgdata(Path::new("."))?),
+//!     ..PushOptions::default()
+//! };
+//! wal.push(Path::new("pg_wal/000000010000000000000003"), &opts).await?;
+//! // restore_command = '... %f %p': 0 fetched, 1 not archived, 255 anything else
+//! let code = fetch_exit_code(&wal.fetch("000000010000000000000003", Path::new("pg_wal/RECOVERYXLOG")).await);
+//! # let _ = code;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! ```no_run
 //! use tej_backup::{
 //!     DbTarget, LogicalBackupOptions, Repository, VerifyOptions, create_logical_backup,
@@ -47,6 +72,7 @@ pub mod repo;
 pub mod restore;
 pub mod retention;
 pub mod verify;
+pub mod wal;
 
 pub use create::{CreateReport, RepositoryOutcome, RunOptions};
 pub use db::DbTarget;
@@ -72,6 +98,14 @@ pub use retention::{
 pub use verify::{
     ObjectCheck, QueryResult, RestoreTestOptions, RestoreTestReport, VerifyOptions, VerifyReport,
     verify_backup,
+};
+
+pub use wal::{
+    AsyncPushOptions, BackupChain, BaseBackupRef, ContinuityReport, DEFAULT_WAL_ZSTD_LEVEL,
+    FETCH_FATAL_EXIT_CODE, FetchOutcome, PitrWindow, PushOptions, PushReport, PushStatus,
+    SegmentHeader, TimelineSwitch, WalArchive, WalArchiveInfo, WalEntry, WalGap, WalObjectMeta,
+    WalPruneOptions, WalPruneReport, fetch_exit_code, parse_history, prune_wal, push_exit_code,
+    system_identifier_from_pgdata, wal_continuity,
 };
 
 pub mod storage;

@@ -9,13 +9,21 @@
 //! - `yearly`: the newest backup of each year younger than `yearly_days` is kept.
 //! - otherwise the backup is deleted (`expired`).
 //!
+//! - `pitr-window`: with a PITR window (`pitr_window_days`), the newest physical backup
+//!   that finished before the window began (else the oldest physical backup) is kept, so
+//!   prune never cuts the window; archived WAL is then pruned with [`prune_wal`]: segments
+//!   older than the oldest retained physical backup's start segment are deleted, history
+//!   files and anything archived within the window are kept.
+//!
 //! When the newest run failed (a failure record, or a failed verification of the newest
 //! backup), nothing is deleted: every backup is kept under the rule `newest-failed`.
 
 use crate::error::BackupError;
 use crate::id::BackupId;
 use crate::lock::{LockOptions, RepoLock};
+use crate::manifest::BackupKind;
 use crate::repo::Repository;
+use crate::wal::{BaseBackupRef, WalArchive, WalPruneOptions, WalPruneReport, prune_wal};
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
@@ -196,6 +204,8 @@ pub struct PruneOptions {
     pub lock: LockOptions,
     /// Storage leftovers older than this are removed (default 1 h).
     pub cleanup_older_than: std::time::Duration,
+    /// The PITR window promised, in days (`[backup] pitr_window_days`): never cut.
+    pub pitr_window_days: Option<u32>,
 }
 
 impl Default for PruneOptions {
@@ -206,6 +216,7 @@ impl Default for PruneOptions {
             target: None,
             lock: LockOptions::default(),
             cleanup_older_than: std::time::Duration::from_secs(3600),
+            pitr_window_days: None,
         }
     }
 }
@@ -227,6 +238,8 @@ pub struct PruneReport {
     pub removed_failure_records: Vec<BackupId>,
     /// Temporary files or unfinished multipart uploads removed.
     pub cleaned_temporary: u64,
+    /// WAL retention, when the repository holds a WAL archive and nothing blocked prune.
+    pub wal: Option<WalPruneReport>,
 }
 
 /// `prune`: applies GFS retention to `repo`, and cleans what interrupted runs left.
@@ -286,7 +299,30 @@ async fn prune_locked(
         time: r.id.time(),
         state: CandidateState::Failed,
     }));
-    let plan = plan_retention(&opts.policy, &candidates, now);
+    let mut plan = plan_retention(&opts.policy, &candidates, now);
+    if let Some(days) = opts.pitr_window_days {
+        let window_start = now
+            .checked_sub(SignedDuration::from_hours(24 * i64::from(days)))
+            .unwrap_or(Timestamp::MIN);
+        let physical = || {
+            inv.backups
+                .iter()
+                .filter(|b| b.kind == BackupKind::Physical && wanted(&b.id))
+        };
+        let anchor = physical()
+            .filter(|b| b.finished_at <= window_start)
+            .max_by_key(|b| b.finished_at)
+            .or_else(|| physical().min_by_key(|b| b.finished_at));
+        if let Some(a) = anchor
+            && let Some(d) = plan.decisions.iter_mut().find(|d| d.id == a.id)
+        {
+            if !d.keep {
+                d.keep = true;
+                d.rules.clear();
+            }
+            d.rules.push("pitr-window".into());
+        }
+    }
     let mut deleted = Vec::new();
     let mut removed_failure_records = Vec::new();
     if !opts.dry_run && plan.blocked.is_none() {
@@ -303,7 +339,19 @@ async fn prune_locked(
             }
         }
     }
+    let wal = if plan.blocked.is_none() {
+        let gone: Vec<&BackupId> = plan
+            .decisions
+            .iter()
+            .filter(|d| !d.keep)
+            .map(|d| &d.id)
+            .collect();
+        prune_archived_wal(repo, &inv, &gone, opts, now).await?
+    } else {
+        None
+    };
     Ok(PruneReport {
+        wal,
         repository: repo.name(),
         dry_run: opts.dry_run,
         plan,
@@ -312,6 +360,58 @@ async fn prune_locked(
         removed_failure_records,
         cleaned_temporary,
     })
+}
+
+/// WAL retention after backup retention: keeps what every remaining physical backup
+/// needs (of every target: the archive belongs to the cluster, not to a target).
+async fn prune_archived_wal(
+    repo: &Repository,
+    inv: &crate::repo::Inventory,
+    gone: &[&BackupId],
+    opts: &PruneOptions,
+    now: Timestamp,
+) -> Result<Option<WalPruneReport>, BackupError> {
+    let archive = WalArchive::new(repo.clone());
+    if archive.info().await?.is_none() {
+        return Ok(None);
+    }
+    let mut retained = Vec::new();
+    for b in &inv.backups {
+        if b.kind != BackupKind::Physical || gone.contains(&&b.id) {
+            continue;
+        }
+        match repo
+            .manifest(&b.id)
+            .await?
+            .and_then(|m| BaseBackupRef::from_manifest(&m))
+        {
+            Some(r) => retained.push(r),
+            None => {
+                return Ok(Some(WalPruneReport {
+                    dry_run: opts.dry_run,
+                    oldest_backup: None,
+                    keep_from: None,
+                    deleted: Vec::new(),
+                    kept: archive.list().await?.len(),
+                    note: Some(format!(
+                        "physical backup {} records no WAL start: no WAL is deleted",
+                        b.id
+                    )),
+                }));
+            }
+        }
+    }
+    let report = prune_wal(
+        &archive,
+        &retained,
+        &WalPruneOptions {
+            dry_run: opts.dry_run,
+            pitr_window_days: opts.pitr_window_days,
+            now,
+        },
+    )
+    .await?;
+    Ok(Some(report))
 }
 
 #[cfg(test)]
