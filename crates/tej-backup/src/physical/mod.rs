@@ -88,3 +88,6 @@ pub use restore::{
     restore_physical_backup, restore_physical_manifest,
 };
 pub(crate) use restore::verify_physical_objects;
+
+#[cfg(test)]
+mod tests;
