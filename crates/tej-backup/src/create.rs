@@ -281,7 +281,10 @@ impl Run {
 
     /// Records an upload's result: repositories that failed it are marked failed, the
     /// object joins the manifest when at least one repository stored it.
-    pub(crate) fn complete(&mut self, outcome: UploadOutcome) -> Result<ManifestObject, BackupError> {
+    pub(crate) fn complete(
+        &mut self,
+        outcome: UploadOutcome,
+    ) -> Result<ManifestObject, BackupError> {
         let UploadOutcome {
             name,
             key,

@@ -102,11 +102,12 @@ fn pg_error(context: &str) -> impl Fn(tokio_postgres::Error) -> BackupError + '_
 }
 
 fn parse_lsn(context: &str, text: &str) -> Result<Lsn, BackupError> {
-    text.parse().map_err(|e: crate::lsn::InvalidLsn| BackupError::Postgres {
-        context: context.to_string(),
-        reason: e.to_string(),
-        sqlstate: None,
-    })
+    text.parse()
+        .map_err(|e: crate::lsn::InvalidLsn| BackupError::Postgres {
+            context: context.to_string(),
+            reason: e.to_string(),
+            sqlstate: None,
+        })
 }
 
 impl PgBackupSession {
@@ -114,8 +115,10 @@ impl PgBackupSession {
     /// [`DbTarget::password`]). Needs a superuser, or a role allowed to run
     /// `pg_backup_start`/`pg_backup_stop` and to read `data_directory`.
     pub async fn connect(db: &DbTarget) -> Result<PgBackupSession, BackupError> {
-        let mut cfg: tokio_postgres::Config =
-            db.conn.parse().map_err(pg_error("parse the connection string"))?;
+        let mut cfg: tokio_postgres::Config = db
+            .conn
+            .parse()
+            .map_err(pg_error("parse the connection string"))?;
         if let Some(p) = &db.password {
             cfg.password(p.expose());
         }
@@ -185,7 +188,10 @@ impl BackupSession for PgBackupSession {
         let lsn: String = row.try_get(0).map_err(get)?;
         Ok(BackupStop {
             stop_lsn: parse_lsn("pg_backup_stop", &lsn)?,
-            backup_label: row.try_get::<_, Option<String>>(1).map_err(get)?.unwrap_or_default(),
+            backup_label: row
+                .try_get::<_, Option<String>>(1)
+                .map_err(get)?
+                .unwrap_or_default(),
             tablespace_map: row
                 .try_get::<_, Option<String>>(2)
                 .map_err(get)?
@@ -459,10 +465,13 @@ async fn copy_item(
     let ready = async { Ok::<(), BackupError>(()) };
     match item {
         WorkItem::Bundle { files, .. } => {
-            let (buf, copied) = tokio::task::spawn_blocking(move || build_bundle(&data_dir, &files))
-                .await
-                .map_err(|e| BackupError::io("bundle thread", std::io::Error::other(e.to_string())))?
-                .map_err(|e| BackupError::io("bundle small files", e))?;
+            let (buf, copied) =
+                tokio::task::spawn_blocking(move || build_bundle(&data_dir, &files))
+                    .await
+                    .map_err(|e| {
+                        BackupError::io("bundle thread", std::io::Error::other(e.to_string()))
+                    })?
+                    .map_err(|e| BackupError::io("bundle small files", e))?;
             if copied.is_empty() {
                 return Ok(ItemDone::Bundle {
                     outcome: None,
@@ -525,10 +534,9 @@ async fn upload_bytes(run: &mut Run, base: &str, bytes: Vec<u8>) -> Result<Strin
     let name = run.object_name(base);
     let pending = run.prepare(&name)?;
     let outcome = pending
-        .run(
-            move || Ok(std::io::Cursor::new(bytes)),
-            async { Ok::<(), BackupError>(()) },
-        )
+        .run(move || Ok(std::io::Cursor::new(bytes)), async {
+            Ok::<(), BackupError>(())
+        })
         .await;
     Ok(run.complete(outcome)?.name)
 }
@@ -541,7 +549,10 @@ async fn copy(
     data_dir: &Path,
     started: &mut bool,
 ) -> Result<Copied, BackupError> {
-    let label = opts.label.clone().unwrap_or_else(|| format!("tej {}", run.id));
+    let label = opts
+        .label
+        .clone()
+        .unwrap_or_else(|| format!("tej {}", run.id));
     let start_lsn = session.start_backup(&label).await?;
     *started = true;
     let root = data_dir.to_path_buf();
@@ -605,7 +616,12 @@ async fn copy(
         .map_err(|e| BackupError::io(format!("read {}", control_path.display()), e))?;
     let size = control.len() as u64;
     let sha = hex::encode(Sha256::digest(&control));
-    let object = upload_bytes(run, &format!("{}{PG_CONTROL}", layout::DATA_PREFIX), control).await?;
+    let object = upload_bytes(
+        run,
+        &format!("{}{PG_CONTROL}", layout::DATA_PREFIX),
+        control,
+    )
+    .await?;
     chunks.insert(
         PG_CONTROL.to_string(),
         vec![FileChunk {
@@ -625,7 +641,12 @@ async fn copy(
             sqlstate: None,
         });
     }
-    upload_bytes(run, BACKUP_LABEL_NAME, stop.backup_label.clone().into_bytes()).await?;
+    upload_bytes(
+        run,
+        BACKUP_LABEL_NAME,
+        stop.backup_label.clone().into_bytes(),
+    )
+    .await?;
     if !stop.tablespace_map.trim().is_empty() {
         upload_bytes(
             run,
@@ -664,8 +685,7 @@ async fn copy(
     let seg = facts.wal_segment_size;
     let timeline = label_tli.unwrap_or(facts.timeline);
     let start_lsn = label_lsn.unwrap_or(start_lsn);
-    let start_wal =
-        label_wal.unwrap_or_else(|| start_lsn.segment_name(timeline, seg).to_string());
+    let start_wal = label_wal.unwrap_or_else(|| start_lsn.segment_name(timeline, seg).to_string());
     let stop_wal = Lsn(stop.stop_lsn.0.saturating_sub(1))
         .segment_name(timeline, seg)
         .to_string();

@@ -222,7 +222,10 @@ pub(crate) fn scan(root: &Path) -> Result<Scan, BackupError> {
                 Ok(m) => m,
                 Err(e) if not_found(&e) => continue,
                 Err(e) => {
-                    return Err(BackupError::io(format!("stat {}", entry.path().display()), e));
+                    return Err(BackupError::io(
+                        format!("stat {}", entry.path().display()),
+                        e,
+                    ));
                 }
             };
             entries.push((name, meta));
@@ -320,7 +323,10 @@ pub(crate) struct Cut {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum WorkItem {
     /// Small files packed into one tar object.
-    Bundle { number: usize, files: Vec<SourceFile> },
+    Bundle {
+        number: usize,
+        files: Vec<SourceFile>,
+    },
     /// `len` bytes of `file` from `offset` (to the end of the file for the last part).
     Part {
         file: SourceFile,
@@ -553,7 +559,9 @@ mod tests {
         let covered: u64 = items
             .iter()
             .map(|i| match i {
-                WorkItem::Part { file, offset, len, .. } => (*len).min(file.size - offset),
+                WorkItem::Part {
+                    file, offset, len, ..
+                } => (*len).min(file.size - offset),
                 WorkItem::Bundle { files, .. } => files.iter().map(|f| f.size).sum(),
             })
             .sum();

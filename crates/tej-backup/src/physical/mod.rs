@@ -71,23 +71,23 @@ mod backup;
 mod layout;
 mod restore;
 
+#[cfg(any(test, feature = "mock"))]
+pub use backup::MockBackupSession;
 pub use backup::{
     BackupSession, BackupStop, DEFAULT_BUNDLE_SIZE, DEFAULT_PART_SIZE, DEFAULT_SMALL_FILE,
     PgBackupSession, PhysicalBackupOptions, PhysicalBackupReport, ServerFacts,
     create_physical_backup, create_physical_backup_with,
 };
-#[cfg(any(test, feature = "mock"))]
-pub use backup::MockBackupSession;
 pub use layout::{
-    BACKUP_LABEL_NAME, BUNDLE_PREFIX, DATA_PREFIX, EMPTY_DIRECTORIES, EXCLUDED_FILES,
-    Exclusion, FILE_LIST_NAME, FILE_LIST_VERSION, FileChunk, PG_CONTROL, PhysicalDir,
-    PhysicalFile, PhysicalFileList, TABLESPACE_MAP_NAME, classify,
-};
-pub use restore::{
-    PhysicalRestoreOptions, PhysicalRestoreReport, PhysicalRestoreStep,
-    restore_physical_backup, restore_physical_manifest,
+    BACKUP_LABEL_NAME, BUNDLE_PREFIX, DATA_PREFIX, EMPTY_DIRECTORIES, EXCLUDED_FILES, Exclusion,
+    FILE_LIST_NAME, FILE_LIST_VERSION, FileChunk, PG_CONTROL, PhysicalDir, PhysicalFile,
+    PhysicalFileList, TABLESPACE_MAP_NAME, classify,
 };
 pub(crate) use restore::verify_physical_objects;
+pub use restore::{
+    PhysicalRestoreOptions, PhysicalRestoreReport, PhysicalRestoreStep, restore_physical_backup,
+    restore_physical_manifest,
+};
 
 #[cfg(test)]
 mod tests;

@@ -100,7 +100,10 @@ impl Write for SharedBuf {
 
 impl SharedBuf {
     fn take(&self) -> Vec<u8> {
-        self.0.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default()
+        self.0
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default()
     }
 }
 
@@ -201,10 +204,16 @@ async fn load(
                     repo,
                     m,
                     &obj.key,
-                    format!("{} is stored in {}, which the manifest does not list", f.path, c.object),
+                    format!(
+                        "{} is stored in {}, which the manifest does not list",
+                        f.path, c.object
+                    ),
                 ));
             }
-            by_object.entry(c.object.clone()).or_default().push((fi, ci));
+            by_object
+                .entry(c.object.clone())
+                .or_default()
+                .push((fi, ci));
         }
     }
     for d in &list.directories {
@@ -234,7 +243,9 @@ fn unpack_bundle(
         .collect();
     let mut archive = tar::Archive::new(data);
     let mut written = 0u64;
-    let entries = archive.entries().map_err(|e| format!("not a tar bundle: {e}"))?;
+    let entries = archive
+        .entries()
+        .map_err(|e| format!("not a tar bundle: {e}"))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| format!("damaged tar bundle: {e}"))?;
         let path = entry
@@ -440,9 +451,7 @@ pub async fn restore_physical_manifest(
         let list = list.clone();
         let by_object = by_object.clone();
         let root = root.clone();
-        async move {
-            restore_object(repo, m, &obj, &list, &by_object, &root, opts).await
-        }
+        async move { restore_object(repo, m, &obj, &list, &by_object, &root, opts).await }
     }))
     .buffer_unordered(opts.jobs().max(1))
     .collect::<Vec<_>>()
@@ -522,7 +531,10 @@ async fn restore_object(
                 repo,
                 m,
                 &obj.key,
-                format!("the file list and the manifest disagree about {}", file.path),
+                format!(
+                    "the file list and the manifest disagree about {}",
+                    file.path
+                ),
             ));
         }
         let dest = root.join(&file.path);
@@ -717,8 +729,12 @@ impl Step for PhysicalRestoreStep {
                     m.id,
                     m.raw_size,
                     m.finished_at,
-                    p.as_ref().map(|p| p.start_lsn.to_string()).unwrap_or_default(),
-                    p.as_ref().map(|p| p.stop_lsn.to_string()).unwrap_or_default(),
+                    p.as_ref()
+                        .map(|p| p.start_lsn.to_string())
+                        .unwrap_or_default(),
+                    p.as_ref()
+                        .map(|p| p.stop_lsn.to_string())
+                        .unwrap_or_default(),
                     self.repo.name()
                 ),
                 if empty {
@@ -736,7 +752,8 @@ impl Step for PhysicalRestoreStep {
     async fn apply(&self) -> Result<StepOutput, StepError> {
         let mut opts = self.opts.clone();
         opts.replace = true;
-        let r = restore_physical_backup(&self.repo, &self.selector, &self.target_dir, &opts).await?;
+        let r =
+            restore_physical_backup(&self.repo, &self.selector, &self.target_dir, &opts).await?;
         Ok(StepOutput {
             summary: format!(
                 "restored {} ({} files) into {} in {:.1}s",

@@ -55,9 +55,20 @@ fn fake_data_dir(root: &Path) {
     put(root, "postgresql.auto.conf", b"# auto\n");
     put(root, "postmaster.pid", b"999999\n");
     put(root, "pg_wal/000000010000000000000002", &[1u8; 4096]);
-    put(root, "pg_wal/archive_status/000000010000000000000001.done", b"");
+    put(
+        root,
+        "pg_wal/archive_status/000000010000000000000001.done",
+        b"",
+    );
     put(root, "pg_stat_tmp/global.stat", b"x");
-    for d in ["base", "base/1", "global", "pg_xact", "pg_wal", "pg_stat_tmp"] {
+    for d in [
+        "base",
+        "base/1",
+        "global",
+        "pg_xact",
+        "pg_wal",
+        "pg_stat_tmp",
+    ] {
         std::fs::set_permissions(root.join(d), std::fs::Permissions::from_mode(0o700)).unwrap();
     }
 }
@@ -90,20 +101,21 @@ fn session(stop_ok: bool) -> MockBackupSession {
                 })
             });
     } else {
-        s.expect_stop_backup().withf(|w| *w).times(1).returning(|_| {
-            Err(BackupError::Postgres {
-                context: "pg_backup_stop".into(),
-                reason: "canceling statement".into(),
-                sqlstate: Some("57014".into()),
-            })
-        });
+        s.expect_stop_backup()
+            .withf(|w| *w)
+            .times(1)
+            .returning(|_| {
+                Err(BackupError::Postgres {
+                    context: "pg_backup_stop".into(),
+                    reason: "canceling statement".into(),
+                    sqlstate: Some("57014".into()),
+                })
+            });
         // The best-effort stop after the failure.
         s.expect_stop_backup()
             .withf(|w| !*w)
             .times(1)
-            .returning(|_| {
-                Err(BackupError::InvalidOptions("no backup in progress".into()))
-            });
+            .returning(|_| Err(BackupError::InvalidOptions("no backup in progress".into())));
     }
     s
 }
@@ -137,9 +149,14 @@ async fn manifest_records_the_backup_and_restore_recreates_the_tree() {
     let repo = repo();
     let clock = FakeClock::new(at("2025-01-16T02:00:00Z"));
     let mut s = session(true);
-    let r = create_physical_backup_with(&mut s, std::slice::from_ref(&repo), &options(src.path()), &clock)
-        .await
-        .unwrap();
+    let r = create_physical_backup_with(
+        &mut s,
+        std::slice::from_ref(&repo),
+        &options(src.path()),
+        &clock,
+    )
+    .await
+    .unwrap();
     assert!(r.backup.succeeded());
     assert_eq!(r.vanished, 0);
     let m = repo.resolve("latest").await.unwrap();
@@ -173,7 +190,10 @@ async fn manifest_records_the_backup_and_restore_recreates_the_tree() {
             "pg_data/global/pg_control.zst",
         ]
     );
-    assert_eq!(m.raw_size, m.objects.iter().map(|o| o.raw_size).sum::<u64>());
+    assert_eq!(
+        m.raw_size,
+        m.objects.iter().map(|o| o.raw_size).sum::<u64>()
+    );
     assert_eq!(list_backups(&repo).await.unwrap().len(), 1);
 
     // Verify checks every object and every bundled file.
@@ -210,7 +230,11 @@ async fn manifest_records_the_backup_and_restore_recreates_the_tree() {
         let a = std::fs::read(src.path().join(rel)).unwrap();
         let b = std::fs::read(target.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
         assert!(a == b, "{rel} differs");
-        let mode = std::fs::metadata(target.join(rel)).unwrap().permissions().mode() & 0o777;
+        let mode = std::fs::metadata(target.join(rel))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600, "{rel}");
     }
     for gone in [
@@ -227,7 +251,10 @@ async fn manifest_records_the_backup_and_restore_recreates_the_tree() {
     }
     let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700);
-    assert_eq!(std::fs::read_to_string(target.join("backup_label")).unwrap(), LABEL);
+    assert_eq!(
+        std::fs::read_to_string(target.join("backup_label")).unwrap(),
+        LABEL
+    );
     assert!(!target.join("tablespace_map").exists());
     assert!(!target.join("recovery.signal").exists());
 
@@ -236,7 +263,10 @@ async fn manifest_records_the_backup_and_restore_recreates_the_tree() {
         .await
         .unwrap_err();
     assert!(
-        matches!(e, BackupError::Refused(tej_core::Refusal::NotConfirmed { .. })),
+        matches!(
+            e,
+            BackupError::Refused(tej_core::Refusal::NotConfirmed { .. })
+        ),
         "{e}"
     );
     std::fs::write(target.join("stray"), b"x").unwrap();
@@ -257,9 +287,14 @@ async fn a_running_servers_directory_is_refused_even_with_replace() {
     fake_data_dir(src.path());
     let repo = repo();
     let clock = FakeClock::new(at("2025-01-16T02:00:00Z"));
-    create_physical_backup_with(&mut session(true), std::slice::from_ref(&repo), &options(src.path()), &clock)
-        .await
-        .unwrap();
+    create_physical_backup_with(
+        &mut session(true),
+        std::slice::from_ref(&repo),
+        &options(src.path()),
+        &clock,
+    )
+    .await
+    .unwrap();
     let busy = tempfile::tempdir().unwrap();
     std::fs::write(
         busy.path().join("postmaster.pid"),
@@ -284,9 +319,14 @@ async fn a_failed_stop_leaves_no_backup() {
     let store = Arc::new(MemoryStore::named("mem"));
     let repo = Repository::from_store(store.clone());
     let clock = FakeClock::new(at("2025-01-16T02:00:00Z"));
-    let e = create_physical_backup_with(&mut session(false), std::slice::from_ref(&repo), &options(src.path()), &clock)
-        .await
-        .unwrap_err();
+    let e = create_physical_backup_with(
+        &mut session(false),
+        std::slice::from_ref(&repo),
+        &options(src.path()),
+        &clock,
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(e, BackupError::Postgres { .. }), "{e}");
     assert!(list_backups(&repo).await.unwrap().is_empty());
     let inv = repo.inventory().await.unwrap();
@@ -347,9 +387,14 @@ async fn prune_applies_retention_to_base_backups() {
     let mut ids = Vec::new();
     for day in [0, 10, 20] {
         clock.set(at("2025-01-01T02:00:00Z") + jiff::SignedDuration::from_hours(24 * day));
-        let r = create_physical_backup_with(&mut session(true), std::slice::from_ref(&repo), &options(src.path()), &clock)
-            .await
-            .unwrap();
+        let r = create_physical_backup_with(
+            &mut session(true),
+            std::slice::from_ref(&repo),
+            &options(src.path()),
+            &clock,
+        )
+        .await
+        .unwrap();
         ids.push(r.backup.id);
     }
     let policy = RetentionPolicy {
@@ -372,7 +417,12 @@ async fn prune_applies_retention_to_base_backups() {
     let mut deleted = report.deleted.clone();
     deleted.sort();
     assert_eq!(deleted, ids[..2].to_vec());
-    let left: Vec<_> = list_backups(&repo).await.unwrap().into_iter().map(|b| b.id).collect();
+    let left: Vec<_> = list_backups(&repo)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.id)
+        .collect();
     assert_eq!(left, [ids[2].clone()]);
     for id in &ids[..2] {
         assert!(
