@@ -411,10 +411,13 @@ pub(crate) fn parse_label(label: &str) -> (Option<Lsn>, Option<String>, Option<u
     (lsn, file, timeline)
 }
 
+/// A file copied into a bundle: path, size, SHA-256.
+type Bundled = (String, u64, String);
+
 enum ItemDone {
     Bundle {
         outcome: Option<UploadOutcome>,
-        files: Vec<(String, u64, String)>,
+        files: Vec<Bundled>,
     },
     Part {
         outcome: Option<UploadOutcome>,
@@ -426,7 +429,7 @@ enum ItemDone {
 fn build_bundle(
     data_dir: &Path,
     files: &[SourceFile],
-) -> std::io::Result<(Vec<u8>, Vec<(String, u64, String)>)> {
+) -> std::io::Result<(Vec<u8>, Vec<Bundled>)> {
     let capacity: u64 = files.iter().map(|f| f.size + 1024).sum::<u64>() + 1024;
     let mut builder = tar::Builder::new(Vec::with_capacity(capacity as usize));
     let mut done = Vec::new();
