@@ -113,6 +113,8 @@ fn dir_size(p: &Path) -> u64 {
 struct Timed {
     wall: f64,
     rss_kib: u64,
+    /// User + system CPU seconds of the process and the children it waited for.
+    cpu: f64,
     stdout: String,
 }
 
@@ -125,7 +127,7 @@ fn timed(cmd: Command, what: &str, scratch: &Path, as_postgres: bool) -> Result<
     let mut wrapped = Command::new("/usr/bin/time");
     wrapped
         .arg("-f")
-        .arg("%M")
+        .arg("%M %U %S")
         .arg("-o")
         .arg(&rss_file)
         .arg(program)
@@ -152,13 +154,18 @@ fn timed(cmd: Command, what: &str, scratch: &Path, as_postgres: bool) -> Result<
             "{what} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let rss_kib = std::fs::read_to_string(&rss_file)
+        let line = std::fs::read_to_string(&rss_file)
             .ok()
-            .and_then(|s| s.lines().last().and_then(|l| l.trim().parse().ok()))
-            .unwrap_or(0);
+            .and_then(|s| s.lines().last().map(str::to_string))
+            .unwrap_or_default();
+        let f: Vec<f64> = line
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
         Timed {
             wall,
-            rss_kib,
+            rss_kib: f.first().copied().unwrap_or(0.0) as u64,
+            cpu: f.get(1).copied().unwrap_or(0.0) + f.get(2).copied().unwrap_or(0.0),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         }
     })
@@ -181,11 +188,20 @@ impl PgBackRest {
     }
 }
 
+/// `TEJ_BENCH_JOBS` overrides tej's parallelism (default: one job per core).
+fn jobs() -> usize {
+    std::env::var("TEJ_BENCH_JOBS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
 async fn child(args: &[String]) -> Result<()> {
     match args {
         [mode, url, repo] if mode == "backup" => {
             let repo = Repository::open(repo).await?;
-            let opts = PhysicalBackupOptions::new(DbTarget::new(url.as_str()));
+            let mut opts = PhysicalBackupOptions::new(DbTarget::new(url.as_str()));
+            opts.jobs = jobs();
             let r = create_physical_backup(&[repo], &opts, &SystemClock).await?;
             ensure!(
                 r.backup.succeeded(),
@@ -202,6 +218,7 @@ async fn child(args: &[String]) -> Result<()> {
             let repo = Repository::open(repo).await?;
             let opts = PhysicalRestoreOptions {
                 owner: postgres_ids(),
+                jobs: jobs(),
                 ..PhysicalRestoreOptions::default()
             };
             let r = restore_physical_backup(&repo, "latest", Path::new(target), &opts).await?;
@@ -349,11 +366,13 @@ fn main() -> Result<()> {
         bb.push(b.wall);
         br_rss = br_rss.max(b.rss_kib);
         println!(
-            "backup run {}: tej {:.2}s ({:.0} MiB RSS), pgBackRest {:.2}s ({:.0} MiB RSS)",
+            "backup run {}: tej {:.2}s ({:.1}s CPU, {:.0} MiB RSS), pgBackRest {:.2}s ({:.1}s CPU, {:.0} MiB RSS)",
             i + 1,
             t.wall,
+            t.cpu,
             t.rss_kib as f64 / 1024.0,
             b.wall,
+            b.cpu,
             b.rss_kib as f64 / 1024.0
         );
     }
@@ -378,11 +397,13 @@ fn main() -> Result<()> {
         br_r.push(b.wall);
         br_rrss = br_rrss.max(b.rss_kib);
         println!(
-            "restore run {}: tej {:.2}s ({:.0} MiB RSS), pgBackRest {:.2}s ({:.0} MiB RSS)",
+            "restore run {}: tej {:.2}s ({:.1}s CPU, {:.0} MiB RSS), pgBackRest {:.2}s ({:.1}s CPU, {:.0} MiB RSS)",
             i + 1,
             t.wall,
+            t.cpu,
             t.rss_kib as f64 / 1024.0,
             b.wall,
+            b.cpu,
             b.rss_kib as f64 / 1024.0
         );
     }

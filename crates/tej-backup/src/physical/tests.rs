@@ -434,3 +434,41 @@ async fn prune_applies_retention_to_base_backups() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_restore_step_is_destructive_plans_the_deletion_and_replaces() {
+    use tej_core::Step;
+    let src = tempfile::tempdir().unwrap();
+    fake_data_dir(src.path());
+    let repo = repo();
+    let clock = FakeClock::new(at("2025-01-16T02:00:00Z"));
+    create_physical_backup_with(
+        &mut session(true),
+        std::slice::from_ref(&repo),
+        &options(src.path()),
+        &clock,
+    )
+    .await
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    std::fs::write(out.path().join("old-file"), b"x").unwrap();
+    let step = PhysicalRestoreStep {
+        repo: repo.clone(),
+        selector: "latest".into(),
+        target_dir: out.path().to_path_buf(),
+        opts: PhysicalRestoreOptions::default(),
+    };
+    assert_eq!(step.risk(), tej_core::Risk::Destructive);
+    let plan = step.plan().await.unwrap();
+    assert!(
+        plan.actions.iter().any(|a| a.starts_with("DELETE everything")),
+        "{:?}",
+        plan.actions
+    );
+    // Planning changed nothing.
+    assert!(out.path().join("old-file").exists());
+    let done = step.apply().await.unwrap();
+    assert!(done.summary.contains("restored"), "{}", done.summary);
+    assert!(!out.path().join("old-file").exists());
+    assert!(out.path().join("base/1/1259").exists());
+}
