@@ -208,7 +208,7 @@ pub struct PhysicalBackupOptions {
     /// The data directory to copy (default: the server's `data_directory`). It must be
     /// local: its `global/pg_control` must carry the server's system identifier.
     pub data_dir: Option<PathBuf>,
-    /// Objects copied at once (0: one per core).
+    /// Objects copied at once (0: one per core, plus one).
     pub jobs: usize,
     /// Files at least [`small_file`](Self::small_file) long are cut into parts of this size.
     pub part_size: u64,
@@ -242,6 +242,8 @@ impl PhysicalBackupOptions {
         }
     }
 
+    /// One job per core plus one: a job whose object is being fsynced in the repository
+    /// uses no CPU, and the extra one compresses meanwhile.
     fn jobs(&self) -> usize {
         if self.jobs > 0 {
             self.jobs
@@ -249,6 +251,7 @@ impl PhysicalBackupOptions {
             std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2)
+                + 1
         }
     }
 }
@@ -426,10 +429,7 @@ enum ItemDone {
     },
 }
 
-fn build_bundle(
-    data_dir: &Path,
-    files: &[SourceFile],
-) -> std::io::Result<(Vec<u8>, Vec<Bundled>)> {
+fn build_bundle(data_dir: &Path, files: &[SourceFile]) -> std::io::Result<(Vec<u8>, Vec<Bundled>)> {
     let capacity: u64 = files.iter().map(|f| f.size + 1024).sum::<u64>() + 1024;
     let mut builder = tar::Builder::new(Vec::with_capacity(capacity as usize));
     let mut done = Vec::new();

@@ -10,7 +10,8 @@
 //! objects at once: `pg_basebackup` sends one tar stream over one connection, which
 //! would have to be compressed as one stream (one zstd frame, or multi-threaded zstd
 //! with its synchronisation), while reading the files directly lets each of `jobs`
-//! workers (one per core by default) read, hash, compress (single-threaded zstd),
+//! workers (one per core plus one by default, so a worker waiting for its object's
+//! fsync leaves no core idle) read, hash, compress (single-threaded zstd),
 //! optionally encrypt and upload its own object, with nothing shared but the
 //! repositories. Memory stays bounded: per worker at most one bundle (16 MiB) plus the
 //! pipeline's channel buffers (4 × 1 MiB per repository). Files changing during the

@@ -461,7 +461,9 @@ async fn the_restore_step_is_destructive_plans_the_deletion_and_replaces() {
     assert_eq!(step.risk(), tej_core::Risk::Destructive);
     let plan = step.plan().await.unwrap();
     assert!(
-        plan.actions.iter().any(|a| a.starts_with("DELETE everything")),
+        plan.actions
+            .iter()
+            .any(|a| a.starts_with("DELETE everything")),
         "{:?}",
         plan.actions
     );
