@@ -219,6 +219,11 @@ pub struct PhysicalBackupOptions {
     /// `pg_backup_stop(wait_for_archive)`: wait until the last WAL segment the backup
     /// needs is archived (default true; with archiving off the server only warns).
     pub wait_for_archive: bool,
+    /// How long `pg_backup_stop` may wait for archiving (default 10 min; `None`: no
+    /// limit). A broken `archive_command` would otherwise hang the backup forever. On
+    /// timeout the backup fails and its session is closed (the server's backend may
+    /// keep waiting until archiving catches up or it is cancelled).
+    pub archive_timeout: Option<std::time::Duration>,
     /// The backup label (default `tej <backup id>`).
     pub label: Option<String>,
     /// Compression (zstd 3; one thread per object unless set), encryption, lock, target
@@ -237,6 +242,7 @@ impl PhysicalBackupOptions {
             small_file: DEFAULT_SMALL_FILE,
             bundle_size: DEFAULT_BUNDLE_SIZE,
             wait_for_archive: true,
+            archive_timeout: Some(std::time::Duration::from_secs(600)),
             label: None,
             run: RunOptions::default(),
         }
@@ -325,6 +331,7 @@ pub async fn create_physical_backup_with(
         run_opts.compression.threads = 1;
     }
     let mut run = Run::start(repos, &target, &run_opts, clock).await?;
+    // Whether the server still has this session's backup running.
     let mut started = false;
     match copy(session, &mut run, opts, &facts, &data_dir, &mut started).await {
         Ok(done) => {
@@ -635,7 +642,25 @@ async fn copy(
         }],
     );
 
-    let stop = session.stop_backup(opts.wait_for_archive).await?;
+    // Whatever happens now, the backup is no longer running on the server (or the
+    // session is stuck in pg_backup_stop and is closed by the caller's drop).
+    *started = false;
+    let stopping = session.stop_backup(opts.wait_for_archive);
+    let stop =
+        match opts.archive_timeout {
+            None => stopping.await?,
+            Some(limit) => tokio::time::timeout(limit, stopping).await.map_err(|_| {
+                BackupError::Postgres {
+                    context: "pg_backup_stop".into(),
+                    reason: format!(
+                        "the backup's last WAL segment was not archived within {}s: check \
+                     archive_command and the server log",
+                        limit.as_secs()
+                    ),
+                    sqlstate: None,
+                }
+            })??,
+        };
     let (label_lsn, label_wal, label_tli) = parse_label(&stop.backup_label);
     if stop.backup_label.trim().is_empty() {
         return Err(BackupError::Postgres {

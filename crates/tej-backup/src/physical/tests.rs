@@ -111,11 +111,8 @@ fn session(stop_ok: bool) -> MockBackupSession {
                     sqlstate: Some("57014".into()),
                 })
             });
-        // The best-effort stop after the failure.
-        s.expect_stop_backup()
-            .withf(|w| !*w)
-            .times(1)
-            .returning(|_| Err(BackupError::InvalidOptions("no backup in progress".into())));
+        // A failed stop is not retried.
+        s.expect_stop_backup().withf(|w| !*w).never();
     }
     s
 }
@@ -473,4 +470,47 @@ async fn the_restore_step_is_destructive_plans_the_deletion_and_replaces() {
     assert!(done.summary.contains("restored"), "{}", done.summary);
     assert!(!out.path().join("old-file").exists());
     assert!(out.path().join("base/1/1259").exists());
+}
+
+/// A session whose `pg_backup_stop` never returns (archiving is broken).
+struct StuckSession;
+
+#[async_trait::async_trait]
+impl BackupSession for StuckSession {
+    async fn facts(&mut self) -> Result<ServerFacts, BackupError> {
+        Ok(ServerFacts {
+            server_version: "15.8".into(),
+            server_version_num: 150008,
+            data_directory: "/x".into(),
+            wal_segment_size: 16 << 20,
+            system_identifier: SYSID,
+            timeline: 1,
+            in_recovery: false,
+        })
+    }
+    async fn start_backup(&mut self, _label: &str) -> Result<Lsn, BackupError> {
+        Ok(Lsn(0x200_0028))
+    }
+    async fn stop_backup(&mut self, _wait: bool) -> Result<BackupStop, BackupError> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stuck_archive_times_out_instead_of_hanging() {
+    let src = tempfile::tempdir().unwrap();
+    fake_data_dir(src.path());
+    let repo = repo();
+    let mut opts = options(src.path());
+    opts.archive_timeout = Some(std::time::Duration::from_secs(30));
+    let e = create_physical_backup_with(
+        &mut StuckSession,
+        std::slice::from_ref(&repo),
+        &opts,
+        &FakeClock::new(at("2025-01-16T02:00:00Z")),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("not archived within 30s"), "{e}");
+    assert!(list_backups(&repo).await.unwrap().is_empty());
 }
