@@ -250,94 +250,81 @@ impl Run {
         R: AsyncRead + Send + Unpin + 'static,
         F: Future<Output = Result<(), BackupError>>,
     {
+        let pending = self.prepare(name)?;
+        let bridge = tokio_util::io::SyncIoBridge::new(reader);
+        let outcome = pending.run(move || Ok(bridge), producer_done).await;
+        self.complete(outcome).map(drop)
+    }
+
+    /// Prepares the upload of object `name` to every live repository. The returned
+    /// [`PendingUpload`] owns what it needs, so several can run at once (base backups);
+    /// hand each [`UploadOutcome`] back to [`Run::complete`].
+    pub(crate) fn prepare(&self, name: &str) -> Result<PendingUpload, BackupError> {
         let alive = self.alive();
         if alive.is_empty() {
             return Err(self.all_failed());
         }
-        let (fanout, streams) = Fanout::new(alive.len());
-        let mut puts = Vec::new();
-        for (&i, stream) in alive.iter().zip(streams) {
+        let mut targets = Vec::new();
+        for &i in &alive {
             let store: Arc<dyn ObjectStore> = self.slots[i].repo.store.clone();
-            let key = self.slots[i].repo.key(&self.id, name)?;
-            puts.push(tokio::spawn(async move {
-                store.put(&key, stream, PutOptions::default()).await
-            }));
+            targets.push((i, store, self.slots[i].repo.key(&self.id, name)?));
         }
-        let comp = self.comp_opts;
-        let encrypt = self.encrypt.clone();
-        let ticker = Ticker::new(self.progress.clone(), "create", self.id.as_str(), name);
-        let bridge = tokio_util::io::SyncIoBridge::new(reader);
-        let encoding = tokio::task::spawn_blocking(move || {
-            let mut input = bridge;
-            let mut fanout = fanout;
-            let r = crate::pipeline::encode(
-                &mut input,
-                &comp,
-                encrypt.as_deref(),
-                &mut fanout,
-                &mut |raw, _| ticker.tick(raw, false),
-            )
-            .and_then(|d| fanout.flush_all().map(|_| d));
-            ticker.tick(r.as_ref().map(|d| d.raw_size).unwrap_or(0), true);
-            (r, fanout)
-        });
-        let (encoded, fanout) = match encoding.await {
-            Ok(v) => v,
-            Err(e) => {
-                return Err(BackupError::io(
-                    "compression thread",
-                    std::io::Error::other(e.to_string()),
-                ));
+        Ok(PendingUpload {
+            name: name.to_string(),
+            key: format!("backups/{}/{name}", self.id),
+            targets,
+            comp: self.comp_opts,
+            encrypt: self.encrypt.clone(),
+            ticker: Ticker::new(self.progress.clone(), "create", self.id.as_str(), name),
+        })
+    }
+
+    /// Records an upload's result: repositories that failed it are marked failed, the
+    /// object joins the manifest when at least one repository stored it.
+    pub(crate) fn complete(
+        &mut self,
+        outcome: UploadOutcome,
+    ) -> Result<ManifestObject, BackupError> {
+        let UploadOutcome {
+            name,
+            key,
+            digests,
+            puts,
+        } = outcome;
+        let mut stored_ok = 0usize;
+        for (i, put) in puts {
+            if self.slots[i].error.is_some() {
+                continue;
             }
-        };
-        let done = producer_done.await;
-        let digests: Result<Digests, BackupError> = match (encoded, done) {
-            (_, Err(e)) => {
-                fanout.fail(&format!("producer failed: {e}")).await;
-                Err(e)
-            }
-            (Err(e), Ok(())) => {
-                fanout.fail(&format!("encoding failed: {e}")).await;
-                Err(BackupError::io(format!("encoding {name}"), e))
-            }
-            (Ok(d), Ok(())) => {
-                fanout.close();
-                Ok(d)
-            }
-        };
-        let mut stored_ok = Vec::new();
-        for (&i, put) in alive.iter().zip(puts) {
-            let r = put.await;
-            match (r, &digests) {
-                (Ok(Ok(res)), Ok(d)) => {
-                    if res.size == d.stored_size {
-                        stored_ok.push(i);
+            match (put, &digests) {
+                (Ok(size), Ok(d)) => {
+                    if size == d.stored_size {
+                        stored_ok += 1;
                     } else {
                         self.slots[i].error = Some(format!(
-                            "{name}: stored {} bytes, expected {}",
-                            res.size, d.stored_size
+                            "{name}: stored {size} bytes, expected {}",
+                            d.stored_size
                         ));
                     }
                 }
-                (Ok(Err(e)), Ok(_)) => self.slots[i].error = Some(format!("{name}: {e}")),
                 (Err(e), Ok(_)) => self.slots[i].error = Some(format!("{name}: {e}")),
                 (_, Err(_)) => {}
             }
         }
         let d = digests?;
-        if stored_ok.is_empty() {
+        if stored_ok == 0 {
             return Err(self.all_failed());
         }
-        let key = format!("backups/{}/{name}", self.id);
-        self.objects.push(ManifestObject {
-            name: name.to_string(),
+        let obj = ManifestObject {
+            name,
             key,
             stored_size: d.stored_size,
             stored_sha256: d.stored_sha256,
             raw_size: d.raw_size,
             raw_sha256: d.raw_sha256,
-        });
-        Ok(())
+        };
+        self.objects.push(obj.clone());
+        Ok(obj)
     }
 
     fn all_failed(&self) -> BackupError {
@@ -489,6 +476,104 @@ impl Run {
             {
                 tracing::warn!(repo = %s.repo.name(), error = %e, "cannot release the backup lock");
             }
+        }
+    }
+}
+
+/// One object's upload, prepared by [`Run::prepare`]; independent of the run, so
+/// several can run concurrently.
+pub(crate) struct PendingUpload {
+    name: String,
+    key: String,
+    targets: Vec<(usize, Arc<dyn ObjectStore>, ObjectKey)>,
+    comp: CompressionOptions,
+    encrypt: Option<Arc<Encrypt>>,
+    ticker: Ticker,
+}
+
+/// What an upload did, for [`Run::complete`].
+pub(crate) struct UploadOutcome {
+    name: String,
+    key: String,
+    digests: Result<Digests, BackupError>,
+    puts: Vec<(usize, Result<u64, String>)>,
+}
+
+impl PendingUpload {
+    /// Encodes what `input` (opened on the blocking thread) yields into every target.
+    /// `producer_done` is awaited after the input's end: an error there aborts the uploads
+    /// so no partial object is stored.
+    pub(crate) async fn run<I, R, F>(self, input: I, producer_done: F) -> UploadOutcome
+    where
+        I: FnOnce() -> std::io::Result<R> + Send + 'static,
+        R: std::io::Read,
+        F: Future<Output = Result<(), BackupError>>,
+    {
+        let PendingUpload {
+            name,
+            key,
+            targets,
+            comp,
+            encrypt,
+            ticker,
+        } = self;
+        let (fanout, streams) = Fanout::new(targets.len());
+        let mut puts = Vec::new();
+        for ((i, store, key), stream) in targets.into_iter().zip(streams) {
+            puts.push((
+                i,
+                tokio::spawn(async move { store.put(&key, stream, PutOptions::default()).await }),
+            ));
+        }
+        let encoding = tokio::task::spawn_blocking(move || {
+            let mut fanout = fanout;
+            let r = input().and_then(|mut input| {
+                crate::pipeline::encode(
+                    &mut input,
+                    &comp,
+                    encrypt.as_deref(),
+                    &mut fanout,
+                    &mut |raw, _| ticker.tick(raw, false),
+                )
+                .and_then(|d| fanout.flush_all().map(|_| d))
+            });
+            ticker.tick(r.as_ref().map(|d| d.raw_size).unwrap_or(0), true);
+            (r, fanout)
+        });
+        let joined = encoding.await;
+        let done = producer_done.await;
+        let digests: Result<Digests, BackupError> = match (joined, done) {
+            (Err(e), _) => Err(BackupError::io(
+                "compression thread",
+                std::io::Error::other(e.to_string()),
+            )),
+            (Ok((_, fanout)), Err(e)) => {
+                fanout.fail(&format!("producer failed: {e}")).await;
+                Err(e)
+            }
+            (Ok((Err(e), fanout)), Ok(())) => {
+                fanout.fail(&format!("encoding failed: {e}")).await;
+                Err(BackupError::io(format!("encoding {name}"), e))
+            }
+            (Ok((Ok(d), fanout)), Ok(())) => {
+                fanout.close();
+                Ok(d)
+            }
+        };
+        let mut results = Vec::new();
+        for (i, put) in puts {
+            let r = match put.await {
+                Ok(Ok(res)) => Ok(res.size),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            results.push((i, r));
+        }
+        UploadOutcome {
+            name,
+            key,
+            digests,
+            puts: results,
         }
     }
 }

@@ -144,6 +144,18 @@ pub enum BackupError {
         /// What does not match.
         reason: String,
     },
+    /// A PostgreSQL session of a base backup failed: connection refused, permission
+    /// denied (`pg_backup_start` needs superuser or EXECUTE on it, SQLSTATE 42501), or
+    /// another query error.
+    #[error("PostgreSQL: {context}: {reason}")]
+    Postgres {
+        /// What was being done.
+        context: String,
+        /// The server's or the client's message.
+        reason: String,
+        /// The SQLSTATE code, when the server sent one.
+        sqlstate: Option<String>,
+    },
 }
 
 impl BackupError {

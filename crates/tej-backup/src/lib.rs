@@ -1,6 +1,6 @@
 //! # tej-backup
 //!
-//! Logical PostgreSQL backups (and file backups) to local disk and S3, that never lie
+//! Logical PostgreSQL backups, physical base backups ([`physical`]) and file backups to local disk and S3, that never lie
 //! about a backup: `pg_dump` streams through multi-threaded zstd (or gzip), optional
 //! [age](https://age-encryption.org) encryption and SHA-256 into every configured
 //! repository with bounded memory; the [`Manifest`] is written last, so an interrupted
@@ -66,6 +66,7 @@ pub mod lock;
 pub mod logical;
 pub mod lsn;
 pub mod manifest;
+pub mod physical;
 pub mod pipeline;
 mod read;
 pub mod repo;
@@ -84,6 +85,11 @@ pub use lsn::{DEFAULT_WAL_SEGMENT_SIZE, InvalidLsn, InvalidWalFileName, Lsn, Wal
 pub use manifest::{
     BackupKind, CompressionAlgo, CompressionInfo, DumpFormat, EncryptionInfo, MANIFEST_VERSION,
     Manifest, ManifestObject, PhysicalInfo,
+};
+pub use physical::{
+    BackupSession, PgBackupSession, PhysicalBackupOptions, PhysicalBackupReport, PhysicalFileList,
+    PhysicalRestoreOptions, PhysicalRestoreReport, PhysicalRestoreStep, create_physical_backup,
+    create_physical_backup_with, restore_physical_backup, restore_physical_manifest,
 };
 pub use pipeline::{CompressionOptions, EncryptionOptions, ProgressEvent, ProgressSink};
 pub use repo::{

@@ -1,4 +1,5 @@
-//! `verify`: re-read every object, check SHA-256, decrypt, decompress; optionally restore
+//! `verify`: re-read every object, check SHA-256, decrypt, decompress (and, for base
+//! backups, every file inside a bundle against the file list); optionally restore
 //! into a scratch database and run sanity queries.
 
 use crate::db::DbTarget;
@@ -127,15 +128,26 @@ async fn verify_inner(
     clock: &dyn Clock,
 ) -> Result<VerifyReport, BackupError> {
     let mut objects = Vec::new();
-    for obj in &m.objects {
-        let ticker = Ticker::new(opts.progress.clone(), "verify", m.id.as_str(), &obj.name);
-        decode_object(repo, m, obj, &opts.encryption, std::io::sink(), ticker).await?;
-        objects.push(ObjectCheck {
-            name: obj.name.clone(),
-            key: obj.key.clone(),
-            stored_size: obj.stored_size,
-            raw_size: obj.raw_size,
-        });
+    if m.kind == BackupKind::Physical {
+        // Also checks every file inside the bundles against the file list.
+        objects = crate::physical::verify_physical_objects(
+            repo,
+            m,
+            &opts.encryption,
+            opts.progress.clone(),
+        )
+        .await?;
+    } else {
+        for obj in &m.objects {
+            let ticker = Ticker::new(opts.progress.clone(), "verify", m.id.as_str(), &obj.name);
+            decode_object(repo, m, obj, &opts.encryption, std::io::sink(), ticker).await?;
+            objects.push(ObjectCheck {
+                name: obj.name.clone(),
+                key: obj.key.clone(),
+                stored_size: obj.stored_size,
+                raw_size: obj.raw_size,
+            });
+        }
     }
     let restore_test = match &opts.restore_test {
         Some(t) if m.kind == BackupKind::Logical => {
