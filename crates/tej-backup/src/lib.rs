@@ -42,6 +42,7 @@ pub mod logical;
 pub mod lsn;
 pub mod manifest;
 pub mod pipeline;
+pub mod pitr;
 mod read;
 pub mod repo;
 pub mod restore;
@@ -60,6 +61,13 @@ pub use manifest::{
     Manifest, ManifestObject, PhysicalInfo,
 };
 pub use pipeline::{CompressionOptions, EncryptionOptions, ProgressEvent, ProgressSink};
+pub use pitr::{
+    ArchiveHorizon, BaseBackupSource, DrillOptions, DrillReport, PitrRestoreOptions,
+    PitrRestoreReport, PitrRestoreStep, RecoveryAction, RecoveryConfig, RecoveryConfigReport,
+    RecoveryReport, RecoveryTarget, RecoveryTimeline, RestoredArchiving, ServerOptions,
+    check_target_reachable, choose_base_backup, configure_recovery, restore_pitr, run_drill,
+    run_recovery,
+};
 pub use repo::{
     BackupSummary, FailureRecord, IncompleteRun, Inventory, Repository, VerificationRecord,
     list_backups,
