@@ -65,5 +65,5 @@ pub use server::{
 };
 pub use target::{
     InvalidTarget, MAX_RESTORE_POINT_NAME, RecoveryAction, RecoveryTarget, RecoveryTimeline,
-    parse_time,
+    parse_time, postgres_time,
 };

@@ -61,6 +61,20 @@ pub fn parse_time(value: &str) -> Option<Timestamp> {
     None
 }
 
+/// A time as `recovery_target_time` accepts it: UTC with a numeric offset and
+/// microseconds (`2025-01-16 09:00:00.123456+00`). PostgreSQL checks the setting before
+/// it loads time zone abbreviations, so RFC 3339's `Z` is refused there; nanoseconds
+/// are truncated (PostgreSQL keeps microseconds), which keeps every commit at or
+/// before the given instant.
+pub fn postgres_time(t: Timestamp) -> String {
+    let z = t.to_zoned(jiff::tz::TimeZone::UTC);
+    format!(
+        "{}.{:06}+00",
+        z.strftime("%Y-%m-%d %H:%M:%S"),
+        z.subsec_nanosecond() / 1000
+    )
+}
+
 impl RecoveryTarget {
     /// Parses a target as the CLI gives it: `kind` is `time`, `lsn`, `xid`, `name`,
     /// `immediate` or `latest` (the value is ignored for the last two).
@@ -113,7 +127,7 @@ impl RecoveryTarget {
     /// The one `postgresql.auto.conf` setting for this target (`None` for [`Latest`](Self::Latest)).
     pub fn setting(&self) -> Option<(&'static str, String)> {
         match self {
-            RecoveryTarget::Time(t) => Some(("recovery_target_time", t.to_string())),
+            RecoveryTarget::Time(t) => Some(("recovery_target_time", postgres_time(*t))),
             RecoveryTarget::Lsn(l) => Some(("recovery_target_lsn", l.to_string())),
             RecoveryTarget::Xid(x) => Some(("recovery_target_xid", x.to_string())),
             RecoveryTarget::Name(n) => Some(("recovery_target_name", n.clone())),
@@ -270,7 +284,10 @@ mod tests {
         let t = RecoveryTarget::parse_cli("time", "2025-01-16 14:30:00+05:30").unwrap();
         assert_eq!(
             t.setting(),
-            Some(("recovery_target_time", "2025-01-16T09:00:00Z".to_string()))
+            Some((
+                "recovery_target_time",
+                "2025-01-16 09:00:00.000000+00".to_string()
+            ))
         );
         assert_eq!(t.to_string(), "time 2025-01-16T09:00:00Z");
         let l = RecoveryTarget::parse_cli("lsn", "16/B374D848").unwrap();
@@ -307,6 +324,8 @@ mod tests {
             let e = RecoveryTarget::parse_cli(k, v).unwrap_err();
             assert!(e.to_string().contains(k), "{e}");
         }
+        let t = parse_time("1969-12-31 23:59:59.999999999+00").unwrap();
+        assert_eq!(postgres_time(t), "1969-12-31 23:59:59.999999+00");
         let json = serde_json::to_string(&l).unwrap();
         assert_eq!(json, r#"{"kind":"lsn","value":"16/B374D848"}"#);
     }
