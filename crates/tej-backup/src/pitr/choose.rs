@@ -170,7 +170,7 @@ pub fn check_backup_covered(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::id::BackupId;
     use crate::lsn::{DEFAULT_WAL_SEGMENT_SIZE, Lsn};

@@ -364,3 +364,196 @@ impl Step for PitrRestoreStep {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lsn::{DEFAULT_WAL_SEGMENT_SIZE, WalFileName};
+    use crate::manifest::BackupKind;
+    use crate::pitr::choose::tests::manifest;
+    use tej_core::{Calendar, Environment, Executor, FakeClock, Fixed, Guard, Outcome, Procedure};
+
+    fn horizon() -> ArchiveHorizon {
+        ArchiveHorizon {
+            segment: WalFileName::parse("000000010000000000000009", DEFAULT_WAL_SEGMENT_SIZE)
+                .unwrap(),
+            newest_push_time: "2025-01-16T10:00:00Z".parse().unwrap(),
+        }
+    }
+
+    /// A source with one base backup (ending in segment 5) and an archive up to segment 9,
+    /// whose `restore_base` writes a tiny data directory (or fails) `calls` times.
+    fn source(calls: usize, fail: bool) -> MockBaseBackupSource {
+        let mut s = MockBaseBackupSource::new();
+        s.expect_archive_horizon().returning(|| Ok(Some(horizon())));
+        s.expect_base_backups().returning(|| {
+            Ok(vec![manifest(
+                BackupKind::Physical,
+                "2025-01-16T02:00:00Z",
+                0x500_0100,
+            )])
+        });
+        s.expect_restore_base()
+            .times(calls)
+            .returning(move |_, dir| {
+                std::fs::write(dir.join("PG_VERSION"), "15\n").unwrap();
+                std::fs::write(
+                    dir.join("postgresql.auto.conf"),
+                    "recovery_target_name = 'stale'\n",
+                )
+                .unwrap();
+                if fail {
+                    return Err(BackupError::Corrupt {
+                        repo: "r".into(),
+                        id: "b".into(),
+                        object: "base.tar".into(),
+                        reason: "checksum mismatch".into(),
+                    });
+                }
+                std::fs::write(dir.join("backup_label"), "START WAL LOCATION: 0/5000028\n")
+                    .unwrap();
+                Ok(())
+            });
+        s
+    }
+
+    fn opts(pgdata: &Path, target: RecoveryTarget) -> PitrRestoreOptions {
+        let mut o = PitrRestoreOptions::new(pgdata, RecoveryConfig::new("cp /a/%f %p", target));
+        o.owner = None;
+        o
+    }
+
+    fn old_cluster(dir: &Path) {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("PG_VERSION"), "15\n").unwrap();
+        std::fs::write(dir.join("old-only"), "x").unwrap();
+    }
+
+    #[tokio::test]
+    async fn refusals_happen_before_anything_is_touched() {
+        let d = tempfile::tempdir().unwrap();
+        let pgdata = d.path().join("main");
+        old_cluster(&pgdata);
+        let s = source(0, false);
+        let runner = tej_core::MockCommandRunner::new();
+        let beyond = RecoveryTarget::Time("2025-01-16T10:00:01Z".parse().unwrap());
+        let mut o = opts(&pgdata, beyond);
+        o.replace_existing = true;
+        let e = restore_pitr(&s, &runner, &o).await.unwrap_err();
+        assert!(matches!(e, BackupError::TargetBeyondArchive { .. }), "{e}");
+        let before = RecoveryTarget::Time("2025-01-16T01:00:00Z".parse().unwrap());
+        let mut o = opts(&pgdata, before);
+        o.replace_existing = true;
+        let e = restore_pitr(&s, &runner, &o).await.unwrap_err();
+        assert!(matches!(e, BackupError::NoBaseBackup { .. }), "{e}");
+        let e = restore_pitr(&s, &runner, &opts(&pgdata, RecoveryTarget::Immediate))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, BackupError::DataDirInUse { reason, .. } if reason.contains("2 entries")),
+            "{e}"
+        );
+        assert!(pgdata.join("old-only").exists());
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_empty_directory_is_filled_and_configured() {
+        let d = tempfile::tempdir().unwrap();
+        let pgdata = d.path().join("new");
+        let s = source(1, false);
+        let runner = tej_core::MockCommandRunner::new();
+        let r = restore_pitr(&s, &runner, &opts(&pgdata, RecoveryTarget::Xid(1234)))
+            .await
+            .unwrap();
+        assert!(!r.replaced_existing && r.recovery.is_none());
+        assert_eq!(r.config.removed, vec!["recovery_target_name = 'stale'"]);
+        let auto = std::fs::read_to_string(pgdata.join("postgresql.auto.conf")).unwrap();
+        assert!(auto.contains("recovery_target_xid = '1234'") && !auto.contains("stale"));
+        assert!(pgdata.join("recovery.signal").is_file());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&pgdata).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+    }
+
+    #[tokio::test]
+    async fn a_failed_copy_leaves_the_old_directory_as_it_was() {
+        let d = tempfile::tempdir().unwrap();
+        let pgdata = d.path().join("main");
+        old_cluster(&pgdata);
+        let s = source(1, true);
+        let runner = tej_core::MockCommandRunner::new();
+        let mut o = opts(&pgdata, RecoveryTarget::Latest);
+        o.replace_existing = true;
+        let e = restore_pitr(&s, &runner, &o).await.unwrap_err();
+        assert!(matches!(e, BackupError::Corrupt { .. }), "{e}");
+        assert!(pgdata.join("old-only").exists() && !pgdata.join("recovery.signal").exists());
+        assert_eq!(
+            std::fs::read_dir(d.path()).unwrap().count(),
+            1,
+            "staging left behind"
+        );
+        // and a failed copy into an empty directory leaves it empty
+        let fresh = d.path().join("fresh");
+        let s = source(1, true);
+        assert!(
+            restore_pitr(&s, &runner, &opts(&fresh, RecoveryTarget::Latest))
+                .await
+                .is_err()
+        );
+        assert_eq!(std::fs::read_dir(&fresh).unwrap().count(), 0);
+    }
+
+    fn guard(yes: bool) -> Guard {
+        Guard {
+            environment: Environment::Staging,
+            calendar: Calendar::runbook(),
+            clock: Arc::new(FakeClock::new("2025-01-16T06:30:00Z".parse().unwrap())),
+            confirmer: Arc::new(Fixed(yes)),
+            override_window: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_step_replaces_only_when_confirmed() {
+        let d = tempfile::tempdir().unwrap();
+        let pgdata = d.path().join("main");
+        old_cluster(&pgdata);
+        let step = |calls| PitrRestoreStep {
+            source: Arc::new(source(calls, false)),
+            runner: Arc::new(tej_core::MockCommandRunner::new()),
+            opts: opts(&pgdata, RecoveryTarget::Name("before-migration".into())),
+        };
+        let s = step(0);
+        assert_eq!(s.risk(), Risk::Destructive);
+        let plan = s.plan().await.unwrap();
+        assert!(
+            plan.actions
+                .iter()
+                .any(|a| a.starts_with("REPLACE the existing data directory")),
+            "{plan:?}"
+        );
+        assert!(
+            plan.actions
+                .iter()
+                .any(|a| a.contains("recovery_target_name = 'before-migration'"))
+        );
+        let refused = Executor::new(guard(false))
+            .run(&Procedure::new("restore").step(s))
+            .await;
+        assert!(
+            matches!(refused.steps[0].outcome, Outcome::Refused { .. }),
+            "{refused:?}"
+        );
+        assert!(pgdata.join("old-only").exists());
+
+        let done = Executor::new(guard(true))
+            .run(&Procedure::new("restore").step(step(1)))
+            .await;
+        assert!(done.succeeded(), "{done:?}");
+        assert!(!pgdata.join("old-only").exists() && pgdata.join("backup_label").exists());
+        let out = done.steps[0].output.as_ref().unwrap();
+        assert!(out.summary.contains("configured"), "{}", out.summary);
+        assert_eq!(out.data["replaced_existing"], true);
+    }
+}

@@ -514,11 +514,10 @@ pub async fn run_recovery(
 fn read_target(pgdata: &Path) -> String {
     let text = std::fs::read_to_string(pgdata.join("postgresql.auto.conf")).unwrap_or_default();
     text.lines()
-        .filter(|l| {
+        .rfind(|l| {
             super::config::conf_line_key(l)
                 .is_some_and(|k| super::config::TARGET_KEYS.contains(&k.as_str()))
         })
-        .next_back()
         .map(|l| l.trim().to_string())
         .unwrap_or_else(|| "(none configured)".into())
 }
@@ -638,5 +637,212 @@ mod tests {
         let settings = o.server_settings();
         assert!(settings.contains(&("port".into(), "5999".into())));
         assert!(settings.contains(&("lc_messages".into(), "C".into())));
+    }
+}
+
+#[cfg(test)]
+mod follow_tests {
+    use super::*;
+    use tej_core::command::ExitInfo;
+    use tej_core::{CommandOutput, MockCommandRunner};
+
+    fn ok(stdout: &str) -> CommandOutput {
+        CommandOutput {
+            status: ExitInfo {
+                code: Some(0),
+                signal: None,
+            },
+            stdout: stdout.as_bytes().to_vec(),
+            stderr: String::new(),
+            duration: Duration::ZERO,
+        }
+    }
+
+    fn is_pg_ctl(spec: &CommandSpec, verb: &str) -> bool {
+        spec.display().contains("pg_ctl") && spec.args.last().is_some_and(|a| a == verb)
+    }
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        opts: ServerOptions,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("data")).unwrap();
+        std::fs::write(
+            dir.path().join("data/postgresql.auto.conf"),
+            "recovery_target_time = '2026-11-29 06:49:59+00'\n",
+        )
+        .unwrap();
+        // an earlier run's lines must not count
+        std::fs::write(
+            dir.path().join("server.log"),
+            "LOG:  database system is ready to accept connections\n",
+        )
+        .unwrap();
+        let mut opts = ServerOptions::new(dir.path().join("server.log"));
+        opts.run_as = None;
+        opts.timeout = Duration::from_secs(30);
+        Fixture { dir, opts }
+    }
+
+    /// A runner whose `pg_ctl start` "writes" `log` to the server log (and, with
+    /// `alive`, a postmaster.pid naming this process).
+    fn runner(f: &Fixture, log: &'static str, alive: bool) -> MockCommandRunner {
+        let mut m = MockCommandRunner::new();
+        let log_path = f.opts.log_file.clone();
+        let pid_path = f.dir.path().join("data/postmaster.pid");
+        m.expect_run()
+            .withf(|s| is_pg_ctl(s, "start"))
+            .times(1)
+            .returning(move |spec| {
+                assert!(spec.args.iter().any(|a| a == "-W"), "pg_ctl must not wait");
+                let mut old = std::fs::read_to_string(&log_path).unwrap();
+                old.push_str(log);
+                std::fs::write(&log_path, old).unwrap();
+                if alive {
+                    std::fs::write(&pid_path, format!("{}\n", std::process::id())).unwrap();
+                }
+                Ok(ok(""))
+            });
+        m
+    }
+
+    #[tokio::test]
+    async fn target_not_reached_is_an_error_naming_the_last_transaction() {
+        let f = fixture();
+        let m = runner(
+            &f,
+            "LOG:  last completed transaction was at log time 2026-11-29 06:49:58.5+00\n\
+             FATAL:  recovery ended before configured recovery target was reached\n\
+             LOG:  database system is shut down\n",
+            false,
+        );
+        let e = run_recovery(&f.dir.path().join("data"), &f.opts, &m)
+            .await
+            .unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, BackupError::TargetNotReached { .. }), "{e}");
+        assert!(msg.contains("2026-11-29T06:49:58.5Z"), "{msg}");
+        assert!(
+            msg.contains("recovery_target_time = '2026-11-29 06:49:59+00'"),
+            "{msg}"
+        );
+    }
+
+    #[tokio::test]
+    async fn other_fatal_errors_fail_with_the_log() {
+        let f = fixture();
+        let m = runner(
+            &f,
+            "FATAL:  could not locate required checkpoint record\n\
+             LOG:  startup process (PID 9) exited with exit code 1\n\
+             LOG:  database system is shut down\n",
+            false,
+        );
+        let e = run_recovery(&f.dir.path().join("data"), &f.opts, &m)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, BackupError::RecoveryFailed { reason, .. } if reason.contains("checkpoint record")),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn shutdown_at_the_target_is_reported_from_the_log() {
+        let f = fixture();
+        let m = runner(
+            &f,
+            "LOG:  recovery stopping after commit of transaction 745, time 2026-11-29 06:49:59.25+00\n\
+             LOG:  shutdown at recovery target\n\
+             LOG:  database system is shut down\n",
+            false,
+        );
+        let r = run_recovery(&f.dir.path().join("data"), &f.opts, &m)
+            .await
+            .unwrap();
+        assert!(r.reached_target && !r.promoted && !r.paused && !r.running);
+        assert_eq!(
+            r.stopped_at_time,
+            Some("2026-11-29T06:49:59.25Z".parse().unwrap())
+        );
+        assert_eq!(r.timeline_after, None);
+    }
+
+    #[tokio::test]
+    async fn promotion_is_confirmed_by_queries_and_the_server_stopped_on_request() {
+        let mut f = fixture();
+        f.opts.stop_after = true;
+        let mut m = runner(
+            &f,
+            "LOG:  recovery stopping before commit of transaction 746, time 2026-11-29 06:50:00+00\n\
+             LOG:  selected new timeline ID: 2\n\
+             LOG:  database system is ready to accept connections\n",
+            true,
+        );
+        m.expect_run()
+            .withf(|s| s.display().contains("psql"))
+            .times(1)
+            .returning(|_| {
+                Ok(ok(
+                    "f|0/4000A18|1764399001.123456|000000020000000000000004\n",
+                ))
+            });
+        let pid_path = f.dir.path().join("data/postmaster.pid");
+        m.expect_run()
+            .withf(|s| is_pg_ctl(s, "stop"))
+            .times(1)
+            .returning(move |_| {
+                std::fs::remove_file(&pid_path).unwrap();
+                Ok(ok(""))
+            });
+        let r = run_recovery(&f.dir.path().join("data"), &f.opts, &m)
+            .await
+            .unwrap();
+        assert!(r.reached_target && r.promoted && !r.running);
+        assert_eq!(r.stopped_at_lsn, Some(Lsn(0x400_0A18)));
+        assert_eq!(
+            r.stopped_at_time.unwrap().as_microsecond(),
+            1_764_399_001_123_456
+        );
+        assert_eq!(r.timeline_after, Some(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn recovery_outlasting_the_timeout_stops_the_server() {
+        let f = fixture();
+        let mut m = runner(
+            &f,
+            "LOG:  restored log file \"000000010000000000000002\" from archive\n",
+            true,
+        );
+        m.expect_run()
+            .withf(|s| is_pg_ctl(s, "stop"))
+            .times(1)
+            .returning(|_| Ok(ok("")));
+        let e = run_recovery(&f.dir.path().join("data"), &f.opts, &m)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, BackupError::RecoveryFailed { reason, .. } if reason.contains("did not end within")),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_running_server_is_refused() {
+        let f = fixture();
+        std::fs::write(
+            f.dir.path().join("data/postmaster.pid"),
+            format!("{}\n", std::process::id()),
+        )
+        .unwrap();
+        let m = MockCommandRunner::new();
+        let e = run_recovery(&f.dir.path().join("data"), &f.opts, &m)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, BackupError::DataDirInUse { .. }), "{e}");
     }
 }
