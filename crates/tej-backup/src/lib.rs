@@ -10,6 +10,11 @@
 //! Stages ([`pipeline`]) and the manifest are shared with physical backups, so a
 //! manifest carries a [`BackupKind`].
 //!
+//! Point-in-time recovery ([`pitr`]): choose the base backup for a [`RecoveryTarget`],
+//! refuse targets beyond the archived WAL, write exactly one target into
+//! `postgresql.auto.conf`, follow the server's recovery to its end ([`restore_pitr`],
+//! [`PitrRestoreStep`]), and the disaster-recovery drill ([`run_drill`]).
+//!
 //! ```no_run
 //! use tej_backup::{
 //!     DbTarget, LogicalBackupOptions, Repository, VerifyOptions, create_logical_backup,
