@@ -124,7 +124,7 @@ impl RecoveryConfig {
 pub struct RecoveryConfigReport {
     /// The `postgresql.auto.conf` written.
     pub auto_conf: PathBuf,
-    /// Settings written, in order (`restore_command` shown as given).
+    /// Settings written, in order (passwords in URLs redacted).
     pub written: Vec<(String, String)>,
     /// Stale lines removed from `postgresql.auto.conf`.
     pub removed: Vec<String>,
@@ -357,9 +357,24 @@ pub fn configure_recovery(
         disabled_files.push(format!("{} -> {}", legacy.display(), to.display()));
     }
     write_owned(&pgdata.join("recovery.signal"), b"", 0o600)?;
+    tracing::info!(
+        pgdata = %pgdata.display(),
+        target = %cfg.target,
+        action = %cfg.action,
+        removed = removed.len(),
+        commented_out = commented_out.len(),
+        "recovery configured"
+    );
     Ok(RecoveryConfigReport {
         auto_conf: auto,
-        written: settings,
+        // Commands may embed URLs with passwords: reports never show them.
+        written: settings
+            .into_iter()
+            .map(|(k, v)| {
+                let v = tej_core::secret::redact_url_passwords(&v);
+                (k, v)
+            })
+            .collect(),
         removed,
         commented_out,
         disabled_files,

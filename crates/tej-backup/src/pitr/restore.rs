@@ -170,6 +170,13 @@ pub async fn restore_pitr(
     opts: &PitrRestoreOptions,
 ) -> Result<PitrRestoreReport, BackupError> {
     let (m, existing) = plan_pitr_restore(source, opts).await?;
+    tracing::info!(
+        backup = %m.id,
+        target = %opts.recovery.target,
+        pgdata = %opts.pgdata.display(),
+        replace = existing > 0,
+        "restoring base backup for point-in-time recovery"
+    );
     let owner = opts.owner.as_deref();
     let started = Instant::now();
     let pgdata = &opts.pgdata;

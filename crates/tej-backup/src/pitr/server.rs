@@ -418,6 +418,7 @@ pub async fn run_recovery(
         .arg("start")
         .timeout(Duration::from_secs(60));
     tej_core::run_checked(runner, start).await?;
+    tracing::info!(pgdata = %pgdata.display(), port = ?opts.port, "server started for recovery");
 
     let failed = |reason: String, log: &str| BackupError::RecoveryFailed {
         pgdata: pgdata.display().to_string(),
@@ -503,6 +504,15 @@ pub async fn run_recovery(
         running: log.promoted || log.paused,
         duration_secs: started.elapsed().as_secs_f64(),
     };
+    tracing::info!(
+        pgdata = %pgdata.display(),
+        stopped_at_lsn = ?report.stopped_at_lsn,
+        stopped_at_time = ?report.stopped_at_time,
+        promoted = report.promoted,
+        paused = report.paused,
+        secs = report.duration_secs,
+        "recovery ended"
+    );
     if opts.stop_after && report.running {
         stop_server(pgdata, opts, runner, false).await?;
         report.running = false;
