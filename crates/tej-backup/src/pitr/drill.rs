@@ -113,7 +113,34 @@ pub fn pick_free_port() -> Result<u16, BackupError> {
 /// and the age of the newest recovered transaction (RPO, against `clock`). The scratch
 /// server is stopped and its directory removed afterwards, on failure too, unless
 /// [`keep`](DrillOptions::keep).
+///
+/// With no [`port`](DrillOptions::port) given, a drill whose server could not bind the
+/// picked port (taken meanwhile by another process) is run again on another one, up to
+/// three times.
 pub async fn run_drill(
+    opts: &DrillOptions,
+    source: &dyn BaseBackupSource,
+    runner: &dyn CommandRunner,
+    clock: &dyn Clock,
+) -> Result<DrillReport, BackupError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match run_drill_once(opts, source, runner, clock).await {
+            Err(BackupError::RecoveryFailed { log_excerpt, .. })
+                if opts.port.is_none()
+                    && attempt < 3
+                    && (log_excerpt.contains("Address already in use")
+                        || log_excerpt.contains("could not bind")) =>
+            {
+                tracing::warn!(attempt, "the drill's port was taken; trying another");
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn run_drill_once(
     opts: &DrillOptions,
     source: &dyn BaseBackupSource,
     runner: &dyn CommandRunner,
@@ -232,4 +259,140 @@ async fn drill_inner(
         kept: false,
         ok,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::BackupKind;
+    use crate::pitr::choose::tests::manifest;
+    use crate::pitr::restore::MockBaseBackupSource;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tej_core::command::ExitInfo;
+    use tej_core::{CommandOutput, CommandSpec, FakeClock, MockCommandRunner};
+
+    fn out(code: i32, stdout: &str, stderr: &str) -> CommandOutput {
+        CommandOutput {
+            status: ExitInfo {
+                code: Some(code),
+                signal: None,
+            },
+            stdout: stdout.as_bytes().to_vec(),
+            stderr: stderr.into(),
+            duration: Duration::ZERO,
+        }
+    }
+
+    fn data_dir_of(spec: &CommandSpec) -> PathBuf {
+        let i = spec.args.iter().position(|a| a == "-D").unwrap();
+        PathBuf::from(&spec.args[i + 1])
+    }
+
+    #[tokio::test]
+    async fn a_taken_port_is_retried_and_every_scratch_cluster_removed() {
+        let scratch = tempfile::tempdir().unwrap();
+        let mut source = MockBaseBackupSource::new();
+        source.expect_archive_horizon().returning(|| {
+            Ok(Some(crate::pitr::ArchiveHorizon {
+                segment: crate::lsn::WalFileName::parse(
+                    "000000010000000000000009",
+                    crate::lsn::DEFAULT_WAL_SEGMENT_SIZE,
+                )
+                .unwrap(),
+                newest_push_time: "2025-01-16T10:00:00Z".parse().unwrap(),
+            }))
+        });
+        source.expect_base_backups().returning(|| {
+            Ok(vec![manifest(
+                BackupKind::Physical,
+                "2025-01-16T02:00:00Z",
+                0x500_0100,
+            )])
+        });
+        source.expect_restore_base().times(2).returning(|_, dir| {
+            std::fs::write(dir.join("PG_VERSION"), "15\n").unwrap();
+            Ok(())
+        });
+        let starts = Arc::new(AtomicUsize::new(0));
+        let mut runner = MockCommandRunner::new();
+        let n = starts.clone();
+        runner
+            .expect_run()
+            .withf(|s| {
+                s.display().contains("pg_ctl") && s.args.last().is_some_and(|a| a == "start")
+            })
+            .times(2)
+            .returning(move |spec| {
+                let data = data_dir_of(&spec);
+                let log = data.parent().unwrap().join("server.log");
+                if n.fetch_add(1, Ordering::SeqCst) == 0 {
+                    std::fs::write(
+                        &log,
+                        "LOG:  could not bind IPv4 address \"127.0.0.1\": Address already in use\n\
+                         FATAL:  could not create any TCP/IP sockets\n\
+                         LOG:  database system is shut down\n",
+                    )
+                    .unwrap();
+                } else {
+                    std::fs::write(
+                        &log,
+                        "LOG:  redo done at 0/9000060 system usage: CPU\n\
+                         LOG:  last completed transaction was at log time 2025-01-16 09:59:00+00\n\
+                         LOG:  selected new timeline ID: 2\n\
+                         LOG:  database system is ready to accept connections\n",
+                    )
+                    .unwrap();
+                    std::fs::write(
+                        data.join("postmaster.pid"),
+                        format!("{}\n", std::process::id()),
+                    )
+                    .unwrap();
+                }
+                Ok(out(0, "", ""))
+            });
+        runner
+            .expect_run()
+            .withf(|s| s.display().contains("pg_last_wal_replay_lsn"))
+            .times(1)
+            .returning(|_| {
+                Ok(out(
+                    0,
+                    "f|0/9000060|1737021540|000000020000000000000009\n",
+                    "",
+                ))
+            });
+        runner
+            .expect_run()
+            .withf(|s| s.display().contains("count(*) FROM users"))
+            .times(1)
+            .returning(|_| Ok(out(0, "1500\n", "")));
+        runner
+            .expect_run()
+            .withf(|s| s.display().contains("pg_ctl") && s.args.last().is_some_and(|a| a == "stop"))
+            .times(1)
+            .returning(|spec| {
+                assert!(
+                    spec.args.iter().any(|a| a == "fast"),
+                    "a good drill stops cleanly"
+                );
+                std::fs::remove_file(data_dir_of(&spec).join("postmaster.pid")).unwrap();
+                Ok(out(0, "", ""))
+            });
+        let mut opts = DrillOptions::new(scratch.path(), "cp /archive/%f %p");
+        opts.run_as = None;
+        opts.sanity_queries = vec!["SELECT count(*) FROM users".into()];
+        let clock = FakeClock::new("2025-01-16T10:04:00Z".parse().unwrap());
+        let r = run_drill(&opts, &source, &runner, &clock).await.unwrap();
+        assert_eq!(starts.load(Ordering::SeqCst), 2);
+        assert!(r.ok && !r.kept, "{r:?}");
+        assert_eq!(r.queries[0].output.as_deref(), Some("1500"));
+        assert_eq!(
+            r.recovered_until,
+            Some("2025-01-16T09:59:00Z".parse().unwrap())
+        );
+        assert_eq!(r.rpo_seconds, Some(300.0));
+        assert_eq!(r.timeline_after, Some(2));
+        assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0);
+    }
 }
