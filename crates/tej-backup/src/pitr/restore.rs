@@ -48,6 +48,10 @@ pub struct PitrRestoreOptions {
     pub owner: Option<String>,
     /// Start the server and follow recovery to its end; `None` only prepares the directory.
     pub start: Option<ServerOptions>,
+    /// Restore this base backup (an id) instead of the newest one that qualifies: for
+    /// an xid or restore point older than the newest base backup, which replay from a
+    /// newer one would never meet. It must still qualify for a time or LSN target.
+    pub base_backup: Option<String>,
 }
 
 impl PitrRestoreOptions {
@@ -59,6 +63,7 @@ impl PitrRestoreOptions {
             replace_existing: false,
             owner: Some("postgres".into()),
             start: None,
+            base_backup: None,
         }
     }
 }
@@ -134,7 +139,16 @@ pub async fn plan_pitr_restore(
     let target = &opts.recovery.target;
     let horizon = source.archive_horizon().await?;
     check_target_reachable(target, horizon)?;
-    let manifests = source.base_backups().await?;
+    let mut manifests = source.base_backups().await?;
+    if let Some(id) = &opts.base_backup {
+        manifests.retain(|m| m.id.as_str() == id);
+        if manifests.is_empty() {
+            return Err(BackupError::NoBaseBackup {
+                target: target.to_string(),
+                reason: format!("base backup {id} does not exist"),
+            });
+        }
+    }
     let m = choose_base_backup(&manifests, target)?.clone();
     check_backup_covered(&m, horizon)?;
     if let Some(pid) = running_postmaster(&opts.pgdata) {
@@ -462,6 +476,33 @@ mod tests {
         );
         assert!(pgdata.join("old-only").exists());
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_named_base_backup_is_used_or_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = MockBaseBackupSource::new();
+        s.expect_archive_horizon().returning(|| Ok(Some(horizon())));
+        s.expect_base_backups().returning(|| {
+            Ok(vec![
+                manifest(BackupKind::Physical, "2025-01-15T02:00:00Z", 0x300_0100),
+                manifest(BackupKind::Physical, "2025-01-16T02:00:00Z", 0x500_0100),
+            ])
+        });
+        let mut o = opts(&d.path().join("x"), RecoveryTarget::Name("before".into()));
+        let (m, _) = plan_pitr_restore(&s, &o).await.unwrap();
+        assert!(m.id.as_str().starts_with("20250116"));
+        o.base_backup = Some("20250115T020000Z-main".into());
+        let (m, _) = plan_pitr_restore(&s, &o).await.unwrap();
+        assert!(m.id.as_str().starts_with("20250115"));
+        o.recovery.target = RecoveryTarget::Time("2025-01-15T01:00:00Z".parse().unwrap());
+        assert!(matches!(
+            plan_pitr_restore(&s, &o).await.unwrap_err(),
+            BackupError::NoBaseBackup { .. }
+        ));
+        o.base_backup = Some("20250101T000000Z-main".into());
+        let e = plan_pitr_restore(&s, &o).await.unwrap_err();
+        assert!(e.to_string().contains("does not exist"), "{e}");
     }
 
     #[tokio::test]
