@@ -244,7 +244,8 @@ pub(crate) fn write_owned(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Ba
         f.write_all(bytes).map_err(|e| io("write", e))?;
         f.sync_all().map_err(|e| io("fsync", e))?;
         drop(f);
-        if let Some((uid, gid)) = owner_of(dir)
+        if nix::unistd::geteuid().is_root()
+            && let Some((uid, gid)) = owner_of(dir)
             && owner_of(&tmp) != Some((uid, gid))
         {
             nix::unistd::chown(

@@ -436,7 +436,7 @@ pub async fn run_recovery(
         let alive = running_postmaster(pgdata).is_some();
         gone_polls = if alive { 0 } else { gone_polls + 1 };
         // Give the postmaster a moment to write its pid file after pg_ctl returned.
-        let exited = parsed.shut_down && !alive || gone_polls >= 30;
+        let exited = (parsed.shut_down && !alive) || gone_polls >= 30;
         if exited {
             if parsed.shutdown_at_target {
                 break parsed;
