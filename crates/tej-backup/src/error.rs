@@ -156,6 +156,58 @@ pub enum BackupError {
         /// The SQLSTATE code, when the server sent one.
         sqlstate: Option<String>,
     },
+    /// Point-in-time recovery: no physical base backup can serve the recovery target.
+    #[error("no base backup can serve recovery target {target}: {reason}")]
+    NoBaseBackup {
+        /// The recovery target.
+        target: String,
+        /// Why none qualifies (none at all, all finished after the target...).
+        reason: String,
+    },
+    /// Point-in-time recovery: the target lies beyond the newest archived WAL, so
+    /// PostgreSQL could never reach it; refused before anything was touched.
+    #[error(
+        "recovery target {target} is beyond the newest archived WAL ({horizon}); nothing was touched"
+    )]
+    TargetBeyondArchive {
+        /// The recovery target.
+        target: String,
+        /// The archive's horizon (newest segment, when it was pushed).
+        horizon: String,
+    },
+    /// Point-in-time recovery: a data directory is not empty and replacing it was not
+    /// confirmed, or a server is running on it.
+    #[error("data directory {path} {reason}")]
+    DataDirInUse {
+        /// The data directory.
+        path: String,
+        /// Why it cannot be used (not empty, server running).
+        reason: String,
+    },
+    /// Point-in-time recovery: PostgreSQL ended recovery before the configured target
+    /// (`recovery ended before configured recovery target was reached`).
+    #[error(
+        "recovery ended before target {target} was reached (last replayed: {last_replayed}); server log:\n{log_excerpt}"
+    )]
+    TargetNotReached {
+        /// The recovery target.
+        target: String,
+        /// The last replayed transaction time or WAL position the log names, if any.
+        last_replayed: String,
+        /// The relevant server log lines.
+        log_excerpt: String,
+    },
+    /// Point-in-time recovery: the server failed to start or recover, or did not finish
+    /// in time.
+    #[error("recovery of {pgdata} failed: {reason}; server log:\n{log_excerpt}")]
+    RecoveryFailed {
+        /// The data directory.
+        pgdata: String,
+        /// What went wrong.
+        reason: String,
+        /// The tail of the server log.
+        log_excerpt: String,
+    },
 }
 
 impl BackupError {

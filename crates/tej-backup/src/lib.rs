@@ -35,6 +35,11 @@
 //! # }
 //! ```
 //!
+//! Point-in-time recovery ([`pitr`]): choose the base backup for a [`RecoveryTarget`],
+//! refuse targets beyond the archived WAL, write exactly one target into
+//! `postgresql.auto.conf`, follow the server's recovery to its end ([`restore_pitr`],
+//! [`PitrRestoreStep`]), and the disaster-recovery drill ([`run_drill`]).
+//!
 //! ```no_run
 //! use tej_backup::{
 //!     DbTarget, LogicalBackupOptions, Repository, VerifyOptions, create_logical_backup,
@@ -68,6 +73,7 @@ pub mod lsn;
 pub mod manifest;
 pub mod physical;
 pub mod pipeline;
+pub mod pitr;
 mod read;
 pub mod repo;
 pub mod restore;
@@ -92,6 +98,13 @@ pub use physical::{
     create_physical_backup_with, restore_physical_backup, restore_physical_manifest,
 };
 pub use pipeline::{CompressionOptions, EncryptionOptions, ProgressEvent, ProgressSink};
+pub use pitr::{
+    ArchiveHorizon, BaseBackupSource, DrillOptions, DrillReport, PitrRestoreOptions,
+    PitrRestoreReport, PitrRestoreStep, RecoveryAction, RecoveryConfig, RecoveryConfigReport,
+    RecoveryReport, RecoveryTarget, RecoveryTimeline, RestoredArchiving, ServerOptions,
+    check_target_reachable, choose_base_backup, configure_recovery, restore_pitr, run_drill,
+    run_recovery,
+};
 pub use repo::{
     BackupSummary, FailureRecord, IncompleteRun, Inventory, Repository, VerificationRecord,
     list_backups,
