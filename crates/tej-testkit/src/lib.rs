@@ -1,5 +1,6 @@
 //! Real servers on loopback for tej's integration tests: a throwaway PostgreSQL 15
-//! cluster, Redis, an S3-compatible server (s3s-fs) and a private Docker engine.
+//! cluster, Redis, S3-compatible servers (s3s-fs, and moto for what s3s-fs lacks such as
+//! listing multipart uploads) and a private Docker engine.
 //!
 //! Each server gets its own free port on `127.0.0.1` and its own temporary directory, so
 //! tests run in parallel; it is stopped and its directory removed when the handle is
@@ -26,6 +27,7 @@
 //! ```
 
 mod docker_engine;
+mod moto_server;
 mod pg_cluster;
 mod port;
 mod process;
@@ -34,6 +36,7 @@ mod s3_server;
 mod scratch;
 
 pub use docker_engine::DockerEngine;
+pub use moto_server::MotoServer;
 pub use pg_cluster::{PgCluster, PgClusterOptions};
 pub use port::free_port;
 pub use process::run_as_postgres;
