@@ -105,6 +105,8 @@ struct TejRun {
     stored: u64,
     raw: u64,
     hwm_kib: u64,
+    cpu: f64,
+    pg_dump_cpu: f64,
 }
 
 /// A shell pipeline's wall time and output size (reference points, not the runbook).
@@ -118,12 +120,13 @@ fn time_shell(script: &str, out: &Path) -> Result<(f64, u64)> {
     ))
 }
 
-fn time_tej(url: &str, repo: &Path, level: i32) -> Result<TejRun> {
+/// A tej configuration: `LEVEL:THREADS:HASH_RAW` (0 = the default for each).
+fn time_tej(url: &str, repo: &Path, variant: &str) -> Result<TejRun> {
     let t = Instant::now();
     let out = Command::new(std::env::current_exe()?)
         .args(["--child", url])
         .arg(repo)
-        .arg(level.to_string())
+        .arg(variant)
         .stderr(Stdio::inherit())
         .output()?;
     let wall = t.elapsed().as_secs_f64();
@@ -136,7 +139,30 @@ fn time_tej(url: &str, repo: &Path, level: i32) -> Result<TejRun> {
         stored: v["stored"].as_u64().unwrap_or(0),
         raw: v["raw"].as_u64().unwrap_or(0),
         hwm_kib: v["hwm_kib"].as_u64().unwrap_or(0),
+        cpu: v["cpu"].as_f64().unwrap_or(0.0),
+        pg_dump_cpu: v["pg_dump_cpu"].as_f64().unwrap_or(0.0),
     })
+}
+
+/// User + system CPU seconds of this process (`self_`) or of its waited-for children,
+/// from /proc/self/stat (clock ticks of 1/100 s).
+fn cpu_secs(self_: bool) -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<f64> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .map(|f| f.parse().unwrap_or(0.0))
+                .collect()
+        })
+        .unwrap_or_default();
+    // After the command name: state is index 0, utime 11, stime 12, cutime 13, cstime 14.
+    let at = |i: usize| fields.get(i).copied().unwrap_or(0.0);
+    if self_ {
+        (at(11) + at(12)) / 100.0
+    } else {
+        (at(13) + at(14)) / 100.0
+    }
 }
 
 fn vm_hwm_kib() -> u64 {
@@ -150,17 +176,25 @@ fn vm_hwm_kib() -> u64 {
         .unwrap_or(0)
 }
 
-async fn child(url: &str, repo: &str, level: i32) -> Result<()> {
+async fn child(url: &str, repo: &str, variant: &str) -> Result<()> {
     let repo = Repository::open(repo).await?;
     let mut opts = LogicalBackupOptions::new(DbTarget::new(url));
-    if level > 0 {
-        opts.run.compression.level = Some(level);
+    let v: Vec<u32> = variant.split(':').map(|x| x.parse().unwrap_or(0)).collect();
+    if let Some(&l) = v.first().filter(|&&l| l > 0) {
+        opts.run.compression.level = Some(l as i32);
+    }
+    if let Some(&t) = v.get(1).filter(|&&t| t > 0) {
+        opts.run.compression.threads = t;
+    }
+    if v.get(2) == Some(&1) {
+        opts.run.hash_raw = true;
     }
     let r = create_logical_backup(&TokioCommandRunner, &[repo], &opts, &SystemClock).await?;
     ensure!(r.succeeded(), "backup failed: {:?}", r.repositories);
     println!(
         "{}",
-        serde_json::json!({"stored": r.stored_size, "raw": r.raw_size, "hwm_kib": vm_hwm_kib()})
+        serde_json::json!({"stored": r.stored_size, "raw": r.raw_size, "hwm_kib": vm_hwm_kib(),
+            "cpu": cpu_secs(true), "pg_dump_cpu": cpu_secs(false)})
     );
     Ok(())
 }
@@ -180,9 +214,9 @@ fn main() -> Result<()> {
         let (Some(url), Some(repo)) = (args.get(2), args.get(3)) else {
             bail!("usage: --child URL REPO [LEVEL]");
         };
-        let level = args.get(4).and_then(|l| l.parse().ok()).unwrap_or(0);
+        let variant = args.get(4).cloned().unwrap_or_default();
         let rt = tokio::runtime::Runtime::new()?;
-        return rt.block_on(child(url, repo, level));
+        return rt.block_on(child(url, repo, &variant));
     }
     let mb: u64 = std::env::var("TEJ_BENCH_MB")
         .ok()
@@ -209,6 +243,16 @@ fn main() -> Result<()> {
         mib(size.parse().unwrap_or(0)),
         t.elapsed().as_secs_f64()
     );
+    if let Some(path) = std::env::var_os("TEJ_BENCH_SAVE_DUMP") {
+        // For compressor experiments: the custom-format dump tej compresses, then stop.
+        let st = Command::new(pg_dump())
+            .arg(format!("--dbname={url}"))
+            .args(["-Fc", "-Z0", "-f"])
+            .arg(&path)
+            .status()?;
+        ensure!(st.success(), "pg_dump -Fc failed");
+        return Ok(());
+    }
     let work = tempfile::tempdir()?;
     let env_num = |k: &str, d: usize| {
         std::env::var(k)
@@ -218,10 +262,16 @@ fn main() -> Result<()> {
     };
     let runs = env_num("TEJ_BENCH_RUNS", 3).max(1);
     let gzip_runs = env_num("TEJ_BENCH_GZIP_RUNS", runs);
-    // Extra zstd levels of tej to compare (TEJ_BENCH_LEVELS=1,2,3), besides the default.
-    let levels: Vec<i32> = std::env::var("TEJ_BENCH_LEVELS")
+    // Extra tej configurations to compare besides the default:
+    // TEJ_BENCH_VARIANTS=LEVEL:THREADS:HASH_RAW,... (0 = default), e.g. 1:0:0,3:1:0,3:0:1.
+    let levels: Vec<String> = std::env::var("TEJ_BENCH_VARIANTS")
         .ok()
-        .map(|s| s.split(',').filter_map(|l| l.trim().parse().ok()).collect())
+        .map(|s| {
+            s.split(',')
+                .map(|l| l.trim().to_string())
+                .filter(|l| !l.is_empty())
+                .collect()
+        })
         .unwrap_or_default();
     let pgd = pg_dump().display().to_string();
     let fc_out = work.path().join("fc.zst");
@@ -259,12 +309,12 @@ fn main() -> Result<()> {
             gz_size = sz;
         }
         let repo = work.path().join(format!("repo{i}"));
-        let r = time_tej(&url, &repo, 0)?;
+        let r = time_tej(&url, &repo, "")?;
         std::fs::remove_dir_all(&repo).ok();
         tej.push(r.wall);
         hwm = hwm.max(r.hwm_kib);
         print!(
-            "run {}: bare pg_dump {:.2}s, pg_dump -Fc -Z0 {:.2}s, pg_dump -Fc -Z0|zstd -T2 -3 {:.2}s, {}tej {:.2}s (peak RSS {:.1} MiB)",
+            "run {}: bare pg_dump {:.2}s, pg_dump -Fc -Z0 {:.2}s, pg_dump -Fc -Z0|zstd -T2 -3 {:.2}s, {}tej {:.2}s (peak RSS {:.1} MiB, CPU tej {:.2}s + pg_dump {:.2}s)",
             i + 1,
             bare[i],
             bare_fc[i],
@@ -274,13 +324,15 @@ fn main() -> Result<()> {
                 .map(|g| format!("pg_dump|gzip {g:.2}s, "))
                 .unwrap_or_default(),
             r.wall,
-            r.hwm_kib as f64 / 1024.0
+            r.hwm_kib as f64 / 1024.0,
+            r.cpu,
+            r.pg_dump_cpu
         );
-        for (j, &l) in levels.iter().enumerate() {
-            let repo = work.path().join(format!("repo{i}-{l}"));
+        for (j, l) in levels.iter().enumerate() {
+            let repo = work.path().join(format!("repo{i}-{j}"));
             let x = time_tej(&url, &repo, l)?;
             std::fs::remove_dir_all(&repo).ok();
-            print!(", tej zstd-{l} {:.2}s", x.wall);
+            print!(", tej {l} {:.2}s (CPU {:.2}s)", x.wall, x.cpu);
             extra[j].push((x.wall, x.stored));
         }
         println!();
@@ -317,16 +369,16 @@ fn main() -> Result<()> {
         );
     }
     println!(
-        "| tej default (-Fc -Z0, zstd-{} mt, sha256, fsync) | {t:.2}s | {:.1} MiB | {:.2} |",
+        "| tej default (-Fc -Z0, zstd-{} mt, SHA-256 of the stored bytes, fsync) | {t:.2}s | {:.1} MiB | {:.2} |",
         tej_backup::CompressionOptions::default_level(tej_backup::CompressionAlgo::Zstd),
         mib(r.stored),
         t / b
     );
-    for (j, &l) in levels.iter().enumerate() {
+    for (j, l) in levels.iter().enumerate() {
         let w = median(extra[j].iter().map(|x| x.0).collect());
         let sz = extra[j].last().map(|x| x.1).unwrap_or(0);
         println!(
-            "| tej zstd level {l} | {w:.2}s | {:.1} MiB | {:.2} |",
+            "| tej level:threads:hash_raw {l} | {w:.2}s | {:.1} MiB | {:.2} |",
             mib(sz),
             w / b
         );

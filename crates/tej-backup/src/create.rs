@@ -85,6 +85,12 @@ pub struct RunOptions {
     pub cleanup_older_than: Duration,
     /// Progress events.
     pub progress: Option<ProgressSink>,
+    /// Also record the SHA-256 of each object's uncompressed content (off by default: one
+    /// more SHA-256 pass over the largest side of the stream, while zstd's content
+    /// checksum, gzip's CRC-32 or age's authentication already make `verify` and `restore`
+    /// catch any change of the decoded content, and the stored side's SHA-256 is always
+    /// recorded). With it off, the manifest's `raw_sha256` is empty.
+    pub hash_raw: bool,
 }
 
 impl Default for RunOptions {
@@ -96,6 +102,7 @@ impl Default for RunOptions {
             lock: LockOptions::default(),
             cleanup_older_than: Duration::from_secs(3600),
             progress: None,
+            hash_raw: false,
         }
     }
 }
@@ -108,6 +115,7 @@ impl std::fmt::Debug for RunOptions {
             .field("encryption", &self.encryption)
             .field("lock", &self.lock)
             .field("cleanup_older_than", &self.cleanup_older_than)
+            .field("hash_raw", &self.hash_raw)
             .finish_non_exhaustive()
     }
 }
@@ -130,6 +138,7 @@ pub(crate) struct Run {
     slots: Vec<Slot>,
     objects: Vec<ManifestObject>,
     progress: Option<ProgressSink>,
+    hash_raw: bool,
 }
 
 impl Run {
@@ -219,6 +228,7 @@ impl Run {
             slots,
             objects: Vec::new(),
             progress: opts.progress.clone(),
+            hash_raw: opts.hash_raw,
         })
     }
 
@@ -266,14 +276,16 @@ impl Run {
         let comp = self.comp_opts;
         let encrypt = self.encrypt.clone();
         let ticker = Ticker::new(self.progress.clone(), "create", self.id.as_str(), name);
+        let hash_raw = self.hash_raw;
         let bridge = tokio_util::io::SyncIoBridge::new(reader);
         let encoding = tokio::task::spawn_blocking(move || {
             let mut input = bridge;
             let mut fanout = fanout;
-            let r = crate::pipeline::encode(
+            let r = crate::pipeline::encode_with(
                 &mut input,
                 &comp,
                 encrypt.as_deref(),
+                hash_raw,
                 &mut fanout,
                 &mut |raw, _| ticker.tick(raw, false),
             )

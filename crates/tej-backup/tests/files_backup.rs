@@ -74,8 +74,11 @@ fn options(paths: Vec<PathBuf>, target: &str) -> FileBackupOptions {
     o
 }
 
-/// Everything under `root`: relative path → (kind, mode, mtime, content or link target).
-fn snapshot(root: &Path) -> Result<Vec<(PathBuf, String, u32, i64, Vec<u8>)>> {
+/// One entry of a tree: relative path, kind, mode, mtime, content or link target.
+type Entry = (PathBuf, String, u32, i64, Vec<u8>);
+
+/// Everything under `root`, sorted by path.
+fn snapshot(root: &Path) -> Result<Vec<Entry>> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(p) = stack.pop() {

@@ -175,10 +175,10 @@ async fn a_run_killed_mid_multipart_leaves_no_backup_and_prune_aborts_the_upload
 
     // The next run succeeds (taking over the dead run's lock), and a second killed-like
     // leftover is cleaned by a run too: start an upload by hand, as a dead run would.
-    let stray = format!("site/backups/20200101T000000Z-uploads/files.tar");
+    let stray = "site/backups/20200101T000000Z-uploads/files.tar";
     c.create_multipart_upload()
         .bucket(&bucket)
-        .key(&stray)
+        .key(stray)
         .send()
         .await
         .context("create a stray upload")?;
