@@ -85,6 +85,12 @@ pub struct RunOptions {
     pub cleanup_older_than: Duration,
     /// Progress events.
     pub progress: Option<ProgressSink>,
+    /// Also record the SHA-256 of each object's uncompressed content (off by default for
+    /// logical and file backups: one more SHA-256 pass, while zstd's content checksum,
+    /// gzip's CRC-32 or age's authentication already make `verify` and `restore` catch any
+    /// change of the decoded content, and the stored side's SHA-256 is always recorded).
+    /// With it off, the manifest's `raw_sha256` is empty. Physical backups always hash.
+    pub hash_raw: bool,
 }
 
 impl Default for RunOptions {
@@ -96,6 +102,7 @@ impl Default for RunOptions {
             lock: LockOptions::default(),
             cleanup_older_than: Duration::from_secs(3600),
             progress: None,
+            hash_raw: false,
         }
     }
 }
@@ -108,6 +115,7 @@ impl std::fmt::Debug for RunOptions {
             .field("encryption", &self.encryption)
             .field("lock", &self.lock)
             .field("cleanup_older_than", &self.cleanup_older_than)
+            .field("hash_raw", &self.hash_raw)
             .finish_non_exhaustive()
     }
 }
@@ -130,6 +138,7 @@ pub(crate) struct Run {
     slots: Vec<Slot>,
     objects: Vec<ManifestObject>,
     progress: Option<ProgressSink>,
+    hash_raw: bool,
 }
 
 impl Run {
@@ -219,6 +228,7 @@ impl Run {
             slots,
             objects: Vec::new(),
             progress: opts.progress.clone(),
+            hash_raw: opts.hash_raw,
         })
     }
 
@@ -274,6 +284,7 @@ impl Run {
             key: format!("backups/{}/{name}", self.id),
             targets,
             comp: self.comp_opts,
+            hash_raw: self.hash_raw,
             encrypt: self.encrypt.clone(),
             ticker: Ticker::new(self.progress.clone(), "create", self.id.as_str(), name),
         })
@@ -487,6 +498,7 @@ pub(crate) struct PendingUpload {
     key: String,
     targets: Vec<(usize, Arc<dyn ObjectStore>, ObjectKey)>,
     comp: CompressionOptions,
+    hash_raw: bool,
     encrypt: Option<Arc<Encrypt>>,
     ticker: Ticker,
 }
@@ -514,6 +526,7 @@ impl PendingUpload {
             key,
             targets,
             comp,
+            hash_raw,
             encrypt,
             ticker,
         } = self;
@@ -528,10 +541,11 @@ impl PendingUpload {
         let encoding = tokio::task::spawn_blocking(move || {
             let mut fanout = fanout;
             let r = input().and_then(|mut input| {
-                crate::pipeline::encode(
+                crate::pipeline::encode_with(
                     &mut input,
                     &comp,
                     encrypt.as_deref(),
+                    hash_raw,
                     &mut fanout,
                     &mut |raw, _| ticker.tick(raw, false),
                 )

@@ -66,6 +66,7 @@
 pub mod create;
 pub mod db;
 pub mod error;
+pub mod files;
 pub mod id;
 pub mod lock;
 pub mod logical;
@@ -84,6 +85,10 @@ pub mod wal;
 pub use create::{CreateReport, RepositoryOutcome, RunOptions};
 pub use db::DbTarget;
 pub use error::BackupError;
+pub use files::{
+    FILES_OBJECT, FileBackupOptions, FileBackupReport, FileRestoreOptions, FileRestoreReport,
+    FileRestoreStep, create_file_backup, restore_file_backup,
+};
 pub use id::{BackupId, InvalidBackupId};
 pub use lock::{LockOptions, LockOwner, RepoLock};
 pub use logical::{LogicalBackupOptions, create_logical_backup, plain_object_base};

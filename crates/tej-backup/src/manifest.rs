@@ -149,7 +149,9 @@ pub struct ManifestObject {
     pub stored_sha256: String,
     /// Bytes before compression and encryption.
     pub raw_size: u64,
-    /// SHA-256 of the bytes before compression and encryption, hex.
+    /// SHA-256 of the bytes before compression and encryption, hex; empty when the run did
+    /// not compute it (`RunOptions::hash_raw` off: the codec's checksum or age's
+    /// authentication covers the decoded content).
     pub raw_sha256: String,
 }
 

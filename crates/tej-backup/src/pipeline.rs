@@ -349,10 +349,29 @@ pub(crate) type Tick<'a> = &'a mut dyn FnMut(u64, u64);
 
 /// Reads `input` to its end through compression and encryption into `out`, hashing both
 /// sides. `tick(raw_bytes, stored_bytes)` is called after every chunk.
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn encode(
     input: &mut dyn Read,
     compression: &CompressionOptions,
     encrypt: Option<&Encrypt>,
+    out: &mut dyn Write,
+    tick: Tick<'_>,
+) -> io::Result<Digests> {
+    encode_with(input, compression, encrypt, true, out, tick)
+}
+
+/// Size of the reads from the producer (a pipe from pg_dump, a tar stream).
+const READ_BUF: usize = 1 << 20;
+
+/// [`encode`], hashing the uncompressed side only when `hash_raw` (otherwise
+/// `raw_sha256` is empty). The stored side is always hashed; the uncompressed content is
+/// covered by the codec's own checksum (zstd's content checksum, gzip's CRC-32) or age's
+/// authentication, so the second SHA-256 pass is optional.
+pub(crate) fn encode_with(
+    input: &mut dyn Read,
+    compression: &CompressionOptions,
+    encrypt: Option<&Encrypt>,
+    hash_raw: bool,
     out: &mut dyn Write,
     tick: Tick<'_>,
 ) -> io::Result<Digests> {
@@ -384,9 +403,9 @@ pub(crate) fn encode(
             flate2::Compression::new(info.level as u32),
         )),
     };
-    let mut raw = Sha256::new();
+    let mut raw = hash_raw.then(Sha256::new);
     let mut raw_size = 0u64;
-    let mut buf = vec![0u8; 256 * 1024];
+    let mut buf = vec![0u8; READ_BUF];
     let mut since_tick = 0usize;
     loop {
         let n = match input.read(&mut buf) {
@@ -395,7 +414,9 @@ pub(crate) fn encode(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        raw.update(&buf[..n]);
+        if let Some(h) = raw.as_mut() {
+            h.update(&buf[..n]);
+        }
         raw_size += n as u64;
         comp.write_all(&buf[..n])?;
         since_tick += n;
@@ -408,7 +429,7 @@ pub(crate) fn encode(
     let stored = enc.finish()?;
     let d = Digests {
         raw_size,
-        raw_sha256: hex::encode(raw.finalize()),
+        raw_sha256: raw.map(|h| hex::encode(h.finalize())).unwrap_or_default(),
         stored_size: stored.count,
         stored_sha256: hex::encode(stored.hasher.finalize()),
     };
@@ -880,6 +901,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out, b"rows");
+    }
+
+    #[test]
+    fn the_raw_hash_is_optional_and_the_stored_hash_is_not() {
+        let data = text(1 << 20);
+        let comp = CompressionOptions::default();
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let with = encode_with(&mut &data[..], &comp, None, true, &mut a, &mut |_, _| {}).unwrap();
+        let without =
+            encode_with(&mut &data[..], &comp, None, false, &mut b, &mut |_, _| {}).unwrap();
+        assert_eq!(with.raw_sha256, hex::encode(Sha256::digest(&data)));
+        assert!(without.raw_sha256.is_empty());
+        assert_eq!(without.raw_size, data.len() as u64);
+        assert_eq!(without.stored_sha256, hex::encode(Sha256::digest(&b)));
+        assert_eq!(a, b, "the stored bytes do not depend on the raw hash");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Real servers on loopback for tej's integration tests: a throwaway PostgreSQL 15
-//! cluster, Redis, an S3-compatible server (s3s-fs), a private Docker engine and a TLS
-//! endpoint with a certificate of chosen lifetime.
+//! cluster, Redis, S3-compatible servers (s3s-fs, and moto for what s3s-fs lacks such as
+//! listing multipart uploads), a private Docker engine and a TLS endpoint with a
+//! certificate of chosen lifetime.
 //!
 //! Each server gets its own free port on `127.0.0.1` and its own temporary directory, so
 //! tests run in parallel; it is stopped and its directory removed when the handle is
@@ -27,6 +28,7 @@
 //! ```
 
 mod docker_engine;
+mod moto_server;
 mod pg_cluster;
 mod port;
 mod process;
@@ -36,6 +38,7 @@ mod scratch;
 mod tls_endpoint;
 
 pub use docker_engine::DockerEngine;
+pub use moto_server::MotoServer;
 pub use pg_cluster::{PgCluster, PgClusterOptions};
 pub use port::free_port;
 pub use process::run_as_postgres;

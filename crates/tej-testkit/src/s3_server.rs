@@ -175,7 +175,7 @@ impl S3Server {
 }
 
 /// `PREFIX-UNIQUE`, a valid bucket name (3–63 of `a-z0-9-`, alphanumeric at both ends).
-fn unique_bucket_name(prefix: &str) -> String {
+pub(crate) fn unique_bucket_name(prefix: &str) -> String {
     let mut p: String = prefix
         .chars()
         .map(|c| {
@@ -196,7 +196,7 @@ fn unique_bucket_name(prefix: &str) -> String {
 }
 
 /// Checks S3's bucket naming rules (the strict subset: no dots).
-fn validate_bucket_name(name: &str) -> Result<()> {
+pub(crate) fn validate_bucket_name(name: &str) -> Result<()> {
     let ok = (3..=63).contains(&name.len())
         && name
             .bytes()

@@ -326,6 +326,8 @@ pub async fn create_physical_backup_with(
     check_control_file(&data_dir, facts.system_identifier)?;
     let target = opts.run.target.clone().unwrap_or_else(|| "cluster".into());
     let mut run_opts = opts.run.clone();
+    // Per-file checksums of the raw content are what restore and verify check.
+    run_opts.hash_raw = true;
     if run_opts.compression.threads == 0 {
         // Parallelism comes from copying several objects at once.
         run_opts.compression.threads = 1;
