@@ -27,7 +27,12 @@ const PACKAGES: &[(&str, &str)] = &[
     ("zstd", "/usr/bin/zstd"),
     ("pgbackrest", "/usr/bin/pgbackrest"),
     ("util-linux", "/usr/sbin/runuser"),
+    ("python3-venv", "/usr/lib/python3.11/ensurepip/__init__.py"),
 ];
+
+/// moto, the S3 server with ListMultipartUploads (5.2.x breaks CompleteMultipartUpload
+/// for the AWS SDK: getmoto/moto#10055).
+const MOTO_VERSION: &str = "5.1.22";
 
 /// The S3-compatible server the test kit starts (last release that builds on Rust 1.95).
 const S3S_FS_VERSION: &str = "0.14.1";
@@ -166,6 +171,22 @@ fn install_deps() -> Result<()> {
         );
         c.env_remove("CARGO_TARGET_DIR");
         status(c, "cargo install s3s-fs")?;
+    }
+    step("S3-compatible test server with multipart listing (moto)");
+    let venv = PathBuf::from(TOOLS_ROOT).join("moto");
+    if venv.join("bin/moto_server").exists() {
+        println!("moto present: {}", venv.join("bin/moto_server").display());
+    } else {
+        let mut c = Command::new("python3");
+        c.args(["-m", "venv"]).arg(&venv);
+        status(c, "python3 -m venv /opt/tej-tools/moto")?;
+        let mut c = Command::new(venv.join("bin/pip"));
+        c.args([
+            "install",
+            "--quiet",
+            &format!("moto[server]=={MOTO_VERSION}"),
+        ]);
+        status(c, "pip install moto[server]")?;
     }
     Ok(())
 }

@@ -638,52 +638,59 @@ pub(crate) async fn verify_physical_objects(
     let jobs = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
-    let results = futures::stream::iter(m.objects.iter().map(|obj| {
-        let list = list.clone();
-        let by_object = by_object.clone();
-        let progress = progress.clone();
-        async move {
-            let ticker = Ticker::new(progress, "verify", m.id.as_str(), &obj.name);
-            let expected = by_object.get(&obj.name).cloned().unwrap_or_default();
-            if obj.name.starts_with(super::layout::BUNDLE_PREFIX) {
-                let data = decode_to_memory(repo, m, obj, keys, ticker).await?;
-                let o = obj.clone();
-                tokio::task::spawn_blocking(move || {
-                    unpack_bundle(&data, &o, &list.files, &expected, Sink::Check)
-                })
-                .await
-                .map_err(|e| {
-                    BackupError::io("verify thread", std::io::Error::other(e.to_string()))
-                })?
-                .map_err(|reason| corrupt(repo, m, &obj.key, reason))?;
-            } else {
-                decode_object(repo, m, obj, keys, std::io::sink(), ticker).await?;
-                for (fi, ci) in expected {
-                    let c = &list.files[fi].chunks[ci];
-                    if c.sha256 != obj.raw_sha256 || c.size != obj.raw_size {
-                        return Err(corrupt(
-                            repo,
-                            m,
-                            &obj.key,
-                            format!(
-                                "the file list and the manifest disagree about {}",
-                                list.files[fi].path
-                            ),
-                        ));
+    // Collected first: a lazily mapped iterator inside the stream makes the future's
+    // type higher-ranked over the borrow, which callers' `Send` bounds cannot prove.
+    let checks: Vec<_> = m
+        .objects
+        .iter()
+        .map(|obj| {
+            let list = list.clone();
+            let by_object = by_object.clone();
+            let progress = progress.clone();
+            async move {
+                let ticker = Ticker::new(progress, "verify", m.id.as_str(), &obj.name);
+                let expected = by_object.get(&obj.name).cloned().unwrap_or_default();
+                if obj.name.starts_with(super::layout::BUNDLE_PREFIX) {
+                    let data = decode_to_memory(repo, m, obj, keys, ticker).await?;
+                    let o = obj.clone();
+                    tokio::task::spawn_blocking(move || {
+                        unpack_bundle(&data, &o, &list.files, &expected, Sink::Check)
+                    })
+                    .await
+                    .map_err(|e| {
+                        BackupError::io("verify thread", std::io::Error::other(e.to_string()))
+                    })?
+                    .map_err(|reason| corrupt(repo, m, &obj.key, reason))?;
+                } else {
+                    decode_object(repo, m, obj, keys, std::io::sink(), ticker).await?;
+                    for (fi, ci) in expected {
+                        let c = &list.files[fi].chunks[ci];
+                        if c.sha256 != obj.raw_sha256 || c.size != obj.raw_size {
+                            return Err(corrupt(
+                                repo,
+                                m,
+                                &obj.key,
+                                format!(
+                                    "the file list and the manifest disagree about {}",
+                                    list.files[fi].path
+                                ),
+                            ));
+                        }
                     }
                 }
+                Ok::<_, BackupError>(ObjectCheck {
+                    name: obj.name.clone(),
+                    key: obj.key.clone(),
+                    stored_size: obj.stored_size,
+                    raw_size: obj.raw_size,
+                })
             }
-            Ok::<_, BackupError>(ObjectCheck {
-                name: obj.name.clone(),
-                key: obj.key.clone(),
-                stored_size: obj.stored_size,
-                raw_size: obj.raw_size,
-            })
-        }
-    }))
-    .buffered(jobs.max(1))
-    .collect::<Vec<_>>()
-    .await;
+        })
+        .collect();
+    let results = futures::stream::iter(checks)
+        .buffered(jobs.max(1))
+        .collect::<Vec<_>>()
+        .await;
     results.into_iter().collect()
 }
 
