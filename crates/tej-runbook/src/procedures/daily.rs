@@ -7,7 +7,7 @@
 //! while every other part still reports.
 
 use super::context::RunContext;
-use super::support::{human_secs, retarget, unreachable};
+use super::support::{human_secs, redis_task, retarget, tls_tasks, unknown, unreachable};
 use crate::runner::{CheckTask, run_checks};
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
@@ -77,14 +77,11 @@ pub fn daily_tasks(ctx: &RunContext, now: Timestamp) -> Vec<CheckTask> {
                 let opts = LogReviewOptions::window(now, window);
                 match tej_host::review_logs(&paths, &opts) {
                     Ok(r) => retarget(r.findings(&LogThresholds::default()), "host"),
-                    Err(e) => vec![
-                        Finding::new(
-                            "logs.review",
-                            Severity::Unknown,
-                            format!("cannot review the logs: {e}"),
-                        )
-                        .target("host"),
-                    ],
+                    Err(e) => vec![unknown(
+                        "logs.review",
+                        "host",
+                        format!("cannot review the logs: {e}"),
+                    )],
                 }
             }),
         ));
@@ -104,14 +101,11 @@ pub fn daily_tasks(ctx: &RunContext, now: Timestamp) -> Vec<CheckTask> {
                 "host",
                 move || match tej_host::check_resources(&ropts) {
                     Ok(r) => retarget(tej_host::resource_findings(&r, &thresholds), "host"),
-                    Err(e) => vec![
-                        Finding::new(
-                            "host.resources",
-                            Severity::Unknown,
-                            format!("cannot read host resources: {e}"),
-                        )
-                        .target("host"),
-                    ],
+                    Err(e) => vec![unknown(
+                        "host.resources",
+                        "host",
+                        format!("cannot read host resources: {e}"),
+                    )],
                 },
             ),
         ));
@@ -146,19 +140,12 @@ pub fn daily_tasks(ctx: &RunContext, now: Timestamp) -> Vec<CheckTask> {
 
     // 5. Redis.
     for r in &ctx.redis {
-        let target = format!("redis:{}", r.name);
-        let client = r.client.clone();
-        let t = target.clone();
-        tasks.push(CheckTask::new(
+        tasks.push(redis_task(
+            r,
             "redis.health",
-            format!("redis {}", r.name),
-            target,
+            "redis.ping",
             timeout,
-            async move {
-                let admin = match client.get().await {
-                    Ok(a) => a,
-                    Err(e) => return vec![unreachable("redis.ping", &t, "redis", &e)],
-                };
+            |admin, t| async move {
                 let (_, findings) = redis_health(&*admin, &RedisThresholds::default(), &t).await;
                 retarget(findings, &t)
             },
@@ -197,19 +184,7 @@ pub fn daily_tasks(ctx: &RunContext, now: Timestamp) -> Vec<CheckTask> {
     }
 
     // 7. Certificates.
-    for ep in &ctx.tls {
-        let target = format!("tls:{}", ep.endpoint);
-        let prober = ctx.tls_prober.clone();
-        let ep = ep.clone();
-        let t = target.clone();
-        tasks.push(CheckTask::new(
-            "tls.expiry",
-            format!("TLS endpoint {}", ep.endpoint),
-            target,
-            timeout,
-            async move { retarget(prober.probe(&ep).await, &t) },
-        ));
-    }
+    tasks.extend(tls_tasks(ctx, timeout));
 
     // 8. Custom checks.
     tasks.extend(custom_check_tasks(ctx, |_| true));
@@ -269,14 +244,7 @@ pub(crate) async fn blocking(
 ) -> Vec<Finding> {
     match tokio::task::spawn_blocking(f).await {
         Ok(v) => v,
-        Err(_) => vec![
-            Finding::new(
-                check,
-                Severity::Unknown,
-                format!("{check} did not complete"),
-            )
-            .target(target),
-        ],
+        Err(_) => vec![unknown(check, target, format!("{check} did not complete"))],
     }
 }
 
@@ -538,12 +506,11 @@ async fn wal_archiving(admin: &dyn PgAdmin, target: &str, max_age: SignedDuratio
     match admin.query(ARCHIVER_STATE_SQL, &[]).await {
         Ok(rows) => match archiver_state(&rows) {
             Ok(s) => wal_archiving_finding(&s, target, max_age),
-            Err(e) => Finding::new(
+            Err(e) => unknown(
                 "backups.wal-archiving",
-                Severity::Unknown,
+                target,
                 format!("unexpected pg_stat_archiver reply: {e}"),
-            )
-            .target(target),
+            ),
         },
         Err(e) => Finding::new(
             "backups.wal-archiving",

@@ -7,7 +7,7 @@
 use super::access_log::{AccessLogStats, analyze_access_log, percentile};
 use super::context::{HttpProber, RunContext};
 use super::daily::{blocking, custom_check_tasks};
-use super::support::{pg_value_f64, retarget, unreachable};
+use super::support::{pg_value_f64, redis_task, retarget, unknown, unreachable};
 use crate::runner::{CheckTask, run_checks};
 use jiff::{SignedDuration, Timestamp};
 use std::sync::Arc;
@@ -42,14 +42,11 @@ pub const MIN_CACHE_LOOKUPS: f64 = 1000.0;
 pub fn api_findings(s: &AccessLogStats, target: &str, source: &str) -> Vec<Finding> {
     let mut out = Vec::new();
     if s.requests == 0 {
-        out.push(
-            Finding::new(
-                "performance.api-requests",
-                Severity::Unknown,
-                format!("no requests in {source} within the window"),
-            )
-            .target(target),
-        );
+        out.push(unknown(
+            "performance.api-requests",
+            target,
+            format!("no requests in {source} within the window"),
+        ));
         return out;
     }
     match s.p95_ms {
@@ -161,12 +158,11 @@ pub async fn pg_cache_hit(admin: &dyn PgAdmin, target: &str) -> Finding {
     };
     let get = |c: &str| rows.first().and_then(|r| r.get(c)).and_then(pg_value_f64);
     let (Some(hit), Some(read)) = (get("hit"), get("read")) else {
-        return Finding::new(
+        return unknown(
             "performance.pg-cache-hit",
-            Severity::Unknown,
+            target,
             "pg_stat_database returned no numbers",
-        )
-        .target(target);
+        );
     };
     cache_ratio_finding(
         "performance.pg-cache-hit",
@@ -226,12 +222,11 @@ pub fn redis_cache_hit(info: &InfoReport, target: &str) -> Finding {
             RedisThresholds::default().hit_ratio,
             target,
         ),
-        _ => Finding::new(
+        _ => unknown(
             "performance.redis-hit-ratio",
-            Severity::Unknown,
+            target,
             "INFO has no keyspace_hits/keyspace_misses",
-        )
-        .target(target),
+        ),
     }
 }
 
@@ -260,14 +255,11 @@ pub fn performance_tasks(
             blocking("performance.api", "api", move || {
                 match analyze_access_log(&log, since, now) {
                     Ok(s) => api_findings(&s, "api", &log.display().to_string()),
-                    Err(e) => vec![
-                        Finding::new(
-                            "performance.api",
-                            Severity::Unknown,
-                            format!("cannot read the access log: {e}"),
-                        )
-                        .target("api"),
-                    ],
+                    Err(e) => vec![unknown(
+                        "performance.api",
+                        "api",
+                        format!("cannot read the access log: {e}"),
+                    )],
                 }
             }),
         ));
@@ -325,21 +317,12 @@ pub fn performance_tasks(
 
     // Redis keyspace hits.
     for r in &ctx.redis {
-        let target = format!("redis:{}", r.name);
-        let client = r.client.clone();
-        let t = target.clone();
-        tasks.push(CheckTask::new(
+        tasks.push(redis_task(
+            r,
             "performance.redis-hit-ratio",
-            format!("redis {}", r.name),
-            target,
+            "performance.redis-hit-ratio",
             timeout,
-            async move {
-                let admin = match client.get().await {
-                    Ok(a) => a,
-                    Err(e) => {
-                        return vec![unreachable("performance.redis-hit-ratio", &t, "redis", &e)];
-                    }
-                };
+            |admin, t| async move {
                 match admin.info().await {
                     Ok(text) => vec![redis_cache_hit(&InfoReport::parse(&text), &t)],
                     Err(e) => vec![unreachable(

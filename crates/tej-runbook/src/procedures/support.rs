@@ -1,7 +1,14 @@
 //! Small helpers shared by the procedures.
 
+use super::context::{RedisTarget, RunContext};
 use crate::error::{Result, RunbookError};
+use crate::runner::CheckTask;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tej_core::{Finding, Severity};
 use tej_db::pg::PgValue;
+use tej_db::redis::RedisAdmin;
 use tej_db::redis::RedisConnectOptions;
 
 /// A numeric SQL value as `f64` (integers, floats, numeric rendered as text, booleans as 0/1).
@@ -126,4 +133,60 @@ pub(crate) fn human_secs(secs: f64) -> String {
     } else {
         format!("{}d {}h", s / 86_400, (s % 86_400) / 3600)
     }
+}
+
+/// The finding of a check that could not produce its result (`Unknown`).
+pub(crate) fn unknown(check: &str, target: &str, summary: impl Into<String>) -> Finding {
+    Finding::new(check, Severity::Unknown, summary).target(target)
+}
+
+/// One check of a Redis target: connects through its lazy client (an unreachable server
+/// is one critical `unreachable_check` finding), then runs `f` with the client and the
+/// target name (`redis:<name>`).
+pub(crate) fn redis_task<F, Fut>(
+    r: &RedisTarget,
+    check: &'static str,
+    unreachable_check: &'static str,
+    timeout: Duration,
+    f: F,
+) -> CheckTask
+where
+    F: FnOnce(Arc<dyn RedisAdmin>, String) -> Fut + Send + 'static,
+    Fut: Future<Output = Vec<Finding>> + Send + 'static,
+{
+    let target = format!("redis:{}", r.name);
+    let client = r.client.clone();
+    let t = target.clone();
+    CheckTask::new(
+        check,
+        format!("redis {}", r.name),
+        target,
+        timeout,
+        async move {
+            match client.get().await {
+                Ok(admin) => f(admin, t).await,
+                Err(e) => vec![unreachable(unreachable_check, &t, "redis", &e)],
+            }
+        },
+    )
+}
+
+/// The certificate-expiry check of every `[[tls]]` endpoint.
+pub(crate) fn tls_tasks(ctx: &RunContext, timeout: Duration) -> Vec<CheckTask> {
+    ctx.tls
+        .iter()
+        .map(|ep| {
+            let target = format!("tls:{}", ep.endpoint);
+            let prober = ctx.tls_prober.clone();
+            let ep = ep.clone();
+            let t = target.clone();
+            CheckTask::new(
+                "tls.expiry",
+                format!("TLS endpoint {}", ep.endpoint),
+                target,
+                timeout,
+                async move { retarget(prober.probe(&ep).await, &t) },
+            )
+        })
+        .collect()
 }

@@ -8,7 +8,7 @@
 use super::access_log::{AccessLogStats, analyze_access_log};
 use super::context::RunContext;
 use super::daily::blocking;
-use super::support::{retarget, unreachable};
+use super::support::{redis_task, retarget, tls_tasks, unknown, unreachable};
 use crate::runner::{CheckTask, run_checks};
 use jiff::{SignedDuration, Timestamp};
 use tej_backup::{EncryptionOptions, PruneOptions, RetentionPolicy, VerifyOptions, list_backups};
@@ -240,31 +240,21 @@ pub fn weekly_tasks(ctx: &RunContext, now: Timestamp) -> Vec<CheckTask> {
 
     // 1.2 Redis memory, fragmentation and big keys.
     for r in &ctx.redis {
-        let target = format!("redis:{}", r.name);
-        let client = r.client.clone();
-        let t = target.clone();
-        tasks.push(CheckTask::new(
+        tasks.push(redis_task(
+            r,
             "redis.weekly-audit",
-            format!("redis {}", r.name),
-            target,
+            "redis.ping",
             timeout,
-            async move {
-                let admin = match client.get().await {
-                    Ok(a) => a,
-                    Err(e) => return vec![unreachable("redis.ping", &t, "redis", &e)],
-                };
+            |admin, t| async move {
                 let (_, mut findings) =
                     redis_health(&*admin, &RedisThresholds::default(), &t).await;
                 match find_big_keys(&*admin, &BigKeysOptions::default()).await {
                     Ok(r) => findings.push(big_keys_finding(&r, &t)),
-                    Err(e) => findings.push(
-                        Finding::new(
-                            "redis.big-keys",
-                            Severity::Unknown,
-                            format!("cannot scan for big keys: {e}"),
-                        )
-                        .target(&t),
-                    ),
+                    Err(e) => findings.push(unknown(
+                        "redis.big-keys",
+                        &t,
+                        format!("cannot scan for big keys: {e}"),
+                    )),
                 }
                 retarget(findings, &t)
             },
@@ -486,14 +476,11 @@ pub fn weekly_tasks(ctx: &RunContext, now: Timestamp) -> Vec<CheckTask> {
                 let opts = LogReviewOptions::window(now, WEEK);
                 match tej_host::review_logs(&paths, &opts) {
                     Ok(r) => retarget(r.findings(&LogThresholds::default()), "host"),
-                    Err(e) => vec![
-                        Finding::new(
-                            "security.app-logs",
-                            Severity::Unknown,
-                            format!("cannot review the logs: {e}"),
-                        )
-                        .target("host"),
-                    ],
+                    Err(e) => vec![unknown(
+                        "security.app-logs",
+                        "host",
+                        format!("cannot review the logs: {e}"),
+                    )],
                 }
             }),
         ));
@@ -510,31 +497,16 @@ pub fn weekly_tasks(ctx: &RunContext, now: Timestamp) -> Vec<CheckTask> {
                 "api",
                 move || match analyze_access_log(&log, since, now) {
                     Ok(s) => security_findings(&s, "api"),
-                    Err(e) => vec![
-                        Finding::new(
-                            "security.access-log",
-                            Severity::Unknown,
-                            format!("cannot read the access log: {e}"),
-                        )
-                        .target("api"),
-                    ],
+                    Err(e) => vec![unknown(
+                        "security.access-log",
+                        "api",
+                        format!("cannot read the access log: {e}"),
+                    )],
                 },
             ),
         ));
     }
-    for ep in &ctx.tls {
-        let target = format!("tls:{}", ep.endpoint);
-        let prober = ctx.tls_prober.clone();
-        let ep = ep.clone();
-        let t = target.clone();
-        tasks.push(CheckTask::new(
-            "tls.expiry",
-            format!("TLS endpoint {}", ep.endpoint),
-            target,
-            timeout,
-            async move { retarget(prober.probe(&ep).await, &t) },
-        ));
-    }
+    tasks.extend(tls_tasks(ctx, timeout));
     tasks
 }
 
