@@ -25,6 +25,18 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
 /// Writes `bytes` to `path` atomically: readers see the old file or the new one, never a mix.
 /// `mode` sets the permissions of the new file (default: the old file's mode, else 0644).
 pub fn atomic_write(path: &Path, bytes: &[u8], mode: Option<u32>) -> io::Result<()> {
+    atomic_write_owned(path, bytes, mode, None)
+}
+
+/// [`atomic_write`], and the new file gets `owner` (uid, gid) before it replaces the old
+/// one, e.g. when root writes into a directory the `postgres` user owns (changing the
+/// owner needs root, or the same owner).
+pub fn atomic_write_owned(
+    path: &Path,
+    bytes: &[u8],
+    mode: Option<u32>,
+    owner: Option<(u32, u32)>,
+) -> io::Result<()> {
     let mode = match mode {
         Some(m) => m,
         None => fs::metadata(path)
@@ -40,6 +52,9 @@ pub fn atomic_write(path: &Path, bytes: &[u8], mode: Option<u32>) -> io::Result<
             .open(&tmp)?;
         // The umask may have narrowed the mode; set it explicitly.
         f.set_permissions(fs::Permissions::from_mode(mode))?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
+        }
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);
@@ -58,6 +73,27 @@ pub fn atomic_write(path: &Path, bytes: &[u8], mode: Option<u32>) -> io::Result<
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn owned_write_sets_the_owner_asked() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        let me = fs::metadata(d.path()).unwrap();
+        // As root (CI), hand the file to `nobody`; otherwise only our own ids are allowed.
+        let owner = if me.uid() == 0 {
+            (65534, 65534)
+        } else {
+            (me.uid(), me.gid())
+        };
+        super::atomic_write_owned(&p, b"x", Some(0o600), Some(owner)).unwrap();
+        let m = fs::metadata(&p).unwrap();
+        assert_eq!(
+            (m.uid(), m.gid(), m.mode() & 0o777),
+            (owner.0, owner.1, 0o600)
+        );
+        assert_eq!(fs::read(&p).unwrap(), b"x");
+    }
+
     use super::*;
 
     #[test]

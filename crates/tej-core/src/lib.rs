@@ -52,7 +52,7 @@ pub use command::{
 };
 pub use config::{Config, ConfigError, CustomCheckConfig, Environment};
 pub use finding::{Direction, Finding, Metric, Report, Threshold};
-pub use fsutil::atomic_write;
+pub use fsutil::{atomic_write, atomic_write_owned};
 pub use procedure::{
     Confirmer, Executor, Fixed, Guard, OnFailure, Outcome, Plan, Procedure, ProcedureReport,
     Refusal, Risk, Step, StepError, StepOutput, StepReport,

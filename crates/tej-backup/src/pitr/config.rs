@@ -222,46 +222,19 @@ fn owner_of(path: &Path) -> Option<(u32, u32)> {
 /// Writes `bytes` to `path` atomically (temporary file, fsync, rename, fsync directory),
 /// owned by the owner of the directory it is in: the data directory belongs to the
 /// server's OS user, and a root process must not leave root-owned files in it.
-/// (`tej_core::atomic_write` keeps the writer's ownership, hence this local variant.)
+/// ([`tej_core::atomic_write_owned`] with the directory owner when running as root.)
 pub(crate) fn write_owned(path: &Path, bytes: &[u8], mode: u32) -> Result<(), BackupError> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let tmp = tej_core::fsutil::temp_path_for(path);
-    let io = |what: &str, e| BackupError::io(format!("{what} {}", path.display()), e);
-    let result = (|| -> Result<(), BackupError> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)
-            .map_err(|e| io("create a temporary file for", e))?;
-        f.set_permissions(std::fs::Permissions::from_mode(mode))
-            .map_err(|e| io("set the mode of", e))?;
-        f.write_all(bytes).map_err(|e| io("write", e))?;
-        f.sync_all().map_err(|e| io("fsync", e))?;
-        drop(f);
-        if nix::unistd::geteuid().is_root()
-            && let Some((uid, gid)) = owner_of(dir)
-            && owner_of(&tmp) != Some((uid, gid))
-        {
-            nix::unistd::chown(
-                &tmp,
-                Some(nix::unistd::Uid::from_raw(uid)),
-                Some(nix::unistd::Gid::from_raw(gid)),
-            )
-            .map_err(|e| io("give the data directory's owner", std::io::Error::from(e)))?;
-        }
-        std::fs::rename(&tmp, path).map_err(|e| io("rename into", e))?;
-        tej_core::fsutil::fsync_dir(dir).map_err(|e| io("fsync the directory of", e))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    let owner = if nix::unistd::geteuid().is_root() {
+        owner_of(dir)
+    } else {
+        None
+    };
+    tej_core::fsutil::atomic_write_owned(path, bytes, Some(mode), owner)
+        .map_err(|e| BackupError::io(format!("write {}", path.display()), e))
 }
 
 fn file_mode(path: &Path, default: u32) -> u32 {
