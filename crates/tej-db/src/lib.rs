@@ -25,4 +25,4 @@
 pub mod pg;
 pub mod redis;
 
-pub use pg::{DbError, PgAdmin, PgClient, PgConnectOptions};
+pub use pg::{DbError, PgAdmin, PgClient, PgConnectOptions, PgSession};

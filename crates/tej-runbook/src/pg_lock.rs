@@ -15,12 +15,11 @@ use crate::daemon::RunLock;
 use crate::error::{Result, RunbookError};
 use async_trait::async_trait;
 use std::collections::HashMap;
-use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 use tej_core::Secret;
 use tej_core::secret::redact_url_passwords;
-use tokio::task::JoinHandle;
+use tej_db::pg::{PgParam, PgSession};
+use tej_db::{PgClient, PgConnectOptions};
 
 /// The advisory lock id of `key`: 64-bit FNV-1a of its UTF-8 bytes, as a signed bigint.
 pub fn advisory_lock_id(key: &str) -> i64 {
@@ -32,28 +31,14 @@ pub fn advisory_lock_id(key: &str) -> i64 {
     h as i64
 }
 
-/// One held lock: its own session.
-struct Session {
-    client: tokio_postgres::Client,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        // Closing the socket ends the session, and the server drops its advisory locks.
-        self.task.abort();
-    }
-}
-
 /// A [`RunLock`] held in PostgreSQL: one session advisory lock per running procedure, each on a
-/// dedicated connection (see the module docs). Dropping it closes every session and so
-/// releases every lock it holds.
+/// dedicated session (tej-db's [`PgSession`], see the module docs). Dropping it closes every
+/// session and so releases every lock it holds.
 pub struct PgAdvisoryRunLock {
-    config: tokio_postgres::Config,
-    tls: Option<Arc<rustls::ClientConfig>>,
+    client: PgClient,
     target: String,
     timeout: Duration,
-    sessions: tokio::sync::Mutex<HashMap<String, Session>>,
+    sessions: tokio::sync::Mutex<HashMap<String, PgSession>>,
 }
 
 impl std::fmt::Debug for PgAdvisoryRunLock {
@@ -69,61 +54,22 @@ fn lock_err(what: &str, e: impl std::fmt::Display) -> RunbookError {
     RunbookError::Lock(redact_url_passwords(&format!("{what}: {e}")))
 }
 
-fn system_roots() -> rustls::RootCertStore {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
-    }
-    roots
-}
-
 impl PgAdvisoryRunLock {
     /// A lock table in the database `conn_str` names (`postgres://user@host:port/db` or a libpq
-    /// keyword string), with `password` unless the string carries one. Connects only when a
-    /// lock is taken; fails here only on a malformed connection string.
+    /// keyword string), with `password` unless the string carries one; connection defaults and
+    /// TLS as tej-db's [`PgConnectOptions`]. Connects only when a lock is taken; fails here only
+    /// on a malformed connection string.
     pub fn new(conn_str: &str, password: Option<Secret>) -> Result<PgAdvisoryRunLock> {
-        let target = redact_url_passwords(conn_str);
-        let mut config = tokio_postgres::Config::from_str(conn_str)
-            .map_err(|e| lock_err(&format!("cannot parse {target:?}"), e))?;
-        if config.get_user().is_none() {
-            let user = std::env::var("PGUSER")
-                .or_else(|_| std::env::var("USER"))
-                .unwrap_or_else(|_| "postgres".into());
-            config.user(&user);
+        let mut opts = PgConnectOptions::new(conn_str);
+        if let Some(pw) = password {
+            opts = opts.with_password(pw);
         }
-        if config.get_hosts().is_empty() {
-            if std::path::Path::new("/var/run/postgresql").is_dir() {
-                config.host_path("/var/run/postgresql");
-            } else {
-                config.host("localhost");
-            }
-        }
-        if let (None, Some(pw)) = (config.get_password(), &password) {
-            config.password(pw.expose());
-        }
-        if config.get_application_name().is_none() {
-            config.application_name("tej-runlock");
-        }
-        let timeout = config
-            .get_connect_timeout()
-            .copied()
-            .unwrap_or(Duration::from_secs(10));
-        config.connect_timeout(timeout);
-        let tls = match config.get_ssl_mode() {
-            tokio_postgres::config::SslMode::Disable => None,
-            _ => {
-                let provider = Arc::new(rustls::crypto::ring::default_provider());
-                let cfg = rustls::ClientConfig::builder_with_provider(provider)
-                    .with_safe_default_protocol_versions()
-                    .map_err(|e| lock_err("TLS", e))?
-                    .with_root_certificates(system_roots())
-                    .with_no_client_auth();
-                Some(Arc::new(cfg))
-            }
-        };
+        opts.application_name = "tej-runlock".into();
+        let timeout = opts.connect_timeout;
+        let target = opts.redacted();
+        let client = PgClient::new(&opts).map_err(|e| lock_err("run lock database", e))?;
         Ok(PgAdvisoryRunLock {
-            config,
-            tls,
+            client,
             target,
             timeout,
             sessions: tokio::sync::Mutex::new(HashMap::new()),
@@ -154,51 +100,37 @@ impl PgAdvisoryRunLock {
         let Some(s) = sessions.get(key) else {
             return false;
         };
-        if s.client.is_closed() {
+        if s.is_closed() {
             return false;
         }
-        let sql = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted \
-                   AND ((classid::int8 << 32) | objid::int8) = $1";
+        let sql = "SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted \
+                   AND ((classid::int8 << 32) | objid::int8) = $1::int8";
+        let params = [PgParam::Int(advisory_lock_id(key))];
         matches!(
-            tokio::time::timeout(self.timeout, s.client.query_one(sql, &[&advisory_lock_id(key)])).await,
-            Ok(Ok(row)) if row.try_get::<_, i64>(0).unwrap_or(0) > 0
+            tokio::time::timeout(self.timeout, s.query(sql, &params)).await,
+            Ok(Ok(rows)) if rows.first().and_then(|r| r.i64("n").ok()).unwrap_or(0) > 0
         )
     }
 
-    async fn connect(&self) -> Result<Session> {
-        let fut = async {
-            match &self.tls {
-                None => {
-                    let (client, conn) = self
-                        .config
-                        .connect(tokio_postgres::NoTls)
-                        .await
-                        .map_err(|e| lock_err(&format!("connect to {}", self.target), e))?;
-                    let task = tokio::spawn(async move {
-                        let _ = conn.await;
-                    });
-                    Ok(Session { client, task })
-                }
-                Some(tls) => {
-                    let mk = tokio_postgres_rustls::MakeRustlsConnect::new((**tls).clone());
-                    let (client, conn) = self
-                        .config
-                        .connect(mk)
-                        .await
-                        .map_err(|e| lock_err(&format!("connect to {}", self.target), e))?;
-                    let task = tokio::spawn(async move {
-                        let _ = conn.await;
-                    });
-                    Ok(Session { client, task })
-                }
-            }
-        };
-        tokio::time::timeout(self.timeout, fut)
+    /// Runs `sql` (one boolean column `ok`) with the lock id of `key` on `session`.
+    async fn lock_call(&self, session: &PgSession, sql: &str, key: &str) -> Result<bool> {
+        let what = sql
+            .split('(')
+            .next()
+            .unwrap_or(sql)
+            .trim_start_matches("SELECT ");
+        let params = [PgParam::Int(advisory_lock_id(key))];
+        let rows = tokio::time::timeout(self.timeout, session.query(sql, &params))
             .await
             .map_err(|_| RunbookError::Timeout {
-                what: format!("connecting to {} for the run lock", self.target),
+                what: format!("{what} on {}", self.target),
                 after: self.timeout,
             })?
+            .map_err(|e| lock_err(what, e))?;
+        rows.first()
+            .ok_or_else(|| lock_err(what, "no row"))?
+            .bool("ok")
+            .map_err(|e| lock_err(&format!("{what} reply"), e))
     }
 }
 
@@ -207,31 +139,21 @@ impl RunLock for PgAdvisoryRunLock {
     async fn try_lock(&self, key: &str) -> Result<bool> {
         let mut sessions = self.sessions.lock().await;
         if let Some(s) = sessions.get(key) {
-            if !s.client.is_closed() {
+            if !s.is_closed() {
                 // Held by this holder already (session locks would stack; the daemon wants "busy").
                 return Ok(false);
             }
             sessions.remove(key);
         }
-        let session = self.connect().await?;
-        let id = advisory_lock_id(key);
-        let got = tokio::time::timeout(
-            self.timeout,
-            session
-                .client
-                .query_one("SELECT pg_try_advisory_lock($1::int8)", &[&id]),
-        )
-        .await
-        .map_err(|_| RunbookError::Timeout {
-            what: format!("pg_try_advisory_lock on {}", self.target),
-            after: self.timeout,
-        })?
-        .map_err(|e| lock_err("pg_try_advisory_lock", e))?;
-        let got: bool = got
-            .try_get(0)
-            .map_err(|e| lock_err("pg_try_advisory_lock reply", e))?;
+        let session =
+            self.client.session().await.map_err(|e| {
+                lock_err(&format!("connect to {} for the run lock", self.target), e)
+            })?;
+        let got = self
+            .lock_call(&session, "SELECT pg_try_advisory_lock($1::int8) AS ok", key)
+            .await?;
         if got {
-            tracing::debug!(key, id, "run lock taken");
+            tracing::debug!(key, id = advisory_lock_id(key), "run lock taken");
             sessions.insert(key.to_string(), session);
         }
         // Not taken: the session is dropped (closed) here.
@@ -242,28 +164,16 @@ impl RunLock for PgAdvisoryRunLock {
         let Some(session) = self.sessions.lock().await.remove(key) else {
             return Ok(());
         };
-        if session.client.is_closed() {
+        if session.is_closed() {
             // The session is gone, and with it the lock.
             return Ok(());
         }
-        let id = advisory_lock_id(key);
-        let r = tokio::time::timeout(
-            self.timeout,
-            session
-                .client
-                .query_one("SELECT pg_advisory_unlock($1::int8)", &[&id]),
-        )
-        .await;
+        let r = self
+            .lock_call(&session, "SELECT pg_advisory_unlock($1::int8) AS ok", key)
+            .await;
         // Whatever the answer, dropping the session closes it, which releases the lock too.
         drop(session);
-        match r {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(lock_err("pg_advisory_unlock", e)),
-            Err(_) => Err(RunbookError::Timeout {
-                what: format!("pg_advisory_unlock on {}", self.target),
-                after: self.timeout,
-            }),
-        }
+        r.map(|_| ())
     }
 }
 

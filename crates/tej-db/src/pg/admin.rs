@@ -142,6 +142,80 @@ impl PgClient {
     }
 }
 
+/// Runs `sql` with `params` on `c` (statement cached per connection) and converts the rows.
+async fn run_query(
+    c: &deadpool_postgres::ClientWrapper,
+    sql: &str,
+    params: &[PgParam],
+    ctx: &ErrorContext,
+) -> Result<Vec<PgRow>, DbError> {
+    let stmt = c
+        .prepare_cached(sql)
+        .await
+        .map_err(|e| map_pg_error(&e, ctx))?;
+    let boxed = to_sql_params(params);
+    let refs: Vec<&(dyn ToSql + Sync)> = boxed
+        .iter()
+        .map(|b| b.as_ref() as &(dyn ToSql + Sync))
+        .collect();
+    let rows = c
+        .query(&stmt, &refs)
+        .await
+        .map_err(|e| map_pg_error(&e, ctx))?;
+    let columns: Arc<[String]> = stmt
+        .columns()
+        .iter()
+        .map(|c| c.name().to_string())
+        .collect::<Vec<_>>()
+        .into();
+    rows.iter().map(|r| convert_row(r, &columns)).collect()
+}
+
+/// One dedicated session, taken out of the pool for good: for what must stay on one
+/// backend (session advisory locks, `pg_backup_start`/`pg_backup_stop`). Dropping it
+/// closes the connection, which ends the session and releases its session locks.
+pub struct PgSession {
+    client: deadpool_postgres::ClientWrapper,
+    ctx: ErrorContext,
+}
+
+impl std::fmt::Debug for PgSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgSession")
+            .field("target", &self.ctx.target)
+            .field("database", &self.ctx.database)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgSession {
+    /// Runs a query on this session.
+    pub async fn query(&self, sql: &str, params: &[PgParam]) -> Result<Vec<PgRow>, DbError> {
+        let ctx = ErrorContext {
+            sql: sql.to_string(),
+            ..self.ctx.clone()
+        };
+        run_query(&self.client, sql, params, &ctx).await
+    }
+
+    /// True once the connection is gone (server restart, network loss, backend killed).
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+}
+
+impl PgClient {
+    /// Opens a dedicated session (see [`PgSession`]), with this client's settings
+    /// (TLS, timeouts, password).
+    pub async fn session(&self) -> Result<PgSession, DbError> {
+        let c = deadpool_postgres::Object::take(self.conn("").await?);
+        Ok(PgSession {
+            client: c,
+            ctx: self.ctx.clone(),
+        })
+    }
+}
+
 fn to_sql_params(params: &[PgParam]) -> Vec<Box<dyn ToSql + Sync + Send>> {
     params
         .iter()
@@ -235,26 +309,7 @@ impl PgAdmin for PgClient {
 
     async fn query(&self, sql: &str, params: &[PgParam]) -> Result<Vec<PgRow>, DbError> {
         let c = self.conn(sql).await?;
-        let stmt = c
-            .prepare_cached(sql)
-            .await
-            .map_err(|e| map_pg_error(&e, &self.ctx(sql)))?;
-        let boxed = to_sql_params(params);
-        let refs: Vec<&(dyn ToSql + Sync)> = boxed
-            .iter()
-            .map(|b| b.as_ref() as &(dyn ToSql + Sync))
-            .collect();
-        let rows = c
-            .query(&stmt, &refs)
-            .await
-            .map_err(|e| map_pg_error(&e, &self.ctx(sql)))?;
-        let columns: Arc<[String]> = stmt
-            .columns()
-            .iter()
-            .map(|c| c.name().to_string())
-            .collect::<Vec<_>>()
-            .into();
-        rows.iter().map(|r| convert_row(r, &columns)).collect()
+        run_query(&c, sql, params, &self.ctx(sql)).await
     }
 
     async fn maintenance(&self, sql: &str, limits: SessionLimits) -> Result<u64, DbError> {

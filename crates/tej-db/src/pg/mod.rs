@@ -32,7 +32,7 @@ pub mod weekly;
 
 #[cfg(any(test, feature = "mock"))]
 pub use admin::MockPgAdmin;
-pub use admin::{PgAdmin, PgClient, PgStatement, Ping, SessionLimits};
+pub use admin::{PgAdmin, PgClient, PgSession, PgStatement, Ping, SessionLimits};
 pub use amcheck::{AmcheckOptions, AmcheckReport, DamagedRelation, amcheck};
 pub use bloat::{
     BloatMethod, BloatOptions, BloatReport, RelationBloat, RelationKind, bloat_report,
