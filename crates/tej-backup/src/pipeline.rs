@@ -349,7 +349,6 @@ pub(crate) type Tick<'a> = &'a mut dyn FnMut(u64, u64);
 
 /// Reads `input` to its end through compression and encryption into `out`, hashing both
 /// sides. `tick(raw_bytes, stored_bytes)` is called after every chunk.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn encode(
     input: &mut dyn Read,
     compression: &CompressionOptions,
