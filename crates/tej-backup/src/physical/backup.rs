@@ -91,7 +91,11 @@ fn pg_error(context: &str) -> impl Fn(tokio_postgres::Error) -> BackupError + '_
     move |e| {
         let (reason, sqlstate) = match e.as_db_error() {
             Some(db) => (db.message().to_string(), Some(db.code().code().to_string())),
-            None => (e.to_string(), e.code().map(|c| c.code().to_string())),
+            None => (
+                // A connection-string parse error may quote the string.
+                tej_core::secret::redact_url_passwords(&e.to_string()),
+                e.code().map(|c| c.code().to_string()),
+            ),
         };
         BackupError::Postgres {
             context: context.to_string(),
