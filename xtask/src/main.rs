@@ -6,6 +6,7 @@
 //! - `cargo xtask bench <name>`: runs one benchmark in release mode (`list` shows them).
 
 mod demo;
+mod pitr;
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -51,6 +52,12 @@ const BENCHES: &[(&str, &str, &str, &str)] = &[
         "tej-db",
         "bench_pg",
         "daily PostgreSQL check and weekly audit on a pgbench scale-20 database",
+    ),
+    (
+        "pitr",
+        "tej-backup",
+        "bench_physical, bench_wal_push, bench_backlog",
+        "base backup, restore, WAL push and archive backlog vs pgBackRest (release tej binary)",
     ),
     (
         "logs",
@@ -243,6 +250,9 @@ fn bench(args: &[String]) -> Result<()> {
         }
         bail!("unknown benchmark {name:?}");
     };
+    if name == "pitr" {
+        return pitr::run(&args[1..]);
+    }
     install_deps()?;
     step(&format!("bench {name}: {what}"));
     let mut c = cargo(&[
