@@ -1,55 +1,117 @@
 //! `cargo xtask demo`: tej's main job against a sandbox stack from the test kit.
 //!
-//! Starts PostgreSQL 15 (with a `users` table and data), Redis (with sessions) and an
-//! S3-compatible server on loopback, writes a `tej.toml` for them under `target/tej-demo/`,
-//! then runs the `tej` binary the way an on-call engineer would. Everything the run wrote
-//! (config, audit log, daily log, backup repository) stays in `target/tej-demo/` afterwards.
+//! Starts, on 127.0.0.1: PostgreSQL 15 (a `users` table with data, its WAL archived by
+//! `tej wal push`), Redis (with sessions), an S3-compatible server, a TLS endpoint whose
+//! certificate expires in 10 days and, when a Docker engine can be started, a
+//! Compose-labelled `backend` service (busybox serving `/health` and the login endpoint).
+//! Writes a `tej.toml` for them under `target/tej-demo/`, then runs the `tej` binary the way
+//! an on-call engineer would: the daily health check, a backup to local disk and S3 with
+//! verify and restore test, a physical base backup and a PITR drill, and a secret rotation.
+//! Each step prints a heading and the exact `tej` command line. Everything the run wrote
+//! (config, audit log, backup repositories, `.env`) stays in `target/tej-demo/` afterwards.
+//! `TEJ_BIN=/path/to/tej` runs an already built (or installed) binary instead of building one.
 
 use anyhow::{Context, Result, bail};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
-use tej_testkit::{PgCluster, RedisServer, S3Server};
+use std::time::{Duration, Instant};
+use tej_testkit::{DockerEngine, PgCluster, PgClusterOptions, RedisServer, S3Server, TlsEndpoint};
 
-/// One command of the demo: a title, `tej` arguments, and the exit codes that count as working.
-struct DemoStep {
-    title: &'static str,
-    args: Vec<String>,
-    ok_codes: &'static [i32],
+/// Days the demo TLS endpoint's certificate is valid: under the 30-day warning threshold.
+const CERT_DAYS: u32 = 10;
+/// The demo's Compose project and backend service.
+const PROJECT: &str = "tejdemo";
+const BACKEND: &str = "backend";
+/// The keys the demo rotates (tej's default).
+const ROTATED: &[&str] = &["JWT_SECRET", "JWT_REFRESH_SECRET"];
+
+/// Runs `tej` commands against the demo config and remembers the ones that failed.
+struct Demo {
+    tej: PathBuf,
+    config: PathBuf,
+    env: Vec<(String, String)>,
+    failures: Vec<String>,
 }
 
-fn step(title: &'static str, args: &[&str], ok_codes: &'static [i32]) -> DemoStep {
-    DemoStep {
-        title,
-        args: args.iter().map(|s| s.to_string()).collect(),
-        ok_codes,
+impl Demo {
+    /// Prints `title` and the command line, then runs `tej ARGS --config FILE`; false (and
+    /// a failure recorded) when the exit code is not one of `ok_codes`.
+    fn tej(&mut self, title: &str, args: &[&str], ok_codes: &[i32]) -> Result<bool> {
+        crate::step(title);
+        println!(
+            "$ tej {} --config {}",
+            args.join(" "),
+            self.config.display()
+        );
+        let mut c = Command::new(&self.tej);
+        c.args(args).arg("--config").arg(&self.config);
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        let st = c
+            .status()
+            .with_context(|| format!("run tej {}", args.join(" ")))?;
+        let code = st.code().unwrap_or(-1);
+        if ok_codes.contains(&code) {
+            Ok(true)
+        } else {
+            println!("(unexpected exit code {code}; expected one of {ok_codes:?})");
+            self.failures
+                .push(format!("tej {} exited {code}", args.join(" ")));
+            Ok(false)
+        }
     }
 }
 
 pub fn run(_args: &[String]) -> Result<()> {
     let started = Instant::now();
     crate::install_deps()?;
-    crate::step("build tej");
-    crate::status(
-        crate::cargo(&["build", "--quiet", "-p", "tej-cli"]),
-        "cargo build -p tej-cli",
-    )?;
-    let tej = crate::workspace_root().join("target/debug/tej");
+    let tej = match std::env::var_os("TEJ_BIN") {
+        Some(bin) => {
+            let bin = std::fs::canonicalize(&bin)
+                .with_context(|| format!("TEJ_BIN {}", PathBuf::from(&bin).display()))?;
+            crate::step(&format!("use tej from TEJ_BIN: {}", bin.display()));
+            bin
+        }
+        None => {
+            crate::step("build tej");
+            crate::status(
+                crate::cargo(&["build", "--quiet", "-p", "tej-cli"]),
+                "cargo build -p tej-cli",
+            )?;
+            crate::target_dir().join("debug/tej")
+        }
+    };
 
-    crate::step("start the sandbox stack (PostgreSQL 15, Redis, S3) on 127.0.0.1");
-    let demo_dir = crate::workspace_root().join("target/tej-demo");
+    crate::step("start the sandbox stack on 127.0.0.1");
+    let demo_dir = crate::target_dir().join("tej-demo");
     if demo_dir.exists() {
         std::fs::remove_dir_all(&demo_dir)
             .with_context(|| format!("clear {}", demo_dir.display()))?;
     }
     std::fs::create_dir_all(&demo_dir)?;
-    let pg = PgCluster::start().context("start PostgreSQL")?;
+    // The WAL archive and physical backups: written by the server's archive_command, which
+    // runs as the postgres OS user when the demo runs as root.
+    let pitr = demo_dir.join("pitr");
+    std::fs::create_dir_all(&pitr)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&pitr, std::fs::Permissions::from_mode(0o777))?;
+    }
+    let pitr_str = pitr.to_str().context("demo path is not UTF-8")?;
+    let archive_command = format!("\"{}\" wal push --repo \"{pitr_str}\" %p", tej.display());
+    let pg = PgCluster::start_with(PgClusterOptions {
+        archive_mode: true,
+        archive_command: Some(archive_command.clone()),
+        ..PgClusterOptions::default()
+    })
+    .context("start PostgreSQL")?;
     let db_url = pg.create_database("skillswap_db")?;
     seed_database(&pg)?;
     println!(
-        "PostgreSQL {}  ({} users)",
+        "PostgreSQL {}  ({} users; archive_command = {archive_command})",
         db_url,
         pg.psql("skillswap_db", "SELECT count(*) FROM users")?
     );
@@ -62,12 +124,56 @@ pub fn run(_args: &[String]) -> Result<()> {
     let s3 = S3Server::start().context("start the S3-compatible server")?;
     let bucket = s3.unique_bucket("tej-demo")?;
     println!("S3         {}  (bucket {bucket})", s3.endpoint());
+    let tls = TlsEndpoint::start(CERT_DAYS).context("start the TLS endpoint")?;
+    println!(
+        "TLS        {}  (certificate expires in {CERT_DAYS} days; CA {})",
+        tls.endpoint(),
+        tls.ca_file().display()
+    );
+    let app_port = tej_testkit::free_port();
+    let app_url = format!("http://127.0.0.1:{app_port}/cgi-bin/app");
+    let docker = match start_backend(app_port, &app_url) {
+        Ok(d) => {
+            println!(
+                "Docker     {}  (Compose project {PROJECT}, service {BACKEND} on 127.0.0.1:{app_port})",
+                d.host()
+            );
+            Some(d)
+        }
+        Err(e) => {
+            println!(
+                "Docker     unavailable, so the Compose service part is skipped ({})",
+                format!("{e:#}").lines().next().unwrap_or_default()
+            );
+            None
+        }
+    };
 
     let config = demo_dir.join("tej.toml");
     let backups = demo_dir.join("backups");
     let logs = demo_dir.join("logs");
+    let env_file = demo_dir.join(".env");
     std::fs::create_dir_all(&logs)?;
     write_sample_log(&logs.join("combined.log"))?;
+    std::fs::write(
+        &env_file,
+        "# The application's settings (written by cargo xtask demo; the values are demo values)\n\
+         NODE_ENV=production\n\
+         JWT_SECRET=demo-jwt-secret-0123456789abcdef0123456789abcdef\n\
+         JWT_REFRESH_SECRET=demo-refresh-secret-0123456789abcdef0123456789\n\
+         SESSION_SECRET=demo-session-secret-0123456789abcdef\n",
+    )?;
+    let compose = match &docker {
+        Some(d) => format!(
+            "\n[compose]\nproject = \"{PROJECT}\"\ndocker_host = \"{}\"\nbackend_service = \"{BACKEND}\"\nhealth_url = \"{app_url}/health\"\n",
+            d.host()
+        ),
+        // No engine: rotation can only show its plan; the socket does not exist.
+        None => format!(
+            "\n[compose]\nproject = \"{PROJECT}\"\ndocker_host = \"unix://{}\"\nbackend_service = \"{BACKEND}\"\n",
+            demo_dir.join("no-docker.sock").display()
+        ),
+    };
     std::fs::write(
         &config,
         format!(
@@ -93,112 +199,212 @@ compression_level = 3
 
 [logs]
 paths = ["{logs}"]
-"#,
+
+[[tls]]
+endpoint = "{tls_endpoint}"
+
+[secrets]
+env_file = "{env_file}"
+app_url = "{app_url}"
+test_email = "demo@example.com"
+test_password = {{ env = "TEJ_DEMO_LOGIN_PASSWORD" }}
+{compose}"#,
             audit = demo_dir.join("audit.jsonl").display(),
             state = demo_dir.join("state").display(),
             redis_url = redis.url(),
             backups = backups.display(),
             logs = logs.display(),
+            tls_endpoint = tls.endpoint(),
+            env_file = env_file.display(),
         ),
     )?;
 
+    let mut demo = Demo {
+        tej: tej.clone(),
+        config: config.clone(),
+        env: vec![
+            ("AWS_ACCESS_KEY_ID".into(), s3.access_key().to_string()),
+            ("AWS_SECRET_ACCESS_KEY".into(), s3.secret_key().to_string()),
+            ("AWS_REGION".into(), s3.region().to_string()),
+            ("AWS_ENDPOINT_URL".into(), s3.endpoint().to_string()),
+            ("TEJ_S3_FORCE_PATH_STYLE".into(), "1".into()),
+            (
+                "TEJ_DEMO_LOGIN_PASSWORD".into(),
+                "demo-login-password".into(),
+            ),
+        ],
+        failures: Vec::new(),
+    };
     let logs_str = logs.to_str().context("demo path is not UTF-8")?;
-    let steps = vec![
-        step("validate the configuration", &["config", "check"], &[0]),
-        step("the maintenance calendar (IST)", &["calendar"], &[0]),
-        step(
-            "host resources (disk, inodes, memory, load)",
-            &["host", "check"],
-            &[0, 1, 2],
-        ),
-        step(
-            "log review: errors, warnings, failed logins, slow queries",
-            &["logs", "review", "--since", "24h"],
-            &[0, 1, 2],
-        ),
-        step("PostgreSQL daily health check", &["db", "health"], &[0, 1]),
-        step(
-            "PostgreSQL size and largest relations",
-            &["db", "size"],
-            &[0, 1],
-        ),
-        step("PostgreSQL index audit", &["db", "indexes"], &[0, 1]),
-        step(
-            "PostgreSQL VACUUM (ANALYZE), audited",
-            &["db", "vacuum"],
-            &[0],
-        ),
-        step(
-            "Redis health: PING, INFO, memory doctor",
-            &["redis", "info"],
-            &[0, 1],
-        ),
-        step(
-            "Redis big keys (SCAN, never KEYS)",
-            &["redis", "bigkeys", "--top", "5"],
-            &[0],
-        ),
-        step(
-            "nightly backup to local disk and S3 (pg_dump | zstd | SHA-256)",
-            &["backup", "create"],
-            &[0],
-        ),
-        step(
-            "backups, newest first by manifest time",
-            &["backup", "list"],
-            &[0],
-        ),
-        step(
-            "verify the latest backup and restore-test it",
-            &["backup", "verify", "latest", "--restore-test"],
-            &[0],
-        ),
-        step(
-            "GFS retention plan (dry run)",
-            &["backup", "prune", "--dry-run"],
-            &[0],
-        ),
-        step(
-            "TLS probe of a closed port (a finding, never a hang)",
-            &["tls", "check", "127.0.0.1:1"],
-            &[2],
-        ),
-        step(
-            "disk cleanup plan (dry run)",
-            &[
-                "cleanup",
-                "--root",
-                logs_str,
-                "--pattern",
-                "*.log",
-                "--older-than",
-                "30",
-                "--dry-run",
-            ],
-            &[0],
-        ),
-    ];
+    let ca = tls.ca_file().to_str().context("CA path is not UTF-8")?;
 
-    let mut failures = Vec::new();
-    for s in &steps {
-        crate::step(&format!("tej {}  — {}", s.args.join(" "), s.title));
-        let mut c = Command::new(&tej);
-        c.args(&s.args)
-            .arg("--config")
-            .arg(&config)
-            .env("AWS_ACCESS_KEY_ID", s3.access_key())
-            .env("AWS_SECRET_ACCESS_KEY", s3.secret_key())
-            .env("AWS_REGION", s3.region())
-            .env("AWS_ENDPOINT_URL", s3.endpoint())
-            .env("TEJ_S3_FORCE_PATH_STYLE", "1");
-        let st = c
-            .status()
-            .with_context(|| format!("run tej {}", s.args.join(" ")))?;
-        let code = st.code().unwrap_or(-1);
-        if !s.ok_codes.contains(&code) {
-            failures.push(format!("tej {} exited {code}", s.args.join(" ")));
+    println!("\n######## the daily health check");
+    demo.tej("validate the configuration", &["config", "check"], &[0])?;
+    demo.tej("the maintenance calendar (IST)", &["calendar"], &[0])?;
+    demo.tej(
+        "host resources (disk, inodes, memory, load)",
+        &["host", "check"],
+        &[0, 1, 2],
+    )?;
+    demo.tej(
+        "log review: errors, warnings, failed logins, slow queries",
+        &["logs", "review", "--since", "24h"],
+        &[0, 1, 2],
+    )?;
+    demo.tej("PostgreSQL daily health check", &["db", "health"], &[0, 1])?;
+    demo.tej(
+        "PostgreSQL size and largest relations",
+        &["db", "size"],
+        &[0, 1],
+    )?;
+    demo.tej("PostgreSQL index audit", &["db", "indexes"], &[0, 1])?;
+    demo.tej(
+        "PostgreSQL VACUUM (ANALYZE), audited",
+        &["db", "vacuum"],
+        &[0],
+    )?;
+    demo.tej(
+        "Redis health: PING, INFO, memory doctor",
+        &["redis", "info"],
+        &[0, 1],
+    )?;
+    demo.tej(
+        "Redis big keys (SCAN, never KEYS)",
+        &["redis", "bigkeys", "--top", "5"],
+        &[0],
+    )?;
+    demo.tej(
+        &format!("TLS certificate expiry (a {CERT_DAYS}-day certificate: a warning)"),
+        &["tls", "check", "--ca", ca],
+        &[1],
+    )?;
+    if docker.is_some() {
+        demo.tej(
+            &format!("Compose services of project {PROJECT}: state, health, restarts, uptime"),
+            &["services", "status"],
+            &[0, 1],
+        )?;
+    } else {
+        crate::step("Compose services");
+        println!("skipped: Docker is unavailable on this machine");
+    }
+
+    println!("\n######## backup to local disk and S3, verify, restore test");
+    demo.tej(
+        "nightly backup to local disk and S3 (pg_dump | zstd | SHA-256)",
+        &["backup", "create"],
+        &[0],
+    )?;
+    demo.tej(
+        "backups, newest first by manifest time",
+        &["backup", "list"],
+        &[0],
+    )?;
+    demo.tej(
+        "verify the latest backup and restore-test it",
+        &["backup", "verify", "latest", "--restore-test"],
+        &[0],
+    )?;
+    demo.tej(
+        "GFS retention plan (dry run)",
+        &["backup", "prune", "--dry-run"],
+        &[0],
+    )?;
+
+    println!("\n######## point-in-time recovery: base backup, WAL archive, drill");
+    demo.tej(
+        "physical base backup of the running cluster",
+        &[
+            "backup",
+            "create",
+            "--physical",
+            "--repo",
+            pitr_str,
+            "--db",
+            &db_url,
+        ],
+        &[0],
+    )?;
+    crate::step("new rows after the base backup, then a WAL switch");
+    pg.psql(
+        "skillswap_db",
+        "INSERT INTO users (email, name, password_hash)
+           SELECT 'late' || g || '@example.com', 'Late ' || g, md5(g::text) FROM generate_series(1, 250) g",
+    )?;
+    let segment = pg.psql("postgres", "SELECT pg_walfile_name(pg_switch_wal())")?;
+    println!(
+        "250 users inserted ({} now); switched away from WAL segment {segment}",
+        pg.psql("skillswap_db", "SELECT count(*) FROM users")?
+    );
+    match wait_archived(&pg, &segment, Duration::from_secs(60))? {
+        Ok(secs) => println!("{segment} archived by `tej wal push` after {secs:.1} s"),
+        Err(state) => {
+            println!("{segment} not archived within 60 s ({state})");
+            demo.failures
+                .push(format!("WAL segment {segment} was not archived"));
         }
     }
+    demo.tej(
+        "PITR drill: newest base backup + WAL into a scratch cluster, sanity query, RTO and RPO",
+        &[
+            "drill",
+            "--repo",
+            pitr_str,
+            "--database",
+            "skillswap_db",
+            "--query",
+            "SELECT count(*) FROM users",
+        ],
+        &[0],
+    )?;
+
+    println!("\n######## secret rotation");
+    let before = std::fs::read_to_string(&env_file)?;
+    if docker.is_some() {
+        let sessions_before = redis_dbsize(redis.port())?;
+        demo.tej(
+            "rotate the JWT secrets: new values in .env, recreate the backend, drop sessions, check health and login",
+            &["secrets", "rotate", "--yes"],
+            &[0],
+        )?;
+        let after = std::fs::read_to_string(&env_file)?;
+        for key in ROTATED {
+            let changed = env_value(&before, key) != env_value(&after, key);
+            println!(
+                "  {key}: {}",
+                if changed {
+                    "rotated (values not shown)"
+                } else {
+                    "UNCHANGED"
+                }
+            );
+        }
+        println!(
+            "  Redis keys: {sessions_before} before, {} after (sessions dropped, cache kept)",
+            redis_dbsize(redis.port())?
+        );
+    } else {
+        demo.tej(
+            "secret rotation plan (dry run: without Docker there is no backend to recreate)",
+            &["secrets", "rotate", "--dry-run"],
+            &[0, 1],
+        )?;
+    }
+
+    demo.tej(
+        "disk cleanup plan (dry run)",
+        &[
+            "cleanup",
+            "--root",
+            logs_str,
+            "--pattern",
+            "*.log",
+            "--older-than",
+            "30",
+            "--dry-run",
+        ],
+        &[0],
+    )?;
 
     crate::step("demo finished");
     println!(
@@ -206,14 +412,132 @@ paths = ["{logs}"]
         started.elapsed().as_secs_f64(),
         demo_dir.display()
     );
-    println!("  config     {}", config.display());
-    println!("  audit log  {}", demo_dir.join("audit.jsonl").display());
-    println!("  backups    {}", backups.display());
-    drop((pg, redis, s3));
+    println!("  config        {}", config.display());
+    println!("  audit log     {}", demo_dir.join("audit.jsonl").display());
+    println!(
+        "  backups       {} (and s3://{bucket}/skillswap while the demo ran)",
+        backups.display()
+    );
+    println!("  WAL + base    {}", pitr.display());
+    println!("  .env          {}", env_file.display());
+    let failures = std::mem::take(&mut demo.failures);
+    drop((pg, redis, s3, tls, docker));
     if !failures.is_empty() {
         bail!("demo steps failed: {}", failures.join("; "));
     }
     Ok(())
+}
+
+/// The CGI program of the demo backend: `/health` and `POST /api/v1/auth/login` answer 200.
+const APP_CGI: &str = r#"#!/bin/sh
+case "$PATH_INFO" in
+  /health) printf 'Content-Type: application/json\r\n\r\n{"status":"ok"}\n' ;;
+  /api/v1/auth/login)
+    [ "$REQUEST_METHOD" = POST ] || { printf 'Status: 405 Method Not Allowed\r\n\r\n'; exit 0; }
+    printf 'Content-Type: application/json\r\n\r\n{"token":"demo"}\n' ;;
+  *) printf 'Status: 404 Not Found\r\nContent-Type: text/plain\r\n\r\nnot found\n' ;;
+esac
+"#;
+
+/// Starts a Docker engine and the demo's Compose-labelled backend: busybox `httpd` on
+/// 127.0.0.1:`port` (host network), answering at `app_url`.
+fn start_backend(port: u16, app_url: &str) -> Result<DockerEngine> {
+    let docker = DockerEngine::start()?;
+    docker.import_busybox_image("tej-demo/busybox:latest")?;
+    let script = format!(
+        "mkdir -p /www/cgi-bin && cat > /www/cgi-bin/app <<'EOF'\n{APP_CGI}EOF\n\
+         chmod +x /www/cgi-bin/app\n\
+         httpd -f -p 127.0.0.1:{port} -h /www & pid=$!\n\
+         trap 'kill $pid; exit 0' TERM\n\
+         wait $pid\n"
+    );
+    docker.docker(&[
+        "run",
+        "-d",
+        "--name",
+        &format!("{PROJECT}-{BACKEND}-1"),
+        "--network",
+        "host",
+        "--label",
+        &format!("com.docker.compose.project={PROJECT}"),
+        "--label",
+        &format!("com.docker.compose.service={BACKEND}"),
+        "--label",
+        "com.docker.compose.container-number=1",
+        "tej-demo/busybox:latest",
+        "sh",
+        "-c",
+        &script,
+    ])?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if http_status(port, "/cgi-bin/app/health").is_ok_and(|s| s == 200) {
+            return Ok(docker);
+        }
+        if Instant::now() > deadline {
+            bail!("the demo backend did not answer {app_url}/health within 15 s");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The status code of `GET path` on 127.0.0.1:`port`.
+fn http_status(port: u16, path: &str) -> Result<u16> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head)?;
+    let text = String::from_utf8_lossy(&head);
+    text.get(9..12)
+        .and_then(|c| c.parse().ok())
+        .context("no HTTP status line")
+}
+
+/// Waits until `segment` is archived: Ok(seconds), or Err(what pg_stat_archiver says).
+fn wait_archived(
+    pg: &PgCluster,
+    segment: &str,
+    limit: Duration,
+) -> Result<std::result::Result<f64, String>> {
+    let t = Instant::now();
+    loop {
+        let row = pg.psql(
+            "postgres",
+            "SELECT coalesce(last_archived_wal, '') || ' ' || failed_count || ' ' || coalesce(last_failed_wal, '-') FROM pg_stat_archiver",
+        )?;
+        let last = row.split_whitespace().next().unwrap_or_default();
+        if last.len() == 24 && last >= segment {
+            return Ok(Ok(t.elapsed().as_secs_f64()));
+        }
+        if t.elapsed() > limit {
+            return Ok(Err(format!(
+                "pg_stat_archiver: last archived, failures, last failed = {row}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The value of `key` in .env text (for a changed / unchanged check; never printed).
+fn env_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+}
+
+/// `DBSIZE` over raw RESP.
+fn redis_dbsize(port: u16) -> Result<u64> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"*1\r\n$6\r\nDBSIZE\r\n")?;
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf)?;
+    let reply = String::from_utf8_lossy(&buf[..n]);
+    reply
+        .trim()
+        .strip_prefix(':')
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("unexpected DBSIZE reply {reply:?}"))
 }
 
 fn seed_database(pg: &PgCluster) -> Result<()> {

@@ -14,7 +14,6 @@
 
 use anyhow::{Context, Result, bail};
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -33,12 +32,6 @@ const PARTS: &[(&str, &str)] = &[
         "archive backlog during 60 s of pgbench, tej wal push vs pgbackrest archive-push",
     ),
 ];
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::workspace_root().join("target"))
-}
 
 /// Runs `c`, echoing its stdout line by line, and returns the lines.
 fn run_tee(mut c: Command, what: &str) -> Result<Vec<String>> {
@@ -94,7 +87,7 @@ pub fn run(_args: &[String]) -> Result<()> {
         crate::cargo(&["build", "--release", "-p", "tej-cli"]),
         "cargo build --release -p tej-cli",
     )?;
-    let tej = target_dir().join("release/tej");
+    let tej = crate::target_dir().join("release/tej");
     if !tej.is_file() {
         bail!("{} was not built", tej.display());
     }
@@ -108,7 +101,7 @@ pub fn run(_args: &[String]) -> Result<()> {
     let mut outputs = Vec::new();
     for (i, (ex, what)) in PARTS.iter().enumerate() {
         crate::step(&format!("pitr {}/{}: {what}", i + 1, PARTS.len()));
-        let mut c = Command::new(target_dir().join("release/examples").join(ex));
+        let mut c = Command::new(crate::target_dir().join("release/examples").join(ex));
         c.env("TEJ_BIN", &tej)
             .env("TEJ_S3S_FS", crate::s3s_fs_path());
         outputs.push(run_tee(c, ex)?);
