@@ -287,9 +287,6 @@ test_password = {{ env = "TEJ_DEMO_LOGIN_PASSWORD" }}
             &["services", "status"],
             &[0, 1],
         )?;
-    } else {
-        crate::step("Compose services");
-        println!("skipped: Docker is unavailable on this machine");
     }
 
     println!("\n######## backup to local disk and S3, verify, restore test");
