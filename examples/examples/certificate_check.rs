@@ -14,15 +14,16 @@
 //! ```text
 //! cargo run -p tej-examples --bin certificate_check -- --config tej.toml   # every [[tls]]
 //! cargo run -p tej-examples --bin certificate_check -- skillswap.in:443 api.skillswap.in:443
+//! cargo run -p tej-examples --bin certificate_check -- --warn-days 30 --crit-days 7 skillswap.in:443
 //! cargo run -p tej-examples --bin certificate_check -- --ca ca.pem --server-name localhost 127.0.0.1:8443
 //! ```
 //!
 //! ## What it prints
 //!
 //! One line per endpoint: `ENDPOINT: D.D days left (expires TIME), issuer ISSUER, chain
-//! trusted|NOT trusted`, then one line per finding (`SEVERITY  check  target  summary`) and
+//! trusted|NOT trusted` (or `ENDPOINT: no TLS handshake: why`), then one line per finding (`SEVERITY  check  target  summary`) and
 //! a `summary:` line. Exit code: 0 OK, 1 warning (< 30 days), 2 critical (< 7 days, expired,
-//! untrusted, wrong name), 3 unknown (the endpoint could not be reached).
+//! untrusted, wrong name, nothing listening), 3 unknown (the probe could not run at all).
 //!
 //! ## The same with the CLI
 //!
@@ -49,6 +50,13 @@ struct Args {
     /// SNI and the name the certificate must cover (default: the host, or tej.toml's).
     #[arg(long)]
     server_name: Option<String>,
+    /// Warn at this many days left, as the runbook writes it ("alert if < 30 days"); without
+    /// it, tej.toml's `warn_days` (30), lowered to a third of a short certificate's lifetime.
+    #[arg(long, requires = "crit_days")]
+    warn_days: Option<f64>,
+    /// Critical at this many days left (with `--warn-days`).
+    #[arg(long, requires = "warn_days")]
+    crit_days: Option<f64>,
 }
 
 /// (endpoint, probe options) for each endpoint: tej.toml's settings where it lists it.
@@ -80,6 +88,14 @@ fn targets(config: &Config, args: &Args) -> Result<Vec<(String, TlsProbeOptions)
             if args.server_name.is_some() {
                 o.server_name = args.server_name.clone();
             }
+            if let (Some(warn_days), Some(crit_days)) = (args.warn_days, args.crit_days) {
+                o.thresholds = ExpiryThresholds {
+                    warn_days,
+                    crit_days,
+                    warn_fraction: None,
+                    crit_fraction: None,
+                };
+            }
             (endpoint, o)
         })
         .collect())
@@ -91,6 +107,14 @@ async fn run(args: Args) -> Result<Severity> {
     let mut unreachable = Vec::new();
     for (endpoint, opts) in targets(&config, &args)? {
         match probe_tls(&endpoint, &opts).await {
+            Ok(p) if !p.handshake => {
+                let why = p
+                    .findings
+                    .first()
+                    .map_or("no TLS handshake", |f| f.summary.as_str());
+                println!("{endpoint}: no TLS handshake: {why}");
+                probes.push(p);
+            }
             Ok(p) => {
                 let days = p.days_left.map_or("?".into(), |d| format!("{d:.1}"));
                 let expires = p.earliest_expiry.map_or("?".into(), |t| t.to_string());

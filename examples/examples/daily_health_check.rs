@@ -14,6 +14,7 @@
 //!
 //! ```text
 //! cargo run -p tej-examples --bin daily_health_check -- --config tej.toml
+//! cargo run -p tej-examples --bin daily_health_check -- --config tej.toml --ca internal-ca.pem
 //! TEJ_CONFIG=tej.toml cargo run -p tej-examples --bin daily_health_check
 //! DATABASE_URL=postgres://app@127.0.0.1/app REDIS_URL=redis://127.0.0.1/0 \
 //!     cargo run -p tej-examples --bin daily_health_check      # no tej.toml at all
@@ -34,9 +35,10 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 use tej_core::{Config, Report, Severity, SystemClock};
-use tej_runbook::{RunContext, RunOptions, daily_health};
+use tej_runbook::{RunContext, RunOptions, RustlsProber, daily_health};
 
 /// The runbook's morning health check over everything `tej.toml` manages.
 #[derive(Debug, Parser)]
@@ -44,6 +46,10 @@ struct Args {
     /// The configuration file (default: ./tej.toml when present, else the environment).
     #[arg(long, env = "TEJ_CONFIG")]
     config: Option<PathBuf>,
+    /// Trust only this CA (PEM) for the `[[tls]]` endpoints instead of the system roots
+    /// (an internal CA, the sandbox's throwaway one).
+    #[arg(long)]
+    ca: Option<PathBuf>,
     /// Time limit of each check, in seconds.
     #[arg(long, default_value_t = 30)]
     check_timeout: u64,
@@ -73,7 +79,13 @@ async fn run(args: Args) -> Result<Severity> {
         check_timeout: Duration::from_secs(args.check_timeout.max(1)),
         ..RunOptions::default()
     };
-    let ctx = RunContext::from_config(&config, options).context("prepare the daily check")?;
+    let mut ctx = RunContext::from_config(&config, options).context("prepare the daily check")?;
+    if args.ca.is_some() {
+        ctx.tls_prober = Arc::new(RustlsProber {
+            ca_file: args.ca,
+            timeout: Some(ctx.options.check_timeout),
+        });
+    }
     let report = daily_health(&ctx, &SystemClock).await;
     print_report(&report);
     Ok(report.severity())

@@ -29,8 +29,8 @@
 //!
 //! `backup ID (RAW bytes raw, STORED bytes stored)`, one `  REPOSITORY ok|FAILED: why` line per
 //! repository, one `verified ID in REPOSITORY: N objects` line per copy, and with `--prune`
-//! a `pruned REPOSITORY: kept K, deleted D` line. Exit code 0 when every repository holds a
-//! verified copy, 1 otherwise (`error: ...` on stderr).
+//! a `pruned REPOSITORY: kept K, deleted D` line per repository. Exit code 0 when every
+//! repository holds a verified copy (and was pruned), 1 otherwise (`error: ...` on stderr).
 //!
 //! ## The same with the CLI
 //!
@@ -158,15 +158,20 @@ async fn run(args: Args) -> Result<bool> {
             ..PruneOptions::default()
         };
         for repo in &repos {
-            let r = prune(repo, &popts, &SystemClock)
-                .await
-                .with_context(|| format!("prune {}", repo.name()))?;
-            let kept = r.plan.decisions.iter().filter(|d| d.keep).count();
-            println!(
-                "pruned {}: kept {kept}, deleted {}",
-                r.repository,
-                r.deleted.len()
-            );
+            match prune(repo, &popts, &SystemClock).await {
+                Ok(r) => {
+                    let kept = r.plan.decisions.iter().filter(|d| d.keep).count();
+                    println!(
+                        "pruned {}: kept {kept}, deleted {}",
+                        r.repository,
+                        r.deleted.len()
+                    );
+                }
+                Err(e) => {
+                    all_good = false;
+                    println!("PRUNE FAILED {}: {e}", repo.name());
+                }
+            }
         }
     }
     Ok(all_good)

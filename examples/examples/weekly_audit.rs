@@ -34,10 +34,11 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 use tej_backup::{DbTarget, RestoreTestOptions};
 use tej_core::{Config, Report, Severity, SystemClock};
-use tej_runbook::{RunContext, RunOptions, weekly_audit};
+use tej_runbook::{RunContext, RunOptions, RustlsProber, weekly_audit};
 
 /// The runbook's Sunday audit over everything `tej.toml` manages.
 #[derive(Debug, Parser)]
@@ -45,6 +46,9 @@ struct Args {
     /// The configuration file (default: ./tej.toml when present, else the environment).
     #[arg(long, env = "TEJ_CONFIG")]
     config: Option<PathBuf>,
+    /// Trust only this CA (PEM) for the `[[tls]]` endpoints instead of the system roots.
+    #[arg(long)]
+    ca: Option<PathBuf>,
     /// Time limit of each check, in seconds (verifying a large backup takes a while).
     #[arg(long, default_value_t = 600)]
     check_timeout: u64,
@@ -89,7 +93,13 @@ async fn run(args: Args) -> Result<Severity> {
         restore_test,
         ..RunOptions::default()
     };
-    let ctx = RunContext::from_config(&config, options).context("prepare the weekly audit")?;
+    let mut ctx = RunContext::from_config(&config, options).context("prepare the weekly audit")?;
+    if args.ca.is_some() {
+        ctx.tls_prober = Arc::new(RustlsProber {
+            ca_file: args.ca,
+            timeout: Some(ctx.options.check_timeout),
+        });
+    }
     let report = weekly_audit(&ctx, &SystemClock).await;
     print_report(&report);
     Ok(report.severity())

@@ -1,0 +1,307 @@
+//! The example programs run as an operator would run them, against real servers from
+//! tej-testkit: PostgreSQL, Redis, the S3-compatible server and TLS endpoints.
+
+use std::path::Path;
+use std::process::Command;
+use tej_testkit::{PgCluster, RedisServer, S3Server, TlsEndpoint};
+
+/// Exit code, stdout, stderr of example `bin` run in `dir` with `args` and `envs`.
+fn run(bin: &str, dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(bin);
+    cmd.args(args)
+        .current_dir(dir)
+        .env_remove("TEJ_CONFIG")
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .env_remove("DOCKER_HOST")
+        .env_remove("TEJ_ENVIRONMENT");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap_or_else(|e| panic!("start {bin}: {e}"));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The line of `out` whose columns are `severity  check  target ...`, for `check` on `target`.
+fn finding_line<'a>(out: &'a str, check: &str, target: &str) -> &'a str {
+    out.lines()
+        .find(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            cols.len() > 2 && cols[1] == check && cols[2] == target
+        })
+        .unwrap_or_else(|| panic!("no {check} for {target} in:\n{out}"))
+}
+
+/// The worst severity named by the `summary:` line and the exit code it must have produced.
+fn summary_exit_code(out: &str) -> i32 {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("summary: "))
+        .unwrap_or_else(|| panic!("no summary line in:\n{out}"));
+    match line.split_whitespace().nth(1) {
+        Some("OK") => 0,
+        Some("WARNING") => 1,
+        Some("CRITICAL") => 2,
+        Some("UNKNOWN") => 3,
+        other => panic!("unexpected severity {other:?} in {line}"),
+    }
+}
+
+#[test]
+fn nightly_backup_then_daily_health_check_and_weekly_audit() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = PgCluster::start().unwrap();
+    let url = pg.create_database("skillswap_db").unwrap();
+    pg.psql(
+        "skillswap_db",
+        "CREATE TABLE users (id serial PRIMARY KEY, email text NOT NULL);
+         INSERT INTO users (email) SELECT 'u' || g || '@example.com' FROM generate_series(1, 200) g;",
+    )
+    .unwrap();
+    let redis = RedisServer::start().unwrap();
+    let s3 = S3Server::start().unwrap();
+    let bucket = s3.unique_bucket("nightly").unwrap();
+    let tls = TlsEndpoint::start(90).unwrap();
+    let local = dir.path().join("backups");
+    let toml = format!(
+        r#"
+[[database]]
+name = "main"
+url = "{url}"
+sanity_queries = ["SELECT count(*) FROM users"]
+
+[[redis]]
+name = "cache"
+url = "{}"
+
+[backup]
+repositories = ["{}", "s3://{bucket}/db"]
+
+[[tls]]
+endpoint = "{}"
+server_name = "localhost"
+"#,
+        redis.url(),
+        local.display(),
+        tls.endpoint()
+    );
+    std::fs::write(dir.path().join("tej.toml"), toml).unwrap();
+    let s3_env = [
+        ("AWS_ACCESS_KEY_ID", s3.access_key()),
+        ("AWS_SECRET_ACCESS_KEY", s3.secret_key()),
+        ("AWS_REGION", s3.region()),
+    ];
+    let endpoint = s3.endpoint();
+    let mut envs = s3_env.to_vec();
+    envs.push(("AWS_ENDPOINT_URL", endpoint.as_str()));
+
+    // Nightly backup: one id, stored and verified in both repositories.
+    let (code, out, err) = run(
+        env!("CARGO_BIN_EXE_nightly_backup"),
+        dir.path(),
+        &["--config", "tej.toml"],
+        &envs,
+    );
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    let id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("backup "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no backup id in:\n{out}"))
+        .to_string();
+    assert!(id.contains("skillswap_db"), "{id}");
+    assert!(
+        out.contains(&format!("verified {id} in {}", local.display())),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("verified {id} in s3://{bucket}/db")),
+        "{out}"
+    );
+    // The id is a backup in the local repository (its manifest is there)...
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let repo = rt
+        .block_on(tej_backup::Repository::open(local.to_str().unwrap()))
+        .unwrap();
+    let listed = rt.block_on(tej_backup::list_backups(&repo)).unwrap();
+    assert!(
+        listed.iter().any(|b| b.id.to_string() == id),
+        "{id} not in {listed:?}"
+    );
+    // ... and a second run, into the local repository only and pruned there, makes a second,
+    // different one while retention keeps both (the test S3 server cannot be pruned: it has no
+    // ListMultipartUploads, which prune's cleanup needs).
+    let local_arg = local.to_str().unwrap();
+    let (code, out2, err) = run(
+        env!("CARGO_BIN_EXE_nightly_backup"),
+        dir.path(),
+        &["--config", "tej.toml", "--repo", local_arg, "--prune"],
+        &envs,
+    );
+    assert_eq!(code, 0, "stdout:\n{out2}\nstderr:\n{err}");
+    assert!(!out2.contains(&id), "{out2}");
+    assert!(
+        out2.contains(&format!("pruned {}: kept 2, deleted 0", local.display())),
+        "{out2}"
+    );
+
+    // Daily health check: every configured part is named, each with its verdict.
+    let ca = tls.ca_file().to_str().unwrap();
+    let (code, out, err) = run(
+        env!("CARGO_BIN_EXE_daily_health_check"),
+        dir.path(),
+        &["--config", "tej.toml", "--ca", ca],
+        &envs,
+    );
+    assert!(err.is_empty(), "{err}");
+    assert!(out.starts_with("daily health check\n"), "{out}");
+    let tls_target = format!("tls:{}", tls.endpoint());
+    let s3_target = format!("repo:s3://{bucket}/db");
+    let local_target = format!("repo:{}", local.display());
+    for (check, target) in [
+        ("postgres.reachable", "db:main"),
+        ("postgres.connections", "db:main"),
+        ("redis.ping", "redis:cache"),
+        ("backups.recent", local_target.as_str()),
+        ("backups.recent", s3_target.as_str()),
+        ("tls.chain", tls_target.as_str()),
+        ("tls.expiry", tls_target.as_str()),
+    ] {
+        assert!(
+            finding_line(&out, check, target).starts_with("OK "),
+            "{check} {target}:\n{out}"
+        );
+    }
+    // Archiving is off on this server: "verify backups completed" says PITR is not possible.
+    assert!(
+        finding_line(&out, "backups.wal-archiving", "db:main").starts_with("WARNING"),
+        "{out}"
+    );
+    // Host resources are reported whatever their state on this machine.
+    finding_line(&out, "disk.usage", "host");
+    finding_line(&out, "memory.usage", "host");
+    assert_eq!(code, summary_exit_code(&out), "{out}");
+    assert_ne!(code, 0, "{out}");
+
+    // Weekly audit, with a restore test of the newest backup into a scratch database. Only the
+    // local repository: restore tests of two repositories in one run collide on the scratch
+    // database's name (tej_verify_SECONDS_PID, tej-backup's verify.rs), reported to the lead.
+    let weekly = std::fs::read_to_string(dir.path().join("tej.toml"))
+        .unwrap()
+        .replace(&format!(", \"s3://{bucket}/db\""), "");
+    std::fs::write(dir.path().join("tej-weekly.toml"), weekly).unwrap();
+    let server = pg.url("postgres");
+    let (code, out, err) = run(
+        env!("CARGO_BIN_EXE_weekly_audit"),
+        dir.path(),
+        &[
+            "--config",
+            "tej-weekly.toml",
+            "--ca",
+            ca,
+            "--restore-test",
+            &server,
+        ],
+        &envs,
+    );
+    assert!(err.is_empty(), "{err}");
+    assert!(out.starts_with("weekly audit\n"), "{out}");
+    for (check, target) in [
+        ("postgres.size", "db:main"),
+        ("postgres.indexes", "db:main"),
+        ("redis.big-keys", "redis:cache"),
+        ("backups.verify", local_target.as_str()),
+        ("cleanup.backups", local_target.as_str()),
+        ("tls.expiry", tls_target.as_str()),
+    ] {
+        assert!(
+            finding_line(&out, check, target).starts_with("OK "),
+            "{check} {target}:\n{out}"
+        );
+    }
+    let verify = finding_line(&out, "backups.verify", &local_target);
+    assert!(verify.contains("1 sanity queries passed"), "{verify}");
+    assert!(!out.contains("s3://"), "{out}");
+    // Unencrypted backups are a finding of the security review.
+    let enc = finding_line(&out, "security.backup-encryption", &local_target);
+    assert!(enc.starts_with("WARNING"), "{enc}");
+    assert_eq!(code, summary_exit_code(&out), "{out}");
+}
+
+#[test]
+fn certificate_check_reports_days_left_and_severity() {
+    let dir = tempfile::tempdir().unwrap();
+    let endpoints = [60, 20, 5].map(|days| (days, TlsEndpoint::start(days).unwrap()));
+    // Every endpoint has its own CA: one bundle for --ca.
+    let bundle = dir.path().join("ca.pem");
+    let pem: String = endpoints
+        .iter()
+        .map(|(_, e)| std::fs::read_to_string(e.ca_file()).unwrap())
+        .collect();
+    std::fs::write(&bundle, pem).unwrap();
+    let bin = env!("CARGO_BIN_EXE_certificate_check");
+    let ca = bundle.to_str().unwrap();
+    let mut args = vec![
+        "--ca",
+        ca,
+        "--server-name",
+        "localhost",
+        "--warn-days",
+        "30",
+        "--crit-days",
+        "7",
+    ];
+    let names: Vec<String> = endpoints.iter().map(|(_, e)| e.endpoint()).collect();
+    args.extend(names.iter().map(String::as_str));
+    let (code, out, err) = run(bin, dir.path(), &args, &[]);
+    assert!(err.is_empty(), "{err}");
+    for ((given, endpoint), expected) in endpoints.iter().zip(["OK", "WARNING", "CRITICAL"]) {
+        let ep = endpoint.endpoint();
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("{ep}: ")))
+            .unwrap_or_else(|| panic!("no line for {ep} in:\n{out}"));
+        assert!(line.contains("chain trusted"), "{line}");
+        let days: f64 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|d| d.parse().ok())
+            .unwrap_or_else(|| panic!("no days in {line}"));
+        assert!(
+            (days - f64::from(*given)).abs() <= 1.0,
+            "{given} days given, {days} reported: {line}"
+        );
+        assert!(
+            finding_line(&out, "tls.expiry", &ep).starts_with(expected),
+            "{out}"
+        );
+    }
+    assert_eq!(code, 2, "{out}");
+    assert_eq!(summary_exit_code(&out), 2, "{out}");
+
+    // The same 20-day certificate with tej.toml's thresholds (30 days, at most a third of its
+    // 21-day lifetime): OK.
+    let (code, out, _) = run(bin, dir.path(), &["--ca", ca, &names[1]], &[]);
+    assert!(
+        finding_line(&out, "tls.expiry", &names[1]).starts_with("OK"),
+        "{out}"
+    );
+    assert_eq!(code, 0, "{out}");
+
+    // Nothing listening: critical, said so.
+    let dead = format!("127.0.0.1:{}", tej_testkit::free_port());
+    let (code, out, _) = run(bin, dir.path(), &["--ca", ca, &dead], &[]);
+    assert!(
+        out.contains(&format!("{dead}: no TLS handshake: connection refused")),
+        "{out}"
+    );
+    assert!(
+        finding_line(&out, "tls.connect", &dead).starts_with("CRITICAL"),
+        "{out}"
+    );
+    assert_eq!(code, 2, "{out}");
+}
