@@ -305,3 +305,118 @@ fn certificate_check_reports_days_left_and_severity() {
     );
     assert_eq!(code, 2, "{out}");
 }
+
+/// `redis-cli -p PORT ARGS...`, trimmed.
+fn redis_cli(redis: &RedisServer, args: &[&str]) -> String {
+    let port = redis.port().to_string();
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port])
+        .args(args)
+        .output()
+        .expect("run redis-cli");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn secret_rotation_plans_and_refuses_without_confirmation() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start().unwrap();
+    redis_cli(&redis, &["SET", "sess:alice", "1"]);
+    let env_text = "NODE_ENV=production\nJWT_SECRET=old-jwt-value-0123456789abcdef\nJWT_REFRESH_SECRET=old-refresh-value-0123456789abcdef\n";
+    std::fs::write(dir.path().join(".env"), env_text).unwrap();
+    let toml = format!(
+        r#"
+audit_log = "audit.jsonl"
+
+[[redis]]
+name = "sessions"
+url = "{}"
+
+[compose]
+project = "shop"
+
+[secrets]
+env_file = ".env"
+app_url = "http://127.0.0.1:9"
+test_email = "test@example.com"
+test_password = {{ env = "TEST_ACCOUNT_PASSWORD" }}
+"#,
+        redis.url()
+    );
+    std::fs::write(dir.path().join("tej.toml"), toml).unwrap();
+    let bin = env!("CARGO_BIN_EXE_secret_rotation");
+    let envs = [("TEST_ACCOUNT_PASSWORD", "test-account-password-42")];
+    let no_secret = |out: &str| {
+        for secret in [
+            "old-jwt-value",
+            "old-refresh-value",
+            "test-account-password-42",
+        ] {
+            assert!(!out.contains(secret), "{secret} printed:\n{out}");
+        }
+    };
+
+    let (code, out, err) = run(bin, dir.path(), &["--dry-run"], &envs);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.starts_with("secret-rotation (dry run)\n"), "{out}");
+    assert!(
+        out.contains("rotate-secrets .env (JWT_SECRET, JWT_REFRESH_SECRET): planned"),
+        "{out}"
+    );
+    assert!(
+        out.contains("plan: generate new values for JWT_SECRET, JWT_REFRESH_SECRET"),
+        "{out}"
+    );
+    assert!(
+        out.contains("plan: delete session keys matching sess:*"),
+        "{out}"
+    );
+    assert!(out.contains("plan: recreate service backend"), "{out}");
+    no_secret(&out);
+    no_secret(&err);
+
+    // Without --yes the destructive step is refused: nothing changes, the refusal is audited.
+    let (code, out, err) = run(bin, dir.path(), &[], &envs);
+    assert_eq!(code, 1, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        out.contains(": REFUSED: destructive step rotate-secrets"),
+        "{out}"
+    );
+    assert!(out.contains("needs confirmation"), "{out}");
+    no_secret(&out);
+    no_secret(&err);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join(".env")).unwrap(),
+        env_text
+    );
+    assert_eq!(redis_cli(&redis, &["EXISTS", "sess:alice"]), "1");
+    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    assert!(
+        audit.contains("\"refused\"") && audit.contains("rotate-secrets"),
+        "{audit}"
+    );
+}
+
+#[test]
+fn deploy_names_the_missing_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = "[compose]\nproject = \"shop\"\n\n[[deploy.service]]\nname = \"backend\"\nports = [3000, 3001]\nnginx_upstream_file = \"upstream.conf\"\n";
+    std::fs::write(dir.path().join("tej.toml"), toml).unwrap();
+    let bin = env!("CARGO_BIN_EXE_deploy");
+    let (code, out, err) = run(
+        bin,
+        dir.path(),
+        &["frontend", "--image", "shop-frontend:v2"],
+        &[],
+    );
+    assert_eq!(code, 1, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        err.contains("no [[deploy.service]] named \"frontend\""),
+        "{err}"
+    );
+    assert!(out.is_empty(), "{out}");
+    // An image is required unless rolling back.
+    let (code, _, err) = run(bin, dir.path(), &["backend"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--image"), "{err}");
+}
