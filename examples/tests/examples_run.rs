@@ -420,3 +420,150 @@ fn deploy_names_the_missing_service() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--image"), "{err}");
 }
+
+const BUSYBOX: &str = "tej-examples-busybox:1";
+const WEB_CMD: &str = r#"CMD ["sh","-c","exec busybox httpd -f -p 127.0.0.1:$PORT -h /www"]"#;
+
+/// A busybox image serving `version` at `/` and `ok` at `/health` on 127.0.0.1:$PORT.
+fn web_image(engine: &tej_testkit::DockerEngine, tag: &str, version: &str) {
+    let script = format!(
+        "busybox mkdir -p /www && echo {version} > /www/index.html && echo ok > /www/health"
+    );
+    let name = format!("build-{version}");
+    engine
+        .docker(&["run", "--name", &name, BUSYBOX, "sh", "-c", &script])
+        .unwrap();
+    engine
+        .docker(&["commit", "--change", WEB_CMD, &name, tag])
+        .unwrap();
+    engine.docker(&["rm", &name]).unwrap();
+}
+
+/// The body of `GET http://127.0.0.1:port/` (HTTP/1.0), if it answers.
+fn http_get(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    buf.split_once("\r\n\r\n")
+        .map(|(_, b)| b.trim().to_string())
+}
+
+#[test]
+fn deploy_switches_to_the_new_image_and_rolls_back() {
+    let engine = tej_testkit::DockerEngine::start().unwrap();
+    engine.import_busybox_image(BUSYBOX).unwrap();
+    web_image(&engine, "shop/web:v1", "v1");
+    web_image(&engine, "shop/web:v2", "v2");
+    let (p1, p2) = (tej_testkit::free_port(), tej_testkit::free_port());
+    let env = format!("PORT={p1}");
+    engine
+        .docker(&[
+            "run",
+            "-d",
+            "--name",
+            "shop-web-1",
+            "--network",
+            "host",
+            "--stop-timeout",
+            "1",
+            "--label",
+            "com.docker.compose.project=shop",
+            "--label",
+            "com.docker.compose.service=web",
+            "--label",
+            "com.docker.compose.container-number=1",
+            "--label",
+            "com.docker.compose.oneoff=False",
+            "-e",
+            &env,
+            "shop/web:v1",
+        ])
+        .unwrap();
+    for _ in 0..100 {
+        if http_get(p1).is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(http_get(p1).as_deref(), Some("v1"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = dir.path().join("web-upstream.conf");
+    std::fs::write(
+        &upstream,
+        format!("upstream web {{\n    server 127.0.0.1:{p1};\n}}\n"),
+    )
+    .unwrap();
+    let toml = format!(
+        r#"audit_log = "audit.jsonl"
+state_dir = "{state}"
+
+[compose]
+project = "shop"
+docker_host = "{host}"
+
+[[deploy.service]]
+name = "web"
+ports = [{p1}, {p2}]
+health_path = "/health"
+health_timeout_secs = 10
+nginx_upstream_file = "{upstream}"
+nginx_program = "true"
+test_command = ["true"]
+migrate = ["sh", "-c", "echo migrating to $(busybox cat /www/index.html)"]
+stop_timeout_secs = 1
+drain_timeout_secs = 1
+"#,
+        state = dir.path().join("state").display(),
+        host = engine.host(),
+        upstream = upstream.display(),
+    );
+    std::fs::write(dir.path().join("tej.toml"), toml).unwrap();
+    let bin = env!("CARGO_BIN_EXE_deploy");
+
+    // The plan names the migration and changes nothing.
+    let (code, out, err) = run(
+        bin,
+        dir.path(),
+        &["web", "--image", "shop/web:v2", "--dry-run"],
+        &[],
+    );
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.lines().all(|l| l.starts_with("plan: ")), "{out}");
+    assert!(out.contains("echo migrating"), "{out}");
+    assert!(
+        std::fs::read_to_string(&upstream)
+            .unwrap()
+            .contains(&format!(":{p1};"))
+    );
+
+    // The deploy: tests gate, migration, new container on the other port, nginx switched.
+    let (code, out, err) = run(bin, dir.path(), &["web", "--image", "shop/web:v2"], &[]);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("gate tests: passed"), "{out}");
+    assert!(
+        out.contains(&format!("serves shop/web:v2 on port {p2}")),
+        "{out}"
+    );
+    assert!(
+        std::fs::read_to_string(&upstream)
+            .unwrap()
+            .contains(&format!(":{p2};"))
+    );
+    assert_eq!(http_get(p2).as_deref(), Some("v2"));
+    assert_eq!(http_get(p1), None, "the old container still answers");
+
+    // The rollback: v1 again, on the first port.
+    let (code, out, err) = run(bin, dir.path(), &["web", "--rollback"], &[]);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains(&format!("on port {p1}")), "{out}");
+    assert_eq!(http_get(p1).as_deref(), Some("v1"));
+    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    assert!(audit.lines().count() >= 2, "{audit}");
+}
