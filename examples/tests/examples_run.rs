@@ -421,6 +421,190 @@ fn deploy_names_the_missing_service() {
     assert!(err.contains("--image"), "{err}");
 }
 
+/// `psql` on 127.0.0.1:`port` as `postgres`, one value out.
+fn psql_at(port: u16, sql: &str) -> String {
+    let out = Command::new(PgCluster::bin_dir().join("psql"))
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+        ])
+        .arg("-p")
+        .arg(port.to_string())
+        .arg("-c")
+        .arg(sql)
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn pitr_restore_recovers_to_a_time_between_two_commits() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use tej_backup::{
+        DbTarget, PhysicalBackupOptions, PushOptions, Repository, WalArchive,
+        create_physical_backup, system_identifier_from_pgdata,
+    };
+    let archive = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(archive.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let pg = PgCluster::start_with(tej_testkit::PgClusterOptions {
+        archive_mode: true,
+        archive_command: Some(format!("cp %p {}/%f", archive.path().display())),
+        extra_conf: vec!["autovacuum = off".into()],
+        preload_pg_stat_statements: false,
+        ..Default::default()
+    })
+    .unwrap();
+    // The restored server runs as the cluster's owner and reads the repository through this
+    // program (its restore_command): both live in the cluster's base directory, which the
+    // cluster's Drop also cleans up (the restored server included).
+    let base = pg.base_dir().to_path_buf();
+    let owner = std::fs::metadata(&base).unwrap();
+    let repo_dir = base.join("repo");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    pg.psql(
+        "postgres",
+        "CREATE TABLE t (id int); INSERT INTO t VALUES (1), (2);",
+    )
+    .unwrap();
+    let repo = rt
+        .block_on(Repository::open(repo_dir.to_str().unwrap()))
+        .unwrap();
+    let backup = rt
+        .block_on(create_physical_backup(
+            std::slice::from_ref(&repo),
+            &PhysicalBackupOptions::new(DbTarget::new(pg.url("postgres"))),
+            &tej_core::SystemClock,
+        ))
+        .unwrap();
+    assert!(backup.backup.succeeded());
+    pg.psql("postgres", "INSERT INTO t VALUES (3)").unwrap();
+    let between = pg
+        .psql(
+            "postgres",
+            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+        )
+        .unwrap();
+    pg.psql("postgres", "INSERT INTO t VALUES (4)").unwrap();
+    let last = pg
+        .psql("postgres", "SELECT pg_walfile_name(pg_switch_wal())")
+        .unwrap();
+    let archived = |name: &str| archive.path().join(name).exists();
+    for _ in 0..400 {
+        if archived(&last) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    assert!(
+        archived(&last),
+        "{last} never archived: {}",
+        pg.server_log()
+    );
+    // What archive_command would have pushed into the repository's WAL archive.
+    let wal = WalArchive::new(repo);
+    let opts = PushOptions {
+        system_identifier: Some(system_identifier_from_pgdata(pg.data_dir()).unwrap()),
+        ..PushOptions::default()
+    };
+    let mut files: Vec<_> = std::fs::read_dir(archive.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for f in &files {
+        rt.block_on(wal.push(f, &opts))
+            .unwrap_or_else(|e| panic!("push {}: {e}", f.display()));
+    }
+    // Everything under the repository readable by the server's user.
+    let mut chown = Command::new("chown");
+    chown
+        .arg("-R")
+        .arg(format!("{}:{}", owner.uid(), owner.gid()))
+        .arg(&repo_dir);
+    assert!(chown.status().unwrap().success());
+
+    let bin = env!("CARGO_BIN_EXE_pitr_restore");
+    let restored = base.join("restored");
+    let pgdata = restored.join("data");
+    std::fs::create_dir(&restored).unwrap();
+    std::os::unix::fs::chown(&restored, Some(owner.uid()), Some(owner.gid())).unwrap();
+    let repo_arg = repo_dir.to_str().unwrap();
+    let pgdata_arg = pgdata.to_str().unwrap();
+    let port = tej_testkit::free_port();
+    let port_arg = port.to_string();
+    // The server's OS user: `postgres` when the tests run as root, else this user.
+    let owner_name = if owner.uid() == 0 || is_root() {
+        "postgres".to_string()
+    } else {
+        std::env::var("USER").unwrap_or_default()
+    };
+    let args = vec![
+        "--repo",
+        repo_arg,
+        "--pgdata",
+        pgdata_arg,
+        "--target-time",
+        between.as_str(),
+        "--start",
+        "--port",
+        port_arg.as_str(),
+        "--owner",
+        owner_name.as_str(),
+    ];
+
+    // The plan, then a refusal without --yes: nothing is created either way.
+    let mut dry = args.clone();
+    dry.push("--dry-run");
+    let (code, out, err) = run(bin, &restored, &dry, &[]);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.starts_with("pitr-restore (dry run)\n"), "{out}");
+    assert!(out.contains(&backup.backup.id.to_string()), "{out}");
+    assert!(out.contains("  plan: "), "{out}");
+    assert!(!pgdata.exists());
+    let (code, out, err) = run(bin, &restored, &args, &[]);
+    assert_eq!(code, 1, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("REFUSED"), "{out}");
+    assert!(!pgdata.exists());
+
+    // Confirmed: restored, recovered to the time between the commits of 3 and 4, promoted.
+    let mut yes = args.clone();
+    yes.push("--yes");
+    let (code, out, err) = run(bin, &restored, &yes, &[]);
+    assert_eq!(
+        code,
+        0,
+        "stdout:\n{out}\nstderr:\n{err}\nserver log:\n{}",
+        std::fs::read_to_string(pgdata.with_extension("log")).unwrap_or_default()
+    );
+    assert!(
+        out.contains(&format!("done: restored {}", backup.backup.id)),
+        "{out}"
+    );
+    assert!(out.contains("promoted"), "{out}");
+    assert_eq!(
+        psql_at(port, "SELECT string_agg(id::text, ',' ORDER BY id) FROM t"),
+        "1,2,3"
+    );
+    assert_eq!(psql_at(port, "SELECT pg_is_in_recovery()"), "f");
+}
+
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
 const BUSYBOX: &str = "tej-examples-busybox:1";
 const WEB_CMD: &str = r#"CMD ["sh","-c","exec busybox httpd -f -p 127.0.0.1:$PORT -h /www"]"#;
 
