@@ -330,6 +330,10 @@ enum BackupCmd {
         /// pg_restore -j.
         #[arg(long, default_value_t = 2)]
         jobs: u32,
+        /// Restore a file backup (`backup create --files`) into this directory instead
+        /// (`latest`: the newest file backup); replacing existing files needs --yes.
+        #[arg(long, value_name = "DIR", conflicts_with = "target")]
+        into: Option<PathBuf>,
         #[command(flatten)]
         run: RunArgs,
     },
@@ -1154,12 +1158,28 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
                     BackupCmd::Restore {
                         id,
                         repo,
-                        target,
-                        jobs,
+                        into: Some(dir),
                         run,
+                        ..
                     } => {
                         let mut repos = cmd::backup::repositories(&cfg, &repo.repos).await?;
                         let repo = repos.remove(0);
+                        let ex = executor(&cfg, &run)?;
+                        let ok = cmd::backup::restore_files(out, &cfg, &ex, repo, &id, dir, format)
+                            .await?;
+                        Ok(if ok { 0 } else { 1 })
+                    }
+                    BackupCmd::Restore {
+                        id,
+                        repo,
+                        target,
+                        jobs,
+                        run,
+                        ..
+                    } => {
+                        let mut repos = cmd::backup::repositories(&cfg, &repo.repos).await?;
+                        let repo = repos.remove(0);
+                        cmd::backup::ensure_logical(&repo, &id).await?;
                         let target = cmd::backup::db_target(&cfg, target.as_deref())?;
                         let ex = executor(&cfg, &run)?;
                         let mut opts = cmd::backup::restore_options(&cfg, target, jobs);

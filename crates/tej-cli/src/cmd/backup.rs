@@ -356,6 +356,67 @@ pub async fn restore(
     Ok(r.succeeded())
 }
 
+/// Refuses to hand a base backup or a file backup to the logical restore, naming the
+/// command that restores it.
+pub async fn ensure_logical(repo: &Repository, selector: &str) -> Result<()> {
+    if selector == "latest" {
+        return Ok(());
+    }
+    let m = repo
+        .resolve(selector)
+        .await
+        .with_context(|| format!("find backup {selector}"))?;
+    match m.kind {
+        tej_backup::BackupKind::Physical => bail!(
+            "backup {} is a physical base backup: restore it with `tej restore --pgdata DIR --target ...`",
+            m.id
+        ),
+        tej_backup::BackupKind::Files => bail!(
+            "backup {} is a file backup: restore it with `tej backup restore {} --into DIR`",
+            m.id,
+            m.id
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Restores a file backup (`latest`: the newest file backup) into `dir`, as a destructive
+/// step when it would replace files.
+pub async fn restore_files(
+    out: &mut dyn Write,
+    cfg: &Config,
+    ex: &Executor,
+    repo: Repository,
+    selector: &str,
+    dir: std::path::PathBuf,
+    output: OutputFormat,
+) -> Result<bool> {
+    let selector = if selector == "latest" {
+        list_backups(&repo)
+            .await
+            .context("list backups")?
+            .into_iter()
+            .find(|b| b.kind == tej_backup::BackupKind::Files)
+            .map(|b| b.id.to_string())
+            .with_context(|| format!("no file backup in {}", repo.name()))?
+    } else {
+        selector.to_string()
+    };
+    let step = tej_backup::FileRestoreStep {
+        repo,
+        selector,
+        target_dir: dir,
+        opts: tej_backup::FileRestoreOptions {
+            encryption: encryption(cfg),
+            progress: crate::progress::sink(output),
+            ..Default::default()
+        },
+    };
+    let r = ex.run(&Procedure::new("backup restore").step(step)).await;
+    super::host::render_procedure(out, &r, output)?;
+    Ok(r.succeeded())
+}
+
 /// Restore options for `target` with the configured keys.
 pub fn restore_options(cfg: &Config, target: DbTarget, jobs: u32) -> RestoreOptions {
     let mut opts = RestoreOptions::new(target);
