@@ -6,11 +6,13 @@
 //! set, stored locally and in S3 ("stored locally and in S3": every repository of
 //! `[backup] repositories` receives the same backup); then each copy is verified (every object
 //! re-read, SHA-256 checked, decrypted and decompressed, the outcome recorded beside the backup
-//! for the daily check and retention); with `--prune`, the "Backup Retention" rules
-//! (daily 30 days, weekly 90, monthly 365, yearly 7 years) are applied.
+//! for the daily check and retention). "File Backups (Daily)": when `[backup] files` lists
+//! directories (uploads, configuration), they are backed up and verified the same way. With
+//! `--prune`, the "Backup Retention" rules (daily 30 days, weekly 90, monthly 365, yearly
+//! 7 years) are applied.
 //!
-//! Library calls: [`tej_backup::create_logical_backup`], [`tej_backup::verify_backup`],
-//! [`tej_backup::prune`].
+//! Library calls: [`tej_backup::create_logical_backup`], [`tej_backup::create_file_backup`],
+//! [`tej_backup::verify_backup`], [`tej_backup::prune`].
 //!
 //! ## Run it
 //!
@@ -27,14 +29,16 @@
 //!
 //! ## What it prints
 //!
-//! `backup ID (RAW bytes raw, STORED bytes stored)`, one `  REPOSITORY ok|FAILED: why` line per
-//! repository, one `verified ID in REPOSITORY: N objects` line per copy, and with `--prune`
+//! `files ID (N files, ...)` when there are files, `backup ID (RAW bytes raw, STORED bytes
+//! stored)`, one
+//! `verified ID in REPOSITORY: N objects` line per copy (`STORE FAILED`/`VERIFY FAILED ID in
+//! REPOSITORY: why` when a copy is missing or bad), and with `--prune`
 //! a `pruned REPOSITORY: kept K, deleted D` line per repository. Exit code 0 when every
 //! repository holds a verified copy (and was pruned), 1 otherwise (`error: ...` on stderr).
 //!
 //! ## The same with the CLI
 //!
-//! `tej backup create && tej backup verify latest && tej backup prune`.
+//! `tej backup create`, `tej backup create --files`, `tej backup verify ID`, `tej backup prune`.
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
@@ -42,8 +46,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use tej_backup::{
     CompressionAlgo, CompressionOptions, DbTarget, DumpFormat, EncryptionOptions,
-    LogicalBackupOptions, PruneOptions, Repository, RetentionPolicy, VerifyOptions,
-    create_logical_backup, prune, verify_backup,
+    FileBackupOptions, LogicalBackupOptions, PruneOptions, Repository, RetentionPolicy,
+    VerifyOptions, create_file_backup, create_logical_backup, prune, verify_backup,
 };
 use tej_core::{Config, SystemClock, TokioCommandRunner};
 
@@ -110,6 +114,23 @@ async fn run(args: Args) -> Result<bool> {
     };
     opts.run.encryption = encryption.clone().unwrap_or_default();
 
+    // "File Backups (Daily)": uploads and configuration, when `[backup] files` lists them.
+    // First, so that the newest backup is the database's: the one the weekly audit's
+    // restore test picks.
+    let mut runs = Vec::new();
+    if !config.backup.files.is_empty() {
+        let mut fopts = FileBackupOptions::from_config(&config.backup);
+        fopts.run.compression = opts.run.compression;
+        fopts.run.encryption = opts.run.encryption.clone();
+        let f = create_file_backup(&repos, &fopts, &SystemClock)
+            .await
+            .context("back up the files")?;
+        println!(
+            "files {} ({} files, {} bytes raw, {} bytes stored)",
+            f.backup.id, f.files, f.backup.raw_size, f.backup.stored_size
+        );
+        runs.push(f.backup);
+    }
     let created = create_logical_backup(&TokioCommandRunner, &repos, &opts, &SystemClock)
         .await
         .context("create the backup")?;
@@ -117,37 +138,33 @@ async fn run(args: Args) -> Result<bool> {
         "backup {} ({} bytes raw, {} bytes stored)",
         created.id, created.raw_size, created.stored_size
     );
-    for r in &created.repositories {
-        match &r.error {
-            None if r.ok => println!("  {} ok", r.repository),
-            e => println!(
-                "  {} FAILED: {}",
-                r.repository,
-                e.as_deref().unwrap_or("unknown")
-            ),
-        }
-    }
-    let mut all_good = created.succeeded();
+    runs.push(created);
     let verify = VerifyOptions {
         encryption: encryption.unwrap_or_default(),
         record: true,
         ..VerifyOptions::default()
     };
-    let id = created.id.to_string();
-    for (repo, outcome) in repos.iter().zip(&created.repositories) {
-        if !outcome.ok {
-            continue;
-        }
-        match verify_backup(&TokioCommandRunner, repo, &id, &verify, &SystemClock).await {
-            Ok(v) => println!(
-                "verified {} in {}: {} objects",
-                v.id,
-                v.repository,
-                v.objects.len()
-            ),
-            Err(e) => {
+    let mut all_good = true;
+    for run in &runs {
+        let id = run.id.to_string();
+        for (repo, outcome) in repos.iter().zip(&run.repositories) {
+            if !outcome.ok {
                 all_good = false;
-                println!("VERIFY FAILED {id} in {}: {e}", repo.name());
+                let why = outcome.error.as_deref().unwrap_or("unknown");
+                println!("STORE FAILED {id} in {}: {why}", outcome.repository);
+                continue;
+            }
+            match verify_backup(&TokioCommandRunner, repo, &id, &verify, &SystemClock).await {
+                Ok(v) => println!(
+                    "verified {} in {}: {} objects",
+                    v.id,
+                    v.repository,
+                    v.objects.len()
+                ),
+                Err(e) => {
+                    all_good = false;
+                    println!("VERIFY FAILED {id} in {}: {e}", repo.name());
+                }
             }
         }
     }

@@ -67,6 +67,10 @@ fn nightly_backup_then_daily_health_check_and_weekly_audit() {
     let bucket = s3.unique_bucket("nightly").unwrap();
     let tls = TlsEndpoint::start(90).unwrap();
     let local = dir.path().join("backups");
+    let uploads = dir.path().join("uploads");
+    std::fs::create_dir_all(uploads.join("avatars")).unwrap();
+    std::fs::write(uploads.join("avatars/u1.png"), b"not really a png").unwrap();
+    std::fs::write(uploads.join("terms.pdf"), b"terms").unwrap();
     let toml = format!(
         r#"
 [[database]]
@@ -80,6 +84,7 @@ url = "{}"
 
 [backup]
 repositories = ["{}", "s3://{bucket}/db"]
+files = ["{}"]
 
 [[tls]]
 endpoint = "{}"
@@ -87,6 +92,7 @@ server_name = "localhost"
 "#,
         redis.url(),
         local.display(),
+        uploads.display(),
         tls.endpoint()
     );
     std::fs::write(dir.path().join("tej.toml"), toml).unwrap();
@@ -122,6 +128,23 @@ server_name = "localhost"
         out.contains(&format!("verified {id} in s3://{bucket}/db")),
         "{out}"
     );
+    // The uploads: a file backup with both files, verified in both repositories too.
+    let files_id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("files "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no file backup in:\n{out}"))
+        .to_string();
+    assert!(
+        out.contains(&format!("files {files_id} (2 files,")),
+        "{out}"
+    );
+    for repo in [local.display().to_string(), format!("s3://{bucket}/db")] {
+        assert!(
+            out.contains(&format!("verified {files_id} in {repo}")),
+            "{out}"
+        );
+    }
     // The id is a backup in the local repository (its manifest is there)...
     let rt = tokio::runtime::Runtime::new().unwrap();
     let repo = rt
@@ -145,7 +168,7 @@ server_name = "localhost"
     assert_eq!(code, 0, "stdout:\n{out2}\nstderr:\n{err}");
     assert!(!out2.contains(&id), "{out2}");
     assert!(
-        out2.contains(&format!("pruned {}: kept 2, deleted 0", local.display())),
+        out2.contains(&format!("pruned {}: kept 4, deleted 0", local.display())),
         "{out2}"
     );
 
