@@ -1,5 +1,6 @@
-//! The example programs run as an operator would run them, against real servers from
-//! tej-testkit: PostgreSQL, Redis, the S3-compatible server and TLS endpoints.
+//! The example programs run as an operator would run them (their binaries, a `tej.toml`,
+//! the environment), against real servers from tej-testkit: PostgreSQL (archiving WAL for
+//! PITR), Redis, the S3-compatible server, TLS endpoints and a private Docker engine.
 
 use std::path::Path;
 use std::process::Command;
@@ -120,6 +121,7 @@ server_name = "localhost"
         .unwrap_or_else(|| panic!("no backup id in:\n{out}"))
         .to_string();
     assert!(id.contains("skillswap_db"), "{id}");
+    assert!(!out.contains(s3.secret_key()) && !err.contains(s3.secret_key()));
     assert!(
         out.contains(&format!("verified {id} in {}", local.display())),
         "{out}"
