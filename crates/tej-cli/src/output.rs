@@ -403,7 +403,10 @@ mod tests {
             .iter()
             .filter(|t| !doc.contains(&format!("`{t}`")))
             .collect();
-        assert!(missing.is_empty(), "JSON types written but not documented: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "JSON types written but not documented: {missing:?}"
+        );
     }
 
     #[test]
