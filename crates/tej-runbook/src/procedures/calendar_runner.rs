@@ -35,7 +35,7 @@ pub struct CalendarRunner {
     pub runner: Arc<dyn CommandRunner>,
     /// Where "now" comes from.
     pub clock: Arc<dyn Clock>,
-    /// Dependency audits of the security audit.
+    /// Dependency audits of the security audit (from `tej.toml`'s `[[audit]]`).
     pub audit_commands: Vec<AuditCommand>,
     /// Capacity history: `None` keeps it in the first database's `tej` schema, else in
     /// `state_dir/capacity-history.jsonl`.
@@ -61,7 +61,8 @@ impl std::fmt::Debug for CalendarRunner {
 
 impl CalendarRunner {
     /// A runner over `ctx` with defaults: history in PostgreSQL when a database is configured,
-    /// state in `config.state_dir` (else `/var/lib/tej`), no dependency audits.
+    /// state in `config.state_dir` (else `/var/lib/tej`), the dependency audits of the
+    /// configuration's `[[audit]]` tables.
     pub fn new(
         ctx: Arc<RunContext>,
         executor: Executor,
@@ -74,11 +75,11 @@ impl CalendarRunner {
             .clone()
             .unwrap_or_else(|| PathBuf::from("/var/lib/tej"));
         CalendarRunner {
+            audit_commands: ctx.config.audit.clone(),
             ctx,
             executor,
             runner,
             clock,
-            audit_commands: Vec::new(),
             history: None,
             state_dir,
             deep_maintenance: DeepMaintenanceOptions::default(),
@@ -299,6 +300,81 @@ mod tests {
                 "2025-01-26T09:30:00Z".parse().unwrap(),
             )),
         )
+    }
+
+    #[tokio::test]
+    async fn tej_toml_audits_run_in_the_monthly_security_audit() {
+        let dir = tempfile::tempdir().unwrap();
+        let npm = dir.path().join("npm-audit.json");
+        std::fs::write(
+            &npm,
+            r#"{"auditReportVersion":2,"vulnerabilities":{"lodash":{"name":"lodash","severity":"high"},"minimist":{"name":"minimist","severity":"moderate"}},
+               "metadata":{"vulnerabilities":{"info":0,"low":0,"moderate":1,"high":1,"critical":0,"total":2}}}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("cargo-audit.json"),
+            r#"{"vulnerabilities":{"found":false,"count":0,"list":[]}}"#,
+        )
+        .unwrap();
+        let toml = format!(
+            r#"
+[[audit]]
+name = "backend"
+command = ["sh", "-c", "cat {}; exit 1"]
+kind = "npm"
+
+[[audit]]
+name = "tej"
+command = ["cat", "cargo-audit.json"]
+dir = "{}"
+kind = "cargo"
+timeout_secs = 30
+"#,
+            npm.display(),
+            dir.path().display()
+        );
+        let cfg = tej_core::Config::from_toml_with_env(&toml, "tej.toml", &|_| None).unwrap();
+        let ctx = RunContext::from_config(&cfg, crate::RunOptions::default()).unwrap();
+        let mut r = runner(ctx);
+        r.runner = Arc::new(tej_core::TokioCommandRunner);
+        assert_eq!(r.audit_commands, cfg.audit);
+        let entry = Calendar::runbook().entry("security-audit").unwrap().clone();
+        let rep = r.run(&entry).await.unwrap();
+        let dep = |target: &str| {
+            rep.findings
+                .iter()
+                .find(|f| f.check == "security.dependencies" && f.target == target)
+                .unwrap_or_else(|| panic!("no audit of {target}: {:#?}", rep.findings))
+        };
+        let backend = dep("backend");
+        assert_eq!(backend.severity, Severity::Critical, "{backend:#?}");
+        assert!(
+            backend
+                .summary
+                .starts_with("2 vulnerabilities: 0 critical, 1 high, 1 moderate"),
+            "{}",
+            backend.summary
+        );
+        assert!(backend.detail.as_deref().unwrap().contains("lodash (high)"));
+        let high = backend
+            .metrics
+            .iter()
+            .find(|m| m.labels.iter().any(|(k, v)| k == "severity" && v == "high"))
+            .unwrap();
+        assert_eq!(high.value, 1.0);
+        let tej = dep("tej");
+        assert_eq!(tej.severity, Severity::Ok, "{tej:#?}");
+        assert!(!rep.findings.iter().any(|f| f.summary.contains("no dependency audit")));
+        assert_eq!(rep.severity(), Severity::Critical);
+
+        // Without [[audit]] the runner has none, and the report says so.
+        let r = runner(RunContext::empty(tej_core::Config::default()));
+        assert!(r.audit_commands.is_empty());
+        let rep = r.run(&entry).await.unwrap();
+        assert!(rep.findings.iter().any(|f| f.check == "security.dependencies"
+            && f.severity == Severity::Warning
+            && f.summary.contains("no dependency audit")));
     }
 
     #[tokio::test]
