@@ -19,7 +19,7 @@ use crate::error::{Result, RunbookError};
 use crate::procedures::context::{ContextQueries, RunContext};
 use crate::procedures::emergency::{AmcheckStep, Assessment};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tej_core::{
@@ -854,6 +854,7 @@ pub fn chart_file_name(metric: &str, target: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
     use tej_core::command::{CommandOutput, ExitInfo};
     use tej_core::{MockCommandRunner, TokioCommandRunner};
 
