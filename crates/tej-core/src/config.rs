@@ -1522,11 +1522,7 @@ timeout_secs = 600
                 "audit[0].directory",
                 "unknown field",
             ),
-            (
-                "[[audit]]\nname = \"a\"\n",
-                "audit[0]",
-                "command",
-            ),
+            ("[[audit]]\nname = \"a\"\n", "audit[0]", "command"),
         ] {
             let e = Config::from_toml_with_env(toml, "t.toml", &no_env).unwrap_err();
             assert_eq!(e.key, key, "{toml}: {e}");

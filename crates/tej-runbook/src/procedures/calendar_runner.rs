@@ -365,16 +365,24 @@ timeout_secs = 30
         assert_eq!(high.value, 1.0);
         let tej = dep("tej");
         assert_eq!(tej.severity, Severity::Ok, "{tej:#?}");
-        assert!(!rep.findings.iter().any(|f| f.summary.contains("no dependency audit")));
+        assert!(
+            !rep.findings
+                .iter()
+                .any(|f| f.summary.contains("no dependency audit"))
+        );
         assert_eq!(rep.severity(), Severity::Critical);
 
         // Without [[audit]] the runner has none, and the report says so.
         let r = runner(RunContext::empty(tej_core::Config::default()));
         assert!(r.audit_commands.is_empty());
         let rep = r.run(&entry).await.unwrap();
-        assert!(rep.findings.iter().any(|f| f.check == "security.dependencies"
-            && f.severity == Severity::Warning
-            && f.summary.contains("no dependency audit")));
+        assert!(
+            rep.findings
+                .iter()
+                .any(|f| f.check == "security.dependencies"
+                    && f.severity == Severity::Warning
+                    && f.summary.contains("no dependency audit"))
+        );
     }
 
     #[tokio::test]

@@ -139,8 +139,9 @@ pub trait DrillRunner: Send + Sync {
     async fn run_drill(&self, request: &DrillRequest) -> Result<DrillSummary>;
 }
 
-/// A drill of the newest logical backup: tej-backup's verify with a restore test (a scratch
-/// database beside `server`, dropped afterwards), the outcome recorded beside the backup.
+/// A drill of the newest logical backup (physical ones are left to [`PitrDrill`]): tej-backup's
+/// verify with a restore test (a scratch database beside `server`, dropped afterwards), the
+/// outcome recorded beside the backup.
 pub struct LogicalDrill {
     /// Starts pg_restore and psql.
     pub runner: Arc<dyn CommandRunner>,
@@ -171,7 +172,22 @@ impl DrillRunner for LogicalDrill {
             message: e.to_string(),
         };
         let started = self.clock.now();
-        let m = self.repo.resolve("latest").await.map_err(fail)?;
+        // The newest logical backup: physical base backups in the same repository are
+        // drilled by [`PitrDrill`].
+        let inv = self.repo.inventory().await.map_err(fail)?;
+        let newest = inv
+            .backups
+            .iter()
+            .find(|b| b.kind == tej_backup::BackupKind::Logical)
+            .ok_or_else(|| RunbookError::Procedure {
+                entry: "disaster-recovery-drill".into(),
+                message: format!("no logical backup in {}", self.repo.name()),
+            })?;
+        let m = self
+            .repo
+            .resolve(&newest.id.to_string())
+            .await
+            .map_err(fail)?;
         let opts = tej_backup::VerifyOptions {
             encryption: self.encryption.clone(),
             record: true,
@@ -734,8 +750,16 @@ mod tests {
                 s.queries,
                 vec![("SELECT count(*) FROM users".to_string(), "1500".to_string())]
             );
-            assert!(s.restored_into.contains("WAL replayed to 0/9000060"), "{}", s.restored_into);
-            assert!(s.restored_into.contains("timeline 2"), "{}", s.restored_into);
+            assert!(
+                s.restored_into.contains("WAL replayed to 0/9000060"),
+                "{}",
+                s.restored_into
+            );
+            assert!(
+                s.restored_into.contains("timeline 2"),
+                "{}",
+                s.restored_into
+            );
             // The scratch cluster fetched its WAL through `tej wal fetch`.
             let conf = seen.lock().unwrap().clone();
             assert!(
@@ -802,7 +826,10 @@ mod tests {
             );
             d.options.run_as = None;
             let e = d.run_drill(&DrillRequest::default()).await.unwrap_err();
-            assert!(e.to_string().contains("point-in-time recovery drill"), "{e}");
+            assert!(
+                e.to_string().contains("point-in-time recovery drill"),
+                "{e}"
+            );
         }
     }
 
