@@ -10,8 +10,8 @@ use super::monthly::{
     procedure_findings, security_audit,
 };
 use super::quarterly::{
-    DrillRequest, DrillRunner, DrillTargets, LogicalDrill, disaster_recovery_drill,
-    secret_rotation_from_context,
+    DrillRequest, DrillRunner, DrillTargets, LogicalDrill, PitrDrill, disaster_recovery_drill,
+    secret_rotation_from_context, wal_fetch_restore_command,
 };
 use crate::capacity::{HistoryStore, JsonlHistoryStore};
 use crate::daemon::ProcedureRunner;
@@ -46,8 +46,20 @@ pub struct CalendarRunner {
     pub deep_maintenance: DeepMaintenanceOptions,
     /// Drill targets.
     pub drill_targets: DrillTargets,
-    /// The drill (default: [`LogicalDrill`] of the first repository onto the first database's server).
+    /// The drill. Default, from the first repository of `[backup] repositories`: when it
+    /// holds a physical base backup and [`tej_program`](Self::tej_program) is set, a
+    /// [`PitrDrill`] of its base backups and WAL archive (scratch cluster under
+    /// `state_dir/drill`, WAL fetched by `tej wal fetch`, sanity queries in the first
+    /// database's database); else a [`LogicalDrill`] of its newest logical backup onto the
+    /// first database's server.
     pub drill: Option<Arc<dyn DrillRunner>>,
+    /// The tej program the PITR drill's scratch cluster runs as its `restore_command`
+    /// ([`wal_fetch_restore_command`]); the CLI sets its own path. `None`: the drill is
+    /// logical.
+    pub tej_program: Option<PathBuf>,
+    /// The configuration file `tej wal fetch` reads in the PITR drill (`--config`, for the
+    /// keys of encrypted WAL); `None`: its default.
+    pub config_path: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for CalendarRunner {
@@ -85,6 +97,8 @@ impl CalendarRunner {
             deep_maintenance: DeepMaintenanceOptions::default(),
             drill_targets: DrillTargets::default(),
             drill: None,
+            tej_program: None,
+            config_path: None,
         }
     }
 
@@ -114,6 +128,37 @@ impl CalendarRunner {
             .first()
             .ok_or_else(|| err("no backup repository: set [backup] repositories".into()))?;
         let repo = repo.repo.get().await.map_err(err)?;
+        let encryption = self
+            .ctx
+            .config
+            .backup
+            .encryption
+            .as_ref()
+            .map(tej_backup::EncryptionOptions::from_config)
+            .unwrap_or_default();
+        if let Some(tej) = &self.tej_program {
+            let inv = repo.inventory().await.map_err(|e| err(e.to_string()))?;
+            if inv
+                .backups
+                .iter()
+                .any(|b| b.kind == tej_backup::BackupKind::Physical)
+            {
+                let source = tej_backup::RepositorySource::new((*repo).clone())
+                    .with_encryption(encryption);
+                let mut drill = PitrDrill::new(
+                    Arc::new(source),
+                    repo.name(),
+                    self.state_dir.join("drill"),
+                    wal_fetch_restore_command(tej, &repo.name(), self.config_path.as_deref()),
+                    self.runner.clone(),
+                    self.clock.clone(),
+                );
+                if let Some(db) = self.ctx.config.databases.first() {
+                    drill.options.database = tej_backup::DbTarget::new(db.url.expose()).database();
+                }
+                return Ok(Arc::new(drill));
+            }
+        }
         let db = self
             .ctx
             .config
@@ -128,14 +173,7 @@ impl CalendarRunner {
             runner: self.runner.clone(),
             repo,
             server,
-            encryption: self
-                .ctx
-                .config
-                .backup
-                .encryption
-                .as_ref()
-                .map(tej_backup::EncryptionOptions::from_config)
-                .unwrap_or_default(),
+            encryption,
             clock: self.clock.clone(),
         }))
     }
@@ -383,6 +421,57 @@ timeout_secs = 30
                     && f.severity == Severity::Warning
                     && f.summary.contains("no dependency audit"))
         );
+    }
+
+    #[tokio::test]
+    async fn the_drill_is_pitr_when_the_repository_holds_base_backups_and_tej_is_known() {
+        use crate::procedures::context::{Lazy, RepositoryTarget};
+        use crate::procedures::quarterly::tests::pitr::base_backup;
+        let store = Arc::new(tej_backup::MemoryStore::new());
+        let m = base_backup("2025-01-16T02:00:00Z");
+        tej_backup::put_bytes(
+            store.as_ref(),
+            &tej_backup::ObjectKey::new(format!("backups/{}/manifest.json", m.id)).unwrap(),
+            serde_json::to_vec(&m).unwrap(),
+            false,
+        )
+        .await
+        .unwrap();
+        let repo = Arc::new(tej_backup::Repository::from_store(store));
+        let cfg = tej_core::Config::from_toml_with_env(
+            "[[database]]\nname = \"app\"\nurl = \"postgres://x@127.0.0.1:1/app\"\n",
+            "t.toml",
+            &|_| None,
+        )
+        .unwrap();
+        let mut ctx = RunContext::empty(cfg);
+        ctx.repositories.push(RepositoryTarget {
+            name: "mem".into(),
+            repo: Lazy::ready(repo),
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = runner(ctx);
+        r.state_dir = dir.path().to_path_buf();
+        let mut cmds = MockCommandRunner::new();
+        cmds.expect_run().returning(|spec| {
+            Err(tej_core::CommandError::NotFound {
+                program: spec.program,
+                package: None,
+            })
+        });
+        r.runner = Arc::new(cmds);
+        let drill = |r: Report| {
+            let f = r.findings.into_iter().find(|f| f.check == "dr.drill").unwrap();
+            assert_eq!(f.severity, Severity::Critical, "{f:#?}");
+            f.summary
+        };
+        // Without the tej program (for restore_command), the logical drill: none to drill.
+        let s = drill(r.run_kind(ProcedureKind::DisasterRecoveryDrill).await.unwrap());
+        assert!(s.contains("no logical backup in"), "{s}");
+        // With it, the PITR drill of the base backup (which has no WAL to recover with here).
+        r.tej_program = Some(PathBuf::from("/usr/local/bin/tej"));
+        let s = drill(r.run_kind(ProcedureKind::DisasterRecoveryDrill).await.unwrap());
+        assert!(s.contains("point-in-time recovery drill"), "{s}");
     }
 
     #[tokio::test]

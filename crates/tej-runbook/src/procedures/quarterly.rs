@@ -428,19 +428,27 @@ pub async fn disaster_recovery_drill(
         }
     };
     let target = format!("{}:{}", s.repository, s.backup_id);
-    report.push(
-        Finding::ok(
-            "dr.drill",
-            format!(
-                "{} backup {} restored into {}; {} sanity queries passed",
-                s.kind,
-                s.backup_id,
-                s.restored_into,
-                s.queries.len()
-            ),
-        )
-        .target(target.clone()),
-    );
+    let mut done = Finding::ok(
+        "dr.drill",
+        format!(
+            "{} backup {} restored into {}; {} sanity queries passed",
+            s.kind,
+            s.backup_id,
+            s.restored_into,
+            s.queries.len()
+        ),
+    )
+    .target(target.clone());
+    if !s.queries.is_empty() {
+        done = done.detail(
+            s.queries
+                .iter()
+                .map(|(q, out)| format!("{q}: {out}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        );
+    }
+    report.push(done);
     report.push(
         Finding::measured(
             "dr.rto",
@@ -467,7 +475,7 @@ pub async fn disaster_recovery_drill(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn summary(rto: f64, rpo_h: f64) -> DrillSummary {
@@ -497,6 +505,7 @@ mod tests {
         assert_eq!(s.unwrap().rto_secs, 12.0);
         let sev = |c: &str| r.findings.iter().find(|f| f.check == c).unwrap().severity;
         assert_eq!(sev("dr.drill"), Severity::Ok);
+        assert_eq!(r.findings[0].detail.as_deref(), Some("SELECT 1: 1"));
         assert_eq!(sev("dr.rto"), Severity::Ok);
         assert_eq!(
             sev("dr.rpo"),
@@ -561,7 +570,7 @@ mod tests {
         );
     }
 
-    mod pitr {
+    pub(crate) mod pitr {
         use super::*;
         use std::sync::Mutex;
         use tej_backup::pitr::MockBaseBackupSource;
@@ -572,7 +581,8 @@ mod tests {
         use tej_core::command::ExitInfo;
         use tej_core::{CommandOutput, CommandSpec, FakeClock, MockCommandRunner};
 
-        fn base_backup(finished: &str) -> Manifest {
+        /// The manifest of a physical base backup finished at `finished`.
+        pub(crate) fn base_backup(finished: &str) -> Manifest {
             let at: jiff::Timestamp = finished.parse().unwrap();
             Manifest {
                 version: 1,
