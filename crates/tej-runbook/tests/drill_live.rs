@@ -90,7 +90,8 @@ async fn quarterly_drill_recovers_a_physical_backup_and_its_wal_through_tej_wal_
     .await
     .unwrap();
     // Commits after the base backup exist only in the WAL archive.
-    pg.psql("app", "INSERT INTO users VALUES (4), (5);").unwrap();
+    pg.psql("app", "INSERT INTO users VALUES (4), (5);")
+        .unwrap();
     wait_archived(&pg);
     let wal = WalArchive::new(repo.clone());
     let mut archived: Vec<_> = std::fs::read_dir(&archive)
@@ -162,7 +163,11 @@ repositories = ["{repo_spec}"]
         r.findings,
         pg.server_log()
     );
-    assert!(drill.summary.starts_with("pitr backup "), "{}", drill.summary);
+    assert!(
+        drill.summary.starts_with("pitr backup "),
+        "{}",
+        drill.summary
+    );
     assert!(
         drill.summary.contains("1 sanity queries passed"),
         "{}",

@@ -122,12 +122,12 @@ impl CalendarRunner {
             entry: "disaster-recovery-drill".into(),
             message: m,
         };
-        let repo = self
+        let target = self
             .ctx
             .repositories
             .first()
             .ok_or_else(|| err("no backup repository: set [backup] repositories".into()))?;
-        let repo = repo.repo.get().await.map_err(err)?;
+        let repo = target.repo.get().await.map_err(err)?;
         let encryption = self
             .ctx
             .config
@@ -143,13 +143,23 @@ impl CalendarRunner {
                 .iter()
                 .any(|b| b.kind == tej_backup::BackupKind::Physical)
             {
-                let source = tej_backup::RepositorySource::new((*repo).clone())
-                    .with_encryption(encryption);
+                // `tej wal fetch --repo` gets the repository as tej.toml spells it.
+                let spec = self
+                    .ctx
+                    .config
+                    .backup
+                    .repositories
+                    .iter()
+                    .find(|s| tej_core::secret::redact_url_passwords(s) == target.name)
+                    .cloned()
+                    .unwrap_or_else(|| repo.name());
+                let source =
+                    tej_backup::RepositorySource::new((*repo).clone()).with_encryption(encryption);
                 let mut drill = PitrDrill::new(
                     Arc::new(source),
-                    repo.name(),
+                    target.name.clone(),
                     self.state_dir.join("drill"),
-                    wal_fetch_restore_command(tej, &repo.name(), self.config_path.as_deref()),
+                    wal_fetch_restore_command(tej, &spec, self.config_path.as_deref()),
                     self.runner.clone(),
                     self.clock.clone(),
                 );
@@ -461,16 +471,28 @@ timeout_secs = 30
         });
         r.runner = Arc::new(cmds);
         let drill = |r: Report| {
-            let f = r.findings.into_iter().find(|f| f.check == "dr.drill").unwrap();
+            let f = r
+                .findings
+                .into_iter()
+                .find(|f| f.check == "dr.drill")
+                .unwrap();
             assert_eq!(f.severity, Severity::Critical, "{f:#?}");
             f.summary
         };
         // Without the tej program (for restore_command), the logical drill: none to drill.
-        let s = drill(r.run_kind(ProcedureKind::DisasterRecoveryDrill).await.unwrap());
+        let s = drill(
+            r.run_kind(ProcedureKind::DisasterRecoveryDrill)
+                .await
+                .unwrap(),
+        );
         assert!(s.contains("no logical backup in"), "{s}");
         // With it, the PITR drill of the base backup (which has no WAL to recover with here).
         r.tej_program = Some(PathBuf::from("/usr/local/bin/tej"));
-        let s = drill(r.run_kind(ProcedureKind::DisasterRecoveryDrill).await.unwrap());
+        let s = drill(
+            r.run_kind(ProcedureKind::DisasterRecoveryDrill)
+                .await
+                .unwrap(),
+        );
         assert!(s.contains("point-in-time recovery drill"), "{s}");
     }
 
