@@ -103,7 +103,7 @@ async fn quarterly_drill_recovers_a_physical_backup_and_its_wal_through_tej_wal_
         wal.push(f, &PushOptions::default()).await.unwrap();
     }
 
-    // `tej` as the scratch cluster calls it: `TEJ wal fetch --repo REPO FILE DEST`, served
+    // `tej` as the scratch cluster calls it: `TEJ [--config C] wal fetch --repo REPO FILE DEST`, served
     // here from the plain archive; each call is logged.
     let calls = state.join("fetch-calls.log");
     std::fs::write(&calls, "").unwrap();
@@ -112,7 +112,7 @@ async fn quarterly_drill_recovers_a_physical_backup_and_its_wal_through_tej_wal_
     std::fs::write(
         &tej,
         format!(
-            "#!/bin/sh\necho \"$*\" >> {calls}\n[ \"$1 $2 $3\" = \"wal fetch --repo\" ] || exit 2\nexec cp {arch}/\"$5\" \"$6\"\n",
+            "#!/bin/sh\necho \"$*\" >> {calls}\n[ \"$1\" = --config ] && shift 2\n[ \"$1 $2 $3\" = \"wal fetch --repo\" ] || exit 2\nexec cp {arch}/\"$5\" \"$6\"\n",
             calls = calls.display(),
             arch = archive.display()
         ),
@@ -150,6 +150,9 @@ repositories = ["{repo_spec}"]
         Arc::new(SystemClock),
     );
     runner.tej_program = Some(tej.clone());
+    // A relative configuration path reaches `tej wal fetch` made absolute.
+    runner.config_path = Some("tej.toml".into());
+    let config_abs = std::path::absolute("tej.toml").unwrap();
 
     let r = runner
         .run_kind(ProcedureKind::DisasterRecoveryDrill)
@@ -187,8 +190,10 @@ repositories = ["{repo_spec}"]
     // The scratch cluster fetched its WAL through the tej command line, from this repository.
     let log = std::fs::read_to_string(&calls).unwrap();
     assert!(
-        log.lines()
-            .any(|l| l.starts_with(&format!("wal fetch --repo {repo_spec} 0000000"))),
+        log.lines().any(|l| l.starts_with(&format!(
+            "--config {} wal fetch --repo {repo_spec} 0000000",
+            config_abs.display()
+        ))),
         "{log}"
     );
     // The scratch cluster is gone.

@@ -57,8 +57,8 @@ pub struct CalendarRunner {
     /// ([`wal_fetch_restore_command`]); the CLI sets its own path. `None`: the drill is
     /// logical.
     pub tej_program: Option<PathBuf>,
-    /// The configuration file `tej wal fetch` reads in the PITR drill (`--config`, for the
-    /// keys of encrypted WAL); `None`: its default.
+    /// The configuration file `tej wal fetch` reads in the PITR drill (`--config`, made
+    /// absolute; for the keys of encrypted WAL); `None`: its default.
     pub config_path: Option<PathBuf>,
 }
 
@@ -153,13 +153,23 @@ impl CalendarRunner {
                     .find(|s| tej_core::secret::redact_url_passwords(s) == target.name)
                     .cloned()
                     .unwrap_or_else(|| repo.name());
+                // The scratch server runs restore_command in its data directory.
+                let config = match &self.config_path {
+                    Some(c) => Some(std::path::absolute(c).map_err(|e| {
+                        err(format!(
+                            "resolve the configuration path {}: {e}",
+                            c.display()
+                        ))
+                    })?),
+                    None => None,
+                };
                 let source =
                     tej_backup::RepositorySource::new((*repo).clone()).with_encryption(encryption);
                 let mut drill = PitrDrill::new(
                     Arc::new(source),
                     target.name.clone(),
                     self.state_dir.join("drill"),
-                    wal_fetch_restore_command(tej, &spec, self.config_path.as_deref()),
+                    wal_fetch_restore_command(tej, &spec, config.as_deref()),
                     self.runner.clone(),
                     self.clock.clone(),
                 );
