@@ -663,6 +663,16 @@ enum ConfigCmd {
     Check,
 }
 
+/// The configuration file in use (`--config`, else `./tej.toml` when present), for the
+/// commands tej writes for others to run (`restore_command`, the drill's).
+fn config_path(global: &GlobalArgs) -> Option<PathBuf> {
+    global.config.clone().or_else(|| {
+        std::path::Path::new("tej.toml")
+            .exists()
+            .then(|| PathBuf::from("tej.toml"))
+    })
+}
+
 fn load_config(global: &GlobalArgs) -> Result<(Config, String)> {
     let source = match &global.config {
         Some(p) => p.display().to_string(),
@@ -1026,11 +1036,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
                 }
                 let args = cmd::pitr::RestoreArgs {
                     repo_spec,
-                    config: cli.global.config.clone().or_else(|| {
-                        std::path::Path::new("tej.toml")
-                            .exists()
-                            .then(|| PathBuf::from("tej.toml"))
-                    }),
+                    config: config_path(&cli.global),
                     pgdata,
                     target,
                     action: target_action,
@@ -1074,11 +1080,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
                     .with_encryption(cmd::backup::encryption(&cfg));
                 let args = cmd::pitr::DrillArgs {
                     repo_spec,
-                    config: cli.global.config.clone().or_else(|| {
-                        std::path::Path::new("tej.toml")
-                            .exists()
-                            .then(|| PathBuf::from("tej.toml"))
-                    }),
+                    config: config_path(&cli.global),
                     queries,
                     database,
                     scratch_dir,
@@ -1416,6 +1418,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
             let args = cmd::daemon::DaemonArgs {
                 state_file,
                 no_catch_up,
+                config_path: config_path(&cli.global),
             };
             runtime()?.block_on(cmd::daemon::daemon(out, &cfg, ex, args, format))?;
             Ok(0)
@@ -1449,6 +1452,7 @@ fn run_checks_cmd(
         if_due,
         check_timeout: std::time::Duration::from_secs(check.timeout.max(1)),
         jobs: check.jobs,
+        config_path: config_path(global),
     };
     match runtime()?.block_on(cmd::run::run(&cfg, &req, now, executor))? {
         cmd::run::RunResult::Report(report) => finish_report(out, global, &report),

@@ -137,7 +137,7 @@ pub use procedures::performance::{
 };
 pub use procedures::quarterly::{
     DrillRequest, DrillRunner, DrillSummary, DrillTargets, LogicalDrill, PitrDrill,
-    disaster_recovery_drill, rotation_from_context, secret_rotation_from_context,
+    disaster_recovery_drill, rotation_from_context, secret_rotation_from_context, tej_wal_command,
     wal_fetch_restore_command,
 };
 pub use procedures::weekly::{security_findings, security_review, weekly_audit, weekly_tasks};

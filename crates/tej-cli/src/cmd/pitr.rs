@@ -39,33 +39,20 @@ pub fn archive(cfg: &Config, repo: Repository) -> WalArchive {
     WalArchive::new(repo).with_encryption(super::backup::encryption(cfg))
 }
 
-/// A shell word: PostgreSQL runs `restore_command` and `archive_command` through `sh`.
-fn shell_word(s: &str) -> Result<String> {
-    shlex::try_quote(s)
-        .map(|c| c.into_owned())
-        .map_err(|e| anyhow::anyhow!("{s:?} cannot be quoted for the shell: {e}"))
-}
-
-/// `tej [--config C] wal VERB --repo R ARGS...` as a shell command line, with this very
-/// binary, for `restore_command` / `archive_command`.
+/// `tej [--config C] wal VERB --repo R PLACEHOLDERS` as a shell command line, with this
+/// very binary and the configuration file made absolute, for `restore_command` /
+/// `archive_command`.
 pub fn wal_command(config: Option<&Path>, repo_spec: &str, verb_and_args: &str) -> Result<String> {
     let exe = std::env::current_exe().context("find the tej binary")?;
-    let mut cmd = shell_word(&exe.display().to_string())?;
-    if let Some(c) = config {
-        let abs = std::path::absolute(c).with_context(|| format!("resolve {}", c.display()))?;
-        cmd.push_str(" --config ");
-        cmd.push_str(&shell_word(&abs.display().to_string())?);
-    }
-    cmd.push_str(" wal ");
-    let (verb, args) = verb_and_args.split_once(' ').unwrap_or((verb_and_args, ""));
-    cmd.push_str(verb);
-    cmd.push_str(" --repo ");
-    cmd.push_str(&shell_word(repo_spec)?);
-    if !args.is_empty() {
-        cmd.push(' ');
-        cmd.push_str(args);
-    }
-    Ok(cmd)
+    let config = config
+        .map(|c| std::path::absolute(c).with_context(|| format!("resolve {}", c.display())))
+        .transpose()?;
+    Ok(tej_runbook::tej_wal_command(
+        &exe,
+        config.as_deref(),
+        repo_spec,
+        verb_and_args,
+    ))
 }
 
 /// Arguments of `tej wal push`.
@@ -541,6 +528,8 @@ mod tests {
             ),
             "{c}"
         );
+        let c = wal_command(None, "/backups/100%", "fetch %f %p").unwrap();
+        assert!(c.ends_with(" wal fetch --repo /backups/100%% %f %p"), "{c}");
         let c = wal_command(None, "s3://b/p", "push %p").unwrap();
         assert!(c.ends_with(" wal push --repo s3://b/p %p"), "{c}");
     }

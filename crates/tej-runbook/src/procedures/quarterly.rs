@@ -232,15 +232,36 @@ pub fn wal_fetch_restore_command(
     repository: &str,
     config: Option<&Path>,
 ) -> String {
+    tej_wal_command(tej_program, config, repository, "fetch %f %p")
+}
+
+/// A `tej wal` command line for PostgreSQL to run (`restore_command`, `archive_command`):
+/// `'TEJ' [--config 'CONFIG'] wal VERB --repo 'REPOSITORY' PLACEHOLDERS`, where
+/// `verb_and_placeholders` is e.g. `fetch %f %p` or `push %p` (kept as given); every value
+/// is quoted for the shell and its `%` doubled.
+pub fn tej_wal_command(
+    tej_program: &Path,
+    config: Option<&Path>,
+    repository: &str,
+    verb_and_placeholders: &str,
+) -> String {
     let q = |v: &str| shell_quote(&v.replace('%', "%%"));
+    let (verb, rest) = verb_and_placeholders
+        .split_once(' ')
+        .unwrap_or((verb_and_placeholders, ""));
     let mut cmd = q(&tej_program.to_string_lossy());
     if let Some(c) = config {
         cmd.push_str(" --config ");
         cmd.push_str(&q(&c.to_string_lossy()));
     }
-    cmd.push_str(" wal fetch --repo ");
+    cmd.push_str(" wal ");
+    cmd.push_str(verb);
+    cmd.push_str(" --repo ");
     cmd.push_str(&q(repository));
-    cmd.push_str(" %f %p");
+    if !rest.is_empty() {
+        cmd.push(' ');
+        cmd.push_str(rest);
+    }
     cmd
 }
 
