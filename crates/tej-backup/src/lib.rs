@@ -106,9 +106,9 @@ pub use pipeline::{CompressionOptions, EncryptionOptions, ProgressEvent, Progres
 pub use pitr::{
     ArchiveHorizon, BaseBackupSource, DrillOptions, DrillReport, PitrRestoreOptions,
     PitrRestoreReport, PitrRestoreStep, RecoveryAction, RecoveryConfig, RecoveryConfigReport,
-    RecoveryReport, RecoveryTarget, RecoveryTimeline, RestoredArchiving, ServerOptions,
-    check_target_reachable, choose_base_backup, configure_recovery, restore_pitr, run_drill,
-    run_recovery,
+    RecoveryReport, RecoveryTarget, RecoveryTimeline, RepositorySource, RestoredArchiving,
+    ServerOptions, check_target_reachable, choose_base_backup, configure_recovery, restore_pitr,
+    run_drill, run_recovery,
 };
 pub use repo::{
     BackupSummary, FailureRecord, IncompleteRun, Inventory, Repository, VerificationRecord,

@@ -172,10 +172,14 @@ async fn restore_test(
     t: &RestoreTestOptions,
     clock: &dyn Clock,
 ) -> Result<RestoreTestReport, BackupError> {
+    // Unique per call, not only per second and process: one run verifies several
+    // repositories at once against the same server.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let db = format!(
-        "tej_verify_{}_{}",
+        "tej_verify_{}_{}_{}",
         clock.now().as_second(),
-        std::process::id()
+        std::process::id(),
+        SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     );
     tej_core::run_checked(runner, t.server.psql(&format!("CREATE DATABASE \"{db}\""))).await?;
     let target = t.server.with_database(&db);

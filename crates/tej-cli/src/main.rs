@@ -114,6 +114,36 @@ enum Commands {
     /// Logical backups: create, list, verify, restore, prune (local and S3).
     #[command(subcommand)]
     Backup(BackupCmd),
+    /// The WAL archive: `archive_command` (push), `restore_command` (fetch), list, verify.
+    #[command(subcommand)]
+    Wal(WalCmd),
+    /// Point-in-time recovery into a data directory from a base backup plus archived WAL
+    /// (destructive when the directory is not empty: confirmation, maintenance window).
+    Restore(Box<RestoreCmd>),
+    /// The quarterly disaster-recovery drill: restore the newest base backup plus WAL into
+    /// a scratch cluster on a free port, run sanity queries, report RTO and RPO, clean up.
+    Drill {
+        #[command(flatten)]
+        repo: RepoArgs,
+        /// A sanity query (repeatable; default: the first [[database]]'s sanity_queries, else `SELECT 1`).
+        #[arg(long = "query")]
+        queries: Vec<String>,
+        /// The database the sanity queries run in (default: the first [[database]]'s, else postgres).
+        #[arg(long)]
+        database: Option<String>,
+        /// Where the scratch cluster is made (a short path: the server's socket lives inside).
+        #[arg(long, default_value = "/tmp")]
+        scratch_dir: PathBuf,
+        /// Keep the scratch cluster (stopped) for inspection.
+        #[arg(long)]
+        keep: bool,
+        /// The OS user that runs the scratch server when tej runs as root.
+        #[arg(long, default_value = "postgres")]
+        owner: String,
+        /// Recovery time limit, in seconds.
+        #[arg(long, default_value_t = 3600)]
+        timeout: u64,
+    },
     /// PostgreSQL health and maintenance.
     #[command(subcommand)]
     Db(DbCmd),
@@ -260,9 +290,17 @@ enum BackupCmd {
         /// custom (default from tej.toml), directory or plain.
         #[arg(long)]
         format: Option<String>,
-        /// pg_dump -j for the directory format.
+        /// pg_dump -j for the directory format; objects copied at once for --physical.
         #[arg(long, default_value_t = 2)]
         jobs: u32,
+        /// A physical base backup of the whole cluster (for `tej restore` to a point in
+        /// time) instead of a logical dump of one database.
+        #[arg(long, conflicts_with_all = ["format", "files"])]
+        physical: bool,
+        /// A file backup of these directories (none given: `[backup] files` in tej.toml),
+        /// as a compressed tar with the same manifest and storage.
+        #[arg(long, num_args = 0.., value_name = "DIR", conflicts_with = "format")]
+        files: Option<Vec<PathBuf>>,
     },
     /// Backups newest first, by manifest time.
     List(RepoArgs),
@@ -292,6 +330,10 @@ enum BackupCmd {
         /// pg_restore -j.
         #[arg(long, default_value_t = 2)]
         jobs: u32,
+        /// Restore a file backup (`backup create --files`) into this directory instead
+        /// (`latest`: the newest file backup); replacing existing files needs --yes.
+        #[arg(long, value_name = "DIR", conflicts_with = "target")]
+        into: Option<PathBuf>,
         #[command(flatten)]
         run: RunArgs,
     },
@@ -303,6 +345,105 @@ enum BackupCmd {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum WalCmd {
+    /// archive_command: compress, encrypt, checksum and store one WAL file durably
+    /// (`archive_command = 'tej wal push --repo R %p'`). Exit 0 stored or already stored
+    /// with the same content; 1 otherwise (the stored file is never replaced).
+    Push {
+        #[command(flatten)]
+        repo: RepoArgs,
+        /// `%p`: the file, relative to the data directory (the server's working directory).
+        path: PathBuf,
+        /// The data directory (default: the working directory).
+        #[arg(long)]
+        pgdata: Option<PathBuf>,
+        /// Asynchronous mode: also push up to 64 other ready segments, this many at once.
+        #[arg(long = "async", value_name = "PARALLEL", default_value_t = 0)]
+        parallel: usize,
+        /// The spool directory of the asynchronous mode (default: PGDATA/pg_wal/tej-spool).
+        #[arg(long)]
+        spool: Option<PathBuf>,
+        /// zstd level (default 1).
+        #[arg(long)]
+        level: Option<i32>,
+    },
+    /// restore_command: fetch one archived file to a path, checked in full, atomically
+    /// (`restore_command = 'tej wal fetch --repo R %f %p'`). Exit 0 fetched, 1 not in the
+    /// archive, 255 any other failure (PostgreSQL then stops instead of promoting early).
+    Fetch {
+        #[command(flatten)]
+        repo: RepoArgs,
+        /// `%f`: the WAL file name.
+        name: String,
+        /// `%p`: where to write it.
+        dest: PathBuf,
+    },
+    /// Every archived WAL file.
+    List(RepoArgs),
+    /// The WAL chain from every base backup: gaps (and the backups and window they break),
+    /// timeline switches, the PITR window that exists. Exit 2 when a gap breaks a chain.
+    Verify(RepoArgs),
+}
+
+/// `tej restore`.
+#[derive(Debug, Args)]
+struct RestoreCmd {
+    #[command(flatten)]
+    repo: RepoArgs,
+    /// The data directory to create or replace.
+    #[arg(long)]
+    pgdata: PathBuf,
+    /// Recover to this time (with an offset: "2025-01-16 14:30:00+05:30").
+    #[arg(long)]
+    target_time: Option<String>,
+    /// Recover to this WAL position (16/B374D848).
+    #[arg(long)]
+    target_lsn: Option<String>,
+    /// Recover to this transaction id.
+    #[arg(long)]
+    target_xid: Option<String>,
+    /// Recover to this restore point (pg_create_restore_point).
+    #[arg(long)]
+    target_name: Option<String>,
+    /// `immediate` (end of the base backup) or `latest` (every archived WAL file).
+    #[arg(long)]
+    target: Option<String>,
+    /// What the server does at the target: promote (default), pause or shutdown.
+    #[arg(long)]
+    target_action: Option<String>,
+    /// recovery_target_timeline: latest (default), current or an id.
+    #[arg(long)]
+    target_timeline: Option<String>,
+    /// Stop just before the target instead of just after it.
+    #[arg(long)]
+    exclusive: bool,
+    /// Restore this base backup instead of the newest one that finished before the target.
+    #[arg(long)]
+    backup: Option<String>,
+    /// Start the server and follow recovery to its end (else only prepare the directory).
+    #[arg(long)]
+    start: bool,
+    /// With --start: the server's port.
+    #[arg(long)]
+    port: Option<u16>,
+    /// With --start: stop the server once recovery has ended.
+    #[arg(long)]
+    stop_after: bool,
+    /// Once promoted, keep archiving into the same repository (`tej wal push`); by default
+    /// the restored copy does not archive.
+    #[arg(long)]
+    archive: bool,
+    /// The OS user that owns the data directory and runs the server (when root).
+    #[arg(long, default_value = "postgres")]
+    owner: String,
+    /// Recovery time limit, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    timeout: u64,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 /// Which database.
@@ -520,6 +661,16 @@ enum EmergencyCmd {
 enum ConfigCmd {
     /// Validate tej.toml and print what it manages (secrets redacted).
     Check,
+}
+
+/// The configuration file in use (`--config`, else `./tej.toml` when present), for the
+/// commands tej writes for others to run (`restore_command`, the drill's).
+fn config_path(global: &GlobalArgs) -> Option<PathBuf> {
+    global.config.clone().or_else(|| {
+        std::path::Path::new("tej.toml")
+            .exists()
+            .then(|| PathBuf::from("tej.toml"))
+    })
 }
 
 fn load_config(global: &GlobalArgs) -> Result<(Config, String)> {
@@ -773,6 +924,173 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
             cmd::tls::generate(out, bytes)?;
             Ok(0)
         }
+        Commands::Wal(WalCmd::Fetch { repo, name, dest }) => {
+            // Every failure, configuration included, must stop recovery (exit > 125):
+            // exit 1 would tell PostgreSQL the file does not exist and it would promote early.
+            let fatal = |e: anyhow::Error| {
+                eprintln!("error: wal fetch {name}: {e:#}");
+                tej_backup::FETCH_FATAL_EXIT_CODE
+            };
+            let cfg = match load_config(&cli.global) {
+                Ok((cfg, _)) => cfg,
+                Err(e) => return Ok(fatal(e)),
+            };
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(e) => return Ok(fatal(e)),
+            };
+            Ok(rt.block_on(async {
+                match cmd::pitr::repository(&cfg, &repo.repos).await {
+                    Ok(r) => {
+                        let wal = cmd::pitr::archive(&cfg, r);
+                        cmd::pitr::fetch(out, &wal, &name, &dest, format).await
+                    }
+                    Err(e) => fatal(e),
+                }
+            }))
+        }
+        Commands::Wal(WalCmd::Push {
+            repo,
+            path,
+            pgdata,
+            parallel,
+            spool,
+            level,
+        }) => {
+            let push = async {
+                let (cfg, _) = load_config(&cli.global)?;
+                let r = cmd::pitr::repository(&cfg, &repo.repos).await?;
+                anyhow::Ok(cmd::pitr::archive(&cfg, r))
+            };
+            let rt = runtime()?;
+            let wal = match rt.block_on(push) {
+                Ok(w) => w,
+                Err(e) => {
+                    eprintln!("error: wal push {}: {e:#}", path.display());
+                    return Ok(1);
+                }
+            };
+            let args = cmd::pitr::PushArgs {
+                path,
+                pgdata,
+                parallel,
+                spool,
+                level,
+            };
+            rt.block_on(cmd::pitr::push(out, &wal, args, format))
+        }
+        Commands::Wal(WalCmd::List(repo)) => {
+            let (cfg, _) = load_config(&cli.global)?;
+            runtime()?.block_on(async {
+                let r = cmd::pitr::repository(&cfg, &repo.repos).await?;
+                cmd::pitr::list(out, &cmd::pitr::archive(&cfg, r), format).await?;
+                Ok(0)
+            })
+        }
+        Commands::Wal(WalCmd::Verify(repo)) => {
+            let (cfg, _) = load_config(&cli.global)?;
+            runtime()?.block_on(async {
+                let r = cmd::pitr::repository(&cfg, &repo.repos).await?;
+                let source = tej_backup::RepositorySource::new(r)
+                    .with_encryption(cmd::backup::encryption(&cfg));
+                cmd::pitr::verify(out, &source, format).await
+            })
+        }
+        Commands::Restore(r) => {
+            let RestoreCmd {
+                repo,
+                pgdata,
+                target_time,
+                target_lsn,
+                target_xid,
+                target_name,
+                target,
+                target_action,
+                target_timeline,
+                exclusive,
+                backup,
+                start,
+                port,
+                stop_after,
+                archive,
+                owner,
+                timeout,
+                run,
+            } = *r;
+            let (cfg, _) = load_config(&cli.global)?;
+            let target = cmd::pitr::target_of(
+                target_time.as_deref(),
+                target_lsn.as_deref(),
+                target_xid.as_deref(),
+                target_name.as_deref(),
+                target.as_deref(),
+            )?;
+            let repo_spec = cmd::pitr::repository_spec(&cfg, &repo.repos)?;
+            let ex = executor(&cfg, &run)?;
+            runtime()?.block_on(async {
+                let r = cmd::pitr::repository(&cfg, &repo.repos).await?;
+                let mut source = tej_backup::RepositorySource::new(r)
+                    .with_encryption(cmd::backup::encryption(&cfg));
+                if let Some(p) = progress::sink(format) {
+                    source = source.with_progress(p);
+                }
+                let args = cmd::pitr::RestoreArgs {
+                    repo_spec,
+                    config: config_path(&cli.global),
+                    pgdata,
+                    target,
+                    action: target_action,
+                    timeline: target_timeline,
+                    exclusive,
+                    backup,
+                    start,
+                    port,
+                    stop_after,
+                    archive,
+                    owner,
+                    timeout,
+                };
+                cmd::pitr::restore(out, &ex, source, args, format).await
+            })
+        }
+        Commands::Drill {
+            repo,
+            queries,
+            database,
+            scratch_dir,
+            keep,
+            owner,
+            timeout,
+        } => {
+            let (cfg, _) = load_config(&cli.global)?;
+            let repo_spec = cmd::pitr::repository_spec(&cfg, &repo.repos)?;
+            let first_db = cfg.databases.first();
+            let queries = if queries.is_empty() {
+                first_db
+                    .map(|d| d.sanity_queries.clone())
+                    .unwrap_or_default()
+            } else {
+                queries
+            };
+            let database = database
+                .or_else(|| first_db.and_then(|d| cmd::pitr::database_of_url(d.url.expose())));
+            runtime()?.block_on(async {
+                let r = cmd::pitr::repository(&cfg, &repo.repos).await?;
+                let source = tej_backup::RepositorySource::new(r)
+                    .with_encryption(cmd::backup::encryption(&cfg));
+                let args = cmd::pitr::DrillArgs {
+                    repo_spec,
+                    config: config_path(&cli.global),
+                    queries,
+                    database,
+                    scratch_dir,
+                    keep,
+                    owner,
+                    timeout,
+                };
+                cmd::pitr::drill(out, &source, args, format).await
+            })
+        }
         Commands::Backup(sub) => {
             let (cfg, _) = load_config(&cli.global)?;
             let rt = runtime()?;
@@ -780,9 +1098,35 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
                 match sub {
                     BackupCmd::Create {
                         repo,
+                        files: Some(dirs),
+                        ..
+                    } => {
+                        let repos = cmd::backup::repositories(&cfg, &repo.repos).await?;
+                        let ok = cmd::backup::create_files(out, &cfg, &repos, dirs, format).await?;
+                        anyhow::ensure!(ok, "the backup did not reach every repository");
+                        Ok(0)
+                    }
+                    BackupCmd::Create {
+                        repo,
+                        db,
+                        jobs,
+                        physical: true,
+                        ..
+                    } => {
+                        let repos = cmd::backup::repositories(&cfg, &repo.repos).await?;
+                        let target = cmd::backup::db_target(&cfg, db.db.as_deref())?;
+                        let ok =
+                            cmd::backup::create_physical(out, &cfg, &repos, target, jobs, format)
+                                .await?;
+                        anyhow::ensure!(ok, "the backup did not reach every repository");
+                        Ok(0)
+                    }
+                    BackupCmd::Create {
+                        repo,
                         db,
                         format: fmt,
                         jobs,
+                        ..
                     } => {
                         let repos = cmd::backup::repositories(&cfg, &repo.repos).await?;
                         let target = cmd::backup::db_target(&cfg, db.db.as_deref())?;
@@ -816,12 +1160,28 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
                     BackupCmd::Restore {
                         id,
                         repo,
-                        target,
-                        jobs,
+                        into: Some(dir),
                         run,
+                        ..
                     } => {
                         let mut repos = cmd::backup::repositories(&cfg, &repo.repos).await?;
                         let repo = repos.remove(0);
+                        let ex = executor(&cfg, &run)?;
+                        let ok = cmd::backup::restore_files(out, &cfg, &ex, repo, &id, dir, format)
+                            .await?;
+                        Ok(if ok { 0 } else { 1 })
+                    }
+                    BackupCmd::Restore {
+                        id,
+                        repo,
+                        target,
+                        jobs,
+                        run,
+                        ..
+                    } => {
+                        let mut repos = cmd::backup::repositories(&cfg, &repo.repos).await?;
+                        let repo = repos.remove(0);
+                        cmd::backup::ensure_logical(&repo, &id).await?;
                         let target = cmd::backup::db_target(&cfg, target.as_deref())?;
                         let ex = executor(&cfg, &run)?;
                         let mut opts = cmd::backup::restore_options(&cfg, target, jobs);
@@ -1058,6 +1418,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
             let args = cmd::daemon::DaemonArgs {
                 state_file,
                 no_catch_up,
+                config_path: config_path(&cli.global),
             };
             runtime()?.block_on(cmd::daemon::daemon(out, &cfg, ex, args, format))?;
             Ok(0)
@@ -1091,6 +1452,7 @@ fn run_checks_cmd(
         if_due,
         check_timeout: std::time::Duration::from_secs(check.timeout.max(1)),
         jobs: check.jobs,
+        config_path: config_path(global),
     };
     match runtime()?.block_on(cmd::run::run(&cfg, &req, now, executor))? {
         cmd::run::RunResult::Report(report) => finish_report(out, global, &report),

@@ -10,6 +10,23 @@
 //! - `step`: a [`tej_core::StepReport`] of a procedure.
 //! - `deploy`: a [`tej_deploy::DeployReport`] (`tej deploy`, `tej rollback`): `outcome.status`
 //!   `deployed` or `failed` (with `stage`, `reason`), `gates`, `events`, `new_container_logs`.
+//! - `container` (`tej services status`), `log_line` (`tej services logs`), `restarted` (names),
+//!   `recovery` (`tej emergency service-down`): tej-deploy's container, log line and recovery reports.
+//! - `rotation`: a tej-secrets rotation report (`tej secrets rotate`).
+//! - `tls_probe`, `tls_renewal`: tej-secrets' probe of one endpoint and certbot renewal report.
+//! - `log_review`: tej-host's log review (`tej logs review`).
+//! - `redis_info`, `redis_bigkeys`: tej-db's Redis reports.
+//! - `db_health`, `db_size`, `db_bloat`, `db_slow_queries`, `db_indexes`, `db_amcheck`: tej-db's
+//!   PostgreSQL reports, each followed by its `finding` lines and `summary`.
+//! - `backup_created`: a tej-backup create report (logical; `backup`, `physical` for
+//!   `--physical`; `backup`, `files` for `--files`), one line per run.
+//! - `backup`: a `BackupSummary` of `tej backup list` (`kind`: `logical`, `physical`, `files`).
+//! - `backup_verified`, `backup_verify_failed` (`{"repository", "error"}`): `tej backup verify`.
+//! - `prune`: a tej-backup prune report (decisions with their rule).
+//! - `wal_pushed` (`tej wal push`), `wal_fetched` (`{"name", "outcome": "fetched"|"not-found"}`),
+//!   `wal_file` (`tej wal list`), `wal_continuity` (`tej wal verify`: chains, gaps, switches, window).
+//! - `drill`: a tej-backup `DrillReport` (`restore_seconds` = RTO, `rpo_seconds`, `queries`, `ok`).
+//! - `daemon_started`, `daemon`: the daemon's start line and its events.
 //!
 //! Consumers must ignore unknown types and unknown fields.
 
@@ -331,6 +348,65 @@ mod tests {
         render_report(&mut out, &sample(), OutputFormat::Text, false).unwrap();
         let expected = "db health\nSTATUS    CHECK                         SUMMARY\nOK        postgres.connections [main]   21 of 50 connections used\nWARNING   postgres.xmin_horizon [main]  horizon pinned by pid 123 for 2h\n\nWARNING: 1 ok, 1 warning, 0 critical, 0 unknown\n";
         assert_eq!(String::from_utf8(out).unwrap(), expected);
+    }
+
+    /// Every `{"type": ...}` the CLI writes is documented in this module's schema.
+    #[test]
+    fn every_json_type_written_is_documented() {
+        let sources = [
+            include_str!("main.rs"),
+            include_str!("cmd/backup.rs"),
+            include_str!("cmd/calendar.rs"),
+            include_str!("cmd/config.rs"),
+            include_str!("cmd/daemon.rs"),
+            include_str!("cmd/db.rs"),
+            include_str!("cmd/deploy.rs"),
+            include_str!("cmd/docs.rs"),
+            include_str!("cmd/emergency.rs"),
+            include_str!("cmd/host.rs"),
+            include_str!("cmd/pitr.rs"),
+            include_str!("cmd/redis.rs"),
+            include_str!("cmd/rotate.rs"),
+            include_str!("cmd/run.rs"),
+            include_str!("cmd/schedule.rs"),
+            include_str!("cmd/services.rs"),
+            include_str!("cmd/tls.rs"),
+            include_str!("output.rs"),
+        ];
+        let doc: String = include_str!("output.rs")
+            .lines()
+            .take_while(|l| l.starts_with("//!"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mut types = Vec::new();
+        for src in sources {
+            for call in ["json_line(", "emit("] {
+                for (i, _) in src.match_indices(call) {
+                    // The type is the first string literal among the call's arguments.
+                    let rest = &src[i + call.len()..];
+                    let end = rest.find(')').unwrap_or(rest.len());
+                    let args = &rest[..end];
+                    if let Some(q) = args.find('"') {
+                        let lit = &args[q + 1..];
+                        if let Some(e) = lit.find('"') {
+                            types.push(lit[..e].to_string());
+                        }
+                    }
+                }
+            }
+        }
+        types.retain(|t| !t.is_empty() && t.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+        types.sort();
+        types.dedup();
+        assert!(types.len() >= 25, "found only {types:?}");
+        let missing: Vec<_> = types
+            .iter()
+            .filter(|t| !doc.contains(&format!("`{t}`")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "JSON types written but not documented: {missing:?}"
+        );
     }
 
     #[test]

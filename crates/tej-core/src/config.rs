@@ -493,6 +493,58 @@ impl CustomCheckConfig {
     }
 }
 
+/// Which tool's JSON a dependency audit prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditKind {
+    /// `npm audit --json` (npm 7+: `metadata.vulnerabilities`).
+    Npm,
+    /// `cargo audit --json` (`vulnerabilities.count` / `list`).
+    Cargo,
+}
+
+/// One dependency audit of the monthly security audit (`[[audit]]`):
+///
+/// ```toml
+/// [[audit]]
+/// name = "backend"
+/// command = ["npm", "audit", "--json", "--omit=dev"]
+/// dir = "/opt/skillswap/backend"
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Name in reports (`backend`), the finding's target.
+    pub name: String,
+    /// The command as argv; it must print the tool's JSON on stdout.
+    pub command: Vec<String>,
+    /// Working directory (the project audited).
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// The JSON dialect (default: from the program name, `npm` or `cargo`).
+    #[serde(default)]
+    pub kind: Option<AuditKind>,
+    /// Time limit in seconds (default 300).
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+}
+
+impl AuditConfig {
+    /// The JSON dialect: declared, else guessed from the program (`npm`, `pnpm`, `cargo`,
+    /// `cargo-audit`).
+    pub fn dialect(&self) -> Option<AuditKind> {
+        self.kind.or_else(|| {
+            let prog = self.command.first()?;
+            let base = Path::new(prog).file_name()?.to_string_lossy().into_owned();
+            match base.as_str() {
+                "npm" | "pnpm" => Some(AuditKind::Npm),
+                "cargo" | "cargo-audit" => Some(AuditKind::Cargo),
+                _ => None,
+            }
+        })
+    }
+}
+
 /// The whole `tej.toml`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -542,6 +594,9 @@ pub struct Config {
     /// Checks declared in configuration.
     #[serde(default, rename = "check")]
     pub checks: Vec<CustomCheckConfig>,
+    /// Dependency audits of the monthly security audit (`[[audit]]`).
+    #[serde(default)]
+    pub audit: Vec<AuditConfig>,
 }
 
 /// A configuration problem: which file, which key, what was expected.
@@ -877,7 +932,45 @@ impl Config {
         {
             return Err(cerr(file, "secrets.rotate", "lists no keys"));
         }
+        self.validate_audits(file)?;
         self.validate_deploy(file)
+    }
+
+    fn validate_audits(&self, file: &str) -> Result<(), ConfigError> {
+        let mut names = BTreeMap::new();
+        for (i, a) in self.audit.iter().enumerate() {
+            let key = |k: &str| format!("audit[{i}].{k}");
+            if a.name.trim().is_empty() {
+                return Err(cerr(file, key("name"), "must not be empty"));
+            }
+            if names.insert(a.name.clone(), ()).is_some() {
+                return Err(cerr(
+                    file,
+                    key("name"),
+                    format!("duplicate audit name {:?}", a.name),
+                ));
+            }
+            let Some(prog) = a.command.first().filter(|p| !p.trim().is_empty()) else {
+                return Err(cerr(
+                    file,
+                    key("command"),
+                    "empty; expected argv such as [\"npm\", \"audit\", \"--json\"]",
+                ));
+            };
+            if a.dialect().is_none() {
+                return Err(cerr(
+                    file,
+                    key("kind"),
+                    format!(
+                        "cannot tell npm from cargo output for {prog:?}: set kind = \"npm\" or \"cargo\""
+                    ),
+                ));
+            }
+            if a.timeout_secs == Some(0) {
+                return Err(cerr(file, key("timeout_secs"), "must be at least 1"));
+            }
+        }
+        Ok(())
     }
 
     fn validate_deploy(&self, file: &str) -> Result<(), ConfigError> {
@@ -1073,6 +1166,21 @@ impl Config {
                 .secrets
                 .as_ref()
                 .map(|s| format!("{} (rotates {})", s.env_file.display(), s.rotate.join(", "))),
+            dependency_audits: self
+                .audit
+                .iter()
+                .map(|a| {
+                    format!(
+                        "{} = {}{}",
+                        a.name,
+                        a.command.join(" "),
+                        a.dir
+                            .as_ref()
+                            .map(|d| format!(" (in {})", d.display()))
+                            .unwrap_or_default()
+                    )
+                })
+                .collect(),
         }
     }
 }
@@ -1100,6 +1208,8 @@ pub struct ConfigSummary {
     pub compose_project: Option<String>,
     /// Secrets file.
     pub secrets_file: Option<String>,
+    /// Dependency audits (`name = command (in dir)`).
+    pub dependency_audits: Vec<String>,
 }
 
 fn one_line(s: &str) -> String {
@@ -1187,6 +1297,16 @@ project = "skillswap"
 
 [secrets]
 env_file = "/opt/skillswap/.env"
+
+[[audit]]
+name = "backend"
+command = ["npm", "audit", "--json", "--omit=dev"]
+dir = "/opt/skillswap/backend"
+
+[[audit]]
+name = "tej"
+command = ["cargo", "audit", "--json"]
+timeout_secs = 600
 "#;
 
     #[test]
@@ -1203,7 +1323,18 @@ env_file = "/opt/skillswap/.env"
             vec!["JWT_SECRET", "JWT_REFRESH_SECRET"]
         );
         assert_eq!(c.tls[0].warn_days, 30);
+        assert_eq!(c.audit.len(), 2);
+        assert_eq!(c.audit[0].dialect(), Some(AuditKind::Npm));
+        assert_eq!(c.audit[1].dialect(), Some(AuditKind::Cargo));
+        assert_eq!(c.audit[1].timeout_secs, Some(600));
         let s = c.summary();
+        assert_eq!(
+            s.dependency_audits,
+            vec![
+                "backend = npm audit --json --omit=dev (in /opt/skillswap/backend)",
+                "tej = cargo audit --json"
+            ]
+        );
         assert_eq!(
             s.databases[0],
             "main = postgres://app@db:5432/skillswap_db (password from env:PGPASSWORD)"
@@ -1339,6 +1470,65 @@ env_file = "/opt/skillswap/.env"
                 .key,
             "check[0].database"
         );
+    }
+
+    #[test]
+    fn dependency_audits() {
+        let ok = "[[audit]]\nname = \"web\"\ncommand = [\"sh\", \"-c\", \"cat audit.json\"]\nkind = \"npm\"\n[[audit]]\nname = \"api\"\ncommand = [\"/usr/local/bin/pnpm\", \"audit\", \"--json\"]\n";
+        let c = Config::from_toml_with_env(ok, "t.toml", &no_env).unwrap();
+        assert_eq!(c.audit[0].kind, Some(AuditKind::Npm));
+        assert_eq!(c.audit[0].dir, None);
+        assert_eq!(c.audit[1].dialect(), Some(AuditKind::Npm));
+        assert!(Config::default().audit.is_empty());
+
+        for (toml, key, needle) in [
+            (
+                "[[audit]]\nname = \"a\"\ncommand = []\n",
+                "audit[0].command",
+                "empty",
+            ),
+            (
+                "[[audit]]\nname = \"a\"\ncommand = [\"npm\", \"audit\"]\n[[audit]]\nname = \"b\"\ncommand = [\"\"]\n",
+                "audit[1].command",
+                "empty",
+            ),
+            (
+                "[[audit]]\nname = \"a\"\ncommand = [\"sh\", \"-c\", \"x\"]\n",
+                "audit[0].kind",
+                "set kind",
+            ),
+            (
+                "[[audit]]\nname = \"a\"\ncommand = [\"npm\"]\nkind = \"yarn\"\n",
+                "audit[0].kind",
+                "unknown variant",
+            ),
+            (
+                "[[audit]]\nname = \" \"\ncommand = [\"npm\"]\n",
+                "audit[0].name",
+                "empty",
+            ),
+            (
+                "[[audit]]\nname = \"a\"\ncommand = [\"npm\"]\n[[audit]]\nname = \"a\"\ncommand = [\"cargo\"]\n",
+                "audit[1].name",
+                "duplicate",
+            ),
+            (
+                "[[audit]]\nname = \"a\"\ncommand = [\"npm\"]\ntimeout_secs = 0\n",
+                "audit[0].timeout_secs",
+                "at least 1",
+            ),
+            (
+                "[[audit]]\nname = \"a\"\ncommand = [\"npm\"]\ndirectory = \"/x\"\n",
+                "audit[0].directory",
+                "unknown field",
+            ),
+            ("[[audit]]\nname = \"a\"\n", "audit[0]", "command"),
+        ] {
+            let e = Config::from_toml_with_env(toml, "t.toml", &no_env).unwrap_err();
+            assert_eq!(e.key, key, "{toml}: {e}");
+            assert_eq!(e.file, "t.toml");
+            assert!(e.message.contains(needle), "{toml}: {e}");
+        }
     }
 
     #[test]

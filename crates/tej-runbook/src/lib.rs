@@ -29,7 +29,8 @@
 //!   monthly security audit ([`security_audit`]), deep maintenance
 //!   ([`deep_maintenance`]) and capacity planning ([`capacity_planning`]); the
 //!   quarterly rotation ([`secret_rotation_from_context`]) and recovery drill
-//!   ([`disaster_recovery_drill`] over a [`DrillRunner`]); the emergencies
+//!   ([`disaster_recovery_drill`] over a [`DrillRunner`]: [`LogicalDrill`] or
+//!   [`PitrDrill`]); the emergencies
 //!   ([`db_corruption`], [`security_breach`]); [`CalendarRunner`] runs any entry.
 //! - [`pg_lock`]: [`PgAdvisoryRunLock`], the daemon's cross-host lock as
 //!   PostgreSQL session advisory locks; [`pg_history`]: [`PgHistoryStore`],
@@ -135,8 +136,9 @@ pub use procedures::performance::{
     api_findings, performance_check, performance_optimization, performance_tasks,
 };
 pub use procedures::quarterly::{
-    DrillRequest, DrillRunner, DrillSummary, DrillTargets, LogicalDrill, disaster_recovery_drill,
-    rotation_from_context, secret_rotation_from_context,
+    DrillRequest, DrillRunner, DrillSummary, DrillTargets, LogicalDrill, PitrDrill,
+    disaster_recovery_drill, rotation_from_context, secret_rotation_from_context, tej_wal_command,
+    wal_fetch_restore_command,
 };
 pub use procedures::weekly::{security_findings, security_review, weekly_audit, weekly_tasks};
 pub use runner::{CheckTask, RunnerOptions, run_checks, timeout_finding};

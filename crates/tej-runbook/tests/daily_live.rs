@@ -1,7 +1,7 @@
 //! The daily health check and the weekly audit against real servers from tej-testkit:
-//! PostgreSQL 15 archiving WAL, Redis, an S3-compatible server and a local repository holding a
-//! real logical backup; plus a Redis that is not there, which must not hide anything else.
-//! Docker is left out on purpose (no `[compose]`): the services check is covered by mocks.
+//! PostgreSQL 15 archiving WAL, Redis, an S3-compatible server, a local repository holding a
+//! real logical backup and a private Docker engine running a Compose service; plus a Redis
+//! that is not there, which must not hide anything else.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +11,7 @@ use tej_backup::{
 };
 use tej_core::{Config, Finding, Report, Severity, SystemClock, TokioCommandRunner};
 use tej_runbook::{RepositoryTarget, RunContext, RunOptions, daily_health, weekly_audit};
-use tej_testkit::{PgCluster, PgClusterOptions, RedisServer, S3Server};
+use tej_testkit::{DockerEngine, PgCluster, PgClusterOptions, RedisServer, S3Server};
 
 fn find<'a>(r: &'a Report, check: &str, target: &str) -> &'a Finding {
     r.findings
@@ -37,8 +37,56 @@ fn wait_archived(pg: &PgCluster) {
     panic!("PostgreSQL archived nothing: {}", pg.server_log());
 }
 
+/// Name of the Compose project's one container.
+const CONTAINER: &str = "shop-backend-1";
+
+/// A private engine running `shop-backend-1`: busybox `sleep` labelled as Compose service
+/// `backend` of project `shop`, host network, stopped within a second.
+fn docker_with_compose_service() -> DockerEngine {
+    let engine = DockerEngine::start().unwrap();
+    engine.import_busybox_image("tej/busybox:daily").unwrap();
+    engine
+        .docker(&[
+            "run",
+            "-d",
+            "--name",
+            CONTAINER,
+            "--network",
+            "host",
+            "--stop-timeout",
+            "1",
+            "--label",
+            "com.docker.compose.project=shop",
+            "--label",
+            "com.docker.compose.service=backend",
+            "--label",
+            "com.docker.compose.container-number=1",
+            "--label",
+            "com.docker.compose.oneoff=False",
+            "tej/busybox:daily",
+            "sleep",
+            "600",
+        ])
+        .unwrap();
+    engine
+}
+
+/// The daily report's finding about `CONTAINER`.
+fn container_finding(r: &Report) -> &Finding {
+    r.findings
+        .iter()
+        .find(|f| {
+            f.check == "docker.container"
+                && f.target == "compose:shop"
+                && f.summary.contains(CONTAINER)
+        })
+        .unwrap_or_else(|| panic!("no finding about {CONTAINER} in {:#?}", r.findings))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daily_and_weekly_runs_against_real_servers() {
+    // The engine starts while the other servers do.
+    let docker = std::thread::spawn(docker_with_compose_service);
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("wal");
     std::fs::create_dir_all(&archive).unwrap();
@@ -95,6 +143,7 @@ async fn daily_and_weekly_runs_against_real_servers() {
     )
     .unwrap();
     let local_repo = dir.path().join("backups");
+    let docker = docker.join().unwrap();
     let toml = format!(
         r#"
 [[database]]
@@ -135,12 +184,17 @@ name = "cache-keys"
 redis = ["DBSIZE"]
 warn = 100
 crit = 1000
+
+[compose]
+project = "shop"
+docker_host = "{}"
 "#,
         redis.url(),
         local_repo.display(),
         tls.endpoint(),
         logs.display(),
-        access.display()
+        access.display(),
+        docker.host()
     );
     let cfg = Config::from_toml_with_env(&toml, "tej.toml", &|_| None).unwrap();
 
@@ -268,6 +322,19 @@ crit = 1000
         "{dead:#?}"
     );
     assert_eq!(r.severity(), Severity::Critical);
+    // The Compose service is running and nothing else of the project is reported down.
+    let svc = container_finding(&r);
+    assert_eq!(svc.severity, Severity::Ok, "{svc:#?}");
+    assert!(svc.summary.contains("backend"), "{}", svc.summary);
+    assert!(svc.summary.contains("running"), "{}", svc.summary);
+    assert!(
+        r.findings
+            .iter()
+            .filter(|f| f.target == "compose:shop")
+            .all(|f| f.severity == Severity::Ok),
+        "{:#?}",
+        r.findings
+    );
 
     // ---- weekly ----
     let w = weekly_audit(&ctx, &SystemClock).await;
@@ -275,8 +342,14 @@ crit = 1000
     assert_eq!(v.severity, Severity::Ok, "{v:#?}");
     assert!(v.summary.contains("verified"), "{}", v.summary);
     // Verification was recorded: tomorrow's daily check sees the S3 copy verified.
+    // Meanwhile the backend went down: tomorrow's check reports it critical.
+    docker.docker(&["stop", CONTAINER]).unwrap();
     let r2 = daily_health(&ctx, &SystemClock).await;
     assert_eq!(find(&r2, "backups.recent", &s3_name).severity, Severity::Ok);
+    let down = container_finding(&r2);
+    assert_eq!(down.severity, Severity::Critical, "{down:#?}");
+    assert!(down.summary.contains("exited"), "{}", down.summary);
+    assert!(!down.summary.contains("running"), "{}", down.summary);
     assert_eq!(
         find(&w, "security.backup-encryption", &s3_name).severity,
         Severity::Critical

@@ -44,6 +44,7 @@ mod config;
 mod drill;
 mod restore;
 mod server;
+mod source;
 mod target;
 
 pub use choose::{
@@ -63,6 +64,7 @@ pub use restore::{
 pub use server::{
     RecoveryLog, RecoveryReport, ServerOptions, run_recovery, running_postmaster, stop_server,
 };
+pub use source::{RepositorySource, horizon_of};
 pub use target::{
     InvalidTarget, MAX_RESTORE_POINT_NAME, RecoveryAction, RecoveryTarget, RecoveryTimeline,
     parse_time, postgres_time,

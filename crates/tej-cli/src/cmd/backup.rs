@@ -54,7 +54,7 @@ pub fn db_target(cfg: &Config, db: Option<&str>) -> Result<DbTarget> {
     bail!("no database: pass --db, set DATABASE_URL or PG*, or add [[database]] to tej.toml")
 }
 
-fn encryption(cfg: &Config) -> EncryptionOptions {
+pub fn encryption(cfg: &Config) -> EncryptionOptions {
     cfg.backup
         .encryption
         .as_ref()
@@ -62,7 +62,7 @@ fn encryption(cfg: &Config) -> EncryptionOptions {
         .unwrap_or_default()
 }
 
-fn compression(cfg: &Config) -> CompressionOptions {
+pub fn compression(cfg: &Config) -> CompressionOptions {
     // tej.toml's value was validated when the config was loaded.
     let algorithm = CompressionAlgo::parse(&cfg.backup.compression).unwrap_or_default();
     CompressionOptions {
@@ -115,6 +115,109 @@ pub async fn create(
         }
     }
     Ok(report.repositories.iter().all(|r| r.ok))
+}
+
+/// Renders where a backup went; true when every repository has it.
+fn render_created(
+    out: &mut dyn Write,
+    kind: &str,
+    report: &tej_backup::CreateReport,
+    detail: &str,
+) -> Result<bool> {
+    writeln!(
+        out,
+        "{kind} backup {} ({} bytes raw{detail})",
+        report.id, report.raw_size
+    )?;
+    for r in &report.repositories {
+        writeln!(
+            out,
+            "  {:<50} {}",
+            r.repository,
+            if r.ok {
+                "ok".to_string()
+            } else {
+                format!("FAILED: {}", r.error.clone().unwrap_or_default())
+            }
+        )?;
+    }
+    Ok(report.repositories.iter().all(|r| r.ok))
+}
+
+/// A physical base backup of the server's cluster into every repository.
+pub async fn create_physical(
+    out: &mut dyn Write,
+    cfg: &Config,
+    repos: &[Repository],
+    db: DbTarget,
+    jobs: u32,
+    output: OutputFormat,
+) -> Result<bool> {
+    let mut opts = tej_backup::PhysicalBackupOptions::new(db);
+    opts.jobs = jobs as usize;
+    opts.run.compression = compression(cfg);
+    opts.run.encryption = encryption(cfg);
+    opts.run.progress = crate::progress::sink(output);
+    let report = tej_backup::create_physical_backup(repos, &opts, &SystemClock)
+        .await
+        .context("create base backup")?;
+    if output == OutputFormat::Json {
+        json_line(out, "backup_created", &report)?;
+        return Ok(report.backup.repositories.iter().all(|r| r.ok));
+    }
+    let p = &report.physical;
+    render_created(
+        out,
+        "base",
+        &report.backup,
+        &format!(
+            ", {} files, WAL {}..{} on timeline {}, PostgreSQL {}",
+            report.files, p.start_lsn, p.stop_lsn, p.timeline, report.server_version
+        ),
+    )
+}
+
+/// A file backup of `dirs` (empty: `[backup] files`) into every repository.
+pub async fn create_files(
+    out: &mut dyn Write,
+    cfg: &Config,
+    repos: &[Repository],
+    dirs: Vec<std::path::PathBuf>,
+    output: OutputFormat,
+) -> Result<bool> {
+    let mut opts = tej_backup::FileBackupOptions::from_config(&cfg.backup);
+    if !dirs.is_empty() {
+        opts.paths = dirs;
+    }
+    if opts.paths.is_empty() {
+        bail!("no directories: pass --files DIR... or set [backup] files in tej.toml");
+    }
+    opts.run.compression = compression(cfg);
+    opts.run.encryption = encryption(cfg);
+    opts.run.progress = crate::progress::sink(output);
+    let report = tej_backup::create_file_backup(repos, &opts, &SystemClock)
+        .await
+        .context("create file backup")?;
+    if output == OutputFormat::Json {
+        json_line(out, "backup_created", &report)?;
+        return Ok(report.backup.repositories.iter().all(|r| r.ok));
+    }
+    let ok = render_created(
+        out,
+        "file",
+        &report.backup,
+        &format!(
+            ", {} files, {} directories, {} symlinks",
+            report.files, report.directories, report.symlinks
+        ),
+    )?;
+    for v in &report.vanished {
+        writeln!(out, "  vanished while copied: {v}")?;
+    }
+    for c in &report.changed {
+        writeln!(out, "  changed while copied: {c}")?;
+    }
+    Ok(ok)
 }
 
 /// Lists backups newest first (by manifest time) in each repository.
@@ -253,6 +356,67 @@ pub async fn restore(
     Ok(r.succeeded())
 }
 
+/// Refuses to hand a base backup or a file backup to the logical restore, naming the
+/// command that restores it.
+pub async fn ensure_logical(repo: &Repository, selector: &str) -> Result<()> {
+    if selector == "latest" {
+        return Ok(());
+    }
+    let m = repo
+        .resolve(selector)
+        .await
+        .with_context(|| format!("find backup {selector}"))?;
+    match m.kind {
+        tej_backup::BackupKind::Physical => bail!(
+            "backup {} is a physical base backup: restore it with `tej restore --pgdata DIR --target ...`",
+            m.id
+        ),
+        tej_backup::BackupKind::Files => bail!(
+            "backup {} is a file backup: restore it with `tej backup restore {} --into DIR`",
+            m.id,
+            m.id
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Restores a file backup (`latest`: the newest file backup) into `dir`, as a destructive
+/// step when it would replace files.
+pub async fn restore_files(
+    out: &mut dyn Write,
+    cfg: &Config,
+    ex: &Executor,
+    repo: Repository,
+    selector: &str,
+    dir: std::path::PathBuf,
+    output: OutputFormat,
+) -> Result<bool> {
+    let selector = if selector == "latest" {
+        list_backups(&repo)
+            .await
+            .context("list backups")?
+            .into_iter()
+            .find(|b| b.kind == tej_backup::BackupKind::Files)
+            .map(|b| b.id.to_string())
+            .with_context(|| format!("no file backup in {}", repo.name()))?
+    } else {
+        selector.to_string()
+    };
+    let step = tej_backup::FileRestoreStep {
+        repo,
+        selector,
+        target_dir: dir,
+        opts: tej_backup::FileRestoreOptions {
+            encryption: encryption(cfg),
+            progress: crate::progress::sink(output),
+            ..Default::default()
+        },
+    };
+    let r = ex.run(&Procedure::new("backup restore").step(step)).await;
+    super::host::render_procedure(out, &r, output)?;
+    Ok(r.succeeded())
+}
+
 /// Restore options for `target` with the configured keys.
 pub fn restore_options(cfg: &Config, target: DbTarget, jobs: u32) -> RestoreOptions {
     let mut opts = RestoreOptions::new(target);
@@ -273,6 +437,7 @@ pub async fn prune_repos(
         let opts = PruneOptions {
             policy: RetentionPolicy::from_config(&cfg.backup.retention),
             dry_run,
+            pitr_window_days: cfg.backup.pitr_window_days,
             ..PruneOptions::default()
         };
         let r = prune(repo, &opts, &SystemClock)

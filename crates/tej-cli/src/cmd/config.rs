@@ -34,6 +34,7 @@ pub fn check(
     writeln!(out, "{:<16} {}", "backups", s.backup)?;
     list(out, "logs", &s.log_paths)?;
     list(out, "tls endpoints", &s.tls_endpoints)?;
+    list(out, "dependency audits", &s.dependency_audits)?;
     writeln!(
         out,
         "{:<16} {}",

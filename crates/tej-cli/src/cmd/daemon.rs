@@ -22,6 +22,8 @@ pub struct DaemonArgs {
     pub state_file: Option<PathBuf>,
     /// `--no-catch-up`: do not run entries missed while the daemon was down.
     pub no_catch_up: bool,
+    /// The configuration file, passed to `tej wal fetch` by the PITR drill.
+    pub config_path: Option<PathBuf>,
 }
 
 async fn shutdown_signal() {
@@ -82,12 +84,15 @@ pub async fn daemon(
 ) -> Result<()> {
     let calendar = tej_core::Calendar::runbook_in(cfg.zone())?;
     let ctx = RunContext::from_config(cfg, RunOptions::default()).context("read tej.toml")?;
-    let runner = CalendarRunner::new(
+    let mut runner = CalendarRunner::new(
         Arc::new(ctx),
         ex,
         Arc::new(TokioCommandRunner),
         Arc::new(SystemClock),
     );
+    // The quarterly drill is a PITR drill when the repository holds base backups.
+    runner.tej_program = Some(std::env::current_exe().context("find the tej binary")?);
+    runner.config_path = args.config_path.clone();
     let state_file = args
         .state_file
         .unwrap_or_else(|| runner.state_dir.join("daemon-state.json"));

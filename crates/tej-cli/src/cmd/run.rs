@@ -20,6 +20,8 @@ pub struct RunRequest {
     pub check_timeout: std::time::Duration,
     /// Checks at once.
     pub jobs: usize,
+    /// The configuration file, passed to `tej wal fetch` by the PITR drill.
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 /// The outcome: a report to render, or nothing because the entry was not due.
@@ -86,13 +88,18 @@ pub async fn run(
     };
     let ctx =
         std::sync::Arc::new(RunContext::from_config(cfg, options).context("prepare the run")?);
+    let tej_program = std::env::current_exe().context("find the tej binary")?;
     let calendar_runner = executor.map(|ex| {
-        CalendarRunner::new(
+        let mut cr = CalendarRunner::new(
             ctx.clone(),
             ex,
             std::sync::Arc::new(TokioCommandRunner),
             std::sync::Arc::new(SystemClock),
-        )
+        );
+        // The quarterly drill is a PITR drill when the repository holds base backups.
+        cr.tej_program = Some(tej_program);
+        cr.config_path = req.config_path.clone();
+        cr
     });
     // Both performance entries run the same check: run it once.
     let mut kinds = Vec::new();
@@ -153,6 +160,7 @@ mod tests {
             if_due,
             check_timeout: std::time::Duration::from_secs(5),
             jobs: 4,
+            config_path: None,
         }
     }
 

@@ -10,8 +10,8 @@ use super::monthly::{
     procedure_findings, security_audit,
 };
 use super::quarterly::{
-    DrillRequest, DrillRunner, DrillTargets, LogicalDrill, disaster_recovery_drill,
-    secret_rotation_from_context,
+    DrillRequest, DrillRunner, DrillTargets, LogicalDrill, PitrDrill, disaster_recovery_drill,
+    secret_rotation_from_context, wal_fetch_restore_command,
 };
 use crate::capacity::{HistoryStore, JsonlHistoryStore};
 use crate::daemon::ProcedureRunner;
@@ -35,7 +35,7 @@ pub struct CalendarRunner {
     pub runner: Arc<dyn CommandRunner>,
     /// Where "now" comes from.
     pub clock: Arc<dyn Clock>,
-    /// Dependency audits of the security audit.
+    /// Dependency audits of the security audit (from `tej.toml`'s `[[audit]]`).
     pub audit_commands: Vec<AuditCommand>,
     /// Capacity history: `None` keeps it in the first database's `tej` schema, else in
     /// `state_dir/capacity-history.jsonl`.
@@ -46,8 +46,20 @@ pub struct CalendarRunner {
     pub deep_maintenance: DeepMaintenanceOptions,
     /// Drill targets.
     pub drill_targets: DrillTargets,
-    /// The drill (default: [`LogicalDrill`] of the first repository onto the first database's server).
+    /// The drill. Default, from the first repository of `[backup] repositories`: when it
+    /// holds a physical base backup and [`tej_program`](Self::tej_program) is set, a
+    /// [`PitrDrill`] of its base backups and WAL archive (scratch cluster under
+    /// `state_dir/drill`, WAL fetched by `tej wal fetch`, sanity queries in the first
+    /// database's database); else a [`LogicalDrill`] of its newest logical backup onto the
+    /// first database's server.
     pub drill: Option<Arc<dyn DrillRunner>>,
+    /// The tej program the PITR drill's scratch cluster runs as its `restore_command`
+    /// ([`wal_fetch_restore_command`]); the CLI sets its own path. `None`: the drill is
+    /// logical.
+    pub tej_program: Option<PathBuf>,
+    /// The configuration file `tej wal fetch` reads in the PITR drill (`--config`, made
+    /// absolute; for the keys of encrypted WAL); `None`: its default.
+    pub config_path: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for CalendarRunner {
@@ -61,7 +73,8 @@ impl std::fmt::Debug for CalendarRunner {
 
 impl CalendarRunner {
     /// A runner over `ctx` with defaults: history in PostgreSQL when a database is configured,
-    /// state in `config.state_dir` (else `/var/lib/tej`), no dependency audits.
+    /// state in `config.state_dir` (else `/var/lib/tej`), the dependency audits of the
+    /// configuration's `[[audit]]` tables.
     pub fn new(
         ctx: Arc<RunContext>,
         executor: Executor,
@@ -74,16 +87,18 @@ impl CalendarRunner {
             .clone()
             .unwrap_or_else(|| PathBuf::from("/var/lib/tej"));
         CalendarRunner {
+            audit_commands: ctx.config.audit.clone(),
             ctx,
             executor,
             runner,
             clock,
-            audit_commands: Vec::new(),
             history: None,
             state_dir,
             deep_maintenance: DeepMaintenanceOptions::default(),
             drill_targets: DrillTargets::default(),
             drill: None,
+            tej_program: None,
+            config_path: None,
         }
     }
 
@@ -107,12 +122,63 @@ impl CalendarRunner {
             entry: "disaster-recovery-drill".into(),
             message: m,
         };
-        let repo = self
+        let target = self
             .ctx
             .repositories
             .first()
             .ok_or_else(|| err("no backup repository: set [backup] repositories".into()))?;
-        let repo = repo.repo.get().await.map_err(err)?;
+        let repo = target.repo.get().await.map_err(err)?;
+        let encryption = self
+            .ctx
+            .config
+            .backup
+            .encryption
+            .as_ref()
+            .map(tej_backup::EncryptionOptions::from_config)
+            .unwrap_or_default();
+        if let Some(tej) = &self.tej_program {
+            let inv = repo.inventory().await.map_err(|e| err(e.to_string()))?;
+            if inv
+                .backups
+                .iter()
+                .any(|b| b.kind == tej_backup::BackupKind::Physical)
+            {
+                // `tej wal fetch --repo` gets the repository as tej.toml spells it.
+                let spec = self
+                    .ctx
+                    .config
+                    .backup
+                    .repositories
+                    .iter()
+                    .find(|s| tej_core::secret::redact_url_passwords(s) == target.name)
+                    .cloned()
+                    .unwrap_or_else(|| repo.name());
+                // The scratch server runs restore_command in its data directory.
+                let config = match &self.config_path {
+                    Some(c) => Some(std::path::absolute(c).map_err(|e| {
+                        err(format!(
+                            "resolve the configuration path {}: {e}",
+                            c.display()
+                        ))
+                    })?),
+                    None => None,
+                };
+                let source =
+                    tej_backup::RepositorySource::new((*repo).clone()).with_encryption(encryption);
+                let mut drill = PitrDrill::new(
+                    Arc::new(source),
+                    target.name.clone(),
+                    self.state_dir.join("drill"),
+                    wal_fetch_restore_command(tej, &spec, config.as_deref()),
+                    self.runner.clone(),
+                    self.clock.clone(),
+                );
+                if let Some(db) = self.ctx.config.databases.first() {
+                    drill.options.database = tej_backup::DbTarget::new(db.url.expose()).database();
+                }
+                return Ok(Arc::new(drill));
+            }
+        }
         let db = self
             .ctx
             .config
@@ -127,14 +193,7 @@ impl CalendarRunner {
             runner: self.runner.clone(),
             repo,
             server,
-            encryption: self
-                .ctx
-                .config
-                .backup
-                .encryption
-                .as_ref()
-                .map(tej_backup::EncryptionOptions::from_config)
-                .unwrap_or_default(),
+            encryption,
             clock: self.clock.clone(),
         }))
     }
@@ -299,6 +358,152 @@ mod tests {
                 "2025-01-26T09:30:00Z".parse().unwrap(),
             )),
         )
+    }
+
+    #[tokio::test]
+    async fn tej_toml_audits_run_in_the_monthly_security_audit() {
+        let dir = tempfile::tempdir().unwrap();
+        let npm = dir.path().join("npm-audit.json");
+        std::fs::write(
+            &npm,
+            r#"{"auditReportVersion":2,"vulnerabilities":{"lodash":{"name":"lodash","severity":"high"},"minimist":{"name":"minimist","severity":"moderate"}},
+               "metadata":{"vulnerabilities":{"info":0,"low":0,"moderate":1,"high":1,"critical":0,"total":2}}}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("cargo-audit.json"),
+            r#"{"vulnerabilities":{"found":false,"count":0,"list":[]}}"#,
+        )
+        .unwrap();
+        let toml = format!(
+            r#"
+[[audit]]
+name = "backend"
+command = ["sh", "-c", "cat {}; exit 1"]
+kind = "npm"
+
+[[audit]]
+name = "tej"
+command = ["cat", "cargo-audit.json"]
+dir = "{}"
+kind = "cargo"
+timeout_secs = 30
+"#,
+            npm.display(),
+            dir.path().display()
+        );
+        let cfg = tej_core::Config::from_toml_with_env(&toml, "tej.toml", &|_| None).unwrap();
+        let ctx = RunContext::from_config(&cfg, crate::RunOptions::default()).unwrap();
+        let mut r = runner(ctx);
+        r.runner = Arc::new(tej_core::TokioCommandRunner);
+        assert_eq!(r.audit_commands, cfg.audit);
+        let entry = Calendar::runbook().entry("security-audit").unwrap().clone();
+        let rep = r.run(&entry).await.unwrap();
+        let dep = |target: &str| {
+            rep.findings
+                .iter()
+                .find(|f| f.check == "security.dependencies" && f.target == target)
+                .unwrap_or_else(|| panic!("no audit of {target}: {:#?}", rep.findings))
+        };
+        let backend = dep("backend");
+        assert_eq!(backend.severity, Severity::Critical, "{backend:#?}");
+        assert!(
+            backend
+                .summary
+                .starts_with("2 vulnerabilities: 0 critical, 1 high, 1 moderate"),
+            "{}",
+            backend.summary
+        );
+        assert!(backend.detail.as_deref().unwrap().contains("lodash (high)"));
+        let high = backend
+            .metrics
+            .iter()
+            .find(|m| m.labels.iter().any(|(k, v)| k == "severity" && v == "high"))
+            .unwrap();
+        assert_eq!(high.value, 1.0);
+        let tej = dep("tej");
+        assert_eq!(tej.severity, Severity::Ok, "{tej:#?}");
+        assert!(
+            !rep.findings
+                .iter()
+                .any(|f| f.summary.contains("no dependency audit"))
+        );
+        assert_eq!(rep.severity(), Severity::Critical);
+
+        // Without [[audit]] the runner has none, and the report says so.
+        let r = runner(RunContext::empty(tej_core::Config::default()));
+        assert!(r.audit_commands.is_empty());
+        let rep = r.run(&entry).await.unwrap();
+        assert!(
+            rep.findings
+                .iter()
+                .any(|f| f.check == "security.dependencies"
+                    && f.severity == Severity::Warning
+                    && f.summary.contains("no dependency audit"))
+        );
+    }
+
+    #[tokio::test]
+    async fn the_drill_is_pitr_when_the_repository_holds_base_backups_and_tej_is_known() {
+        use crate::procedures::context::{Lazy, RepositoryTarget};
+        use crate::procedures::quarterly::tests::pitr::base_backup;
+        let store = Arc::new(tej_backup::MemoryStore::new());
+        let m = base_backup("2025-01-16T02:00:00Z");
+        tej_backup::put_bytes(
+            store.as_ref(),
+            &tej_backup::ObjectKey::new(format!("backups/{}/manifest.json", m.id)).unwrap(),
+            serde_json::to_vec(&m).unwrap(),
+            false,
+        )
+        .await
+        .unwrap();
+        let repo = Arc::new(tej_backup::Repository::from_store(store));
+        let cfg = tej_core::Config::from_toml_with_env(
+            "[[database]]\nname = \"app\"\nurl = \"postgres://x@127.0.0.1:1/app\"\n",
+            "t.toml",
+            &|_| None,
+        )
+        .unwrap();
+        let mut ctx = RunContext::empty(cfg);
+        ctx.repositories.push(RepositoryTarget {
+            name: "mem".into(),
+            repo: Lazy::ready(repo),
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = runner(ctx);
+        r.state_dir = dir.path().to_path_buf();
+        let mut cmds = MockCommandRunner::new();
+        cmds.expect_run().returning(|spec| {
+            Err(tej_core::CommandError::NotFound {
+                program: spec.program,
+                package: None,
+            })
+        });
+        r.runner = Arc::new(cmds);
+        let drill = |r: Report| {
+            let f = r
+                .findings
+                .into_iter()
+                .find(|f| f.check == "dr.drill")
+                .unwrap();
+            assert_eq!(f.severity, Severity::Critical, "{f:#?}");
+            f.summary
+        };
+        // Without the tej program (for restore_command), the logical drill: none to drill.
+        let s = drill(
+            r.run_kind(ProcedureKind::DisasterRecoveryDrill)
+                .await
+                .unwrap(),
+        );
+        assert!(s.contains("no logical backup in"), "{s}");
+        // With it, the PITR drill of the base backup (which has no WAL to recover with here).
+        r.tej_program = Some(PathBuf::from("/usr/local/bin/tej"));
+        let s = drill(
+            r.run_kind(ProcedureKind::DisasterRecoveryDrill)
+                .await
+                .unwrap(),
+        );
+        assert!(s.contains("point-in-time recovery drill"), "{s}");
     }
 
     #[tokio::test]

@@ -19,7 +19,7 @@ use crate::error::{Result, RunbookError};
 use crate::procedures::context::{ContextQueries, RunContext};
 use crate::procedures::emergency::{AmcheckStep, Assessment};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tej_core::{
@@ -33,59 +33,15 @@ use tej_db::pg::{
 
 // ---------------------------------------------------------------- security audit
 
-/// Which tool's JSON an audit command prints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AuditKind {
-    /// `npm audit --json` (npm 7+: `metadata.vulnerabilities`).
-    Npm,
-    /// `cargo audit --json` (`vulnerabilities.count` / `list`).
-    Cargo,
-}
+/// One dependency audit to run: `tej.toml`'s `[[audit]]` ([`tej_core::config::AuditConfig`],
+/// the same type under the name this crate has always used).
+pub use tej_core::config::AuditConfig as AuditCommand;
+/// Which tool's JSON an audit command prints ([`tej_core::config::AuditKind`]).
+pub use tej_core::config::AuditKind;
 
-/// One dependency audit to run, as `[[audit]]` would declare it:
-///
-/// ```toml
-/// [[audit]]
-/// name = "backend"
-/// command = ["npm", "audit", "--json", "--omit=dev"]
-/// dir = "/opt/skillswap/backend"
-/// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuditCommand {
-    /// Name in reports (`backend`), the finding's target.
-    pub name: String,
-    /// The command as argv; it must print the tool's JSON on stdout.
-    pub command: Vec<String>,
-    /// Working directory (the project audited).
-    #[serde(default)]
-    pub dir: Option<PathBuf>,
-    /// The JSON dialect (default: from the program name, `npm` or `cargo`).
-    #[serde(default)]
-    pub kind: Option<AuditKind>,
-    /// Time limit in seconds (default 300).
-    #[serde(default)]
-    pub timeout_secs: Option<u64>,
-}
-
-impl AuditCommand {
-    /// The JSON dialect: declared, else guessed from the program (`npm`, `cargo`).
-    pub fn dialect(&self) -> Option<AuditKind> {
-        self.kind.or_else(|| {
-            let prog = self.command.first()?;
-            let base = Path::new(prog).file_name()?.to_string_lossy().into_owned();
-            match base.as_str() {
-                "npm" | "pnpm" => Some(AuditKind::Npm),
-                "cargo" | "cargo-audit" => Some(AuditKind::Cargo),
-                _ => None,
-            }
-        })
-    }
-}
-
-/// The `[[audit]]` tables of a TOML document (other keys are ignored), so `tej.toml` (once
-/// tej-core accepts the key) or a separate file can declare the dependency audits.
+/// The `[[audit]]` tables of a TOML document (other keys are ignored): dependency audits
+/// declared in a file of their own. `tej.toml`'s own `[[audit]]` tables are parsed and
+/// validated with the rest of it ([`tej_core::Config::audit`]).
 pub fn parse_audit_tables(text: &str) -> Result<Vec<AuditCommand>> {
     #[derive(Deserialize)]
     struct Doc {
@@ -898,6 +854,7 @@ pub fn chart_file_name(metric: &str, target: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
     use tej_core::command::{CommandOutput, ExitInfo};
     use tej_core::{MockCommandRunner, TokioCommandRunner};
 

@@ -5,14 +5,16 @@
 //! - [`disaster_recovery_drill`]: restore the newest backup somewhere harmless and measure
 //!   how long it took (RTO) and how old the data was (RPO), through a [`DrillRunner`].
 //!   [`LogicalDrill`] drills the logical backups (tej-backup's verify with a restore test
-//!   into a scratch database and the sanity queries); a PITR/physical drill plugs in through
-//!   the same trait.
+//!   into a scratch database and the sanity queries); [`PitrDrill`] drills point-in-time
+//!   recovery (the newest physical base backup plus every archived WAL file replayed into a
+//!   scratch cluster, tej-backup's [`tej_backup::run_drill`]).
 
 use crate::adapters::{ComposeService, LazyContainerRuntime, RedisSessions, RotateSecretsStep};
 use crate::error::{Result, RunbookError};
 use crate::procedures::context::RunContext;
 use async_trait::async_trait;
 use serde::Serialize;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tej_core::{
@@ -137,8 +139,9 @@ pub trait DrillRunner: Send + Sync {
     async fn run_drill(&self, request: &DrillRequest) -> Result<DrillSummary>;
 }
 
-/// A drill of the newest logical backup: tej-backup's verify with a restore test (a scratch
-/// database beside `server`, dropped afterwards), the outcome recorded beside the backup.
+/// A drill of the newest logical backup (physical ones are left to [`PitrDrill`]): tej-backup's
+/// verify with a restore test (a scratch database beside `server`, dropped afterwards), the
+/// outcome recorded beside the backup.
 pub struct LogicalDrill {
     /// Starts pg_restore and psql.
     pub runner: Arc<dyn CommandRunner>,
@@ -169,7 +172,22 @@ impl DrillRunner for LogicalDrill {
             message: e.to_string(),
         };
         let started = self.clock.now();
-        let m = self.repo.resolve("latest").await.map_err(fail)?;
+        // The newest logical backup: physical base backups in the same repository are
+        // drilled by [`PitrDrill`].
+        let inv = self.repo.inventory().await.map_err(fail)?;
+        let newest = inv
+            .backups
+            .iter()
+            .find(|b| b.kind == tej_backup::BackupKind::Logical)
+            .ok_or_else(|| RunbookError::Procedure {
+                entry: "disaster-recovery-drill".into(),
+                message: format!("no logical backup in {}", self.repo.name()),
+            })?;
+        let m = self
+            .repo
+            .resolve(&newest.id.to_string())
+            .await
+            .map_err(fail)?;
         let opts = tej_backup::VerifyOptions {
             encryption: self.encryption.clone(),
             record: true,
@@ -202,6 +220,184 @@ impl DrillRunner for LogicalDrill {
             rto_secs: t.restore_secs,
             rpo_secs: started.duration_since(m.finished_at).as_secs_f64().max(0.0),
             queries: t.queries.into_iter().map(|q| (q.query, q.output)).collect(),
+        })
+    }
+}
+
+/// The `restore_command` with which a drill's scratch cluster fetches archived WAL through
+/// tej: `'TEJ' [--config 'CONFIG'] wal fetch --repo 'REPOSITORY' %f %p`, each value quoted
+/// for the shell PostgreSQL runs it with and its `%` doubled (PostgreSQL expands `%f`/`%p`).
+pub fn wal_fetch_restore_command(
+    tej_program: &Path,
+    repository: &str,
+    config: Option<&Path>,
+) -> String {
+    tej_wal_command(tej_program, config, repository, "fetch %f %p")
+}
+
+/// A `tej wal` command line for PostgreSQL to run (`restore_command`, `archive_command`):
+/// `'TEJ' [--config 'CONFIG'] wal VERB --repo 'REPOSITORY' PLACEHOLDERS`, where
+/// `verb_and_placeholders` is e.g. `fetch %f %p` or `push %p` (kept as given); every value
+/// is quoted for the shell and its `%` doubled.
+pub fn tej_wal_command(
+    tej_program: &Path,
+    config: Option<&Path>,
+    repository: &str,
+    verb_and_placeholders: &str,
+) -> String {
+    let q = |v: &str| shell_quote(&v.replace('%', "%%"));
+    let (verb, rest) = verb_and_placeholders
+        .split_once(' ')
+        .unwrap_or((verb_and_placeholders, ""));
+    let mut cmd = q(&tej_program.to_string_lossy());
+    if let Some(c) = config {
+        cmd.push_str(" --config ");
+        cmd.push_str(&q(&c.to_string_lossy()));
+    }
+    cmd.push_str(" wal ");
+    cmd.push_str(verb);
+    cmd.push_str(" --repo ");
+    cmd.push_str(&q(repository));
+    if !rest.is_empty() {
+        cmd.push(' ');
+        cmd.push_str(rest);
+    }
+    cmd
+}
+
+fn shell_quote(v: &str) -> String {
+    let plain = !v.is_empty()
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-:=@+,%".contains(c));
+    if plain {
+        v.to_string()
+    } else {
+        format!("'{}'", v.replace('\'', "'\\''"))
+    }
+}
+
+/// A drill of point-in-time recovery: tej-backup's physical drill ([`tej_backup::run_drill`])
+/// restores the newest base backup of [`source`](Self::source) and replays every archived
+/// WAL file (fetched by [`options`](Self::options)' `restore_command`, normally
+/// [`wal_fetch_restore_command`]) into a scratch cluster on a free 127.0.0.1 port, runs the
+/// request's sanity queries there and removes it.
+///
+/// RTO is the time from the start of the restore to a promoted server; RPO is the age of the
+/// newest replayed transaction when the drill ends (without any transaction after the base
+/// backup, the age of the base backup). A recovery that does not promote or a sanity query
+/// that fails is an error, which [`disaster_recovery_drill`] reports as critical.
+pub struct PitrDrill {
+    /// The base backups and the WAL archive (`tej_backup::RepositorySource` over the repository).
+    pub source: Arc<dyn tej_backup::BaseBackupSource>,
+    /// The repository's name in reports.
+    pub repository: String,
+    /// Scratch directory, `restore_command`, database of the sanity queries, OS user, time
+    /// limit; its `sanity_queries` are replaced by each request's.
+    pub options: tej_backup::DrillOptions,
+    /// Starts PostgreSQL's programs (`pg_ctl`, `psql`).
+    pub runner: Arc<dyn CommandRunner>,
+    /// Where "now" comes from (for RPO).
+    pub clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for PitrDrill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PitrDrill")
+            .field("repository", &self.repository)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PitrDrill {
+    /// A drill of `source` (named `repository` in reports) in `scratch_dir`, its WAL fetched
+    /// by `restore_command`, with tej-backup's other drill defaults (as `postgres`, sanity
+    /// queries in database `postgres`, one hour at most).
+    pub fn new(
+        source: Arc<dyn tej_backup::BaseBackupSource>,
+        repository: impl Into<String>,
+        scratch_dir: impl Into<PathBuf>,
+        restore_command: impl Into<String>,
+        runner: Arc<dyn CommandRunner>,
+        clock: Arc<dyn Clock>,
+    ) -> PitrDrill {
+        PitrDrill {
+            source,
+            repository: repository.into(),
+            options: tej_backup::DrillOptions::new(scratch_dir, restore_command),
+            runner,
+            clock,
+        }
+    }
+}
+
+#[async_trait]
+impl DrillRunner for PitrDrill {
+    async fn run_drill(&self, request: &DrillRequest) -> Result<DrillSummary> {
+        let fail = |message: String| RunbookError::Procedure {
+            entry: "disaster-recovery-drill".into(),
+            message,
+        };
+        let mut opts = self.options.clone();
+        opts.sanity_queries = request.sanity_queries.clone();
+        let r = tej_backup::run_drill(
+            &opts,
+            self.source.as_ref(),
+            self.runner.as_ref(),
+            self.clock.as_ref(),
+        )
+        .await
+        .map_err(|e| fail(format!("point-in-time recovery drill: {e}")))?;
+        if let Some(q) = r.queries.iter().find(|q| q.error.is_some()) {
+            return Err(fail(format!(
+                "base backup {} recovered, but sanity query {:?} failed: {}",
+                r.backup_id,
+                q.query,
+                q.error.as_deref().unwrap_or_default()
+            )));
+        }
+        if !r.ok {
+            return Err(fail(format!(
+                "base backup {} restored, but recovery did not end in a promoted server",
+                r.backup_id
+            )));
+        }
+        let rpo_secs = match r.rpo_seconds {
+            Some(s) => s,
+            None => self
+                .clock
+                .now()
+                .duration_since(r.backup_finished_at)
+                .as_secs_f64(),
+        }
+        .max(0.0);
+        let mut restored_into = format!("a scratch cluster on 127.0.0.1:{}", r.port);
+        match (r.stopped_at_lsn, r.recovered_until) {
+            (Some(lsn), Some(t)) => {
+                restored_into.push_str(&format!(" (WAL replayed to {lsn}, last commit {t}"))
+            }
+            (Some(lsn), None) => restored_into.push_str(&format!(" (WAL replayed to {lsn}")),
+            (None, _) => restored_into.push_str(" (no WAL replayed"),
+        }
+        if let Some(tl) = r.timeline_after {
+            restored_into.push_str(&format!(", promoted on timeline {tl}"));
+        }
+        restored_into.push(')');
+        if r.kept {
+            restored_into.push_str(&format!(", kept in {}", r.scratch_dir.display()));
+        }
+        Ok(DrillSummary {
+            kind: "pitr".into(),
+            repository: self.repository.clone(),
+            backup_id: r.backup_id,
+            restored_into,
+            rto_secs: r.restore_seconds,
+            rpo_secs,
+            queries: r
+                .queries
+                .into_iter()
+                .map(|q| (q.query, q.output.unwrap_or_default()))
+                .collect(),
         })
     }
 }
@@ -253,19 +449,27 @@ pub async fn disaster_recovery_drill(
         }
     };
     let target = format!("{}:{}", s.repository, s.backup_id);
-    report.push(
-        Finding::ok(
-            "dr.drill",
-            format!(
-                "{} backup {} restored into {}; {} sanity queries passed",
-                s.kind,
-                s.backup_id,
-                s.restored_into,
-                s.queries.len()
-            ),
-        )
-        .target(target.clone()),
-    );
+    let mut done = Finding::ok(
+        "dr.drill",
+        format!(
+            "{} backup {} restored into {}; {} sanity queries passed",
+            s.kind,
+            s.backup_id,
+            s.restored_into,
+            s.queries.len()
+        ),
+    )
+    .target(target.clone());
+    if !s.queries.is_empty() {
+        done = done.detail(
+            s.queries
+                .iter()
+                .map(|(q, out)| format!("{q}: {out}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        );
+    }
+    report.push(done);
     report.push(
         Finding::measured(
             "dr.rto",
@@ -292,7 +496,7 @@ pub async fn disaster_recovery_drill(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn summary(rto: f64, rpo_h: f64) -> DrillSummary {
@@ -322,6 +526,7 @@ mod tests {
         assert_eq!(s.unwrap().rto_secs, 12.0);
         let sev = |c: &str| r.findings.iter().find(|f| f.check == c).unwrap().severity;
         assert_eq!(sev("dr.drill"), Severity::Ok);
+        assert_eq!(r.findings[0].detail.as_deref(), Some("SELECT 1: 1"));
         assert_eq!(sev("dr.rto"), Severity::Ok);
         assert_eq!(
             sev("dr.rpo"),
@@ -368,6 +573,295 @@ mod tests {
         )
         .await;
         assert!(r.findings[0].summary.contains("did not finish"));
+    }
+
+    #[test]
+    fn restore_command_quotes_for_the_shell_and_escapes_percent() {
+        assert_eq!(
+            wal_fetch_restore_command(Path::new("/usr/local/bin/tej"), "/srv/backups", None),
+            "/usr/local/bin/tej wal fetch --repo /srv/backups %f %p"
+        );
+        assert_eq!(
+            wal_fetch_restore_command(
+                Path::new("/opt/my tools/tej"),
+                "s3://b/db 100%",
+                Some(Path::new("/etc/tej/it's.toml"))
+            ),
+            "'/opt/my tools/tej' --config '/etc/tej/it'\\''s.toml' wal fetch --repo 's3://b/db 100%%' %f %p"
+        );
+    }
+
+    pub(crate) mod pitr {
+        use super::*;
+        use std::sync::Mutex;
+        use tej_backup::pitr::MockBaseBackupSource;
+        use tej_backup::{
+            ArchiveHorizon, BackupId, BackupKind, CompressionAlgo, CompressionInfo, Lsn, Manifest,
+            PhysicalInfo, WalFileName,
+        };
+        use tej_core::command::ExitInfo;
+        use tej_core::{CommandOutput, CommandSpec, FakeClock, MockCommandRunner};
+
+        /// The manifest of a physical base backup finished at `finished`.
+        pub(crate) fn base_backup(finished: &str) -> Manifest {
+            let at: jiff::Timestamp = finished.parse().unwrap();
+            Manifest {
+                version: 1,
+                id: BackupId::new(at, "main"),
+                kind: BackupKind::Physical,
+                database: None,
+                format: None,
+                pg_dump_version: None,
+                server_version: None,
+                paths: Vec::new(),
+                started_at: at,
+                finished_at: at,
+                compression: CompressionInfo {
+                    algorithm: CompressionAlgo::None,
+                    level: 0,
+                },
+                encryption: None,
+                raw_size: 0,
+                stored_size: 0,
+                objects: Vec::new(),
+                physical: Some(PhysicalInfo {
+                    system_identifier: 1,
+                    timeline: 1,
+                    start_lsn: Lsn(0x500_0000),
+                    stop_lsn: Lsn(0x500_0100),
+                    start_wal: String::new(),
+                    stop_wal: String::new(),
+                    wal_segment_size: tej_backup::DEFAULT_WAL_SEGMENT_SIZE,
+                    pg_major: 15,
+                    data_directory: "/var/lib/postgresql/15/main".into(),
+                }),
+                host: String::new(),
+                tool: String::new(),
+            }
+        }
+
+        fn source() -> MockBaseBackupSource {
+            let mut s = MockBaseBackupSource::new();
+            s.expect_archive_horizon().returning(|| {
+                Ok(Some(ArchiveHorizon {
+                    segment: WalFileName::parse(
+                        "000000010000000000000009",
+                        tej_backup::DEFAULT_WAL_SEGMENT_SIZE,
+                    )
+                    .unwrap(),
+                    newest_push_time: "2025-01-16T10:00:00Z".parse().unwrap(),
+                }))
+            });
+            s.expect_base_backups()
+                .returning(|| Ok(vec![base_backup("2025-01-16T02:00:00Z")]));
+            s.expect_restore_base().times(1).returning(|_, dir| {
+                std::fs::write(dir.join("PG_VERSION"), "15\n").unwrap();
+                Ok(())
+            });
+            s
+        }
+
+        fn out(code: i32, stdout: &str, stderr: &str) -> CommandOutput {
+            CommandOutput {
+                status: ExitInfo {
+                    code: Some(code),
+                    signal: None,
+                },
+                stdout: stdout.as_bytes().to_vec(),
+                stderr: stderr.into(),
+                duration: Duration::ZERO,
+            }
+        }
+
+        fn data_dir_of(spec: &CommandSpec) -> PathBuf {
+            let i = spec.args.iter().position(|a| a == "-D").unwrap();
+            PathBuf::from(&spec.args[i + 1])
+        }
+
+        /// A PostgreSQL that recovers up to 09:59 on timeline 2 and answers the sanity query
+        /// with `answer` (stdout, or stderr with exit 1 when it starts with `ERROR`); the
+        /// recovery settings it was started with land in `seen`.
+        fn postgres(answer: &'static str, seen: Arc<Mutex<String>>) -> MockCommandRunner {
+            let mut r = MockCommandRunner::new();
+            r.expect_run()
+                .withf(|s| {
+                    s.display().contains("pg_ctl") && s.args.last().is_some_and(|a| a == "start")
+                })
+                .times(1)
+                .returning(move |spec| {
+                    let data = data_dir_of(&spec);
+                    let conf = std::fs::read_to_string(data.join("postgresql.auto.conf"))
+                        .unwrap_or_default();
+                    *seen.lock().unwrap() = conf;
+                    std::fs::write(
+                        data.parent().unwrap().join("server.log"),
+                        "LOG:  redo done at 0/9000060 system usage: CPU\n\
+                         LOG:  last completed transaction was at log time 2025-01-16 09:59:00+00\n\
+                         LOG:  selected new timeline ID: 2\n\
+                         LOG:  database system is ready to accept connections\n",
+                    )
+                    .unwrap();
+                    std::fs::write(
+                        data.join("postmaster.pid"),
+                        format!("{}\n", std::process::id()),
+                    )
+                    .unwrap();
+                    Ok(out(0, "", ""))
+                });
+            r.expect_run()
+                .withf(|s| s.display().contains("pg_last_wal_replay_lsn"))
+                .times(1)
+                .returning(|_| {
+                    Ok(out(
+                        0,
+                        "f|0/9000060|1737021540|000000020000000000000009\n",
+                        "",
+                    ))
+                });
+            r.expect_run()
+                .withf(|s| s.display().contains("count(*) FROM users"))
+                .times(1)
+                .returning(move |_| {
+                    Ok(if answer.starts_with("ERROR") {
+                        out(1, "", answer)
+                    } else {
+                        out(0, answer, "")
+                    })
+                });
+            r.expect_run()
+                .withf(|s| {
+                    s.display().contains("pg_ctl") && s.args.last().is_some_and(|a| a == "stop")
+                })
+                .times(1)
+                .returning(|spec| {
+                    let _ = std::fs::remove_file(data_dir_of(&spec).join("postmaster.pid"));
+                    Ok(out(0, "", ""))
+                });
+            r
+        }
+
+        fn drill(scratch: &Path, runner: MockCommandRunner) -> PitrDrill {
+            let mut d = PitrDrill::new(
+                Arc::new(source()),
+                "/srv/backups",
+                scratch,
+                wal_fetch_restore_command(Path::new("/usr/local/bin/tej"), "/srv/backups", None),
+                Arc::new(runner),
+                Arc::new(FakeClock::new("2025-01-16T10:04:00Z".parse().unwrap())),
+            );
+            d.options.run_as = None;
+            d
+        }
+
+        #[tokio::test]
+        async fn pitr_drill_reports_rto_rpo_and_sanity_queries() {
+            let scratch = tempfile::tempdir().unwrap();
+            let seen = Arc::new(Mutex::new(String::new()));
+            let d = drill(scratch.path(), postgres("1500\n", seen.clone()));
+            let req = DrillRequest {
+                sanity_queries: vec!["SELECT count(*) FROM users".into()],
+            };
+            let (report, s) = disaster_recovery_drill(
+                &d,
+                &req,
+                &DrillTargets::default(),
+                Duration::from_secs(60),
+            )
+            .await;
+            let s = s.unwrap_or_else(|| panic!("{:#?}", report.findings));
+            assert_eq!(s.kind, "pitr");
+            assert_eq!(s.repository, "/srv/backups");
+            assert_eq!(
+                s.backup_id,
+                BackupId::new("2025-01-16T02:00:00Z".parse().unwrap(), "main").to_string()
+            );
+            assert_eq!(s.rpo_secs, 300.0, "last commit 09:59, drill ended 10:04");
+            assert!(s.rto_secs >= 0.0);
+            assert_eq!(
+                s.queries,
+                vec![("SELECT count(*) FROM users".to_string(), "1500".to_string())]
+            );
+            assert!(
+                s.restored_into.contains("WAL replayed to 0/9000060"),
+                "{}",
+                s.restored_into
+            );
+            assert!(
+                s.restored_into.contains("timeline 2"),
+                "{}",
+                s.restored_into
+            );
+            // The scratch cluster fetched its WAL through `tej wal fetch`.
+            let conf = seen.lock().unwrap().clone();
+            assert!(
+                conf.contains("/usr/local/bin/tej wal fetch --repo /srv/backups %f %p"),
+                "{conf}"
+            );
+            let sev = |c: &str| {
+                report
+                    .findings
+                    .iter()
+                    .find(|f| f.check == c)
+                    .unwrap()
+                    .severity
+            };
+            assert_eq!(sev("dr.drill"), Severity::Ok);
+            assert_eq!(sev("dr.rto"), Severity::Ok);
+            assert_eq!(sev("dr.rpo"), Severity::Ok, "5 minutes of RPO");
+            assert!(report.findings[0].summary.starts_with("pitr backup "));
+            assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0);
+        }
+
+        #[tokio::test]
+        async fn a_failing_sanity_query_fails_the_pitr_drill() {
+            let scratch = tempfile::tempdir().unwrap();
+            let seen = Arc::new(Mutex::new(String::new()));
+            let d = drill(
+                scratch.path(),
+                postgres("ERROR:  relation \"users\" does not exist", seen),
+            );
+            let req = DrillRequest {
+                sanity_queries: vec!["SELECT count(*) FROM users".into()],
+            };
+            let (report, s) = disaster_recovery_drill(
+                &d,
+                &req,
+                &DrillTargets::default(),
+                Duration::from_secs(60),
+            )
+            .await;
+            assert!(s.is_none());
+            assert_eq!(report.severity(), Severity::Critical);
+            let f = &report.findings[0];
+            assert!(
+                f.summary.contains("sanity query") && f.summary.contains("does not exist"),
+                "{}",
+                f.summary
+            );
+        }
+
+        #[tokio::test]
+        async fn an_empty_repository_fails_the_pitr_drill() {
+            let scratch = tempfile::tempdir().unwrap();
+            let mut s = MockBaseBackupSource::new();
+            s.expect_archive_horizon().returning(|| Ok(None));
+            s.expect_base_backups().returning(|| Ok(Vec::new()));
+            s.expect_restore_base().never();
+            let mut d = PitrDrill::new(
+                Arc::new(s),
+                "/srv/backups",
+                scratch.path(),
+                "false",
+                Arc::new(MockCommandRunner::new()),
+                Arc::new(FakeClock::new("2025-01-16T10:04:00Z".parse().unwrap())),
+            );
+            d.options.run_as = None;
+            let e = d.run_drill(&DrillRequest::default()).await.unwrap_err();
+            assert!(
+                e.to_string().contains("point-in-time recovery drill"),
+                "{e}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -282,8 +282,15 @@ pub fn weekly_tasks(ctx: &RunContext, now: Timestamp) -> Vec<CheckTask> {
                     Err(e) => return vec![unreachable("backups.verify", &t, "repository", &e)],
                 };
                 let mut out = Vec::new();
+                // The newest database dump (what the restore test can restore), else the
+                // newest backup of any kind: a nightly file backup taken after the dump
+                // must not hide the dump from the weekly restore test.
                 let newest = match list_backups(&repo).await {
-                    Ok(b) => b.into_iter().next(),
+                    Ok(b) => b
+                        .iter()
+                        .find(|b| b.kind == tej_backup::BackupKind::Logical)
+                        .or_else(|| b.first())
+                        .cloned(),
                     Err(e) => {
                         return vec![
                             Finding::new(

@@ -1,0 +1,536 @@
+//! `tej wal push|fetch|list|verify`, `tej restore` and `tej drill`: the WAL archive and
+//! point-in-time recovery of tej-backup.
+
+use crate::output::{OutputFormat, json_line};
+use anyhow::{Context, Result, bail};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tej_backup::{
+    AsyncPushOptions, BaseBackupRef, BaseBackupSource, DrillOptions, FetchOutcome,
+    PitrRestoreOptions, PitrRestoreStep, PushOptions, PushReport, RecoveryAction, RecoveryConfig,
+    RecoveryTarget, RecoveryTimeline, Repository, RepositorySource, RestoredArchiving,
+    ServerOptions, WalArchive, fetch_exit_code, push_exit_code, run_drill,
+    system_identifier_from_pgdata, wal_continuity,
+};
+use tej_core::{Config, Executor, Procedure, SystemClock, TokioCommandRunner};
+
+/// The repository of a WAL or PITR command: `--repo`, else the first of tej.toml's.
+pub async fn repository(cfg: &Config, repos: &[String]) -> Result<Repository> {
+    if repos.len() > 1 {
+        bail!("the WAL archive lives in one repository: pass --repo once");
+    }
+    let mut all = super::backup::repositories(cfg, repos).await?;
+    Ok(all.remove(0))
+}
+
+/// The repository spec (what `--repo` or tej.toml names), for commands written into
+/// the server's configuration.
+pub fn repository_spec(cfg: &Config, repos: &[String]) -> Result<String> {
+    repos
+        .first()
+        .or_else(|| cfg.backup.repositories.first())
+        .cloned()
+        .context("no repository: pass --repo PATH|s3://bucket/prefix or set [backup] repositories in tej.toml")
+}
+
+/// The WAL archive of `repo` with tej.toml's keys.
+pub fn archive(cfg: &Config, repo: Repository) -> WalArchive {
+    WalArchive::new(repo).with_encryption(super::backup::encryption(cfg))
+}
+
+/// `tej [--config C] wal VERB --repo R PLACEHOLDERS` as a shell command line, with this
+/// very binary and the configuration file made absolute, for `restore_command` /
+/// `archive_command`.
+pub fn wal_command(config: Option<&Path>, repo_spec: &str, verb_and_args: &str) -> Result<String> {
+    let exe = std::env::current_exe().context("find the tej binary")?;
+    let config = config
+        .map(|c| std::path::absolute(c).with_context(|| format!("resolve {}", c.display())))
+        .transpose()?;
+    Ok(tej_runbook::tej_wal_command(
+        &exe,
+        config.as_deref(),
+        repo_spec,
+        verb_and_args,
+    ))
+}
+
+/// Arguments of `tej wal push`.
+pub struct PushArgs {
+    /// `%p`: the file, relative to the data directory (the server's working directory).
+    pub path: PathBuf,
+    /// The data directory (default: the working directory, as for `archive_command`).
+    pub pgdata: Option<PathBuf>,
+    /// Push other ready segments ahead, this many at once (0: synchronous).
+    pub parallel: usize,
+    /// The spool directory of the asynchronous mode.
+    pub spool: Option<PathBuf>,
+    /// zstd level.
+    pub level: Option<i32>,
+}
+
+/// `tej wal push`: 0 stored (or already stored with the same content), 1 otherwise.
+pub async fn push(
+    out: &mut dyn Write,
+    wal: &WalArchive,
+    args: PushArgs,
+    output: OutputFormat,
+) -> Result<i32> {
+    let pgdata = args.pgdata.clone().unwrap_or_else(|| PathBuf::from("."));
+    let path = if args.path.is_relative() && args.pgdata.is_some() {
+        pgdata.join(&args.path)
+    } else {
+        args.path.clone()
+    };
+    let mut opts = PushOptions::default();
+    // A file handed over by `archive_command` sits in a data directory whose pg_control
+    // names the cluster; elsewhere (a manual push) the archive's record is what is checked.
+    if pgdata.join("global/pg_control").exists() {
+        opts.system_identifier = Some(
+            system_identifier_from_pgdata(&pgdata)
+                .with_context(|| format!("read the system identifier in {}", pgdata.display()))?,
+        );
+    }
+    if let Some(l) = args.level {
+        opts.compression.level = Some(l);
+    }
+    let result = if args.parallel > 0 {
+        let spool = args
+            .spool
+            .clone()
+            .unwrap_or_else(|| pgdata.join("pg_wal/tej-spool"));
+        let mut a = AsyncPushOptions::new(spool, args.parallel);
+        a.push = opts;
+        wal.push_async(&path, &pgdata.join("pg_wal"), &a).await
+    } else {
+        wal.push(&path, &opts).await
+    };
+    let code = push_exit_code(&result);
+    match result {
+        Ok(r) => render_push(out, &r, output)?,
+        Err(e) => eprintln!("error: wal push {}: {e}", path.display()),
+    }
+    Ok(code)
+}
+
+fn render_push(out: &mut dyn Write, r: &PushReport, output: OutputFormat) -> Result<()> {
+    if output == OutputFormat::Json {
+        json_line(out, "wal_pushed", r)?;
+    } else {
+        let status = serde_json::to_value(r.status)?
+            .as_str()
+            .unwrap_or("?")
+            .to_string();
+        writeln!(
+            out,
+            "{} {status} ({} -> {} bytes)",
+            r.name, r.raw_size, r.stored_size
+        )?;
+    }
+    Ok(())
+}
+
+/// `tej wal fetch`: 0 fetched, 1 not in the archive, 255 for every other failure
+/// (PostgreSQL stops recovery on codes above 125 instead of promoting early).
+pub async fn fetch(
+    out: &mut dyn Write,
+    wal: &WalArchive,
+    name: &str,
+    dest: &Path,
+    output: OutputFormat,
+) -> i32 {
+    let result = wal.fetch(name, dest).await;
+    let code = fetch_exit_code(&result);
+    match &result {
+        Ok(o) if output == OutputFormat::Json => {
+            let _ = json_line(
+                out,
+                "wal_fetched",
+                &serde_json::json!({ "name": name, "outcome": o }),
+            );
+        }
+        Ok(FetchOutcome::Fetched | FetchOutcome::NotFound) => {}
+        Err(e) => eprintln!("error: wal fetch {name}: {e}"),
+    }
+    code
+}
+
+/// `tej wal list`: every archived file.
+pub async fn list(out: &mut dyn Write, wal: &WalArchive, output: OutputFormat) -> Result<()> {
+    let entries = wal.list().await.context("list the WAL archive")?;
+    if output == OutputFormat::Text {
+        writeln!(out, "{:<40} {:>10}  PUSHED", "NAME", "STORED")?;
+    }
+    for e in &entries {
+        if output == OutputFormat::Json {
+            json_line(out, "wal_file", e)?;
+        } else {
+            writeln!(
+                out,
+                "{:<40} {:>10}  {}",
+                e.name,
+                e.stored_size,
+                e.pushed_at.map(|t| t.to_string()).unwrap_or_default()
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// `tej wal verify`: the continuity of the archived chain from every base backup; exit 2
+/// when a gap breaks a backup's chain or the window, 0 otherwise.
+pub async fn verify(
+    out: &mut dyn Write,
+    source: &RepositorySource,
+    output: OutputFormat,
+) -> Result<i32> {
+    let backups: Vec<BaseBackupRef> = source
+        .base_backups()
+        .await
+        .context("read the base backups")?
+        .iter()
+        .filter_map(BaseBackupRef::from_manifest)
+        .collect();
+    let r = wal_continuity(source.wal(), &backups)
+        .await
+        .context("check the WAL chain")?;
+    let broken = !r.gaps.is_empty() || r.chains.iter().any(|c| !c.unbroken);
+    if output == OutputFormat::Json {
+        json_line(out, "wal_continuity", &r)?;
+    } else {
+        writeln!(
+            out,
+            "{}: {} archived segments on timelines {:?}",
+            r.repository, r.segments, r.timelines
+        )?;
+        for c in &r.chains {
+            writeln!(
+                out,
+                "  base backup {}: WAL {}..{} {}{}",
+                c.backup,
+                c.start_wal,
+                c.stop_wal,
+                if c.consistent {
+                    "consistent"
+                } else {
+                    "NOT CONSISTENT"
+                },
+                match (&c.reachable_wal, c.unbroken) {
+                    (Some(w), true) => format!(", unbroken to {w}"),
+                    (Some(w), false) => format!(", replay stops at {w}"),
+                    (None, _) => String::new(),
+                }
+            )?;
+        }
+        for g in &r.gaps {
+            writeln!(
+                out,
+                "  GAP on timeline {}: {}..{} ({} segments missing, WAL {}..{}){}",
+                g.timeline,
+                g.first_missing,
+                g.last_missing,
+                g.missing_segments,
+                g.from_lsn,
+                g.to_lsn,
+                if g.breaks.is_empty() {
+                    String::new()
+                } else {
+                    format!("; breaks {}", g.breaks.join(", "))
+                }
+            )?;
+        }
+        match &r.window {
+            Some(w) => writeln!(
+                out,
+                "  PITR window: from {} (backup {}) to {}{}",
+                w.from_time,
+                w.from_backup,
+                w.to_wal,
+                w.to_time.map(|t| format!(" ({t})")).unwrap_or_default()
+            )?,
+            None => writeln!(out, "  PITR window: none")?,
+        }
+        for p in &r.problems {
+            writeln!(out, "  problem: {p}")?;
+        }
+    }
+    Ok(if broken { 2 } else { 0 })
+}
+
+/// The one recovery target given on the command line.
+pub fn target_of(
+    time: Option<&str>,
+    lsn: Option<&str>,
+    xid: Option<&str>,
+    name: Option<&str>,
+    target: Option<&str>,
+) -> Result<RecoveryTarget> {
+    if let Some(t) = target
+        && !matches!(t, "immediate" | "latest")
+    {
+        bail!("--target {t:?}: expected immediate or latest");
+    }
+    let given: Vec<(&str, &str)> = [("time", time), ("lsn", lsn), ("xid", xid), ("name", name)]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .chain(target.map(|t| (t, "")))
+        .collect();
+    match given.as_slice() {
+        [] => bail!(
+            "no recovery target: pass one of --target-time, --target-lsn, --target-xid, --target-name, --target immediate|latest"
+        ),
+        [(kind, value)] => {
+            RecoveryTarget::parse_cli(kind, value).map_err(|e| anyhow::anyhow!("{e}"))
+        }
+        _ => bail!("exactly one recovery target: {} given", given.len()),
+    }
+}
+
+/// The database name of a `postgres://` URL (`None` for keyword strings or no path).
+pub fn database_of_url(url: &str) -> Option<String> {
+    let rest = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))?;
+    let path = rest.split_once('/')?.1;
+    let db = path.split(['?', '#']).next().unwrap_or("");
+    (!db.is_empty()).then(|| db.to_string())
+}
+
+/// Arguments of `tej restore`.
+pub struct RestoreArgs {
+    /// The repository spec (written into `restore_command`).
+    pub repo_spec: String,
+    /// The configuration file passed along to `tej wal fetch`.
+    pub config: Option<PathBuf>,
+    /// The data directory.
+    pub pgdata: PathBuf,
+    /// The target.
+    pub target: RecoveryTarget,
+    /// `promote`, `pause`, `shutdown`.
+    pub action: Option<String>,
+    /// `recovery_target_timeline`.
+    pub timeline: Option<String>,
+    /// Stop just before the target instead of after it.
+    pub exclusive: bool,
+    /// A base backup id instead of the newest that qualifies.
+    pub backup: Option<String>,
+    /// Start the server and follow recovery to its end.
+    pub start: bool,
+    /// With `start`: the port.
+    pub port: Option<u16>,
+    /// With `start`: stop the server once recovery ended.
+    pub stop_after: bool,
+    /// The restored copy keeps archiving into the same repository once promoted.
+    pub archive: bool,
+    /// The OS user that owns the data directory and runs the server.
+    pub owner: String,
+    /// Recovery time limit in seconds.
+    pub timeout: u64,
+}
+
+/// `tej restore`: point-in-time recovery into a data directory, as a destructive step
+/// (replacing a non-empty directory needs confirmation). Exit 0 when the target was reached
+/// (or the directory prepared without `--start`), 1 otherwise.
+pub async fn restore(
+    out: &mut dyn Write,
+    ex: &Executor,
+    source: RepositorySource,
+    args: RestoreArgs,
+    output: OutputFormat,
+) -> Result<i32> {
+    let restore_command = wal_command(args.config.as_deref(), &args.repo_spec, "fetch %f %p")?;
+    let mut recovery = RecoveryConfig::new(restore_command, args.target.clone());
+    if let Some(a) = &args.action {
+        recovery.action = RecoveryAction::parse(a).with_context(|| {
+            format!("--target-action {a:?}: expected promote, pause or shutdown")
+        })?;
+    }
+    if let Some(t) = &args.timeline {
+        recovery.timeline = Some(RecoveryTimeline::parse(t).with_context(|| {
+            format!("--target-timeline {t:?}: expected latest, current or a timeline id")
+        })?);
+    }
+    recovery.inclusive = !args.exclusive;
+    if args.archive {
+        recovery.archiving = RestoredArchiving::Command(wal_command(
+            args.config.as_deref(),
+            &args.repo_spec,
+            "push %p",
+        )?);
+    }
+    let mut opts = PitrRestoreOptions::new(&args.pgdata, recovery);
+    opts.owner = Some(args.owner.clone());
+    opts.base_backup = args.backup.clone();
+    if args.start {
+        let log = log_file_for(&args.pgdata);
+        let mut server = ServerOptions::new(log);
+        server.port = args.port;
+        server.run_as = Some(args.owner.clone());
+        server.stop_after = args.stop_after;
+        server.timeout = std::time::Duration::from_secs(args.timeout.max(1));
+        opts.start = Some(server);
+    }
+    let step = PitrRestoreStep {
+        source: Arc::new(source),
+        runner: Arc::new(TokioCommandRunner),
+        opts,
+    };
+    let r = ex.run(&Procedure::new("restore").step(step)).await;
+    super::host::render_procedure(out, &r, output)?;
+    Ok(if r.succeeded() { 0 } else { 1 })
+}
+
+/// The server log beside the data directory (`DIR.log`): the data directory is replaced
+/// whole, a log inside it would be lost.
+fn log_file_for(pgdata: &Path) -> PathBuf {
+    let name = pgdata
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "pgdata".into());
+    pgdata.with_file_name(format!("{name}.log"))
+}
+
+/// Arguments of `tej drill`.
+pub struct DrillArgs {
+    /// The repository spec (written into `restore_command`).
+    pub repo_spec: String,
+    /// The configuration file passed along to `tej wal fetch`.
+    pub config: Option<PathBuf>,
+    /// Sanity queries (empty: `SELECT 1`).
+    pub queries: Vec<String>,
+    /// The database the sanity queries run in.
+    pub database: Option<String>,
+    /// Where the scratch cluster is made.
+    pub scratch_dir: PathBuf,
+    /// Keep the scratch cluster.
+    pub keep: bool,
+    /// The server's OS user.
+    pub owner: String,
+    /// Recovery time limit in seconds.
+    pub timeout: u64,
+}
+
+/// `tej drill`: exit 0 when the drill recovered and every sanity query succeeded, else 2.
+pub async fn drill(
+    out: &mut dyn Write,
+    source: &RepositorySource,
+    args: DrillArgs,
+    output: OutputFormat,
+) -> Result<i32> {
+    let restore_command = wal_command(args.config.as_deref(), &args.repo_spec, "fetch %f %p")?;
+    let mut opts = DrillOptions::new(&args.scratch_dir, restore_command);
+    opts.sanity_queries = if args.queries.is_empty() {
+        vec!["SELECT 1".into()]
+    } else {
+        args.queries
+    };
+    if let Some(d) = args.database {
+        opts.database = d;
+    }
+    opts.keep = args.keep;
+    opts.run_as = Some(args.owner);
+    opts.timeout = std::time::Duration::from_secs(args.timeout.max(1));
+    let r = run_drill(&opts, source, &TokioCommandRunner, &SystemClock)
+        .await
+        .context("disaster-recovery drill")?;
+    if output == OutputFormat::Json {
+        json_line(out, "drill", &r)?;
+    } else {
+        writeln!(
+            out,
+            "drill of base backup {} (finished {}): {}",
+            r.backup_id,
+            r.backup_finished_at,
+            if r.ok { "OK" } else { "FAILED" }
+        )?;
+        writeln!(
+            out,
+            "  RTO (restore to promoted server): {:.1} s",
+            r.restore_seconds
+        )?;
+        match (r.recovered_until, r.rpo_seconds) {
+            (Some(t), Some(rpo)) => writeln!(
+                out,
+                "  RPO (age of the newest recovered transaction): {rpo:.1} s (committed {t})"
+            )?,
+            _ => writeln!(
+                out,
+                "  RPO: no transaction replayed after the base backup (the backup itself is the recovery point)"
+            )?,
+        }
+        if let Some(l) = r.stopped_at_lsn {
+            writeln!(
+                out,
+                "  replay ended at {l}{}",
+                r.timeline_after
+                    .map(|t| format!(", promoted to timeline {t}"))
+                    .unwrap_or_default()
+            )?;
+        }
+        for q in &r.queries {
+            match (&q.output, &q.error) {
+                (Some(o), _) => writeln!(out, "  ok   {}: {}", q.query, o.trim())?,
+                (None, Some(e)) => writeln!(out, "  FAIL {}: {e}", q.query)?,
+                (None, None) => writeln!(out, "  ?    {}", q.query)?,
+            }
+        }
+        writeln!(
+            out,
+            "  scratch cluster {} {}",
+            r.scratch_dir.display(),
+            if r.kept { "kept (stopped)" } else { "removed" }
+        )?;
+    }
+    Ok(if r.ok { 0 } else { 2 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exactly_one_target_is_accepted() {
+        assert!(matches!(
+            target_of(Some("2025-01-16 14:30:00+05:30"), None, None, None, None).unwrap(),
+            RecoveryTarget::Time(_)
+        ));
+        assert!(matches!(
+            target_of(None, None, None, None, Some("immediate")).unwrap(),
+            RecoveryTarget::Immediate
+        ));
+        assert!(target_of(None, None, None, None, None).is_err());
+        let e = target_of(
+            Some("2025-01-16 14:30:00Z"),
+            Some("0/3000000"),
+            None,
+            None,
+            None,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("exactly one"), "{e}");
+        let e = target_of(None, None, None, None, Some("yesterday")).unwrap_err();
+        assert!(e.to_string().contains("immediate or latest"), "{e}");
+        let e = target_of(None, None, Some("1"), None, None).unwrap_err();
+        assert!(e.to_string().contains("transaction id"), "{e}");
+    }
+
+    #[test]
+    fn wal_commands_quote_what_the_shell_would_split() {
+        let c = wal_command(
+            Some(Path::new("/etc/tej dir/tej.toml")),
+            "/backups/main repo",
+            "fetch %f %p",
+        )
+        .unwrap();
+        assert!(
+            c.contains(
+                " --config '/etc/tej dir/tej.toml' wal fetch --repo '/backups/main repo' %f %p"
+            ),
+            "{c}"
+        );
+        let c = wal_command(None, "/backups/100%", "fetch %f %p").unwrap();
+        assert!(c.ends_with(" wal fetch --repo /backups/100%% %f %p"), "{c}");
+        let c = wal_command(None, "s3://b/p", "push %p").unwrap();
+        assert!(c.ends_with(" wal push --repo s3://b/p %p"), "{c}");
+    }
+}

@@ -1,0 +1,721 @@
+//! Point-in-time recovery end to end through the `tej` binary, on real PostgreSQL 15
+//! clusters whose `archive_command` is the real `tej wal push`: a physical base backup
+//! (`tej backup create --physical`), restores to three target times (exactly the rows
+//! committed at or before each), a target beyond the archive refused before anything is
+//! touched, the drill, a timeline switch (restore, promote, keep archiving, restore again
+//! past it), a deleted segment reported by `tej wal verify` as a gap, and the archive
+//! contract of `tej wal push|fetch` (same segment twice, different content, missing file,
+//! storage down, killed mid-push).
+
+use anyhow::{Context, Result, bail, ensure};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use tej_testkit::{PgCluster, PgClusterOptions, free_port, run_as_postgres};
+
+const TEJ: &str = env!("CARGO_BIN_EXE_tej");
+
+/// Runs `tej` in `dir` with no configuration: (exit code, stdout, stderr).
+fn tej_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(TEJ);
+    cmd.args(args)
+        .current_dir(dir)
+        .env_remove("TEJ_CONFIG")
+        .env("NO_COLOR", "1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run tej");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A directory under /tmp owned by `postgres` when root (the server writes into it).
+fn postgres_dir(prefix: &str) -> Result<tempfile::TempDir> {
+    let d = tempfile::Builder::new().prefix(prefix).tempdir_in("/tmp")?;
+    give_to_postgres(d.path())?;
+    Ok(d)
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn give_to_postgres(path: &Path) -> Result<()> {
+    let st = Command::new("chmod").arg("0700").arg(path).status()?;
+    ensure!(st.success(), "chmod {}", path.display());
+    if is_root() {
+        let st = Command::new("chown")
+            .arg("-R")
+            .arg("postgres:postgres")
+            .arg(path)
+            .status()?;
+        ensure!(st.success(), "chown {}", path.display());
+    }
+    Ok(())
+}
+
+/// A cluster archiving through `tej wal push` into a local repository.
+struct Source {
+    pg: PgCluster,
+    repo: tempfile::TempDir,
+    work: tempfile::TempDir,
+}
+
+impl Source {
+    fn start() -> Result<Source> {
+        let repo = postgres_dir("tejcli-repo-")?;
+        let pg = PgCluster::start_with(PgClusterOptions {
+            archive_mode: true,
+            archive_command: Some(format!(
+                "{TEJ} wal push --repo {} %p",
+                repo.path().display()
+            )),
+            extra_conf: vec!["autovacuum = off".into()],
+            preload_pg_stat_statements: false,
+            ..Default::default()
+        })?;
+        let work = postgres_dir("tejcli-work-")?;
+        Ok(Source { pg, repo, work })
+    }
+
+    fn repo(&self) -> String {
+        self.repo.path().display().to_string()
+    }
+
+    fn tej(&self, args: &[&str]) -> (i32, String, String) {
+        tej_in(self.work.path(), args, &[])
+    }
+
+    fn sql(&self, sql: &str) -> Result<String> {
+        Ok(self.pg.psql("postgres", sql)?.trim().to_string())
+    }
+
+    /// Server time now (UTC, microseconds).
+    fn now(&self) -> Result<String> {
+        self.sql(
+            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+        )
+    }
+
+    /// Switches to a new segment and waits until the old one is archived.
+    fn switch_and_wait(&self) -> Result<()> {
+        let seg = self.sql("SELECT pg_walfile_name(pg_switch_wal())")?;
+        wait_archived(&self.pg, &seg)
+    }
+}
+
+/// Waits until `pg_stat_archiver` reports `segment` (or a later one) archived.
+fn wait_archived(pg: &PgCluster, segment: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let last = pg
+            .psql(
+                "postgres",
+                "SELECT coalesce(last_archived_wal, '') || '|' || coalesce(last_failed_wal, '') FROM pg_stat_archiver",
+            )?
+            .trim()
+            .to_string();
+        let (archived, failed) = last.split_once('|').unwrap_or((&last, ""));
+        if archived.len() >= 24 && archived[..24] >= *segment {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "segment {segment} not archived within 60 s (last archived {archived:?}, last failed {failed:?}); server log:\n{}",
+                pg.server_log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// psql against a restored server on `port` over TCP.
+fn psql_port(port: u16, sql: &str) -> Result<String> {
+    let out = Command::new(PgCluster::bin_dir().join("psql"))
+        .args([
+            "-X",
+            "-At",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+        ])
+        .arg("-p")
+        .arg(port.to_string())
+        .arg("-c")
+        .arg(sql)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "psql on port {port}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Stops the server on `pgdata` (fast), as postgres.
+fn stop(pgdata: &Path) -> Result<()> {
+    let mut cmd = Command::new(PgCluster::bin_dir().join("pg_ctl"));
+    cmd.arg("-D")
+        .arg(pgdata)
+        .args(["stop", "-m", "fast", "-w"])
+        .stdout(Stdio::null());
+    run_as_postgres(&mut cmd);
+    let st = cmd.status()?;
+    ensure!(st.success(), "pg_ctl stop {}", pgdata.display());
+    Ok(())
+}
+
+/// A restored server, stopped when dropped.
+struct Restored {
+    pgdata: PathBuf,
+    port: u16,
+}
+
+impl Drop for Restored {
+    fn drop(&mut self) {
+        if self.pgdata.join("postmaster.pid").exists() {
+            let _ = stop(&self.pgdata);
+        }
+    }
+}
+
+/// `tej restore ... --start` into `work/name` on a free port; the server is left running.
+fn restore(src: &Source, name: &str, target: &[&str], extra: &[&str]) -> Result<Restored> {
+    let pgdata = src.work.path().join(name);
+    let port = free_port();
+    let repo = src.repo();
+    let pgdata_s = pgdata.display().to_string();
+    let port_s = port.to_string();
+    let mut args = vec![
+        "restore",
+        "--repo",
+        &repo,
+        "--pgdata",
+        &pgdata_s,
+        "--start",
+        "--port",
+        &port_s,
+        "--timeout",
+        "120",
+        "--yes",
+    ];
+    args.extend_from_slice(target);
+    args.extend_from_slice(extra);
+    let restored = Restored { pgdata, port };
+    let (code, out, err) = src.tej(&args);
+    ensure!(
+        code == 0,
+        "tej {} exited {code}\nstdout:\n{out}\nstderr:\n{err}",
+        args.join(" ")
+    );
+    Ok(restored)
+}
+
+#[test]
+fn pitr_through_the_binary_restores_exactly_to_each_target_and_verify_finds_a_gap() -> Result<()> {
+    let src = Source::start()?;
+    src.sql("CREATE TABLE t (id int PRIMARY KEY, batch text NOT NULL)")?;
+    src.switch_and_wait()?;
+
+    // A base backup through the CLI (it waits for its last segment to be archived).
+    let url = src.pg.url("postgres");
+    let repo = src.repo();
+    let (code, out, err) = src.tej(&[
+        "backup",
+        "create",
+        "--physical",
+        "--repo",
+        &repo,
+        "--db",
+        &url,
+    ]);
+    ensure!(code == 0, "backup create --physical: {code}\n{out}\n{err}");
+    ensure!(out.contains("base backup"), "{out}");
+    let (code, out, _) = src.tej(&["backup", "list", "--repo", &repo, "-o", "json"]);
+    ensure!(code == 0 && out.contains("\"physical\""), "{out}");
+
+    // Four batches, each in its own WAL segment, each with the time just after its commit;
+    // the targets are the first three (recovery can only stop at a time target once it
+    // meets a commit after it, as it would on a live server: batch "d").
+    let mut times = Vec::new();
+    for (b, name) in ["a", "b", "c", "d"].iter().enumerate() {
+        let first = b * 10 + 1;
+        src.sql(&format!(
+            "INSERT INTO t SELECT g, '{name}' FROM generate_series({first}, {}) g",
+            first + 9
+        ))?;
+        times.push(src.now()?);
+        std::thread::sleep(Duration::from_millis(50));
+        src.switch_and_wait()?;
+    }
+
+    for (i, t) in times.iter().take(3).enumerate() {
+        let r = restore(&src, &format!("at{i}"), &["--target-time", t], &[])?;
+        let got = psql_port(r.port, "SELECT count(*) || ':' || max(id) FROM t")?;
+        let want = format!("{}:{}", (i + 1) * 10, (i + 1) * 10);
+        ensure!(got == want, "target {t}: got {got}, want {want}");
+    }
+
+    // A target beyond the newest archived WAL is refused before anything is touched.
+    let later = "2099-01-01T00:00:00Z";
+    let pgdata = src.work.path().join("too-late");
+    let pgdata_s = pgdata.display().to_string();
+    let (code, out, err) = src.tej(&[
+        "restore",
+        "--repo",
+        &repo,
+        "--pgdata",
+        &pgdata_s,
+        "--target-time",
+        later,
+        "--yes",
+    ]);
+    ensure!(
+        code != 0,
+        "a target beyond the archive was accepted:\n{out}\n{err}"
+    );
+    ensure!(
+        !pgdata.exists(),
+        "the refused restore created {}",
+        pgdata.display()
+    );
+    ensure!(
+        format!("{out}{err}").contains("archive"),
+        "the refusal should name the archive:\n{out}\n{err}"
+    );
+
+    // The drill recovers everything archived and runs the sanity query.
+    let (code, out, err) = src.tej(&[
+        "drill",
+        "--repo",
+        &repo,
+        "--query",
+        "SELECT count(*) FROM t",
+        "-o",
+        "json",
+    ]);
+    ensure!(code == 0, "drill exited {code}\n{out}\n{err}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("\"drill\""))
+        .context("a drill JSON line")?;
+    let v: serde_json::Value = serde_json::from_str(line)?;
+    let data = v.get("data").unwrap_or(&v);
+    ensure!(data["ok"] == true, "{line}");
+    ensure!(
+        data["queries"][0]["output"].as_str().map(str::trim) == Some("40"),
+        "{line}"
+    );
+    ensure!(
+        data["restore_seconds"].as_f64().is_some_and(|s| s > 0.0),
+        "{line}"
+    );
+
+    // Continuity: unbroken, then a deleted segment is a gap that breaks the backup's chain.
+    let (code, out, err) = src.tej(&["wal", "verify", "--repo", &repo]);
+    ensure!(
+        code == 0,
+        "verify of an unbroken archive exited {code}\n{out}\n{err}"
+    );
+    let (_, list, _) = src.tej(&["wal", "list", "--repo", &repo, "-o", "json"]);
+    let segments: Vec<String> = list
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| {
+            v.get("data").unwrap_or(&v)["name"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .filter(|n| n.len() == 24)
+        .collect();
+    ensure!(segments.len() >= 4, "archived: {segments:?}");
+    // The segment holding batch "c" (the last one holds "d").
+    let victim = &segments[segments.len() - 2];
+    let victim_obj = walk(src.repo.path())
+        .into_iter()
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy() == format!("{victim}.tejwal"))
+        })
+        .with_context(|| format!("object of {victim}"))?;
+    std::fs::remove_file(&victim_obj)?;
+    let (code, out, err) = src.tej(&["wal", "verify", "--repo", &repo]);
+    ensure!(code == 2, "verify with a gap exited {code}\n{out}\n{err}");
+    ensure!(
+        out.contains("GAP") && out.contains(victim.as_str()) && out.contains("breaks"),
+        "verify should name the gap and what it breaks:\n{out}"
+    );
+    Ok(())
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_timeline_switch_is_followed_by_the_next_restore() -> Result<()> {
+    let src = Source::start()?;
+    src.sql("CREATE TABLE t (id int PRIMARY KEY, tl text NOT NULL)")?;
+    let url = src.pg.url("postgres");
+    let repo = src.repo();
+    let (code, out, err) = src.tej(&[
+        "backup",
+        "create",
+        "--physical",
+        "--repo",
+        &repo,
+        "--db",
+        &url,
+    ]);
+    ensure!(code == 0, "backup create --physical: {code}\n{out}\n{err}");
+    src.sql("INSERT INTO t SELECT g, 'one' FROM generate_series(1, 5) g")?;
+    src.switch_and_wait()?;
+    // The original is gone (disaster): restore it, promoted, archiving into the same repository.
+    let mut src = src;
+    src.pg.stop()?;
+    let first = restore(&src, "tl2", &["--target", "latest"], &["--archive"])?;
+    ensure!(
+        psql_port(first.port, "SELECT count(*) FROM t")? == "5",
+        "the first restore lost rows"
+    );
+    let tl = psql_port(
+        first.port,
+        "SELECT timeline_id FROM pg_control_checkpoint()",
+    )?;
+    ensure!(tl == "2", "promoted onto timeline {tl}, expected 2");
+    psql_port(
+        first.port,
+        "INSERT INTO t SELECT g, 'two' FROM generate_series(6, 8) g",
+    )?;
+    let seg = psql_port(first.port, "SELECT pg_walfile_name(pg_switch_wal())")?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let last = psql_port(
+            first.port,
+            "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
+        )?;
+        if last.len() >= 24 && last[..24] >= *seg {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "timeline 2 not archived (last {last:?})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop(&first.pgdata)?;
+    let (_, list, _) = src.tej(&["wal", "list", "--repo", &repo]);
+    ensure!(
+        list.contains("00000002.history"),
+        "no history file archived:\n{list}"
+    );
+
+    let second = restore(&src, "again", &["--target", "latest"], &[])?;
+    let got = psql_port(
+        second.port,
+        "SELECT count(*) || ':' || count(*) FILTER (WHERE tl = 'two') FROM t",
+    )?;
+    ensure!(
+        got == "8:3",
+        "the restore past the switch gave {got}, want 8:3"
+    );
+    let tl = psql_port(
+        second.port,
+        "SELECT timeline_id FROM pg_control_checkpoint()",
+    )?;
+    ensure!(tl == "3", "promoted onto timeline {tl}, expected 3");
+    Ok(())
+}
+
+#[test]
+fn the_archive_contract_of_wal_push_and_fetch() -> Result<()> {
+    let src = Source::start()?;
+    src.sql(
+        "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 20000) g",
+    )?;
+    let seg = src.sql("SELECT pg_walfile_name(pg_current_wal_lsn())")?;
+    src.switch_and_wait()?;
+    let data = src.pg.data_dir().to_path_buf();
+    let data_s = data.display().to_string();
+    let src_repo = src.repo();
+
+    // A real segment, fetched from the cluster's archive (fetch into a fresh path).
+    let work = tempfile::tempdir()?;
+    let original = work.path().join("orig").join(&seg);
+    std::fs::create_dir_all(original.parent().context("parent")?)?;
+    let orig_s = original.display().to_string();
+    let (code, _, err) = src.tej(&["wal", "fetch", "--repo", &src_repo, &seg, &orig_s]);
+    ensure!(
+        code == 0,
+        "fetch of an archived segment exited {code}: {err}"
+    );
+    let bytes = std::fs::read(&original)?;
+    ensure!(
+        bytes.len() == 16 << 20,
+        "a segment is 16 MiB, got {}",
+        bytes.len()
+    );
+
+    let repo = work.path().join("repo");
+    let repo_s = repo.display().to_string();
+    let push = |path: &str| {
+        tej_in(
+            work.path(),
+            &["wal", "push", "--repo", &repo_s, "--pgdata", &data_s, path],
+            &[],
+        )
+    };
+
+    // Same segment twice: both 0.
+    let (c1, o1, e1) = push(&orig_s);
+    ensure!(c1 == 0, "first push exited {c1}: {o1}{e1}");
+    let (c2, o2, e2) = push(&orig_s);
+    ensure!(c2 == 0, "the same segment again exited {c2}: {o2}{e2}");
+    ensure!(
+        o2.contains("already"),
+        "the second push should say it was already archived: {o2}"
+    );
+
+    // Different content under the same name: non-zero, the stored one untouched.
+    let forged = work.path().join("forged").join(&seg);
+    std::fs::create_dir_all(forged.parent().context("parent")?)?;
+    let mut changed = bytes.clone();
+    changed[1 << 20] ^= 0xff;
+    std::fs::write(&forged, &changed)?;
+    let (c3, o3, e3) = push(&forged.display().to_string());
+    ensure!(
+        c3 != 0,
+        "different content under the same name was accepted: {o3}{e3}"
+    );
+    let back = work.path().join("back");
+    let back_s = back.display().to_string();
+    let (c4, _, e4) = tej_in(
+        work.path(),
+        &["wal", "fetch", "--repo", &repo_s, &seg, &back_s],
+        &[],
+    );
+    ensure!(c4 == 0, "fetch after the refused push exited {c4}: {e4}");
+    ensure!(std::fs::read(&back)? == bytes, "the stored segment changed");
+
+    // Missing: exit 1, nothing written.
+    let missing = work.path().join("missing");
+    let (c5, _, e5) = tej_in(
+        work.path(),
+        &[
+            "wal",
+            "fetch",
+            "--repo",
+            &repo_s,
+            "0000000100000000000000FE",
+            &missing.display().to_string(),
+        ],
+        &[],
+    );
+    ensure!(c5 == 1, "a missing file exited {c5} (want 1): {e5}");
+    ensure!(
+        !missing.exists(),
+        "a missing fetch wrote {}",
+        missing.display()
+    );
+
+    // Storage down: above 125, nothing written.
+    let closed = free_port();
+    let down = work.path().join("down");
+    let endpoint = format!("http://127.0.0.1:{closed}");
+    let (c6, _, e6) = tej_in(
+        work.path(),
+        &[
+            "wal",
+            "fetch",
+            "--repo",
+            "s3://tej-down/wal",
+            &seg,
+            &down.display().to_string(),
+        ],
+        &[
+            ("AWS_ENDPOINT_URL", &endpoint),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ],
+    );
+    ensure!(c6 > 125, "storage down exited {c6} (want > 125): {e6}");
+    ensure!(!down.exists(), "a failed fetch wrote {}", down.display());
+
+    // A configuration error is fatal too, never "not found".
+    let (c7, _, _) = tej_in(
+        work.path(),
+        &[
+            "--config",
+            "/nonexistent/tej.toml",
+            "wal",
+            "fetch",
+            "--repo",
+            &repo_s,
+            &seg,
+            &back_s,
+        ],
+        &[],
+    );
+    ensure!(c7 > 125, "a missing configuration exited {c7} (want > 125)");
+
+    // Killed mid-push at several points: never a partial object; the next push succeeds.
+    let killed_repo = work.path().join("killed");
+    let killed_s = killed_repo.display().to_string();
+    for delay_ms in [0u64, 3, 10, 25, 60, 120] {
+        let mut child = Command::new(TEJ)
+            .args([
+                "wal", "push", "--repo", &killed_s, "--pgdata", &data_s, &orig_s,
+            ])
+            .env_remove("TEJ_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        child.wait()?;
+        let dest = work.path().join(format!("after-kill-{delay_ms}"));
+        let (c, _, e) = tej_in(
+            work.path(),
+            &[
+                "wal",
+                "fetch",
+                "--repo",
+                &killed_s,
+                &seg,
+                &dest.display().to_string(),
+            ],
+            &[],
+        );
+        match c {
+            0 => ensure!(
+                std::fs::read(&dest)? == bytes,
+                "a killed push left a different object"
+            ),
+            1 => ensure!(!dest.exists(), "a not-found fetch wrote a file"),
+            _ => bail!("after a push killed at {delay_ms} ms, fetch exited {c}: {e}"),
+        }
+    }
+    let (c8, o8, e8) = tej_in(
+        work.path(),
+        &[
+            "wal", "push", "--repo", &killed_s, "--pgdata", &data_s, &orig_s,
+        ],
+        &[],
+    );
+    ensure!(c8 == 0, "push after the kills exited {c8}: {o8}{e8}");
+    Ok(())
+}
+
+#[test]
+fn pitr_with_an_s3_repository_archives_restores_and_drills() -> Result<()> {
+    let s3 = tej_testkit::S3Server::start()?;
+    let bucket = s3.unique_bucket("tejcli-pitr")?;
+    let repo = format!("s3://{bucket}/cluster");
+    let env = [
+        ("AWS_ENDPOINT_URL", s3.endpoint()),
+        ("AWS_REGION", s3.region().to_string()),
+        ("AWS_ACCESS_KEY_ID", s3.access_key().to_string()),
+        ("AWS_SECRET_ACCESS_KEY", s3.secret_key().to_string()),
+    ];
+    // The server's archive_command carries the S3 settings itself.
+    let prefix: String = env.iter().map(|(k, v)| format!("{k}={v} ")).collect();
+    let pg = PgCluster::start_with(PgClusterOptions {
+        archive_mode: true,
+        archive_command: Some(format!("env {prefix}{TEJ} wal push --repo {repo} %p")),
+        extra_conf: vec!["autovacuum = off".into()],
+        preload_pg_stat_statements: false,
+        ..Default::default()
+    })?;
+    let work = postgres_dir("tejcli-s3-")?;
+    let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let tej = |args: &[&str]| tej_in(work.path(), args, &env_ref);
+    let sql = |q: &str| -> Result<String> { Ok(pg.psql("postgres", q)?.trim().to_string()) };
+
+    sql("CREATE TABLE users (id int PRIMARY KEY, email text NOT NULL)")?;
+    let url = pg.url("postgres");
+    let (code, out, err) = tej(&[
+        "backup",
+        "create",
+        "--physical",
+        "--repo",
+        &repo,
+        "--db",
+        &url,
+    ]);
+    ensure!(
+        code == 0,
+        "backup create --physical to S3: {code}\n{out}\n{err}"
+    );
+    sql("INSERT INTO users SELECT g, 'u' || g || '@example.com' FROM generate_series(1, 100) g")?;
+    let seg = sql("SELECT pg_walfile_name(pg_switch_wal())")?;
+    wait_archived(&pg, &seg)?;
+
+    let (code, out, err) = tej(&["wal", "verify", "--repo", &repo]);
+    ensure!(code == 0, "wal verify on S3: {code}\n{out}\n{err}");
+    ensure!(out.contains("PITR window: from"), "{out}");
+
+    let pgdata = work.path().join("restored");
+    let port = free_port();
+    let restored = Restored {
+        pgdata: pgdata.clone(),
+        port,
+    };
+    let (pgdata_s, port_s) = (pgdata.display().to_string(), port.to_string());
+    let (code, out, err) = tej(&[
+        "restore",
+        "--repo",
+        &repo,
+        "--pgdata",
+        &pgdata_s,
+        "--target",
+        "latest",
+        "--start",
+        "--port",
+        &port_s,
+        "--timeout",
+        "120",
+        "--yes",
+    ]);
+    ensure!(code == 0, "restore from S3: {code}\n{out}\n{err}");
+    ensure!(psql_port(restored.port, "SELECT count(*) FROM users")? == "100");
+    drop(restored);
+
+    let (code, out, err) = tej(&[
+        "drill",
+        "--repo",
+        &repo,
+        "--query",
+        "SELECT count(*) FROM users",
+    ]);
+    ensure!(code == 0, "drill from S3: {code}\n{out}\n{err}");
+    ensure!(
+        out.contains("RTO") && out.contains("RPO") && out.contains(": 100"),
+        "{out}"
+    );
+    Ok(())
+}
