@@ -42,10 +42,11 @@ impl Demo {
     /// a failure recorded) when the exit code is not one of `ok_codes`.
     fn tej(&mut self, title: &str, args: &[&str], ok_codes: &[i32]) -> Result<bool> {
         crate::step(title);
+        let line: Vec<String> = args.iter().map(|a| shell_quote(a)).collect();
         println!(
             "$ tej {} --config {}",
-            args.join(" "),
-            self.config.display()
+            line.join(" "),
+            shell_quote(&self.config.display().to_string())
         );
         let mut c = Command::new(&self.tej);
         c.args(args).arg("--config").arg(&self.config);
@@ -425,6 +426,20 @@ test_password = {{ env = "TEJ_DEMO_LOGIN_PASSWORD" }}
     Ok(())
 }
 
+/// `arg` as a shell word: unchanged when plain, else in single quotes (so a printed command
+/// line can be pasted).
+fn shell_quote(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_./:=@%+,-".contains(c));
+    if plain {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', "'\\''"))
+    }
+}
+
 /// The CGI program of the demo backend: `/health` and `POST /api/v1/auth/login` answer 200.
 const APP_CGI: &str = r#"#!/bin/sh
 case "$PATH_INFO" in
@@ -624,4 +639,28 @@ fn jiff_like_now() -> String {
     out.ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_words_are_quoted_only_when_needed() {
+        assert_eq!(shell_quote("--repo"), "--repo");
+        assert_eq!(shell_quote("/a/b.toml"), "/a/b.toml");
+        assert_eq!(
+            shell_quote("SELECT count(*) FROM users"),
+            "'SELECT count(*) FROM users'"
+        );
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
+
+    #[test]
+    fn env_values_are_found_by_exact_key() {
+        let text = "JWT_SECRET_OLD=x\nJWT_SECRET=abc\n";
+        assert_eq!(env_value(text, "JWT_SECRET"), Some("abc"));
+        assert_eq!(env_value(text, "MISSING"), None);
+    }
 }

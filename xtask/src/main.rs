@@ -212,9 +212,24 @@ fn s3s_fs_path() -> PathBuf {
     PathBuf::from(TOOLS_ROOT).join("bin/s3s-fs")
 }
 
+/// A cargo command without the package variables `cargo run` gave xtask: build scripts
+/// that watch them (ring's watches `CARGO_MANIFEST_DIR` and `CARGO_PKG_NAME`) would otherwise
+/// rerun, and everything above them rebuild, on every xtask build.
 fn cargo(args: &[&str]) -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.args(args);
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_MANIFEST_")
+            || matches!(
+                k.as_ref(),
+                "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE"
+            )
+        {
+            c.env_remove(k.as_ref());
+        }
+    }
     c
 }
 
