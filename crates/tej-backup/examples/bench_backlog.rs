@@ -393,15 +393,3 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slope_of_a_flat_and_a_rising_series() {
-        assert_eq!(slope(&[(0.0, 1), (1.0, 1), (2.0, 1)]), 0.0);
-        assert!((slope(&[(0.0, 0), (1.0, 2), (2.0, 4)]) - 2.0).abs() < 1e-9);
-        assert_eq!(median(&[3, 1, 2]), 2.0);
-        assert_eq!(median(&[4, 1, 2, 3]), 2.5);
-    }
-}
