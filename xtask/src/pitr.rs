@@ -108,9 +108,29 @@ pub fn run(_args: &[String]) -> Result<()> {
     }
 
     crate::step("pitr: goals");
+    let mut table = Vec::new();
+    let all_met = goals(&mut table, &outputs)?;
+    print!("{}", String::from_utf8_lossy(&table));
+    println!();
+    println!(
+        "bench pitr took {:.0} s; {}",
+        started.elapsed().as_secs_f64(),
+        if all_met {
+            "every goal met"
+        } else {
+            "some goals NOT met"
+        }
+    );
+    Ok(())
+}
+
+/// Writes the table of goals from the three examples' outputs; true when every goal is met.
+fn goals(out: &mut Vec<u8>, outputs: &[Vec<String>]) -> Result<bool> {
+    use std::io::Write;
+    anyhow::ensure!(outputs.len() == PARTS.len(), "one output per part");
     let mut all_met = true;
-    println!("| goal | tej | pgBackRest | ratio | verdict |");
-    println!("|---|---|---|---|---|");
+    writeln!(out, "| goal | tej | pgBackRest | ratio | verdict |")?;
+    writeln!(out, "|---|---|---|---|---|")?;
     for (name, label, goal) in [
         (
             "full backup, median wall",
@@ -125,23 +145,25 @@ pub fn run(_args: &[String]) -> Result<()> {
             .and_then(|r| r.parse().ok())
             .with_context(|| format!("no ratio in {name:?} row"))?;
         all_met &= ratio <= goal;
-        println!(
+        writeln!(
+            out,
             "| {label} | {} | {} | {ratio:.2} | {} |",
             cells.get(1).unwrap_or(&""),
             cells.get(2).unwrap_or(&""),
             verdict(ratio <= goal)
-        );
+        )?;
     }
     let push = summaries(&outputs[1]);
     let p = push.first().context("bench_wal_push printed no summary")?;
     let ratio = p["ratio"].as_f64().unwrap_or(f64::NAN);
     all_met &= ratio <= 1.0;
-    println!(
+    writeln!(
+        out,
         "| per-segment push latency <= 1.00x (median) | {:.1} ms | {:.1} ms | {ratio:.2} | {} |",
         p["tej_ms"].as_f64().unwrap_or(f64::NAN),
         p["pgbackrest_ms"].as_f64().unwrap_or(f64::NAN),
         verdict(ratio <= 1.0)
-    );
+    )?;
     let backlog = summaries(&outputs[2]);
     let (t, b) = match backlog.as_slice() {
         [t, b, ..] => (t, b),
@@ -158,23 +180,14 @@ pub fn run(_args: &[String]) -> Result<()> {
     };
     let grows = t["never_grows"].as_bool() != Some(true);
     all_met &= !grows;
-    println!(
+    writeln!(
+        out,
         "| archive backlog never grows (pgbench 60 s) | {} | {} | | {} |",
         cell(t),
         cell(b),
         verdict(!grows)
-    );
-    println!();
-    println!(
-        "bench pitr took {:.0} s; {}",
-        started.elapsed().as_secs_f64(),
-        if all_met {
-            "every goal met"
-        } else {
-            "some goals NOT met"
-        }
-    );
-    Ok(())
+    )?;
+    Ok(all_met)
 }
 
 #[cfg(test)]
@@ -198,5 +211,45 @@ mod tests {
         let s = summaries(&lines);
         assert_eq!(s.len(), 1);
         assert_eq!(s[0]["ratio"].as_f64(), Some(0.5));
+    }
+
+    fn lines(text: &str) -> Vec<String> {
+        text.lines().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn goals_from_the_outputs_of_a_real_run() {
+        let physical = lines(
+            "| full backup, median wall | 5.68s | 7.98s | 0.71 | <= 0.80 |\n\
+             | restore, median wall | 3.51s | 4.83s | 0.73 | <= 1.00 |",
+        );
+        let push = lines(
+            "xtask-summary: {\"bench\":\"push\",\"pgbackrest_ms\":63.79,\"ratio\":0.98,\"segments\":20,\"tej_ms\":62.3,\"tool\":\"tej wal push\"}",
+        );
+        let backlog = |tej_grows: bool| {
+            lines(&format!(
+                "xtask-summary: {{\"end\":0,\"max\":1,\"median\":0.0,\"never_grows\":{},\"slope_per_min\":-0.09,\"tool\":\"tej wal push\"}}\n\
+                 xtask-summary: {{\"end\":0,\"max\":1,\"median\":0.0,\"never_grows\":true,\"slope_per_min\":-0.11,\"tool\":\"pgbackrest archive-push\"}}",
+                !tej_grows
+            ))
+        };
+        let mut out = Vec::new();
+        let met = goals(&mut out, &[physical.clone(), push.clone(), backlog(false)]).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(met, "{text}");
+        assert!(
+            text.contains("| backup wall time <= 0.80x | 5.68s | 7.98s | 0.71 | met |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| 62.3 ms | 63.8 ms | 0.98 | met |"),
+            "{text}"
+        );
+        assert!(!text.contains("NOT met"), "{text}");
+
+        let mut out = Vec::new();
+        assert!(!goals(&mut out, &[physical, push, backlog(true)]).unwrap());
+        assert!(String::from_utf8(out).unwrap().contains("| NOT met |"));
+        assert!(goals(&mut Vec::new(), &[lines(""), lines(""), lines("")]).is_err());
     }
 }
