@@ -206,6 +206,7 @@ paths = ["{logs}"]
 
 [[tls]]
 endpoint = "{tls_endpoint}"
+ca_file = "{tls_ca}"
 
 [secrets]
 env_file = "{env_file}"
@@ -219,6 +220,7 @@ test_password = {{ env = "TEJ_DEMO_LOGIN_PASSWORD" }}
             backups = backups.display(),
             logs = logs.display(),
             tls_endpoint = tls.endpoint(),
+            tls_ca = tls.ca_file().display(),
             env_file = env_file.display(),
         ),
     )?;
@@ -357,6 +359,13 @@ test_password = {{ env = "TEJ_DEMO_LOGIN_PASSWORD" }}
             "SELECT count(*) FROM users",
         ],
         &[0],
+    )?;
+
+    println!("\n######## the whole daily health check at once (what cron runs at 09:00 IST)");
+    demo.tej(
+        "services, logs, host, PostgreSQL, Redis, backups and WAL archiving, certificates",
+        &["health"],
+        &[0, 1, 2],
     )?;
 
     println!("\n######## secret rotation");

@@ -232,6 +232,10 @@ pub struct TlsEndpointConfig {
     /// The certificate file nginx serves (to catch a renewal never reloaded).
     #[serde(default)]
     pub cert_file: Option<PathBuf>,
+    /// Trust only the CA certificates in this PEM file instead of the system roots (an
+    /// internal CA, a staging endpoint).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// Warn when fewer days are left.
     #[serde(default = "default_warn_days")]
     pub warn_days: u32,

@@ -55,6 +55,9 @@ fn probe_options(
     };
     if let Some(t) = t {
         o.server_name = t.server_name.clone();
+        if o.ca_file.is_none() {
+            o.ca_file = t.ca_file.clone();
+        }
         o.cert_file = t.cert_file.clone();
         o.thresholds = ExpiryThresholds {
             warn_days: f64::from(t.warn_days),

@@ -194,7 +194,7 @@ impl TlsProber for RustlsProber {
     async fn probe(&self, endpoint: &TlsEndpointConfig) -> Vec<Finding> {
         let mut opts = tej_secrets::TlsProbeOptions {
             server_name: endpoint.server_name.clone(),
-            ca_file: self.ca_file.clone(),
+            ca_file: endpoint.ca_file.clone().or_else(|| self.ca_file.clone()),
             cert_file: endpoint.cert_file.clone(),
             ..Default::default()
         };

@@ -255,6 +255,7 @@ fn endpoint(e: &str) -> TlsEndpointConfig {
         endpoint: e.into(),
         server_name: None,
         cert_file: None,
+        ca_file: None,
         warn_days: 30,
         crit_days: 7,
     }
