@@ -9,8 +9,9 @@
 //! verify and restore test, a physical base backup and a PITR drill, and a secret rotation.
 //! Each step prints a heading and the exact `tej` command line. Everything the run wrote
 //! (config, audit log, backup repositories, `.env`) stays in `target/tej-demo/` afterwards.
-//! `TEJ_BIN=/path/to/tej` runs an already built (or installed) binary instead of building one;
-//! `TEJ_DEMO_NO_DOCKER=1` leaves Docker out, as on a machine without it.
+//! `TEJ_BIN=/path/to/tej` runs an already built (or installed) binary instead of building one.
+//! Docker is part of the stack (install-deps installs docker.io; the demo starts its own
+//! dockerd): a demo that cannot start it fails, naming why.
 
 use anyhow::{Context, Result, bail};
 use std::io::{Read, Write};
@@ -135,27 +136,12 @@ pub fn run(_args: &[String]) -> Result<()> {
     );
     let app_port = tej_testkit::free_port();
     let app_url = format!("http://127.0.0.1:{app_port}/cgi-bin/app");
-    let engine = if std::env::var_os("TEJ_DEMO_NO_DOCKER").is_some() {
-        Err(anyhow::anyhow!("TEJ_DEMO_NO_DOCKER is set"))
-    } else {
-        start_backend(app_port, &app_url)
-    };
-    let docker = match engine {
-        Ok(d) => {
-            println!(
-                "Docker     {}  (Compose project {PROJECT}, service {BACKEND} on 127.0.0.1:{app_port})",
-                d.host()
-            );
-            Some(d)
-        }
-        Err(e) => {
-            println!(
-                "Docker     unavailable, so the Compose service part is skipped ({})",
-                format!("{e:#}").lines().next().unwrap_or_default()
-            );
-            None
-        }
-    };
+    let docker = start_backend(app_port, &app_url)
+        .context("start the demo's Compose-labelled backend on a private dockerd")?;
+    println!(
+        "Docker     {}  (Compose project {PROJECT}, service {BACKEND} on 127.0.0.1:{app_port})",
+        docker.host()
+    );
 
     let config = demo_dir.join("tej.toml");
     let backups = demo_dir.join("backups");
@@ -171,13 +157,10 @@ pub fn run(_args: &[String]) -> Result<()> {
          JWT_REFRESH_SECRET=demo-refresh-secret-0123456789abcdef0123456789\n\
          SESSION_SECRET=demo-session-secret-0123456789abcdef\n",
     )?;
-    let compose = match &docker {
-        Some(d) => format!(
-            "\n[compose]\nproject = \"{PROJECT}\"\ndocker_host = \"{}\"\nbackend_service = \"{BACKEND}\"\nhealth_url = \"{app_url}/health\"\n",
-            d.host()
-        ),
-        None => String::new(),
-    };
+    let compose = format!(
+        "\n[compose]\nproject = \"{PROJECT}\"\ndocker_host = \"{}\"\nbackend_service = \"{BACKEND}\"\nhealth_url = \"{app_url}/health\"\n",
+        docker.host()
+    );
     std::fs::write(
         &config,
         format!(
@@ -284,13 +267,11 @@ test_password = {{ env = "TEJ_DEMO_LOGIN_PASSWORD" }}
         &["tls", "check", "--ca", ca],
         &[0, 1],
     )?;
-    if docker.is_some() {
-        demo.tej(
-            &format!("Compose services of project {PROJECT}: state, health, restarts, uptime"),
-            &["services", "status"],
-            &[0, 1],
-        )?;
-    }
+    demo.tej(
+        &format!("Compose services of project {PROJECT}: state, health, restarts, uptime"),
+        &["services", "status"],
+        &[0, 1],
+    )?;
 
     println!("\n######## backup to local disk and S3, verify, restore test");
     demo.tej(
@@ -370,33 +351,28 @@ test_password = {{ env = "TEJ_DEMO_LOGIN_PASSWORD" }}
 
     println!("\n######## secret rotation");
     let before = std::fs::read_to_string(&env_file)?;
-    if docker.is_some() {
-        let sessions_before = redis_dbsize(redis.port())?;
-        demo.tej(
-            "rotate the JWT secrets: new values in .env, recreate the backend, drop sessions, check health and login",
-            &["secrets", "rotate", "--yes"],
-            &[0],
-        )?;
-        let after = std::fs::read_to_string(&env_file)?;
-        for key in ROTATED {
-            let changed = env_value(&before, key) != env_value(&after, key);
-            println!(
-                "  {key}: {}",
-                if changed {
-                    "rotated (values not shown)"
-                } else {
-                    "UNCHANGED"
-                }
-            );
-        }
+    let sessions_before = redis_dbsize(redis.port())?;
+    demo.tej(
+        "rotate the JWT secrets: new values in .env, recreate the backend, drop sessions, check health and login",
+        &["secrets", "rotate", "--yes"],
+        &[0],
+    )?;
+    let after = std::fs::read_to_string(&env_file)?;
+    for key in ROTATED {
+        let changed = env_value(&before, key) != env_value(&after, key);
         println!(
-            "  Redis keys: {sessions_before} before, {} after (sessions dropped, cache kept)",
-            redis_dbsize(redis.port())?
+            "  {key}: {}",
+            if changed {
+                "rotated (values not shown)"
+            } else {
+                "UNCHANGED"
+            }
         );
-    } else {
-        crate::step("secret rotation");
-        println!("skipped: the rotation recreates the Compose backend, and Docker is unavailable");
     }
+    println!(
+        "  Redis keys: {sessions_before} before, {} after (sessions dropped, cache kept)",
+        redis_dbsize(redis.port())?
+    );
 
     demo.tej(
         "disk cleanup plan (dry run)",
