@@ -990,9 +990,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
         Commands::Wal(WalCmd::Verify(repo)) => {
             let (cfg, _) = load_config(&cli.global)?;
             runtime()?.block_on(async {
-                let r = cmd::pitr::repository(&cfg, &repo.repos).await?;
-                let source = tej_backup::RepositorySource::new(r)
-                    .with_encryption(cmd::backup::encryption(&cfg));
+                let source = cmd::pitr::source(&cfg, &repo.repos).await?;
                 cmd::pitr::verify(out, &source, format).await
             })
         }
@@ -1028,9 +1026,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
             let repo_spec = cmd::pitr::repository_spec(&cfg, &repo.repos)?;
             let ex = executor(&cfg, &run)?;
             runtime()?.block_on(async {
-                let r = cmd::pitr::repository(&cfg, &repo.repos).await?;
-                let mut source = tej_backup::RepositorySource::new(r)
-                    .with_encryption(cmd::backup::encryption(&cfg));
+                let mut source = cmd::pitr::source(&cfg, &repo.repos).await?;
                 if let Some(p) = progress::sink(format) {
                     source = source.with_progress(p);
                 }
@@ -1075,9 +1071,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
             let database = database
                 .or_else(|| first_db.and_then(|d| cmd::pitr::database_of_url(d.url.expose())));
             runtime()?.block_on(async {
-                let r = cmd::pitr::repository(&cfg, &repo.repos).await?;
-                let source = tej_backup::RepositorySource::new(r)
-                    .with_encryption(cmd::backup::encryption(&cfg));
+                let source = cmd::pitr::source(&cfg, &repo.repos).await?;
                 let args = cmd::pitr::DrillArgs {
                     repo_spec,
                     config: config_path(&cli.global),

@@ -114,23 +114,26 @@ impl Source {
 
 /// Waits until `pg_stat_archiver` reports `segment` (or a later one) archived.
 fn wait_archived(pg: &PgCluster, segment: &str) -> Result<()> {
+    wait_archived_via(|q| pg.psql("postgres", q), segment)
+        .with_context(|| format!("server log:\n{}", pg.server_log()))
+}
+
+/// Waits until the server that `sql` queries reports `segment` (or a later one) archived.
+fn wait_archived_via(sql: impl Fn(&str) -> Result<String>, segment: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let last = pg
-            .psql(
-                "postgres",
-                "SELECT coalesce(last_archived_wal, '') || '|' || coalesce(last_failed_wal, '') FROM pg_stat_archiver",
-            )?
-            .trim()
-            .to_string();
+        let last = sql(
+            "SELECT coalesce(last_archived_wal, '') || '|' || coalesce(last_failed_wal, '') FROM pg_stat_archiver",
+        )?
+        .trim()
+        .to_string();
         let (archived, failed) = last.split_once('|').unwrap_or((&last, ""));
         if archived.len() >= 24 && archived[..24] >= *segment {
             return Ok(());
         }
         if Instant::now() > deadline {
             bail!(
-                "segment {segment} not archived within 60 s (last archived {archived:?}, last failed {failed:?}); server log:\n{}",
-                pg.server_log()
+                "segment {segment} not archived within 60 s (last archived {archived:?}, last failed {failed:?})"
             );
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -411,21 +414,7 @@ fn a_timeline_switch_is_followed_by_the_next_restore() -> Result<()> {
         "INSERT INTO t SELECT g, 'two' FROM generate_series(6, 8) g",
     )?;
     let seg = psql_port(first.port, "SELECT pg_walfile_name(pg_switch_wal())")?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let last = psql_port(
-            first.port,
-            "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
-        )?;
-        if last.len() >= 24 && last[..24] >= *seg {
-            break;
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "timeline 2 not archived (last {last:?})"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_archived_via(|q| psql_port(first.port, q), &seg).context("timeline 2 not archived")?;
     stop(&first.pgdata)?;
     let (_, list, _) = src.tej(&["wal", "list", "--repo", &repo]);
     ensure!(

@@ -34,6 +34,13 @@ pub fn repository_spec(cfg: &Config, repos: &[String]) -> Result<String> {
         .context("no repository: pass --repo PATH|s3://bucket/prefix or set [backup] repositories in tej.toml")
 }
 
+/// Base backups and WAL of the repository (`--repo`, else tej.toml's first) with
+/// tej.toml's keys: what `tej wal verify`, `tej restore` and `tej drill` read.
+pub async fn source(cfg: &Config, repos: &[String]) -> Result<RepositorySource> {
+    Ok(RepositorySource::new(repository(cfg, repos).await?)
+        .with_encryption(super::backup::encryption(cfg)))
+}
+
 /// The WAL archive of `repo` with tej.toml's keys.
 pub fn archive(cfg: &Config, repo: Repository) -> WalArchive {
     WalArchive::new(repo).with_encryption(super::backup::encryption(cfg))
