@@ -13,22 +13,13 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
 use tej_backup::{PushOptions, Repository, WalArchive, system_identifier_from_pgdata};
-use tej_testkit::{PgCluster, PgClusterOptions, run_as_postgres};
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
+use tej_testkit::run_as_postgres;
 
 /// The release `wal_archive_cmd` beside this binary, built when missing or older.
+#[path = "common/wal_segments.rs"]
+mod wal_segments;
+use wal_segments::{chmod_777, median, pgbench_segments};
+
 fn cmd_bin() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let dir = exe.parent().context("no examples dir")?;
@@ -58,12 +49,6 @@ fn cmd_bin() -> Result<PathBuf> {
     Ok(bin)
 }
 
-fn chmod_777(p: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777))?;
-    Ok(())
-}
-
 fn timed(mut c: Command, what: &str) -> Result<f64> {
     run_as_postgres(&mut c);
     let t = Instant::now();
@@ -88,49 +73,8 @@ async fn main() -> Result<()> {
         .transpose()?
         .unwrap_or(20);
     let bin = cmd_bin()?;
-    let pg = PgCluster::start_with(PgClusterOptions {
-        extra_conf: vec![
-            "wal_keep_size = '4GB'".into(),
-            "max_wal_size = '4GB'".into(),
-        ],
-        ..PgClusterOptions::default()
-    })?;
-    let pgbench = PgCluster::bin_dir().join("pgbench");
-    let port = pg.port().to_string();
-    let conn = ["-h", "127.0.0.1", "-p", &port, "-U", "postgres"];
-    eprintln!("generating WAL with pgbench...");
-    let st = Command::new(&pgbench)
-        .args(conn)
-        .args(["-i", "-q", "-s", "30", "postgres"])
-        .output()?;
-    ensure!(st.status.success(), "pgbench -i: {st:?}");
-    let completed = |current: &str| -> Result<Vec<String>> {
-        let mut v: Vec<String> = std::fs::read_dir(pg.data_dir().join("pg_wal"))?
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.len() == 24 && n.as_str() <= current)
-            .collect();
-        v.sort();
-        Ok(v)
-    };
-    let mut segs = Vec::new();
-    for _ in 0..5 {
-        let current = pg.psql("postgres", "SELECT pg_walfile_name(pg_current_wal_lsn())")?;
-        segs = completed(&current)?;
-        // Keep the current segment out: only completed ones are archived.
-        segs.retain(|s| *s != current);
-        if segs.len() > n + 2 {
-            break;
-        }
-        let st = Command::new(&pgbench)
-            .args(conn)
-            .args(["-c", "2", "-j", "2", "-t", "20000", "-n", "postgres"])
-            .output()?;
-        ensure!(st.status.success(), "pgbench: {st:?}");
-    }
-    // Skip the first (initdb) segments, take the pgbench ones.
-    let segs: Vec<String> = segs.into_iter().rev().take(n).rev().collect();
-    ensure!(segs.len() == n, "only {} completed segments", segs.len());
+    let (pg, segs) = pgbench_segments(n)?;
+    let port = pg.port();
 
     let work = tempfile::tempdir()?;
     chmod_777(work.path())?;

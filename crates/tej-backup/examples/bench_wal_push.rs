@@ -18,28 +18,13 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
-use tej_testkit::{PgCluster, PgClusterOptions, run_as_postgres};
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-fn chmod_777(p: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777))?;
-    Ok(())
-}
+use tej_testkit::run_as_postgres;
 
 /// Runs `c` as postgres in `dir`; its wall time.
+#[path = "common/wal_segments.rs"]
+mod wal_segments;
+use wal_segments::{chmod_777, median, pgbench_segments};
+
 fn timed(mut c: Command, dir: &Path, what: &str) -> Result<f64> {
     c.current_dir(dir);
     run_as_postgres(&mut c);
@@ -81,47 +66,8 @@ fn main() -> Result<()> {
             (b, false)
         }
     };
-    let pg = PgCluster::start_with(PgClusterOptions {
-        extra_conf: vec![
-            "wal_keep_size = '4GB'".into(),
-            "max_wal_size = '4GB'".into(),
-        ],
-        ..PgClusterOptions::default()
-    })?;
-    let pgbench = PgCluster::bin_dir().join("pgbench");
-    let port = pg.port().to_string();
-    let conn = ["-h", "127.0.0.1", "-p", &port, "-U", "postgres"];
-    eprintln!("generating WAL with pgbench...");
-    let st = Command::new(&pgbench)
-        .args(conn)
-        .args(["-i", "-q", "-s", "30", "postgres"])
-        .output()?;
-    ensure!(st.status.success(), "pgbench -i: {st:?}");
-    let completed = |current: &str| -> Result<Vec<String>> {
-        let mut v: Vec<String> = std::fs::read_dir(pg.data_dir().join("pg_wal"))?
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.len() == 24 && n.as_str() < current)
-            .collect();
-        v.sort();
-        Ok(v)
-    };
-    let mut segs = Vec::new();
-    for _ in 0..5 {
-        let current = pg.psql("postgres", "SELECT pg_walfile_name(pg_current_wal_lsn())")?;
-        segs = completed(&current)?;
-        if segs.len() > n + 2 {
-            break;
-        }
-        let st = Command::new(&pgbench)
-            .args(conn)
-            .args(["-c", "2", "-j", "2", "-t", "20000", "-n", "postgres"])
-            .output()?;
-        ensure!(st.status.success(), "pgbench: {st:?}");
-    }
-    // The newest completed segments: pgbench's, not initdb's.
-    let segs: Vec<String> = segs.into_iter().rev().take(n).rev().collect();
-    ensure!(segs.len() == n, "only {} completed segments", segs.len());
+    let (pg, segs) = pgbench_segments(n)?;
+    let port = pg.port();
 
     let work = tempfile::tempdir()?;
     chmod_777(work.path())?;
