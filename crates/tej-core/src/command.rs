@@ -213,6 +213,20 @@ pub struct CommandOutput {
 }
 
 impl CommandOutput {
+    /// The output of a process that exited with `code`, as a [`MockCommandRunner`] returns
+    /// it in tests (no signal, zero duration).
+    pub fn exited(code: i32, stdout: &str, stderr: &str) -> CommandOutput {
+        CommandOutput {
+            status: ExitInfo {
+                code: Some(code),
+                signal: None,
+            },
+            stdout: stdout.as_bytes().to_vec(),
+            stderr: stderr.to_string(),
+            duration: Duration::ZERO,
+        }
+    }
+
     /// Standard output as text (lossy).
     pub fn stdout_text(&self) -> String {
         String::from_utf8_lossy(&self.stdout).into_owned()

@@ -298,7 +298,6 @@ impl TrafficSwitch for NginxUpstream {
 mod tests {
     use super::*;
     use std::time::Duration as D;
-    use tej_core::command::ExitInfo;
     use tej_core::{CommandOutput, MockCommandRunner};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -356,15 +355,7 @@ mod tests {
     }
 
     fn out(code: i32, stderr: &str) -> CommandOutput {
-        CommandOutput {
-            status: ExitInfo {
-                code: Some(code),
-                signal: None,
-            },
-            stdout: vec![],
-            stderr: stderr.into(),
-            duration: D::ZERO,
-        }
+        CommandOutput::exited(code, "", stderr)
     }
 
     fn nginx(dir: &std::path::Path, runner: MockCommandRunner) -> NginxUpstream {

@@ -342,18 +342,10 @@ mod tests {
     use super::*;
     use mockall::Sequence;
     use tej_core::MockCommandRunner;
-    use tej_core::command::{CommandOutput, ExitInfo};
+    use tej_core::command::CommandOutput;
 
     fn out(code: i32, stdout: &str) -> CommandOutput {
-        CommandOutput {
-            status: ExitInfo {
-                code: Some(code),
-                signal: None,
-            },
-            stdout: stdout.as_bytes().to_vec(),
-            stderr: String::new(),
-            duration: Duration::ZERO,
-        }
+        CommandOutput::exited(code, stdout, "")
     }
 
     fn argv(spec: &CommandSpec) -> Vec<String> {

@@ -269,19 +269,10 @@ mod tests {
     use crate::pitr::restore::MockBaseBackupSource;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use tej_core::command::ExitInfo;
     use tej_core::{CommandOutput, CommandSpec, FakeClock, MockCommandRunner};
 
     fn out(code: i32, stdout: &str, stderr: &str) -> CommandOutput {
-        CommandOutput {
-            status: ExitInfo {
-                code: Some(code),
-                signal: None,
-            },
-            stdout: stdout.as_bytes().to_vec(),
-            stderr: stderr.into(),
-            duration: Duration::ZERO,
-        }
+        CommandOutput::exited(code, stdout, stderr)
     }
 
     fn data_dir_of(spec: &CommandSpec) -> PathBuf {

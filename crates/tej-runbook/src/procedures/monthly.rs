@@ -855,7 +855,7 @@ pub fn chart_file_name(metric: &str, target: &str) -> String {
 mod tests {
     use super::*;
     use std::path::Path;
-    use tej_core::command::{CommandOutput, ExitInfo};
+    use tej_core::command::CommandOutput;
     use tej_core::{MockCommandRunner, TokioCommandRunner};
 
     const NPM: &str = r#"{"auditReportVersion":2,"vulnerabilities":{"lodash":{"name":"lodash","severity":"high"},"minimist":{"name":"minimist","severity":"moderate"}},
@@ -886,15 +886,7 @@ mod tests {
     }
 
     fn out(code: i32, stdout: &str) -> CommandOutput {
-        CommandOutput {
-            status: ExitInfo {
-                code: Some(code),
-                signal: None,
-            },
-            stdout: stdout.as_bytes().to_vec(),
-            stderr: String::new(),
-            duration: Duration::ZERO,
-        }
+        CommandOutput::exited(code, stdout, "")
     }
 
     #[tokio::test]

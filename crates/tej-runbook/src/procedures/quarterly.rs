@@ -599,7 +599,6 @@ pub(crate) mod tests {
             ArchiveHorizon, BackupId, BackupKind, CompressionAlgo, CompressionInfo, Lsn, Manifest,
             PhysicalInfo, WalFileName,
         };
-        use tej_core::command::ExitInfo;
         use tej_core::{CommandOutput, CommandSpec, FakeClock, MockCommandRunner};
 
         /// The manifest of a physical base backup finished at `finished`.
@@ -662,15 +661,7 @@ pub(crate) mod tests {
         }
 
         fn out(code: i32, stdout: &str, stderr: &str) -> CommandOutput {
-            CommandOutput {
-                status: ExitInfo {
-                    code: Some(code),
-                    signal: None,
-                },
-                stdout: stdout.as_bytes().to_vec(),
-                stderr: stderr.into(),
-                duration: Duration::ZERO,
-            }
+            CommandOutput::exited(code, stdout, stderr)
         }
 
         fn data_dir_of(spec: &CommandSpec) -> PathBuf {

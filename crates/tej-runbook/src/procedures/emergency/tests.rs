@@ -1,7 +1,7 @@
 use super::*;
 use crate::RotateSecretsStep;
 use std::sync::Mutex as StdMutex;
-use tej_core::command::{CommandOutput, ExitInfo};
+use tej_core::command::CommandOutput;
 use tej_core::{
     Calendar, Environment, Executor, FakeClock, Fixed, MockCommandRunner, MockConfirmer, MockStep,
     Outcome, ProcedureReport,
@@ -19,15 +19,7 @@ fn push(calls: &Calls, s: &str) {
 }
 
 fn out(code: i32, stdout: &str) -> CommandOutput {
-    CommandOutput {
-        status: ExitInfo {
-            code: Some(code),
-            signal: None,
-        },
-        stdout: stdout.as_bytes().to_vec(),
-        stderr: String::new(),
-        duration: Duration::ZERO,
-    }
+    CommandOutput::exited(code, stdout, "")
 }
 
 fn guard(confirm: Arc<dyn tej_core::Confirmer>) -> Guard {
