@@ -66,24 +66,11 @@ pub fn daily_tasks(ctx: &RunContext, now: Timestamp) -> Vec<CheckTask> {
 
     // 2. Recent log review.
     if !ctx.logs.paths.is_empty() {
-        let paths = ctx.logs.paths.clone();
-        let window = ctx.options.log_window;
-        tasks.push(CheckTask::new(
+        tasks.push(log_review_task(
             "logs.review",
-            "log files",
-            "host",
+            ctx.logs.paths.clone(),
+            LogReviewOptions::window(now, ctx.options.log_window),
             timeout,
-            blocking("logs.review", "host", move || {
-                let opts = LogReviewOptions::window(now, window);
-                match tej_host::review_logs(&paths, &opts) {
-                    Ok(r) => retarget(r.findings(&LogThresholds::default()), "host"),
-                    Err(e) => vec![unknown(
-                        "logs.review",
-                        "host",
-                        format!("cannot review the logs: {e}"),
-                    )],
-                }
-            }),
         ));
     }
 
@@ -237,6 +224,32 @@ pub fn custom_check_tasks(
 }
 
 /// Runs a blocking closure on tokio's blocking pool; a panic becomes an `Unknown` finding.
+/// The application logs reviewed over `opts`' window as check `check` on target `host`,
+/// on a blocking thread (the daily review and the weekly security review).
+pub(crate) fn log_review_task(
+    check: &'static str,
+    paths: Vec<std::path::PathBuf>,
+    opts: LogReviewOptions,
+    timeout: std::time::Duration,
+) -> CheckTask {
+    CheckTask::new(
+        check,
+        "log files",
+        "host",
+        timeout,
+        blocking(check, "host", move || {
+            match tej_host::review_logs(&paths, &opts) {
+                Ok(r) => retarget(r.findings(&LogThresholds::default()), "host"),
+                Err(e) => vec![unknown(
+                    check,
+                    "host",
+                    format!("cannot review the logs: {e}"),
+                )],
+            }
+        }),
+    )
+}
+
 pub(crate) async fn blocking(
     check: &'static str,
     target: &'static str,

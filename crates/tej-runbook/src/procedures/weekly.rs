@@ -473,23 +473,11 @@ pub fn weekly_tasks(ctx: &RunContext, now: Timestamp) -> Vec<CheckTask> {
 
     // 2. Security review: application logs and the access log over the week.
     if !ctx.logs.paths.is_empty() {
-        let paths = ctx.logs.paths.clone();
-        tasks.push(CheckTask::new(
+        tasks.push(super::daily::log_review_task(
             "security.app-logs",
-            "log files",
-            "host",
+            ctx.logs.paths.clone(),
+            LogReviewOptions::window(now, WEEK),
             timeout,
-            blocking("security.app-logs", "host", move || {
-                let opts = LogReviewOptions::window(now, WEEK);
-                match tej_host::review_logs(&paths, &opts) {
-                    Ok(r) => retarget(r.findings(&LogThresholds::default()), "host"),
-                    Err(e) => vec![unknown(
-                        "security.app-logs",
-                        "host",
-                        format!("cannot review the logs: {e}"),
-                    )],
-                }
-            }),
         ));
     }
     if let Some(log) = ctx.logs.access_log.clone() {
