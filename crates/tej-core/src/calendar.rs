@@ -37,6 +37,14 @@ pub enum ProcedureKind {
     SecretRotation,
     /// Quarterly disaster-recovery drill.
     DisasterRecoveryDrill,
+    /// Nightly logical backup of every database into every repository (runbook: 02:00 daily).
+    BackupCreate,
+    /// Nightly verification of the newest backup of every repository.
+    BackupVerify,
+    /// Nightly removal of backups past retention (GFS) from every repository.
+    BackupPrune,
+    /// `certbot renew` and an nginx reload (runbook: 00:00 and 12:00 daily).
+    CertificateRenewal,
 }
 
 /// How often a procedure runs, as `tej run daily|weekly|monthly|quarterly` groups them.
@@ -95,6 +103,16 @@ impl Recurrence {
             | Recurrence::Week { at, .. }
             | Recurrence::Month { at, .. }
             | Recurrence::Quarter { at, .. } => at,
+        }
+    }
+
+    /// Moves the recurrence to another local time of day.
+    pub fn set_time(&mut self, t: Time) {
+        match self {
+            Recurrence::Day { at }
+            | Recurrence::Week { at, .. }
+            | Recurrence::Month { at, .. }
+            | Recurrence::Quarter { at, .. } => *at = t,
         }
     }
 
@@ -208,6 +226,31 @@ pub struct Calendar {
     pub entries: Vec<CalendarEntry>,
     /// The production maintenance window.
     pub window: MaintenanceWindow,
+    /// Entries of the runbook turned off in `tej.toml` (`[calendar.<id>] enabled = false`).
+    disabled: Vec<String>,
+}
+
+/// A `tej.toml` change to one calendar entry (`[calendar.<id>]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntryOverride {
+    /// New local time of day, `HH:MM` (24-hour) in the calendar's zone.
+    #[serde(default)]
+    pub at: Option<String>,
+    /// `false` removes the entry from the calendar (nothing schedules or runs it).
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+/// Parses a local time of day written `HH:MM` (24-hour).
+pub fn parse_time_of_day(s: &str) -> Result<Time, String> {
+    let bad = || format!("expected a time of day as HH:MM (24-hour, e.g. \"02:00\"), got {s:?}");
+    let (h, m) = s.split_once(':').ok_or_else(bad)?;
+    if h.len() != 2 || m.len() != 2 || !h.bytes().chain(m.bytes()).all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let (h, m): (i8, i8) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+    Time::new(h, m, 0, 0).map_err(|_| bad())
 }
 
 /// Errors building a calendar.
@@ -217,6 +260,14 @@ pub enum CalendarError {
     /// The time zone name is not in the tz database.
     #[error("unknown time zone {0:?}")]
     UnknownZone(String),
+    /// An override names an entry the calendar does not have.
+    #[error("calendar.{id}: no such calendar entry (expected one of: {known})")]
+    UnknownEntry {
+        /// The id in `tej.toml`.
+        id: String,
+        /// The ids the calendar has, comma-separated.
+        known: String,
+    },
     /// An entry is malformed.
     #[error("calendar entry {id}: {reason}")]
     BadEntry {
@@ -347,6 +398,35 @@ impl Calendar {
                 },
                 120,
             ),
+            // "Automated Daily Backups: cron job (runs at 2 AM daily)". The runbook gives no
+            // time for verification and retention: they follow the backup, verify at 03:00 and
+            // prune at 03:30, so a prune never races the night's dump.
+            entry("nightly-backup", BackupCreate, Day { at: t(2, 0) }, 60),
+            entry(
+                "nightly-backup-verify",
+                BackupVerify,
+                Day { at: t(3, 0) },
+                30,
+            ),
+            entry(
+                "nightly-backup-prune",
+                BackupPrune,
+                Day { at: t(3, 30) },
+                30,
+            ),
+            // "Certbot auto-renewal (runs twice daily): 0 0,12 * * *".
+            entry(
+                "certificate-renewal-am",
+                CertificateRenewal,
+                Day { at: t(0, 0) },
+                15,
+            ),
+            entry(
+                "certificate-renewal-pm",
+                CertificateRenewal,
+                Day { at: t(12, 0) },
+                15,
+            ),
         ];
         Calendar::new(zone, entries, MaintenanceWindow::runbook_default())
     }
@@ -371,7 +451,55 @@ impl Calendar {
             tz_name: zone.to_string(),
             entries,
             window,
+            disabled: Vec::new(),
         })
+    }
+
+    /// The runbook's calendar as `tej.toml` configures it: its time zone and its
+    /// `[calendar.<id>]` overrides.
+    pub fn from_config(cfg: &crate::Config) -> Result<Calendar, CalendarError> {
+        Calendar::runbook_in(cfg.zone())?.with_overrides(&cfg.calendar)
+    }
+
+    /// Applies `[calendar.<id>]` overrides: a new time of day (`at = "HH:MM"`) or
+    /// `enabled = false`. An unknown id or a bad time is an error naming it.
+    pub fn with_overrides(
+        mut self,
+        overrides: &std::collections::BTreeMap<String, EntryOverride>,
+    ) -> Result<Calendar, CalendarError> {
+        for (id, o) in overrides {
+            let Some(e) = self.entries.iter_mut().find(|e| &e.id == id) else {
+                return Err(CalendarError::UnknownEntry {
+                    id: id.clone(),
+                    known: self
+                        .entries
+                        .iter()
+                        .map(|e| e.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            };
+            if let Some(at) = &o.at {
+                let t = parse_time_of_day(at).map_err(|reason| CalendarError::BadEntry {
+                    id: id.clone(),
+                    reason: format!("at: {reason}"),
+                })?;
+                e.recurrence.set_time(t);
+            }
+        }
+        let off: Vec<String> = overrides
+            .iter()
+            .filter(|(_, o)| o.enabled == Some(false))
+            .map(|(id, _)| id.clone())
+            .collect();
+        self.entries.retain(|e| !off.contains(&e.id));
+        self.disabled.extend(off);
+        Ok(self)
+    }
+
+    /// True when `tej.toml` turned the runbook entry `id` off.
+    pub fn is_disabled(&self, id: &str) -> bool {
+        self.disabled.iter().any(|d| d == id)
     }
 
     /// The zone's name.
@@ -603,6 +731,115 @@ mod tests {
                 .all(|w| w[0].1.timestamp() <= w[1].1.timestamp())
         );
         assert_eq!(up[0].0.id, "daily-health");
+    }
+
+    #[test]
+    fn nightly_backup_and_certificate_renewal_are_on_the_calendar() {
+        let c = Calendar::runbook();
+        let at = |id: &str| {
+            let e = c.entry(id).unwrap_or_else(|| panic!("no entry {id}"));
+            (e.procedure, e.recurrence)
+        };
+        let day = |h, m| Recurrence::Day {
+            at: Time::constant(h, m, 0, 0),
+        };
+        // The runbook: "Cron job (runs at 2 AM daily)" and certbot "0 0,12 * * *".
+        assert_eq!(
+            at("nightly-backup"),
+            (ProcedureKind::BackupCreate, day(2, 0))
+        );
+        assert_eq!(
+            at("nightly-backup-verify"),
+            (ProcedureKind::BackupVerify, day(3, 0))
+        );
+        assert_eq!(
+            at("nightly-backup-prune"),
+            (ProcedureKind::BackupPrune, day(3, 30))
+        );
+        assert_eq!(
+            at("certificate-renewal-am"),
+            (ProcedureKind::CertificateRenewal, day(0, 0))
+        );
+        assert_eq!(
+            at("certificate-renewal-pm"),
+            (ProcedureKind::CertificateRenewal, day(12, 0))
+        );
+        let z = c
+            .next_occurrence("nightly-backup", ts("2025-01-16T00:00:00Z"))
+            .unwrap();
+        assert_eq!(local(&c, &z), "2025-01-17 02:00 Fri");
+    }
+
+    #[test]
+    fn overrides_move_and_disable_entries() {
+        let mut o = std::collections::BTreeMap::new();
+        o.insert(
+            "nightly-backup".to_string(),
+            EntryOverride {
+                at: Some("01:15".into()),
+                enabled: None,
+            },
+        );
+        o.insert(
+            "weekly-audit".to_string(),
+            EntryOverride {
+                at: Some("03:00".into()),
+                enabled: None,
+            },
+        );
+        o.insert(
+            "certificate-renewal-pm".to_string(),
+            EntryOverride {
+                at: None,
+                enabled: Some(false),
+            },
+        );
+        let c = Calendar::runbook().with_overrides(&o).unwrap();
+        let z = c
+            .next_occurrence("nightly-backup", ts("2025-01-16T00:00:00Z"))
+            .unwrap();
+        assert_eq!(local(&c, &z), "2025-01-17 01:15 Fri");
+        // A weekly entry keeps its day; only the time moves.
+        let z = c
+            .next_occurrence("weekly-audit", ts("2025-01-16T00:00:00Z"))
+            .unwrap();
+        assert_eq!(local(&c, &z), "2025-01-19 03:00 Sun");
+        assert!(c.entry("certificate-renewal-pm").is_none());
+        assert!(c.is_disabled("certificate-renewal-pm"));
+        assert!(!c.is_disabled("certificate-renewal-am"));
+        assert_eq!(c.entries.len(), Calendar::runbook().entries.len() - 1);
+    }
+
+    #[test]
+    fn bad_overrides_are_errors_naming_the_entry() {
+        let one = |id: &str, at: &str| {
+            let mut o = std::collections::BTreeMap::new();
+            o.insert(
+                id.to_string(),
+                EntryOverride {
+                    at: Some(at.into()),
+                    enabled: None,
+                },
+            );
+            Calendar::runbook()
+                .with_overrides(&o)
+                .unwrap_err()
+                .to_string()
+        };
+        let e = one("nightly-bakup", "02:00");
+        assert!(
+            e.contains("nightly-bakup") && e.contains("no such calendar entry"),
+            "{e}"
+        );
+        assert!(e.contains("nightly-backup"), "lists the known ids: {e}");
+        for bad in ["25:00", "2:00", "02:60", "02-00", "", "02:00:00", "noon"] {
+            let e = one("nightly-backup", bad);
+            assert!(
+                e.contains("nightly-backup") && e.contains("HH:MM"),
+                "{bad}: {e}"
+            );
+        }
+        assert_eq!(parse_time_of_day("23:59"), Ok(Time::constant(23, 59, 0, 0)));
     }
 
     #[test]

@@ -34,6 +34,31 @@ impl fmt::Display for Environment {
     }
 }
 
+/// Where the environment came from, for `tej config check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum EnvironmentSource {
+    /// `environment = ...` in the configuration file (`TEJ_ENVIRONMENT` unset or equal).
+    File,
+    /// `TEJ_ENVIRONMENT`, the file saying nothing.
+    Variable,
+    /// Neither: the default, development.
+    #[default]
+    Default,
+}
+
+impl fmt::Display for EnvironmentSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EnvironmentSource::File => "from the configuration file",
+            EnvironmentSource::Variable => "from TEJ_ENVIRONMENT",
+            EnvironmentSource::Default => {
+                "default: neither the configuration file nor TEJ_ENVIRONMENT sets it"
+            }
+        })
+    }
+}
+
 impl std::str::FromStr for Environment {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -556,6 +581,9 @@ pub struct Config {
     /// production, staging or development.
     #[serde(default)]
     pub environment: Environment,
+    /// Where [`environment`](Self::environment) came from (set when loading).
+    #[serde(skip)]
+    pub environment_source: EnvironmentSource,
     /// Calendar time zone (default Asia/Kolkata).
     #[serde(default)]
     pub timezone: Option<String>,
@@ -601,6 +629,10 @@ pub struct Config {
     /// Dependency audits of the monthly security audit (`[[audit]]`).
     #[serde(default)]
     pub audit: Vec<AuditConfig>,
+    /// Changes to the runbook's calendar entries (`[calendar.<id>]`: `at = "HH:MM"`,
+    /// `enabled = false`).
+    #[serde(default)]
+    pub calendar: BTreeMap<String, crate::calendar::EntryOverride>,
 }
 
 /// A configuration problem: which file, which key, what was expected.
@@ -666,16 +698,42 @@ impl Config {
                 one_line(&e.inner().to_string()),
             )
         })?;
+        // Whether the file itself names the environment (serde's default cannot tell).
+        let in_file = text
+            .parse::<toml::Table>()
+            .is_ok_and(|t| t.contains_key("environment"));
+        cfg.environment_source = if in_file {
+            EnvironmentSource::File
+        } else {
+            EnvironmentSource::Default
+        };
         cfg.apply_env(env, file)?;
         cfg.validate(file)?;
         Ok(cfg)
     }
 
     fn apply_env(&mut self, env: EnvLookup<'_>, file: &str) -> Result<(), ConfigError> {
-        if let Some(v) = env("TEJ_ENVIRONMENT") {
-            self.environment = v
+        if let Some(v) = env("TEJ_ENVIRONMENT").filter(|v| !v.is_empty()) {
+            let from_env: Environment = v
                 .parse()
                 .map_err(|m| cerr("environment", "TEJ_ENVIRONMENT", m))?;
+            // An explicit value in the file wins; a different one in the variable is a
+            // mistake to stop at, not to resolve silently either way.
+            if self.environment_source == EnvironmentSource::File {
+                if from_env != self.environment {
+                    return Err(cerr(
+                        file,
+                        "environment",
+                        format!(
+                            "the file says {} but TEJ_ENVIRONMENT={v}: unset TEJ_ENVIRONMENT or make them agree",
+                            self.environment
+                        ),
+                    ));
+                }
+            } else {
+                self.environment = from_env;
+                self.environment_source = EnvironmentSource::Variable;
+            }
         }
         if self.databases.is_empty() {
             if let Some(url) = env("DATABASE_URL").filter(|s| !s.is_empty()) {
@@ -739,6 +797,23 @@ impl Config {
                     ),
                 )
             })?;
+        }
+        if let Err(e) = crate::calendar::Calendar::from_config(self) {
+            let key = match &e {
+                crate::calendar::CalendarError::UnknownEntry { id, .. } => format!("calendar.{id}"),
+                crate::calendar::CalendarError::BadEntry { id, .. } => format!("calendar.{id}.at"),
+                _ => "calendar".to_string(),
+            };
+            let msg = match &e {
+                crate::calendar::CalendarError::UnknownEntry { known, .. } => {
+                    format!("no such calendar entry (expected one of: {known})")
+                }
+                crate::calendar::CalendarError::BadEntry { reason, .. } => {
+                    reason.strip_prefix("at: ").unwrap_or(reason).to_string()
+                }
+                other => other.to_string(),
+            };
+            return Err(cerr(file, key, msg));
         }
         let mut names = BTreeMap::new();
         for (i, d) in self.databases.iter().enumerate() {
@@ -1103,6 +1178,7 @@ impl Config {
     pub fn summary(&self) -> ConfigSummary {
         ConfigSummary {
             environment: self.environment,
+            environment_source: self.environment_source,
             timezone: self.zone().to_string(),
             databases: self
                 .databases
@@ -1194,6 +1270,8 @@ impl Config {
 pub struct ConfigSummary {
     /// Environment.
     pub environment: Environment,
+    /// Where the environment came from.
+    pub environment_source: EnvironmentSource,
     /// Time zone.
     pub timezone: String,
     /// Databases, passwords masked.
@@ -1401,6 +1479,82 @@ timeout_secs = 600
         .unwrap_err();
         assert_eq!(e.key, "database[0].url");
         assert!(!e.to_string().contains("hunter22"));
+    }
+
+    #[test]
+    fn environment_file_wins_and_a_conflict_is_an_error() {
+        let none = |_: &str| None;
+        let dev = |k: &str| (k == "TEJ_ENVIRONMENT").then(|| "development".to_string());
+        let prod = |k: &str| (k == "TEJ_ENVIRONMENT").then(|| "production".to_string());
+        // Nothing anywhere: the default, and it says so.
+        let c = Config::from_toml_with_env("", "(no tej.toml)", &none).unwrap();
+        assert_eq!(c.environment, Environment::Development);
+        assert_eq!(c.environment_source, EnvironmentSource::Default);
+        assert!(c.environment_source.to_string().contains("default"));
+        // Only the variable.
+        let c = Config::from_toml_with_env("", "t.toml", &prod).unwrap();
+        assert_eq!(c.environment, Environment::Production);
+        assert_eq!(c.environment_source, EnvironmentSource::Variable);
+        // Only the file, or both agreeing: the file.
+        let file = "environment = \"production\"\n";
+        for env in [&none as EnvLookup<'_>, &prod] {
+            let c = Config::from_toml_with_env(file, "t.toml", env).unwrap();
+            assert_eq!(c.environment, Environment::Production);
+            assert_eq!(c.environment_source, EnvironmentSource::File);
+        }
+        // The file says production, the variable development: never silently either.
+        let e = Config::from_toml_with_env(file, "t.toml", &dev).unwrap_err();
+        assert_eq!(e.key, "environment");
+        assert!(
+            e.message.contains("production") && e.message.contains("TEJ_ENVIRONMENT=development"),
+            "{e}"
+        );
+        assert_eq!(c_summary_source(file), EnvironmentSource::File);
+    }
+
+    fn c_summary_source(text: &str) -> EnvironmentSource {
+        Config::from_toml_with_env(text, "t.toml", &|_| None)
+            .unwrap()
+            .summary()
+            .environment_source
+    }
+
+    #[test]
+    fn calendar_overrides_are_validated() {
+        let none = |_: &str| None;
+        let c = Config::from_toml_with_env(
+            "[calendar.nightly-backup]\nat = \"01:30\"\n[calendar.certificate-renewal-pm]\nenabled = false\n",
+            "t.toml",
+            &none,
+        )
+        .unwrap();
+        let cal = crate::Calendar::from_config(&c).unwrap();
+        assert_eq!(
+            cal.entry("nightly-backup").unwrap().recurrence,
+            crate::Recurrence::Day {
+                at: jiff::civil::Time::constant(1, 30, 0, 0)
+            }
+        );
+        assert!(cal.entry("certificate-renewal-pm").is_none());
+        let e = Config::from_toml_with_env("[calendar.nightly]\nat = \"01:30\"\n", "t.toml", &none)
+            .unwrap_err();
+        assert_eq!(e.key, "calendar.nightly");
+        assert!(e.message.contains("no such calendar entry"), "{e}");
+        let e = Config::from_toml_with_env(
+            "[calendar.nightly-backup]\nat = \"1:30am\"\n",
+            "t.toml",
+            &none,
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "calendar.nightly-backup.at");
+        assert!(e.message.contains("HH:MM"), "{e}");
+        let e = Config::from_toml_with_env(
+            "[calendar.nightly-backup]\ntime = \"01:30\"\n",
+            "t.toml",
+            &none,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("time"), "{e}");
     }
 
     #[test]
