@@ -170,12 +170,55 @@ pub struct InvalidationReport {
     pub batches: u64,
 }
 
-/// Refuses patterns that would match every key: that is `FLUSHDB`, which has its own step.
+/// Whether a Redis glob pattern pins at least one literal character every matching key
+/// must contain. Wildcards (`*`, `?`), character classes of several members (`[a-z]`,
+/// `[^x]`) and their combinations pin none: such a pattern can match keys of every
+/// namespace. An escaped character (`\*`) and a one-member class (`[s]`) are literals.
+fn has_literal(pattern: &str) -> bool {
+    let b = pattern.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'*' | b'?' => i += 1,
+            b'\\' => return true,
+            b'[' => {
+                // A class up to the closing `]`; unterminated, Redis matches to the end.
+                let mut j = i + 1;
+                let negated = b.get(j) == Some(&b'^');
+                if negated {
+                    j += 1;
+                }
+                let start = j;
+                let mut members = 0usize;
+                while j < b.len() && b[j] != b']' {
+                    if b[j] == b'\\' && j + 1 < b.len() {
+                        j += 1;
+                    }
+                    members += 1;
+                    j += 1;
+                }
+                let one_literal = !negated && members == 1 && !b[start..j].contains(&b'-');
+                if one_literal {
+                    return true;
+                }
+                i = j + 1;
+            }
+            _ => return true,
+        }
+    }
+    false
+}
+
+/// Refuses patterns that can match every key (judged by what they can match, not by their
+/// spelling: `*`, `?*`, `**`, `[a-z]*`...): that is `FLUSHDB`, which has its own step.
 pub fn validate_session_pattern(pattern: &str) -> Result<(), RedisError> {
-    if pattern.trim().is_empty() || pattern.chars().all(|c| c == '*') {
+    if pattern.trim().is_empty() || !has_literal(pattern) {
         return Err(RedisError::Refused {
             command: "UNLINK".into(),
-            reason: format!("pattern {pattern:?} matches every key; use the FLUSHDB step for that"),
+            reason: format!(
+                "pattern {pattern:?} has no literal part, so it can match every key; \
+                 name the session prefix (`sess:*`), or use the FLUSHDB step to remove everything"
+            ),
         });
     }
     Ok(())
@@ -292,6 +335,37 @@ mod tests {
             };
             let e = invalidate_sessions(&m, &opts).await.unwrap_err();
             assert!(matches!(e, RedisError::Refused { .. }), "{p:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn patterns_are_judged_by_what_they_can_match() {
+        for p in [
+            "?*",
+            "*?",
+            "**",
+            "[a-z]*",
+            "*[a-z]",
+            "?",
+            "??*",
+            "[^x]*",
+            "[a-z][0-9]*",
+        ] {
+            let e = validate_session_pattern(p).unwrap_err().to_string();
+            assert!(e.contains("every key"), "{p:?} must be refused: {e}");
+        }
+        for p in [
+            "session:*",
+            "sess:*",
+            "[s]ess:*",
+            "*:session:*",
+            "sess:\\*",
+            "user:?:sess",
+        ] {
+            assert!(
+                validate_session_pattern(p).is_ok(),
+                "{p:?} must be accepted"
+            );
         }
     }
 
