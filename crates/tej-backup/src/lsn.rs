@@ -138,12 +138,13 @@ impl WalFileName {
     pub fn parse(name: &str, segment_size: u64) -> Result<WalFileName, InvalidWalFileName> {
         let bad = || InvalidWalFileName(name.to_string());
         let seg24 = |s: &str| -> Option<(u32, u64)> {
-            if s.len() != 24 {
+            // Names come from storage: byte offsets are only sliced on ASCII text.
+            if s.len() != 24 || !s.is_ascii() {
                 return None;
             }
-            let tli = hex8(&s[0..8])?;
-            let log = u64::from(hex8(&s[8..16])?);
-            let seg = u64::from(hex8(&s[16..24])?);
+            let tli = hex8(s.get(0..8)?)?;
+            let log = u64::from(hex8(s.get(8..16)?)?);
+            let seg = u64::from(hex8(s.get(16..24)?)?);
             let per = segments_per_log(segment_size);
             if seg >= per {
                 return None;

@@ -53,6 +53,12 @@ pub(crate) fn seal(mut payload: Vec<u8>, meta: &WalObjectMeta) -> Vec<u8> {
     payload
 }
 
+/// Splits a stored object into its payload and trailer: an error (never a panic) for
+/// anything that is not a complete tej WAL object.
+pub fn open_object(object: &[u8]) -> Result<(&[u8], WalObjectMeta), String> {
+    open(object)
+}
+
 /// Splits a stored object into its payload and trailer.
 pub(crate) fn open(object: &[u8]) -> Result<(&[u8], WalObjectMeta), String> {
     let n = object.len();
