@@ -8,7 +8,9 @@
 //! an on-call engineer would: the daily health check, a backup to local disk and S3 with
 //! verify and restore test, a physical base backup and a PITR drill, and a secret rotation.
 //! Each step prints a heading and the exact `tej` command line. Everything the run wrote
-//! (config, audit log, backup repositories, `.env`) stays in `target/tej-demo/` afterwards.
+//! (config, audit log, backup repositories, `.env`) stays in `target/tej-demo/` afterwards,
+//! except what the PostgreSQL server's OS user must reach wherever the checkout lives (the
+//! tej binary it runs, the WAL archive): that lives under `/tmp` and is removed at the end.
 //! `TEJ_BIN=/path/to/tej` runs an already built (or installed) binary instead of building one.
 //! Docker is part of the stack (install-deps installs docker.io; the demo starts its own
 //! dockerd): a demo that cannot start it fails, naming why.
@@ -19,7 +21,9 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use tej_testkit::{DockerEngine, PgCluster, PgClusterOptions, RedisServer, S3Server, TlsEndpoint};
+use tej_testkit::{
+    DockerEngine, PgCluster, PgClusterOptions, Reachable, RedisServer, S3Server, TlsEndpoint,
+};
 
 /// Days the demo TLS endpoint's certificate is valid (short-lived: tej's thresholds follow
 /// the lifetime, warning at a third of it left, as Let's Encrypt renews).
@@ -96,9 +100,15 @@ pub fn run(_args: &[String]) -> Result<()> {
             .with_context(|| format!("clear {}", demo_dir.display()))?;
     }
     std::fs::create_dir_all(&demo_dir)?;
-    // The WAL archive and physical backups: written by the server's archive_command, which
-    // runs as the postgres OS user when the demo runs as root.
-    let pitr = demo_dir.join("pitr");
+    // What the server's OS user (postgres, when the demo runs as root) runs and writes: the
+    // tej binary of archive_command and restore_command, and the WAL archive with its base
+    // backups. The checkout may sit where that user cannot go (a clone in root's 0700 home),
+    // so both live under /tmp for the length of the demo.
+    let tej_reachable =
+        Reachable::file(&tej).context("make tej runnable by the server's OS user")?;
+    let tej = tej_reachable.path().to_path_buf();
+    let server_dir = server_dir().context("create the server-reachable WAL archive directory")?;
+    let pitr = server_dir.path().join("pitr");
     std::fs::create_dir_all(&pitr)?;
     {
         use std::os::unix::fs::PermissionsExt;
@@ -401,14 +411,30 @@ test_password = {{ env = "TEJ_DEMO_LOGIN_PASSWORD" }}
         "  backups       {} (and s3://{bucket}/skillswap while the demo ran)",
         backups.display()
     );
-    println!("  WAL + base    {}", pitr.display());
     println!("  .env          {}", env_file.display());
+    println!(
+        "  removed       {} (the WAL archive and base backups) and {} (the tej the server ran)",
+        server_dir.path().display(),
+        tej.display()
+    );
     let failures = std::mem::take(&mut demo.failures);
     drop((pg, redis, s3, tls, docker));
+    drop((server_dir, tej_reachable));
     if !failures.is_empty() {
         bail!("demo steps failed: {}", failures.join("; "));
     }
     Ok(())
+}
+
+/// A fresh directory under /tmp that every local user can traverse (mode 0755), removed on
+/// drop: where the server's OS user finds what it must write.
+fn server_dir() -> Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("tej-demo-")
+        .tempdir_in("/tmp")?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    Ok(dir)
 }
 
 /// `arg` as a shell word: unchanged when plain, else in single quotes (so a printed command

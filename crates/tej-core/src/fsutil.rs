@@ -71,6 +71,92 @@ pub fn atomic_write_owned(
     result
 }
 
+/// What another OS user must be able to do with a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Read it (a configuration file).
+    Read,
+    /// Run it (a program named in `archive_command` or `restore_command`).
+    Execute,
+}
+
+/// Why the OS user `uid` (primary group `gid`, and the supplementary groups the user
+/// database gives it) cannot reach `path` for `access`, or `None` when it can: every
+/// directory on the way must let it search (`x`), and the file itself be readable or
+/// executable. A checkout in root's 0700 home is the usual reason a server's OS user
+/// cannot run a binary built there.
+pub fn unreachable_by(path: &Path, uid: u32, gid: u32, access: Access) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let path = match std::path::absolute(path) {
+        Ok(p) => p,
+        Err(e) => return Some(format!("cannot resolve {}: {e}", path.display())),
+    };
+    let groups = user_groups(uid, gid);
+    // The permission bits that apply to this user: owner, else group, else other.
+    let bits = |m: &fs::Metadata| -> u32 {
+        let mode = m.mode();
+        if m.uid() == uid {
+            (mode >> 6) & 7
+        } else if groups.contains(&m.gid()) {
+            (mode >> 3) & 7
+        } else {
+            mode & 7
+        }
+    };
+    let mut dirs: Vec<&Path> = path.ancestors().skip(1).collect();
+    dirs.reverse();
+    for dir in dirs {
+        let m = match fs::metadata(dir) {
+            Ok(m) => m,
+            Err(e) => return Some(format!("cannot stat {}: {e}", dir.display())),
+        };
+        if uid != 0 && bits(&m) & 1 == 0 {
+            return Some(format!(
+                "{} (mode {:04o}, owner uid {}) does not let uid {uid} through",
+                dir.display(),
+                m.mode() & 0o7777,
+                m.uid()
+            ));
+        }
+    }
+    let m = match fs::metadata(&path) {
+        Ok(m) => m,
+        Err(e) => return Some(format!("cannot stat {}: {e}", path.display())),
+    };
+    let (want, verb) = match access {
+        Access::Read => (4, "read"),
+        Access::Execute => (1, "execute"),
+    };
+    let allowed = if uid == 0 {
+        access == Access::Read || m.mode() & 0o111 != 0
+    } else {
+        bits(&m) & want != 0 && (access == Access::Read || bits(&m) & 4 != 0 || m.is_file())
+    };
+    if allowed {
+        None
+    } else {
+        Some(format!(
+            "uid {uid} may not {verb} {} (mode {:04o}, owner uid {})",
+            path.display(),
+            m.mode() & 0o7777,
+            m.uid()
+        ))
+    }
+}
+
+/// The primary and supplementary groups of `uid` as the user database lists them.
+fn user_groups(uid: u32, gid: u32) -> Vec<u32> {
+    use nix::unistd::{Gid, Uid, User, getgrouplist};
+    let mut groups = vec![gid];
+    if let Ok(Some(user)) = User::from_uid(Uid::from_raw(uid))
+        && let Ok(name) = std::ffi::CString::new(user.name)
+        && let Ok(list) = getgrouplist(&name, Gid::from_raw(gid))
+    {
+        groups.extend(list.into_iter().map(Gid::as_raw));
+    }
+    groups
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -114,6 +200,31 @@ mod tests {
         );
         // no temporary files left behind
         assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_private_directory_on_the_way_makes_a_program_unreachable() {
+        let d = tempfile::tempdir().unwrap();
+        let private = d.path().join("home");
+        fs::create_dir(&private).unwrap();
+        let prog = private.join("tej");
+        fs::write(&prog, b"#!/bin/sh\n").unwrap();
+        fs::set_permissions(&prog, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(d.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(&private, fs::Permissions::from_mode(0o755)).unwrap();
+        // nobody: not the owner (we are root in CI, or ourselves otherwise).
+        let (uid, gid) = (65534, 65534);
+        assert_eq!(unreachable_by(&prog, uid, gid, Access::Execute), None);
+        fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).unwrap();
+        let why = unreachable_by(&prog, uid, gid, Access::Execute).unwrap();
+        assert!(why.contains(&private.display().to_string()), "{why}");
+        assert!(why.contains("0700"), "{why}");
+        fs::set_permissions(&private, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(&prog, fs::Permissions::from_mode(0o644)).unwrap();
+        let why = unreachable_by(&prog, uid, gid, Access::Execute).unwrap();
+        assert!(why.contains("may not execute"), "{why}");
+        assert_eq!(unreachable_by(&prog, uid, gid, Access::Read), None);
+        assert!(unreachable_by(&private.join("missing"), uid, gid, Access::Read).is_some());
     }
 
     #[test]
