@@ -73,6 +73,9 @@ pub struct RestoreReport {
     pub raw_size: u64,
     /// Wall time.
     pub duration_secs: f64,
+    /// Where the dump was decoded before `pg_restore` read it (removed afterwards);
+    /// `None` when it streamed straight into `psql`.
+    pub scratch_dir: Option<String>,
 }
 
 fn restore_spec(
@@ -230,6 +233,7 @@ pub async fn restore_manifest(
         format,
         raw_size: m.raw_size,
         duration_secs: started.elapsed().as_secs_f64(),
+        scratch_dir: None,
     })
 }
 
