@@ -2,6 +2,7 @@
 //! restart, force-recreate and exec.
 
 use crate::error::DeployError;
+use crate::health::{HealthProbe, HealthWait, wait_healthy};
 use crate::model::{
     ContainerDetails, ContainerListing, ContainerSpec, ContainerState, Control, ExecOutput,
     HealthStatus, LABEL_NUMBER, LABEL_ONEOFF, LABEL_PROJECT, LABEL_SERVICE, LogLine, LogQuery,
@@ -11,8 +12,9 @@ use crate::runtime::{ContainerRuntime, ImageStore};
 use jiff::Timestamp;
 use serde::Serialize;
 use std::collections::HashMap;
+use std::fmt;
 use std::time::Duration;
-use tej_core::{Finding, Report, Severity};
+use tej_core::{Finding, Report, Secret, Severity};
 
 /// A Compose project on one engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,6 +213,31 @@ impl Project {
         Ok(ids)
     }
 
+    /// `up -d --force-recreate SERVICE` after the service's `.env` changed: each container
+    /// of `service` is recreated from its own configuration with `options.env` applied to
+    /// its environment (what Compose gives a service whose environment comes from the
+    /// `.env`, through `env_file` or `${VAR}` interpolation), everything else unchanged,
+    /// Compose labels included.
+    ///
+    /// The old container is stopped and kept, renamed, until the new one is healthy (its
+    /// Docker healthcheck says `healthy`; running, without one); then it is removed. When the
+    /// new container cannot be created or started, or is not healthy within
+    /// `options.health.deadline`, it is removed and the old one gets its name back and is
+    /// started again: the service is never left without its container. Returns what was
+    /// recreated; an error says what failed and whether the old container is back.
+    pub async fn recreate_with_env(
+        &self,
+        rt: &dyn ContainerRuntime,
+        service: &str,
+        options: &RecreateOptions,
+    ) -> Result<Vec<Recreated>, DeployError> {
+        let mut out = Vec::new();
+        for c in self.containers_of(rt, service).await? {
+            out.push(recreate_one(rt, &c.id, options).await?);
+        }
+        Ok(out)
+    }
+
     /// Runs `cmd` in the running container of `service` (`pg_isready`, `redis-cli ping`).
     pub async fn exec(
         &self,
@@ -220,6 +247,225 @@ impl Project {
     ) -> Result<ExecOutput, DeployError> {
         let c = self.running_container(rt, service).await?;
         rt.exec(&c.id, cmd).await
+    }
+}
+
+/// A change [`Project::recreate_with_env`] makes to a recreated container's environment.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EnvOverride {
+    /// The variable.
+    pub key: String,
+    /// Its new value; `None` removes it from the environment.
+    pub value: Option<Secret>,
+    /// Also add `key` (right after this variable) when the container lacks `key` but has
+    /// this one: `JWT_SECRET_PREVIOUS` goes wherever `JWT_SECRET` is. Without it, a value
+    /// only replaces a variable the container already has.
+    pub alongside: Option<String>,
+}
+
+impl fmt::Debug for EnvOverride {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnvOverride")
+            .field("key", &self.key)
+            .field("value", &self.value.as_ref().map(|_| "<redacted>"))
+            .field("alongside", &self.alongside)
+            .finish()
+    }
+}
+
+/// Applies `overrides` to an environment (`KEY=value` each); returns the new environment
+/// and the keys that changed (set, added or removed), in order.
+pub fn apply_env_overrides(
+    env: &[String],
+    overrides: &[EnvOverride],
+) -> (Vec<String>, Vec<String>) {
+    let key_of = |e: &str| {
+        e.split_once('=')
+            .map(|(k, _)| k.to_string())
+            .unwrap_or_else(|| e.to_string())
+    };
+    let mut env: Vec<String> = env.to_vec();
+    let mut changed = Vec::new();
+    for o in overrides {
+        let pos = env.iter().position(|e| key_of(e) == o.key);
+        match (&o.value, pos) {
+            (Some(v), Some(i)) => {
+                let line = format!("{}={}", o.key, v.expose());
+                if env[i] != line {
+                    env[i] = line;
+                    changed.push(o.key.clone());
+                }
+            }
+            (Some(v), None) => {
+                let after = o
+                    .alongside
+                    .as_ref()
+                    .and_then(|a| env.iter().position(|e| &key_of(e) == a));
+                if let Some(i) = after {
+                    env.insert(i + 1, format!("{}={}", o.key, v.expose()));
+                    changed.push(o.key.clone());
+                }
+            }
+            (None, Some(_)) => {
+                env.retain(|e| key_of(e) != o.key);
+                changed.push(o.key.clone());
+            }
+            (None, None) => {}
+        }
+    }
+    (env, changed)
+}
+
+/// How [`Project::recreate_with_env`] recreates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecreateOptions {
+    /// Changes to the environment (none: the same environment).
+    pub env: Vec<EnvOverride>,
+    /// Grace period when stopping the old container.
+    pub stop_timeout: Duration,
+    /// How long the new container may take to become healthy, and the polling interval.
+    pub health: HealthWait,
+}
+
+impl Default for RecreateOptions {
+    fn default() -> Self {
+        RecreateOptions {
+            env: Vec::new(),
+            stop_timeout: Duration::from_secs(10),
+            health: HealthWait::default(),
+        }
+    }
+}
+
+/// One container recreated by [`Project::recreate_with_env`] (no values, only names).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Recreated {
+    /// The container's name (the same before and after).
+    pub name: String,
+    /// The removed container's id.
+    pub old_id: String,
+    /// The new container's id.
+    pub new_id: String,
+    /// Environment variables whose value changed (names only).
+    pub env_changed: Vec<String>,
+}
+
+/// The name the old container holds while its replacement proves healthy.
+fn parked_name(name: &str, id: &str) -> String {
+    format!("{name}-tej-old-{}", short_id(id))
+}
+
+async fn recreate_one(
+    rt: &dyn ContainerRuntime,
+    id: &str,
+    options: &RecreateOptions,
+) -> Result<Recreated, DeployError> {
+    let d = rt.inspect_container(id).await?;
+    let name = d.name.clone();
+    let mut spec = d.spec.clone();
+    spec.name = Some(name.clone());
+    let (env, env_changed) = apply_env_overrides(&spec.env, &options.env);
+    spec.env = env;
+    let was_running = matches!(
+        d.state,
+        ContainerState::Running | ContainerState::Restarting | ContainerState::Paused
+    );
+    rt.control(
+        &d.id,
+        Control::Stop {
+            timeout: options.stop_timeout,
+        },
+    )
+    .await?;
+    let parked = parked_name(&name, &d.id);
+    if let Err(e) = rt.rename_container(&d.id, &parked).await {
+        if was_running {
+            let _ = rt.control(&d.id, Control::Start).await;
+        }
+        return Err(e);
+    }
+    let attempt = async {
+        let new_id = create_and_start(rt, &spec).await?;
+        if let Err(e) = wait_new_healthy(rt, &new_id, options.health).await {
+            let _ = rt.remove_container(&new_id, true).await;
+            return Err(e);
+        }
+        Ok(new_id)
+    }
+    .await;
+    match attempt {
+        Ok(new_id) => {
+            if let Err(e) = rt.remove_container(&d.id, true).await {
+                tracing::warn!(container = %parked, error = %e, "cannot remove the replaced container");
+            }
+            Ok(Recreated {
+                name,
+                old_id: d.id,
+                new_id,
+                env_changed,
+            })
+        }
+        Err(e) => {
+            let back = async {
+                rt.rename_container(&d.id, &name).await?;
+                if was_running {
+                    rt.control(&d.id, Control::Start).await?;
+                }
+                Ok::<(), DeployError>(())
+            }
+            .await;
+            let state = match back {
+                Ok(()) if was_running => "the old container is back and running".to_string(),
+                Ok(()) => "the old container is back".to_string(),
+                Err(b) => {
+                    format!("the old container could not be brought back ({b}); it is {parked}")
+                }
+            };
+            Err(DeployError::Unhealthy {
+                container: name,
+                reason: format!("the recreated container failed: {e}; {state}"),
+            })
+        }
+    }
+}
+
+/// Waits until a new container is healthy: by its Docker healthcheck when it has one,
+/// otherwise by running.
+async fn wait_new_healthy(
+    rt: &dyn ContainerRuntime,
+    id: &str,
+    wait: HealthWait,
+) -> Result<(), DeployError> {
+    let d = rt.inspect_container(id).await?;
+    if d.health != HealthStatus::None {
+        return wait_healthy(rt, id, &HealthProbe::Docker, None, wait).await;
+    }
+    let start = tokio::time::Instant::now();
+    let mut d = d;
+    loop {
+        match d.state {
+            ContainerState::Running => return Ok(()),
+            ContainerState::Created | ContainerState::Restarting => {}
+            s => {
+                return Err(DeployError::Unhealthy {
+                    container: d.name,
+                    reason: format!(
+                        "container {s}{}",
+                        d.exit_code
+                            .map(|c| format!(" with exit code {c}"))
+                            .unwrap_or_default()
+                    ),
+                });
+            }
+        }
+        if start.elapsed() + wait.interval > wait.deadline {
+            return Err(DeployError::Unhealthy {
+                container: d.name,
+                reason: format!("not running within {:?}", wait.deadline),
+            });
+        }
+        tokio::time::sleep(wait.interval).await;
+        d = rt.inspect_container(id).await?;
     }
 }
 

@@ -19,8 +19,8 @@ use bollard::models::{
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListImagesOptionsBuilder,
     LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
-    RestartContainerOptionsBuilder, StopContainerOptionsBuilder, TagImageOptionsBuilder,
-    WaitContainerOptionsBuilder,
+    RenameContainerOptionsBuilder, RestartContainerOptionsBuilder, StopContainerOptionsBuilder,
+    TagImageOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use futures::StreamExt;
 use jiff::Timestamp;
@@ -399,6 +399,16 @@ impl ContainerRuntime for BollardRuntime {
             .build();
         self.docker
             .remove_container(id, Some(o))
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    async fn rename_container(&self, id: &str, new_name: &str) -> Result<(), DeployError> {
+        let o = RenameContainerOptionsBuilder::default()
+            .name(new_name)
+            .build();
+        self.docker
+            .rename_container(id, o)
             .await
             .map_err(|e| self.err(e))
     }

@@ -87,7 +87,10 @@ pub mod recover;
 pub mod runtime;
 pub mod switch;
 
-pub use compose::{ContainerStatus, Project, ProjectStatus};
+pub use compose::{
+    ContainerStatus, EnvOverride, Project, ProjectStatus, RecreateOptions, Recreated,
+    apply_env_overrides,
+};
 pub use deploy::{
     BlueGreenPorts, DeployEvent, DeployKind, DeployOptions, DeployOutcome, DeployReport,
     DeployStage, DeployStep, Deployer,

@@ -30,6 +30,9 @@ pub trait ContainerRuntime: Send + Sync {
     /// Removes a container (`force` kills a running one first).
     async fn remove_container(&self, id: &str, force: bool) -> Result<(), DeployError>;
 
+    /// Renames a container (its id, labels and configuration stay).
+    async fn rename_container(&self, id: &str, new_name: &str) -> Result<(), DeployError>;
+
     /// A container's log lines, oldest first.
     async fn logs(&self, id: &str, query: &LogQuery) -> Result<Vec<LogLine>, DeployError>;
 

@@ -255,6 +255,9 @@ impl ContainerRuntime for LazyContainerRuntime {
     async fn remove_container(&self, id: &str, force: bool) -> Result<(), DeployError> {
         self.rt().await?.remove_container(id, force).await
     }
+    async fn rename_container(&self, id: &str, new_name: &str) -> Result<(), DeployError> {
+        self.rt().await?.rename_container(id, new_name).await
+    }
     async fn logs(
         &self,
         id: &str,
