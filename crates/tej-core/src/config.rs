@@ -452,10 +452,14 @@ fn default_rotate() -> Vec<String> {
     vec!["JWT_SECRET".into(), "JWT_REFRESH_SECRET".into()]
 }
 
-/// Host thresholds (percent used).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// Host thresholds (percent used) and which file systems the disk checks report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostConfig {
+    /// File-system types never reported by the disk checks (default: tej-host's list of
+    /// pseudo file systems, tmpfs, overlay, cgroup, proc..., as node_exporter excludes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclude_fs_types: Option<Vec<String>>,
     /// Disk use warning, percent.
     pub disk_warn_percent: f64,
     /// Disk use critical, percent.
@@ -469,6 +473,7 @@ pub struct HostConfig {
 impl Default for HostConfig {
     fn default() -> Self {
         HostConfig {
+            exclude_fs_types: None,
             disk_warn_percent: 80.0,
             disk_crit_percent: 90.0,
             memory_warn_percent: 85.0,

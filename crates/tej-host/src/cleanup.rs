@@ -28,6 +28,10 @@ pub struct CleanupOptions {
     pub keep_newest: usize,
     /// "Now"; `None` uses the system clock.
     pub now: Option<Timestamp>,
+    /// Directories the cleanup must never reach, beyond the system directories and the data
+    /// directories it recognises itself (the backup repositories of tej.toml...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protected: Vec<PathBuf>,
 }
 
 impl CleanupOptions {
@@ -39,6 +43,7 @@ impl CleanupOptions {
             older_than_days,
             keep_newest: 1,
             now: None,
+            protected: Vec::new(),
         }
     }
 }
@@ -99,6 +104,95 @@ fn matcher(pattern: &str) -> Result<GlobMatcher, HostError> {
         .map_err(|e| HostError::Invalid(format!("bad cleanup pattern {pattern:?}: {e}")))
 }
 
+/// Directories a cleanup root may never be: the system's own. A root below the first
+/// group is refused as well (`/usr/lib`, `/etc/nginx`); the second group only as such.
+const SYSTEM_TREES: &[&str] = &[
+    "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/sbin",
+    "/sys", "/usr",
+];
+const SYSTEM_DIRS: &[&str] = &[
+    "/",
+    "/home",
+    "/media",
+    "/mnt",
+    "/opt",
+    "/root",
+    "/run",
+    "/srv",
+    "/tmp",
+    "/var",
+    "/var/lib",
+    "/var/cache",
+    "/var/spool",
+    "/var/backups",
+    "/var/lib/postgresql",
+    "/var/lib/docker",
+    "/var/lib/redis",
+];
+
+/// Why `dir` holds data a cleanup must never touch: a PostgreSQL data directory (`PG_VERSION`
+/// beside `global/`) or a tej backup repository (`backups/*/manifest.json`, a WAL archive,
+/// repository locks).
+fn data_directory_kind(dir: &Path) -> Option<&'static str> {
+    if dir.join("PG_VERSION").is_file() && dir.join("global").is_dir() {
+        return Some("PostgreSQL data directory");
+    }
+    if dir.join("wal/archive.json").is_file() || dir.join("locks/repo").is_dir() {
+        return Some("backup repository");
+    }
+    let backups = dir.join("backups");
+    if backups.is_dir()
+        && std::fs::read_dir(&backups).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.path().join("manifest.json").is_file())
+        })
+    {
+        return Some("backup repository");
+    }
+    None
+}
+
+fn refused(root: &Path, why: String) -> HostError {
+    HostError::Invalid(format!(
+        "cleanup of {} refused: {why}; point --root at a directory of logs or dumps",
+        root.display()
+    ))
+}
+
+/// Refuses roots a cleanup must never run on: system directories, directories inside a
+/// PostgreSQL data directory or a backup repository, and the `protected` ones (or their
+/// parents). The walk checks every directory below the root the same way.
+fn check_root(root: &Path, protected: &[PathBuf]) -> Result<(), HostError> {
+    if SYSTEM_DIRS.iter().any(|d| root == Path::new(d))
+        || SYSTEM_TREES.iter().any(|d| root.starts_with(d))
+    {
+        return Err(refused(root, "it is a system directory".into()));
+    }
+    for a in root.ancestors() {
+        if let Some(kind) = data_directory_kind(a) {
+            return Err(refused(
+                root,
+                if a == root {
+                    format!("it is a {kind}")
+                } else {
+                    format!("it is inside the {kind} {}", a.display())
+                },
+            ));
+        }
+    }
+    for p in protected {
+        let p = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+        if root.starts_with(&p) || p.starts_with(root) {
+            return Err(refused(
+                root,
+                format!("it overlaps the protected directory {}", p.display()),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn modified(meta: &std::fs::Metadata, path: &Path) -> Result<Timestamp, HostError> {
     let t = meta.modified().map_err(|e| HostError::io(path, e))?;
     Timestamp::try_from(t).map_err(|e| HostError::Internal(format!("{}: {e}", path.display())))
@@ -116,6 +210,7 @@ pub fn plan_cleanup(opts: &CleanupOptions) -> Result<CleanupPlan, HostError> {
             root.display()
         )));
     }
+    check_root(&root, &opts.protected)?;
     let now = opts.now.unwrap_or_else(Timestamp::now);
     let limit_secs = i64::from(opts.older_than_days) * 86_400;
     let mut matches = Vec::new();
@@ -132,6 +227,12 @@ pub fn plan_cleanup(opts: &CleanupOptions) -> Result<CleanupPlan, HostError> {
             };
             let ft = meta.file_type();
             if ft.is_dir() {
+                if let Some(kind) = data_directory_kind(&path) {
+                    return Err(refused(
+                        &root,
+                        format!("it holds the {kind} {}", path.display()),
+                    ));
+                }
                 stack.push(path);
                 continue;
             }
@@ -244,7 +345,7 @@ fn check_still_safe(plan: &CleanupPlan, f: &CleanupFile) -> Result<(), String> {
     Ok(())
 }
 
-/// The cleanup as a mutating [`Step`]: its plan lists every file and the bytes freed.
+/// The cleanup as a destructive [`Step`]: its plan lists every file and the bytes freed.
 #[derive(Debug, Clone)]
 pub struct CleanupStep {
     /// What to clean.
@@ -298,8 +399,9 @@ impl Step for CleanupStep {
         "disk-cleanup".into()
     }
 
+    /// Destructive: files are removed for good (confirmation, the production window).
     fn risk(&self) -> Risk {
-        Risk::Mutating
+        Risk::Destructive
     }
 
     fn target(&self) -> String {
@@ -528,7 +630,7 @@ mod tests {
         file(&r.join("b.log"), 22, Duration::from_secs(50 * DAY));
         file(&r.join("c.log"), 1, Duration::from_secs(DAY));
         let step = CleanupStep::new(opts(r, "*.log", 30));
-        assert_eq!(step.risk(), Risk::Mutating);
+        assert_eq!(step.risk(), Risk::Destructive);
         let plan = step.plan().await.unwrap();
         assert!(plan.actions[0].contains("b.log") && plan.actions[0].contains("22 bytes"));
         assert!(plan.actions[1].contains("a.log"));
@@ -542,5 +644,49 @@ mod tests {
         let out = step.apply().await.unwrap();
         assert!(out.summary.contains("freed 33 bytes"), "{}", out.summary);
         assert!(!r.join("a.log").exists() && r.join("c.log").exists());
+    }
+
+    #[test]
+    fn system_and_data_directories_are_refused() {
+        let refused = |o: &CleanupOptions| match plan_cleanup(o) {
+            Err(e) => e.to_string(),
+            Ok(p) => panic!("{} was accepted: {p:?}", o.root.display()),
+        };
+        for root in ["/", "/etc", "/usr/lib", "/var", "/var/lib"] {
+            let e = refused(&CleanupOptions::new(root, "*", 0));
+            assert!(e.contains("system directory"), "{root}: {e}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        // A PostgreSQL data directory, as the root, below it, and below the root.
+        let pgdata = dir.path().join("pg/15/main");
+        fs::create_dir_all(pgdata.join("global")).unwrap();
+        fs::create_dir_all(pgdata.join("log")).unwrap();
+        fs::write(pgdata.join("PG_VERSION"), "15\n").unwrap();
+        for root in [pgdata.clone(), pgdata.join("log"), dir.path().join("pg")] {
+            let e = refused(&CleanupOptions::new(&root, "*", 0));
+            assert!(
+                e.contains("PostgreSQL data directory"),
+                "{}: {e}",
+                root.display()
+            );
+        }
+        // A backup repository.
+        let repo = dir.path().join("repo");
+        fs::create_dir_all(repo.join("backups/20250116T020000Z-app")).unwrap();
+        fs::write(
+            repo.join("backups/20250116T020000Z-app/manifest.json"),
+            "{}",
+        )
+        .unwrap();
+        let e = refused(&CleanupOptions::new(&repo, "*", 0));
+        assert!(e.contains("backup repository"), "{e}");
+        // A protected directory, and its parent.
+        let logs = dir.path().join("app/logs");
+        fs::create_dir_all(&logs).unwrap();
+        let mut o = CleanupOptions::new(dir.path().join("app"), "*.log", 30);
+        o.protected = vec![logs.clone()];
+        assert!(refused(&o).contains("protected"));
+        // A plain log directory is fine.
+        assert!(plan_cleanup(&CleanupOptions::new(&logs, "*.log", 30)).is_ok());
     }
 }

@@ -54,7 +54,12 @@ impl Default for ResourceOptions {
         ResourceOptions {
             proc_root: PathBuf::from("/proc"),
             ignore_fs_types: [
+                "tmpfs",
+                "overlay",
+                "aufs",
+                "shm",
                 "proc",
+                "procfs",
                 "sysfs",
                 "devpts",
                 "devtmpfs",
@@ -79,11 +84,46 @@ impl Default for ResourceOptions {
                 "efivarfs",
                 "fuse.lxcfs",
                 "overlay-proc",
+                "iso9660",
+                "erofs",
+                "nfsd",
+                "fuse.gvfsd-fuse",
+                "fuse.portal",
             ]
             .map(String::from)
             .to_vec(),
         }
     }
+}
+
+impl ResourceOptions {
+    /// The defaults with `[host] exclude_fs_types` from tej.toml when it is set.
+    pub fn from_host(host: &tej_core::config::HostConfig) -> ResourceOptions {
+        let mut o = ResourceOptions::default();
+        if let Some(types) = &host.exclude_fs_types {
+            o.ignore_fs_types = types.clone();
+        }
+        o
+    }
+}
+
+/// Mount points never reported whatever their type: what lives below them belongs to the
+/// kernel or to containers (node_exporter's `mount-points-exclude`).
+pub const EXCLUDED_MOUNT_ROOTS: &[&str] = &[
+    "/proc",
+    "/sys",
+    "/dev",
+    "/run/credentials",
+    "/var/lib/docker",
+    "/var/lib/containers/storage",
+    "/var/lib/kubelet/pods",
+    "/run/docker/netns",
+    "/run/netns",
+    "/snap",
+];
+
+fn excluded_mount_point(mp: &Path) -> bool {
+    EXCLUDED_MOUNT_ROOTS.iter().any(|r| mp.starts_with(r))
 }
 
 /// One mounted file system.
@@ -175,8 +215,11 @@ fn unescape_mount(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Parses `/proc/mounts`: (device, mount point, type), pseudo file systems left out, one
-/// entry per mount point (the last mount wins, as it hides the earlier ones).
+/// Parses `/proc/mounts`: (device, mount point, type) for each real file system, once.
+/// Pseudo file systems (`ignore`) and mount points below [`EXCLUDED_MOUNT_ROOTS`] are left
+/// out; a later mount on the same point hides the earlier one; a device mounted at several
+/// places (bind mounts) is reported at its shortest mount point. [`parse_mountinfo`] tells
+/// bind mounts apart better and is preferred when the kernel provides it.
 pub fn parse_mounts(text: &str, ignore: &[String]) -> Vec<(String, PathBuf, String)> {
     let mut out: Vec<(String, PathBuf, String)> = Vec::new();
     for line in text.lines() {
@@ -188,9 +231,73 @@ pub fn parse_mounts(text: &str, ignore: &[String]) -> Vec<(String, PathBuf, Stri
             continue;
         }
         let mp = PathBuf::from(unescape_mount(mp));
+        if excluded_mount_point(&mp) {
+            continue;
+        }
         out.retain(|(_, m, _)| m != &mp);
         out.push((unescape_mount(dev), mp, ty.to_string()));
     }
+    let mut keep: Vec<(String, PathBuf, String)> = Vec::new();
+    for (dev, mp, ty) in out {
+        match keep.iter_mut().find(|(d, _, _)| *d == dev) {
+            Some(k) if mp.as_os_str().len() < k.1.as_os_str().len() => *k = (dev, mp, ty),
+            Some(_) => {}
+            None => keep.push((dev, mp, ty)),
+        }
+    }
+    keep
+}
+
+/// Parses `/proc/self/mountinfo`: (source, mount point, type) for each real file system,
+/// once. Pseudo file systems (`ignore`) and mount points below [`EXCLUDED_MOUNT_ROOTS`] are
+/// left out; a file system mounted at several places (bind mounts, a sandbox's view of the
+/// root) is reported at the mount of its root directory with the shortest path.
+pub fn parse_mountinfo(text: &str, ignore: &[String]) -> Vec<(String, PathBuf, String)> {
+    // (device id, is the fs root, mount point, source, type)
+    let mut all: Vec<(String, bool, PathBuf, String, String)> = Vec::new();
+    for line in text.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let l: Vec<&str> = left.split_whitespace().collect();
+        let r: Vec<&str> = right.split_whitespace().collect();
+        if l.len() < 5 || r.len() < 2 {
+            continue;
+        }
+        let (dev_id, root, mp) = (l[2], l[3], PathBuf::from(unescape_mount(l[4])));
+        let (ty, source) = (r[0], unescape_mount(r[1]));
+        if ignore.iter().any(|i| i == ty) || excluded_mount_point(&mp) {
+            continue;
+        }
+        // A later mount on the same point hides the earlier one.
+        all.retain(|(_, _, m, _, _)| m != &mp);
+        all.push((dev_id.to_string(), root == "/", mp, source, ty.to_string()));
+    }
+    let mut out: Vec<(String, PathBuf, String)> = Vec::new();
+    let mut seen: Vec<String> = Vec::new();
+    // The root mount of each device first, then the shortest mount point.
+    all.sort_by(|a, b| {
+        b.1.cmp(&a.1)
+            .then(a.2.as_os_str().len().cmp(&b.2.as_os_str().len()))
+    });
+    let order: Vec<PathBuf> = text
+        .lines()
+        .filter_map(|l| l.split_once(" - "))
+        .filter_map(|(l, _)| {
+            l.split_whitespace()
+                .nth(4)
+                .map(|m| PathBuf::from(unescape_mount(m)))
+        })
+        .collect();
+    for (dev, _, mp, source, ty) in all {
+        if seen.contains(&dev) {
+            continue;
+        }
+        seen.push(dev);
+        out.push((source, mp, ty));
+    }
+    // Report in mount order.
+    out.sort_by_key(|(_, mp, _)| order.iter().rposition(|m| m == mp).unwrap_or(usize::MAX));
     out
 }
 
@@ -303,9 +410,17 @@ fn read(path: &Path) -> Result<String, HostError> {
 /// A mount point that cannot be examined (permission, stale network mount) is left out
 /// rather than failing the whole check; missing `/proc` files are errors.
 pub fn check_resources(opts: &ResourceOptions) -> Result<ResourceReport, HostError> {
-    let mounts_text = read(&opts.proc_root.join("mounts"))?;
+    let mountinfo = opts.proc_root.join("self/mountinfo");
+    let found = if mountinfo.exists() {
+        parse_mountinfo(&read(&mountinfo)?, &opts.ignore_fs_types)
+    } else {
+        parse_mounts(
+            &read(&opts.proc_root.join("mounts"))?,
+            &opts.ignore_fs_types,
+        )
+    };
     let mut mounts = Vec::new();
-    for (dev, mp, ty) in parse_mounts(&mounts_text, &opts.ignore_fs_types) {
+    for (dev, mp, ty) in found {
         match mount_usage(&mp, &dev, &ty) {
             Ok(m) if m.total_bytes > 0 => mounts.push(m),
             Ok(_) => {}
@@ -424,7 +539,6 @@ mod tests {
         assert_eq!(
             m,
             vec![
-                ("tmpfs".into(), PathBuf::from("/run"), "tmpfs".into()),
                 (
                     "/dev/vdb".into(),
                     PathBuf::from("/mnt/my disk"),
@@ -433,6 +547,76 @@ mod tests {
                 ("/dev/vdc".into(), PathBuf::from("/"), "ext4".into()),
             ]
         );
+    }
+
+    /// `/proc/mounts` of a Docker host: pseudo file systems, tmpfs, a container's overlay
+    /// `merged` directory, a sandbox's bind mounts of the root file system and of /var.
+    const MOUNTS_FIXTURE: &str = "\
+sysfs /sys sysfs rw,nosuid,nodev,noexec,relatime 0 0
+proc /proc proc rw,nosuid,nodev,noexec,relatime 0 0
+udev /dev devtmpfs rw,nosuid,relatime 0 0
+tmpfs /run tmpfs rw,nosuid,nodev,noexec,relatime 0 0
+/dev/vda1 / ext4 rw,relatime 0 0
+cgroup2 /sys/fs/cgroup cgroup2 rw,nosuid,nodev,noexec,relatime 0 0
+tmpfs /dev/shm tmpfs rw,nosuid,nodev 0 0
+/dev/vdb1 /var ext4 rw,relatime 0 0
+overlay /var/lib/docker/overlay2/3f1c/merged overlay rw,relatime,lowerdir=/x,upperdir=/y,workdir=/z 0 0
+nsfs /run/docker/netns/abc nsfs rw 0 0
+/dev/vda1 /etc/hosts ext4 rw,relatime 0 0
+/dev/vdb1 /var/lib/docker/containers/ab/mounts/shm ext4 rw,relatime 0 0
+/dev/vdb1 /srv/sandbox/var ext4 rw,relatime 0 0
+/dev/vdc /mnt/my\\040disk xfs rw 0 0
+";
+
+    /// The same host as `/proc/self/mountinfo` (bind mounts have a root other than `/`).
+    const MOUNTINFO_FIXTURE: &str = "\
+22 28 0:21 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw
+23 28 0:22 / /proc rw,nosuid,nodev,noexec,relatime shared:14 - proc proc rw
+24 28 0:5 / /dev rw,nosuid,relatime shared:2 - devtmpfs udev rw,size=4010000k
+26 28 0:24 / /run rw,nosuid,nodev,noexec,relatime shared:5 - tmpfs tmpfs rw,size=805000k
+28 1 252:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw
+30 22 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:9 - cgroup2 cgroup2 rw
+31 24 0:27 / /dev/shm rw,nosuid,nodev shared:3 - tmpfs tmpfs rw
+40 28 252:17 / /var rw,relatime shared:30 - ext4 /dev/vdb1 rw
+90 40 0:50 / /var/lib/docker/overlay2/3f1c/merged rw,relatime - overlay overlay rw,lowerdir=/x
+91 26 0:4 net:[4026532] /run/docker/netns/abc rw shared:40 - nsfs nsfs rw
+92 28 252:1 /var/lib/docker/containers/ab/hosts /etc/hosts rw,relatime - ext4 /dev/vda1 rw
+93 40 252:17 /lib/docker/containers/ab/mounts/shm /var/lib/docker/containers/ab/mounts/shm rw - ext4 /dev/vdb1 rw
+94 28 252:17 / /srv/sandbox/var rw,relatime - ext4 /dev/vdb1 rw
+95 28 252:32 / /mnt/my\\040disk rw - xfs /dev/vdc rw
+";
+
+    fn rows(v: &[(String, PathBuf, String)]) -> Vec<(&str, &str)> {
+        v.iter()
+            .map(|(d, m, _)| (d.as_str(), m.to_str().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn one_row_per_real_file_system() {
+        let opts = ResourceOptions::default();
+        let want = vec![
+            ("/dev/vda1", "/"),
+            ("/dev/vdb1", "/var"),
+            ("/dev/vdc", "/mnt/my disk"),
+        ];
+        let m = parse_mounts(MOUNTS_FIXTURE, &opts.ignore_fs_types);
+        assert_eq!(rows(&m), want, "{m:#?}");
+        let m = parse_mountinfo(MOUNTINFO_FIXTURE, &opts.ignore_fs_types);
+        assert_eq!(rows(&m), want, "{m:#?}");
+        // The exclusion list is configurable: with tmpfs reported, /run and /dev/shm are
+        // two file systems (two rows); xfs excluded, the disk is gone.
+        let host = tej_core::config::HostConfig {
+            exclude_fs_types: Some(vec!["proc".into(), "sysfs".into(), "xfs".into()]),
+            ..tej_core::config::HostConfig::default()
+        };
+        let opts = ResourceOptions::from_host(&host);
+        let m = parse_mountinfo(MOUNTINFO_FIXTURE, &opts.ignore_fs_types);
+        let got = rows(&m);
+        assert!(got.contains(&("tmpfs", "/run")), "{got:?}");
+        assert!(!got.iter().any(|(_, m)| m.ends_with("merged")), "{got:?}");
+        assert!(!got.iter().any(|(_, m)| *m == "/mnt/my disk"), "{got:?}");
+        assert!(!got.iter().any(|(_, m)| *m == "/etc/hosts"), "{got:?}");
     }
 
     #[test]

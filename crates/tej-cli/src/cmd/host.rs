@@ -12,7 +12,8 @@ use tej_host::{
 
 /// Disk, inodes, memory, swap and load as a report.
 pub fn host_check(cfg: &Config) -> Result<Report> {
-    let r = check_resources(&ResourceOptions::default()).context("read host resources")?;
+    let r =
+        check_resources(&ResourceOptions::from_host(&cfg.host)).context("read host resources")?;
     let mut report = Report::new("host check");
     report.extend(resource_findings(&r, &ResourceThresholds::from(&cfg.host)));
     Ok(report)

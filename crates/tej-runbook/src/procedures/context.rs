@@ -363,7 +363,7 @@ impl RunContext {
     pub fn empty(config: Config) -> RunContext {
         RunContext {
             logs: config.logs.clone(),
-            host: config.host,
+            host: config.host.clone(),
             tls: config.tls.clone(),
             config,
             databases: Vec::new(),
