@@ -95,7 +95,8 @@ pub struct VerifyReport {
 }
 
 /// Verifies backup `selector` (`latest` or an id) in `repo`. Any problem is an error that
-/// names the object (corrupt, truncated, missing, wrong key). With `opts.record`, the
+/// names the object (corrupt, truncated, missing, wrong key); a manifest listing no
+/// object fails too. With `opts.record`, the
 /// outcome, good or bad, is stored beside the backup for retention.
 pub async fn verify_backup(
     runner: &dyn CommandRunner,
@@ -104,6 +105,7 @@ pub async fn verify_backup(
     opts: &VerifyOptions,
     clock: &dyn Clock,
 ) -> Result<VerifyReport, BackupError> {
+    let lock = crate::lock::RepoLock::reading(repo, "verify", clock.now()).await?;
     let m = repo.resolve(selector).await?;
     let result = verify_inner(runner, repo, &m, opts, clock).await;
     if opts.record {
@@ -117,6 +119,7 @@ pub async fn verify_backup(
             tracing::warn!(repo = %repo.name(), error = %e, "cannot record the verification");
         }
     }
+    lock.release().await?;
     result
 }
 
@@ -127,6 +130,16 @@ async fn verify_inner(
     opts: &VerifyOptions,
     clock: &dyn Clock,
 ) -> Result<VerifyReport, BackupError> {
+    if m.objects.is_empty() {
+        // Nothing to check is not a good backup: retention must not keep it as the
+        // newest verified one.
+        return Err(BackupError::Corrupt {
+            repo: repo.name(),
+            id: m.id.to_string(),
+            object: format!("backups/{}/manifest.json", m.id),
+            reason: "the manifest lists no object: there is nothing to restore".into(),
+        });
+    }
     let mut objects = Vec::new();
     if m.kind == BackupKind::Physical {
         // Also checks every file inside the bundles against the file list.

@@ -4,6 +4,13 @@
 //! renames it into place (or hard-links it for `if_not_exists`, which fails atomically when
 //! the target exists) and fsyncs the directory. Keys never leave the root: [`ObjectKey`]
 //! rejects `..` and absolute keys, and no symbolic link below the root is followed.
+//!
+//! Objects are private: files `0600`, directories `0700` (a root the store creates too).
+//! To share a repository with a group (the `postgres` OS user pushing WAL, an auditor
+//! reading backups), give the root that group and the setgid bit
+//! (`chgrp backup R && chmod 2750 R`): the store then writes files `0640` and directories
+//! `2750`, which inherit the group. The directory [`SCRATCH_DIR`] below the root is the
+//! repository's scratch space (restores decode dumps there) and never holds objects.
 
 use super::{
     ByteStream, ObjectKey, ObjectMeta, ObjectStore, PutOptions, PutResult, StorageError,
@@ -22,6 +29,9 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 /// Marker in the names of temporary files (see [`LocalStore`]).
 const TEMP_MARKER: &str = ".tej-tmp.";
 
+/// The scratch directory below a local repository's root (never listed as objects).
+pub const SCRATCH_DIR: &str = ".tej-scratch";
+
 /// Buffer size for streaming writes.
 const WRITE_CHUNK: usize = 1 << 20;
 
@@ -30,6 +40,8 @@ const WRITE_CHUNK: usize = 1 << 20;
 pub struct LocalStore {
     root: PathBuf,
     name: String,
+    file_mode: u32,
+    dir_mode: u32,
 }
 
 fn is_temp_name(name: &str) -> bool {
@@ -48,14 +60,38 @@ impl LocalStore {
                 reason: "not a directory".into(),
             });
         }
-        Ok(LocalStore { root, name })
+        use std::os::unix::fs::PermissionsExt;
+        let shared = fs::metadata(&root)
+            .map(|m| m.permissions().mode() & 0o2000 != 0)
+            .unwrap_or(false);
+        let (file_mode, dir_mode) = if shared {
+            (0o640, 0o2750)
+        } else {
+            (0o600, 0o700)
+        };
+        Ok(LocalStore {
+            root,
+            name,
+            file_mode,
+            dir_mode,
+        })
+    }
+
+    /// The modes of new files and directories: `(0o600, 0o700)`, or `(0o640, 0o2750)`
+    /// below a setgid root.
+    pub fn modes(&self) -> (u32, u32) {
+        (self.file_mode, self.dir_mode)
     }
 
     /// Opens a directory as a repository, creating it (and its parents) when missing.
     pub fn create(root: impl AsRef<Path>) -> Result<LocalStore, StorageError> {
         let given = root.as_ref();
         if !given.exists() {
-            fs::create_dir_all(given)
+            use std::os::unix::fs::DirBuilderExt;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(given)
                 .map_err(|e| io_error(&given.display().to_string(), "create", e))?;
         }
         LocalStore::open(given)
@@ -135,7 +171,8 @@ impl LocalStore {
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    match fs::create_dir(&path) {
+                    use std::os::unix::fs::DirBuilderExt;
+                    match fs::DirBuilder::new().mode(self.dir_mode).create(&path) {
                         Ok(()) => {}
                         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                         Err(e) => return Err(self.err(&format!("create directory for {key}"), e)),
@@ -228,7 +265,9 @@ impl LocalStore {
                 format!("{rel}/{name}")
             };
             let path = entry.path();
-            if ft.is_dir() {
+            if ft.is_dir() && rel.is_empty() && name == SCRATCH_DIR {
+                // Scratch space, not objects.
+            } else if ft.is_dir() {
                 self.walk(&path, &key, f)?;
             } else if ft.is_file() {
                 let meta = match entry.metadata() {
@@ -263,7 +302,7 @@ impl LocalStore {
             match fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
-                .mode(0o644)
+                .mode(self.file_mode)
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(&tmp)
             {
