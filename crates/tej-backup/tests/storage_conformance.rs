@@ -444,3 +444,72 @@ async fn s3_store_on_moto_conforms() -> Result<()> {
     );
     Ok(())
 }
+
+/// Modes of `root` and of every directory and file below it.
+fn modes_below(root: &std::path::Path) -> Result<Vec<(String, u32, bool)>> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        let m = std::fs::symlink_metadata(&dir)?;
+        out.push((
+            dir.display().to_string(),
+            m.permissions().mode() & 0o7777,
+            true,
+        ));
+        for e in std::fs::read_dir(&dir)? {
+            let e = e?;
+            let m = e.metadata()?;
+            if m.is_dir() {
+                todo.push(e.path());
+            } else {
+                let mode = m.permissions().mode() & 0o7777;
+                out.push((e.path().display().to_string(), mode, false));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[tokio::test]
+async fn local_objects_are_private_and_a_setgid_root_shares_with_its_group() -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // A permissive umask: the modes come from the store, not from the umask.
+    // umask is process-wide; no other test here checks the modes of the files it creates.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o002));
+    let dir = tempfile::tempdir()?;
+    let root = dir.path().join("new/repo");
+    let store = LocalStore::create(&root)?;
+    for k in [
+        "backups/20250116T020000Z-db/manifest.json",
+        "wal/0000000100000000/x",
+        "top",
+    ] {
+        put_bytes(&store, &key(k), b"secret rows".to_vec(), false).await?;
+    }
+    put_bytes(&store, &key("wal/y"), b"x".to_vec(), true).await?;
+    for (path, mode, is_dir) in modes_below(&root)? {
+        let want = if is_dir { 0o700 } else { 0o600 };
+        ensure!(mode == want, "{path}: mode {mode:o}, expected {want:o}");
+    }
+    // A root with the setgid bit shares with its group: files 0640, directories 2750.
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared)?;
+    let gid = 4242;
+    std::os::unix::fs::chown(&shared, None, Some(gid))?;
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o2750))?;
+    let store = LocalStore::open(&shared)?;
+    put_bytes(
+        &store,
+        &key("backups/a/manifest.json"),
+        b"m".to_vec(),
+        false,
+    )
+    .await?;
+    for (path, mode, is_dir) in modes_below(&shared)? {
+        let want = if is_dir { 0o2750 } else { 0o640 };
+        ensure!(mode == want, "{path}: mode {mode:o}, expected {want:o}");
+        ensure!(std::fs::metadata(&path)?.gid() == gid, "{path}: group");
+    }
+    Ok(())
+}
