@@ -446,10 +446,18 @@ pub struct SecretsConfig {
     /// Where the test account's password comes from.
     #[serde(default)]
     pub test_password: Option<SecretRef>,
+    /// How many `.env` backups (`.env.bak.*`, holding old secrets) a rotation keeps,
+    /// newest first; older ones are overwritten and removed (default 5, at least 1).
+    #[serde(default = "default_env_backups_keep")]
+    pub env_backups_keep: usize,
 }
 
 fn default_rotate() -> Vec<String> {
     vec!["JWT_SECRET".into(), "JWT_REFRESH_SECRET".into()]
+}
+
+fn default_env_backups_keep() -> usize {
+    5
 }
 
 /// Host thresholds (percent used) and which file systems the disk checks report.

@@ -12,10 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 use tej_core::{Plan, Risk, Step, StepError, StepOutput};
 use tej_db::redis::{InfoReport, InvalidateOptions, RedisAdmin, invalidate_sessions};
-use tej_deploy::{ContainerRuntime, ContainerState, Control, DeployError, LABEL_SERVICE, Project};
+use tej_deploy::{
+    ContainerRuntime, ContainerState, Control, DeployError, EnvOverride, HealthWait, LABEL_SERVICE,
+    Project, RecreateOptions,
+};
 use tej_secrets::{
     AppProbe, RotateOptions, RotationMode, RotationOutcome, Rotator, SecretsError, ServiceControl,
-    SessionStore,
+    ServiceEnv, SessionStore, value_digest,
 };
 
 /// Sessions in Redis.
@@ -56,7 +59,8 @@ impl SessionStore for RedisSessions {
     }
 }
 
-/// A Compose service recreated through the Docker Engine API.
+/// A Compose service recreated through the Docker Engine API with the `.env`'s new values
+/// ([`Project::recreate_with_env`]: the old container is kept until the new one is healthy).
 #[derive(Clone)]
 pub struct ComposeService {
     /// The engine.
@@ -65,6 +69,8 @@ pub struct ComposeService {
     pub project: Project,
     /// Grace period when stopping the old container.
     pub stop_timeout: Duration,
+    /// How long a recreated container may take to become healthy.
+    pub health: HealthWait,
 }
 
 impl std::fmt::Debug for ComposeService {
@@ -82,28 +88,63 @@ impl ComposeService {
             runtime,
             project,
             stop_timeout: Duration::from_secs(10),
+            health: HealthWait::default(),
         }
     }
 }
 
 #[async_trait]
 impl ServiceControl for ComposeService {
-    async fn recreate(&self, service: &str) -> tej_secrets::Result<()> {
-        let ids = self
+    async fn recreate(&self, service: &str, env: &ServiceEnv) -> tej_secrets::Result<()> {
+        let options = RecreateOptions {
+            env: env
+                .vars
+                .iter()
+                .map(|v| EnvOverride {
+                    key: v.key.clone(),
+                    value: v.value.clone(),
+                    alongside: v.alongside.clone(),
+                })
+                .collect(),
+            stop_timeout: self.stop_timeout,
+            health: self.health,
+        };
+        let done = self
             .project
-            .force_recreate(self.runtime.as_ref(), service, self.stop_timeout)
+            .recreate_with_env(self.runtime.as_ref(), service, &options)
             .await
             .map_err(|e| SecretsError::Service {
                 service: service.to_string(),
                 reason: e.to_string(),
             })?;
-        if ids.is_empty() {
+        if done.is_empty() {
             return Err(SecretsError::Service {
                 service: service.to_string(),
                 reason: "no container of this service".into(),
             });
         }
         Ok(())
+    }
+
+    async fn live_env_digests(
+        &self,
+        service: &str,
+        keys: &[String],
+    ) -> tej_secrets::Result<Vec<(String, Option<String>)>> {
+        let err = |e: DeployError| SecretsError::Service {
+            service: service.to_string(),
+            reason: e.to_string(),
+        };
+        let c = self
+            .project
+            .running_container(self.runtime.as_ref(), service)
+            .await
+            .map_err(err)?;
+        let d = self.runtime.inspect_container(&c.id).await.map_err(err)?;
+        Ok(keys
+            .iter()
+            .map(|k| (k.clone(), d.spec.env_var(k).map(value_digest)))
+            .collect())
     }
 }
 

@@ -247,6 +247,103 @@ pub fn backup_path(path: &Path, at: Timestamp) -> PathBuf {
     candidate
 }
 
+/// The backups of `path` ([`backup_path`]'s `NAME.bak.STAMP[.N]`, regular files only),
+/// newest first.
+pub fn list_backups(path: &Path) -> Result<Vec<PathBuf>> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "env".into());
+    let prefix = format!("{name}.bak.");
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(SecretsError::io("list", dir, &e)),
+    };
+    let mut found: Vec<((String, u64), PathBuf)> = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| SecretsError::io("list", dir, &e))?;
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = file_name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some(order) = backup_order(rest) else {
+            continue;
+        };
+        let p = entry.path();
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_file() => found.push((order, p)),
+            _ => {}
+        }
+    }
+    found.sort_by(|a, b| b.0.cmp(&a.0));
+    Ok(found.into_iter().map(|(_, p)| p).collect())
+}
+
+/// `YYYYMMDDTHHMMSSZ[.N]` as a sortable key.
+fn backup_order(rest: &str) -> Option<(String, u64)> {
+    let (stamp, n) = match rest.split_once('.') {
+        Some((s, n)) => (s, n.parse::<u64>().ok()?),
+        None => (rest, 0),
+    };
+    let ok = stamp.len() == 16
+        && stamp.ends_with('Z')
+        && stamp.as_bytes()[8] == b'T'
+        && stamp
+            .bytes()
+            .enumerate()
+            .all(|(i, b)| i == 8 || i == 15 || b.is_ascii_digit());
+    ok.then(|| (stamp.to_string(), n))
+}
+
+/// Keeps the newest `keep` backups of `path` and removes the older ones, each overwritten
+/// with zeros and synced first (they hold old secrets); returns the removed paths.
+pub fn prune_backups(path: &Path, keep: usize) -> Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    for p in list_backups(path)?.into_iter().skip(keep) {
+        shred(&p)?;
+        removed.push(p);
+    }
+    Ok(removed)
+}
+
+/// Overwrites a regular file with zeros, syncs it and removes it.
+fn shred(p: &Path) -> Result<()> {
+    let before = fs::symlink_metadata(p).map_err(|e| SecretsError::io("inspect", p, &e))?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .open(p)
+        .map_err(|e| SecretsError::io("open", p, &e))?;
+    let opened = f
+        .metadata()
+        .map_err(|e| SecretsError::io("inspect", p, &e))?;
+    if !before.file_type().is_file() || opened.ino() != before.ino() || opened.dev() != before.dev()
+    {
+        return Err(SecretsError::Io {
+            action: "overwrite",
+            path: p.to_path_buf(),
+            reason: "not a regular file (replaced while pruning?)".into(),
+            retryable: false,
+        });
+    }
+    let len = opened.len();
+    let zeros = vec![0u8; 8192];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(zeros.len() as u64) as usize;
+        f.write_all(&zeros[..n])
+            .map_err(|e| SecretsError::io("overwrite", p, &e))?;
+        left -= n as u64;
+    }
+    f.sync_all().map_err(|e| SecretsError::io("sync", p, &e))?;
+    drop(f);
+    fs::remove_file(p).map_err(|e| SecretsError::io("remove", p, &e))
+}
+
 /// Copies `path` to a timestamped backup beside it, with the same mode and owner.
 pub fn backup_file(path: &Path, at: Timestamp) -> Result<PathBuf> {
     let meta = FileMeta::of(path)?.ok_or_else(|| SecretsError::NotFound {

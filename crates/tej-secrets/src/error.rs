@@ -95,6 +95,14 @@ pub enum SecretsError {
         /// The recorded stage.
         stage: String,
     },
+    /// Another rotation of the same `.env` holds its lock.
+    #[error("another rotation of this .env is running: {holder} holds {}", path.display())]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+        /// Who holds it (command, pid, user, since when).
+        holder: String,
+    },
     /// The rotation state file is unreadable.
     #[error("rotation state {} is unreadable: {reason}", path.display())]
     State {

@@ -36,15 +36,16 @@ pub mod tls;
 
 pub use dotenv::{EnvFile, Quote, encode_value, is_valid_key};
 pub use envfile::{
-    NEW_FILE_MODE, UpdateOptions, UpdateReport, backup_file, backup_path, read_env_file,
-    restore_backup, update_env_file,
+    NEW_FILE_MODE, UpdateOptions, UpdateReport, backup_file, backup_path, list_backups,
+    prune_backups, read_env_file, restore_backup, update_env_file,
 };
 pub use error::{Result, SecretsError};
 pub use generate::{ALPHANUMERIC, MIN_BITS, SecretFormat, generate_secret};
 pub use rotation::{
-    AppProbe, HttpAppProbe, HttpProbeConfig, RotateOptions, RotationMode, RotationOutcome,
-    RotationReport, RotationState, RotationStep, Rotator, ServiceControl, SessionInvalidation,
-    SessionStore, Stage, default_state_path,
+    AppProbe, HttpAppProbe, HttpProbeConfig, RotateOptions, RotationLock, RotationMode,
+    RotationOutcome, RotationReport, RotationState, RotationStep, Rotator, ServiceControl,
+    ServiceEnv, ServiceEnvVar, SessionInvalidation, SessionStore, Stage, default_lock_path,
+    default_state_path, value_digest,
 };
 pub use tls::{
     CertFileComparison, CertInfo, ExpiryThresholds, ReloadMethod, RenewOptions, RenewReport,

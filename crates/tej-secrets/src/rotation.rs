@@ -3,8 +3,8 @@
 
 use crate::dotenv::EnvFile;
 use crate::envfile::{
-    FileMeta, UpdateOptions, backup_file, read_env_file, replace_file, resolve_target,
-    restore_backup, update_env_file,
+    FileMeta, UpdateOptions, backup_file, list_backups, prune_backups, read_env_file, replace_file,
+    resolve_target, restore_backup, update_env_file,
 };
 use crate::error::{Result, SecretsError};
 use crate::generate::{SecretFormat, generate_secret};
@@ -27,13 +27,101 @@ pub trait SessionStore: Send + Sync {
     async fn flush_all_sessions(&self) -> Result<u64>;
 }
 
-/// Recreates a service so it reads its environment again (implemented by tej-deploy).
-#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+/// One variable of the environment a recreated service gets, as the `.env` holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceEnvVar {
+    /// The variable (`JWT_SECRET`, `JWT_SECRET_PREVIOUS`).
+    pub key: String,
+    /// Its value in the `.env`; `None` when the `.env` no longer has it (remove it).
+    pub value: Option<Secret>,
+    /// For a previous value: the key it belongs beside (`JWT_SECRET`). A service that has
+    /// that key gets this one too; otherwise a value only replaces a variable the service
+    /// already has, as Compose's `env_file`/`${VAR}` would.
+    pub alongside: Option<String>,
+}
+
+/// The rotated part of a service's environment (values redacted in `Debug`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceEnv {
+    /// The rotated keys and their previous-value keys, with the `.env`'s values.
+    pub vars: Vec<ServiceEnvVar>,
+}
+
+impl ServiceEnv {
+    /// The environment for `keys` (and their `KEY{previous_suffix}`) as `file` holds it.
+    pub fn from_env_file(file: &EnvFile, keys: &[String], previous_suffix: &str) -> ServiceEnv {
+        let mut vars = Vec::new();
+        for k in keys {
+            vars.push(ServiceEnvVar {
+                key: k.clone(),
+                value: file.get(k),
+                alongside: None,
+            });
+            let prev = format!("{k}{previous_suffix}");
+            vars.push(ServiceEnvVar {
+                value: file.get(&prev),
+                key: prev,
+                alongside: Some(k.clone()),
+            });
+        }
+        ServiceEnv { vars }
+    }
+
+    /// The variable names, in order.
+    pub fn keys(&self) -> Vec<String> {
+        self.vars.iter().map(|v| v.key.clone()).collect()
+    }
+}
+
+/// The SHA-256 (hex) of a value: what [`ServiceControl::live_env_digests`] reports, so a
+/// running service's secret can be compared without being shown.
+pub fn value_digest(value: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(value.as_bytes()))
+}
+
+/// Recreates a service so it runs with the `.env`'s values (implemented over tej-deploy).
 #[async_trait]
 pub trait ServiceControl: Send + Sync {
-    /// Stops, removes and creates `service` again from its definition and `.env`
-    /// (`docker compose up -d --force-recreate SERVICE`); a restart does not re-read the env file.
-    async fn recreate(&self, service: &str) -> Result<()>;
+    /// Stops, removes and creates `service` again from its definition with `env` applied
+    /// (`docker compose up -d --force-recreate SERVICE` after the `.env` changed; a restart
+    /// does not re-read it). The old instance must keep serving when the new one fails.
+    async fn recreate(&self, service: &str, env: &ServiceEnv) -> Result<()>;
+
+    /// For each of `keys`, the [`value_digest`] of its value in the running service's
+    /// environment, `None` when it does not have it. Keys the service's environment never
+    /// holds (it reads the `.env` another way) may be left out.
+    async fn live_env_digests(
+        &self,
+        service: &str,
+        keys: &[String],
+    ) -> Result<Vec<(String, Option<String>)>>;
+}
+
+#[cfg(any(test, feature = "mock"))]
+mockall::mock! {
+    /// A mock [`ServiceControl`]: `expect_recreate` sees the service name; the mocked
+    /// service's environment holds none of the rotated keys (`live_env_digests` is empty).
+    pub ServiceControl {
+        /// What [`ServiceControl::recreate`] calls (the environment is not passed).
+        pub fn recreate(&self, service: &str) -> Result<()>;
+    }
+}
+
+#[cfg(any(test, feature = "mock"))]
+#[async_trait]
+impl ServiceControl for MockServiceControl {
+    async fn recreate(&self, service: &str, _env: &ServiceEnv) -> Result<()> {
+        MockServiceControl::recreate(self, service)
+    }
+
+    async fn live_env_digests(
+        &self,
+        _service: &str,
+        _keys: &[String],
+    ) -> Result<Vec<(String, Option<String>)>> {
+        Ok(Vec::new())
+    }
 }
 
 /// Asks the application whether it works.
@@ -210,8 +298,12 @@ pub struct RotateOptions {
     pub verify_timeout: Duration,
     /// Pause between health polls.
     pub verify_interval: Duration,
-    /// Require a 2xx login (otherwise any answer below 500 passes).
+    /// Require a 2xx login (the default); otherwise any answer below 500 passes except
+    /// 401 and 403, which always fail: the new secret must let the test account in.
     pub login_must_succeed: bool,
+    /// How many `.env` backups (`.env.bak.*`, holding old secrets) a completed rotation
+    /// keeps, newest first; older ones are overwritten and removed. At least 1.
+    pub backups_keep: usize,
     /// Edit a symlinked `.env`'s target instead of refusing.
     pub follow_symlink: bool,
     /// Plan only.
@@ -234,7 +326,8 @@ impl RotateOptions {
             sessions: SessionInvalidation::Pattern("sess:*".into()),
             verify_timeout: Duration::from_secs(60),
             verify_interval: Duration::from_secs(1),
-            login_must_succeed: false,
+            login_must_succeed: true,
+            backups_keep: 5,
             follow_symlink: false,
             dry_run: false,
             state_file: None,
@@ -266,6 +359,11 @@ impl RotateOptions {
         if self.grace.is_negative() {
             return Err(SecretsError::InvalidOptions("negative grace period".into()));
         }
+        if self.backups_keep == 0 {
+            return Err(SecretsError::InvalidOptions(
+                "backups_keep must be at least 1 (the newest backup is the rollback's)".into(),
+            ));
+        }
         self.format.validate()
     }
 }
@@ -278,6 +376,87 @@ pub fn default_state_path(env_file: &Path) -> PathBuf {
         .unwrap_or_else(|| "env".into());
     let name = name.trim_start_matches('.');
     env_file.with_file_name(format!(".{name}.tej-rotation.json"))
+}
+
+/// The rotation lock's path for `env_file`: `.NAME.tej-rotation.lock` beside it.
+pub fn default_lock_path(env_file: &Path) -> PathBuf {
+    let name = env_file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "env".into());
+    let name = name.trim_start_matches('.');
+    env_file.with_file_name(format!(".{name}.tej-rotation.lock"))
+}
+
+/// A held rotation lock: an exclusive `flock` on the lock file, which names its holder;
+/// released on drop or when the process dies (a crashed rotation leaves no stale lock,
+/// only its stage record).
+#[derive(Debug)]
+pub struct RotationLock {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl RotationLock {
+    /// Takes the lock at `path` for `what`, or fails with [`SecretsError::Locked`] naming
+    /// the rotation that holds it.
+    pub fn acquire(path: &Path, what: &str) -> Result<RotationLock> {
+        use std::io::{Read, Seek, SeekFrom, Write};
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| SecretsError::io("open the rotation lock", path, &e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut held = String::new();
+                let _ = file.read_to_string(&mut held);
+                let holder = match held.trim() {
+                    "" => "another process".to_string(),
+                    h => h.to_string(),
+                };
+                return Err(SecretsError::Locked {
+                    path: path.to_path_buf(),
+                    holder,
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(SecretsError::io("lock", path, &e));
+            }
+        }
+        let note = format!(
+            "{what} (pid {}, by {}, since {})\n",
+            std::process::id(),
+            current_actor().unwrap_or_else(|| "unknown user".into()),
+            Timestamp::now()
+        );
+        file.set_len(0)
+            .and_then(|()| file.seek(SeekFrom::Start(0)).map(|_| ()))
+            .and_then(|()| file.write_all(note.as_bytes()))
+            .and_then(|()| file.sync_data())
+            .map_err(|e| SecretsError::io("write the rotation lock", path, &e))?;
+        Ok(RotationLock {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for RotationLock {
+    fn drop(&mut self) {
+        let _ = self.file.set_len(0);
+        let _ = self.file.unlock();
+    }
 }
 
 /// A rotation's recorded stage.
@@ -482,6 +661,8 @@ struct Run<'a> {
     procedure: &'a str,
     /// Whether stages are written to (and removed from) the state file.
     persist: bool,
+    /// The suffix of the previous-value keys.
+    previous_suffix: String,
 }
 
 const PROCEDURE: &str = "secrets-rotate";
@@ -588,7 +769,16 @@ impl<S: SessionStore, C: ServiceControl, P: AppProbe> Rotator<S, C, P> {
             (_, SessionInvalidation::FlushDatabase) => "flush the session database".into(),
             (_, SessionInvalidation::Keep) => "keep sessions".into(),
         });
-        a.push("check /health and a login with the test account; roll back on failure".into());
+        a.push(format!(
+            "check /health, that the running {} holds the new values (SHA-256 compared) and a login with the test account; roll back on failure",
+            opts.service
+        ));
+        let old = list_backups(&opts.env_file).map(|b| b.len()).unwrap_or(0);
+        let remove = (old + 1).saturating_sub(opts.backups_keep);
+        a.push(format!(
+            "keep the newest {} .env backups; overwrite and remove older ones ({remove} now)",
+            opts.backups_keep
+        ));
         a
     }
 
@@ -601,6 +791,14 @@ impl<S: SessionStore, C: ServiceControl, P: AppProbe> Rotator<S, C, P> {
         opts.validate()?;
         let state_path = opts.state_path();
         let target = resolve_target(&opts.env_file, opts.follow_symlink)?;
+        let _lock = if opts.dry_run {
+            None
+        } else {
+            Some(RotationLock::acquire(
+                &default_lock_path(&target),
+                &format!("rotation of {}", target.display()),
+            )?)
+        };
         let existing = RotationState::load(&state_path)?.filter(|s| s.stage != Stage::Grace);
         let (mode, keys) = match &existing {
             Some(st) => (st.mode, st.keys.clone()),
@@ -647,6 +845,7 @@ impl<S: SessionStore, C: ServiceControl, P: AppProbe> Rotator<S, C, P> {
             target: target.clone(),
             procedure: PROCEDURE,
             persist: true,
+            previous_suffix: opts.previous_suffix.clone(),
         };
         if opts.dry_run {
             return Ok(run.report);
@@ -777,14 +976,18 @@ impl<S: SessionStore, C: ServiceControl, P: AppProbe> Rotator<S, C, P> {
         }
         if stage == Stage::EnvWritten {
             let started = Instant::now();
-            match self.service.recreate(&service).await {
+            let recreated = match self.service_env(&mut run, &keys, &opts.previous_suffix) {
+                Ok(env) => self.service.recreate(&service, &env).await,
+                Err(e) => Err(e),
+            };
+            match recreated {
                 Ok(()) => {
                     self.record(
                         &mut run,
                         "recreate",
                         Risk::Mutating,
                         true,
-                        &format!("recreated {service}"),
+                        &format!("recreated {service} with the new values"),
                         started,
                     );
                     self.save_stage(&mut run, Stage::Recreated)?;
@@ -865,7 +1068,7 @@ impl<S: SessionStore, C: ServiceControl, P: AppProbe> Rotator<S, C, P> {
         }
         if stage == Stage::SessionsInvalidated {
             let started = Instant::now();
-            match self.verify(&mut run, opts).await {
+            match self.verify(&mut run, opts, &service, &keys).await {
                 Ok(detail) => {
                     self.record(&mut run, "test", Risk::ReadOnly, true, &detail, started);
                     self.save_stage(&mut run, Stage::Verified)?;
@@ -916,9 +1119,119 @@ impl<S: SessionStore, C: ServiceControl, P: AppProbe> Rotator<S, C, P> {
                     started,
                 );
             }
+            self.prune(&mut run, opts.backups_keep);
             run.report.outcome = RotationOutcome::Completed;
         }
         Ok(run.report)
+    }
+
+    /// The rotated part of the service's environment as the `.env` holds it now.
+    fn service_env(
+        &self,
+        run: &mut Run<'_>,
+        keys: &[String],
+        previous_suffix: &str,
+    ) -> Result<ServiceEnv> {
+        let file = read_env_file(&run.target)?;
+        let env = ServiceEnv::from_env_file(&file, keys, previous_suffix);
+        for v in &env.vars {
+            if let Some(s) = &v.value {
+                run.redactor.add(s);
+            }
+        }
+        Ok(env)
+    }
+
+    /// Keeps the newest `keep` backups of the `.env`; records what was removed.
+    fn prune(&self, run: &mut Run<'_>, keep: usize) {
+        let started = Instant::now();
+        match prune_backups(&run.target, keep) {
+            Ok(removed) if removed.is_empty() => {}
+            Ok(removed) => {
+                let names: Vec<String> = removed
+                    .iter()
+                    .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .collect();
+                self.record(
+                    run,
+                    "prune-backups",
+                    Risk::Destructive,
+                    true,
+                    &format!(
+                        "overwrote and removed {} old .env backups ({}); kept the newest {keep}",
+                        removed.len(),
+                        names.join(", ")
+                    ),
+                    started,
+                );
+            }
+            Err(e) => {
+                let msg = run.redactor.redact(&e.to_string());
+                self.record(
+                    run,
+                    "prune-backups",
+                    Risk::Destructive,
+                    false,
+                    &msg,
+                    started,
+                );
+            }
+        }
+    }
+
+    /// Whether the running service holds the `.env`'s values of `keys` (digests compared).
+    async fn check_live_env(
+        &self,
+        run: &mut Run<'_>,
+        service: &str,
+        keys: &[String],
+        previous_suffix: &str,
+    ) -> std::result::Result<String, String> {
+        let env = self
+            .service_env(run, keys, previous_suffix)
+            .map_err(|e| format!("cannot read the .env: {e}"))?;
+        let live = self
+            .service
+            .live_env_digests(service, &env.keys())
+            .await
+            .map_err(|e| format!("cannot read the environment of {service}: {e}"))?;
+        let got = |k: &str| live.iter().find(|(n, _)| n == k).map(|(_, d)| d.clone());
+        let mut matched = Vec::new();
+        let mut wrong = Vec::new();
+        for v in &env.vars {
+            let Some(have) = got(&v.key) else { continue };
+            match (have, &v.value) {
+                (Some(h), Some(want)) if h == value_digest(want.expose()) => {
+                    matched.push(v.key.clone())
+                }
+                (Some(_), Some(_)) => wrong.push(format!("{} is not the .env's value", v.key)),
+                (Some(_), None) => wrong.push(format!("{} is still set", v.key)),
+                (None, Some(_)) => {
+                    let base_present = v
+                        .alongside
+                        .as_deref()
+                        .is_some_and(|b| got(b).is_some_and(|d| d.is_some()));
+                    if base_present {
+                        wrong.push(format!("{} is missing", v.key));
+                    }
+                }
+                (None, None) => {}
+            }
+        }
+        if !wrong.is_empty() {
+            return Err(format!(
+                "the running {service} does not hold the new values: {}",
+                wrong.join(", ")
+            ));
+        }
+        Ok(if matched.is_empty() {
+            format!("the environment of {service} holds none of the rotated keys")
+        } else {
+            format!(
+                "the running {service} holds the .env's {} (SHA-256 compared)",
+                matched.join(", ")
+            )
+        })
     }
 
     fn write_new_values(
@@ -984,6 +1297,8 @@ impl<S: SessionStore, C: ServiceControl, P: AppProbe> Rotator<S, C, P> {
         &self,
         run: &mut Run<'_>,
         opts: &RotateOptions,
+        service: &str,
+        keys: &[String],
     ) -> std::result::Result<String, String> {
         let deadline = tokio::time::Instant::now() + opts.verify_timeout;
         loop {
@@ -1005,18 +1320,25 @@ impl<S: SessionStore, C: ServiceControl, P: AppProbe> Rotator<S, C, P> {
             }
             tokio::time::sleep(opts.verify_interval).await;
         }
+        let live = self
+            .check_live_env(run, service, keys, &opts.previous_suffix)
+            .await?;
         match self.probe.login().await {
             Ok(code) => {
                 run.report.login_status = Some(code);
                 let ok = if opts.login_must_succeed {
                     (200..300).contains(&code)
                 } else {
-                    code < 500
+                    code < 500 && code != 401 && code != 403
                 };
                 if ok {
                     Ok(format!(
-                        "/health answered {}; the test login answered {code}",
+                        "/health answered {}; {live}; the test login answered {code}",
                         run.report.health_status.unwrap_or_default()
+                    ))
+                } else if code == 401 || code == 403 {
+                    Err(format!(
+                        "the test login was refused ({code}): the new secret does not let the test account in"
                     ))
                 } else {
                     Err(format!("the test login answered {code}"))
@@ -1064,7 +1386,17 @@ impl<S: SessionStore, C: ServiceControl, P: AppProbe> Rotator<S, C, P> {
                 .map(|s| s.service.clone())
                 .unwrap_or_default();
             let started = Instant::now();
-            match self.service.recreate(&service).await {
+            let keys = run
+                .state
+                .as_ref()
+                .map(|s| s.keys.clone())
+                .unwrap_or_default();
+            let suffix = run.previous_suffix.clone();
+            let recreated = match self.service_env(run, &keys, &suffix) {
+                Ok(env) => self.service.recreate(&service, &env).await,
+                Err(e) => Err(e),
+            };
+            match recreated {
                 Ok(()) => self.record(
                     run,
                     "rollback-recreate",
@@ -1106,8 +1438,17 @@ impl<S: SessionStore, C: ServiceControl, P: AppProbe> Rotator<S, C, P> {
         opts: &RotateOptions,
         force: bool,
     ) -> Result<RotationReport> {
+        opts.validate()?;
         let state_path = opts.state_path();
         let target = resolve_target(&opts.env_file, opts.follow_symlink)?;
+        let _lock = if opts.dry_run {
+            None
+        } else {
+            Some(RotationLock::acquire(
+                &default_lock_path(&target),
+                &format!("expiry of the previous values in {}", target.display()),
+            )?)
+        };
         let st = RotationState::load(&state_path)?
             .filter(|s| s.stage == Stage::Grace)
             .ok_or_else(|| {
@@ -1149,6 +1490,7 @@ impl<S: SessionStore, C: ServiceControl, P: AppProbe> Rotator<S, C, P> {
             procedure: "secrets-expire-previous",
             // the stage record keeps saying Grace until the removal is confirmed
             persist: false,
+            previous_suffix: opts.previous_suffix.clone(),
         };
         let due = st.grace_until.is_none_or(|u| self.now() >= u);
         if opts.dry_run || (!due && !force) {
@@ -1199,7 +1541,11 @@ impl<S: SessionStore, C: ServiceControl, P: AppProbe> Rotator<S, C, P> {
             ..st.clone()
         });
         let started = Instant::now();
-        let res = match self.service.recreate(&st.service).await {
+        let recreated = match self.service_env(&mut run, &st.keys, &opts.previous_suffix) {
+            Ok(env) => self.service.recreate(&st.service, &env).await,
+            Err(e) => Err(e),
+        };
+        let res = match recreated {
             Ok(()) => {
                 self.record(
                     &mut run,
@@ -1236,6 +1582,7 @@ impl<S: SessionStore, C: ServiceControl, P: AppProbe> Rotator<S, C, P> {
         match res {
             Ok(()) => {
                 remove_state(&state_path)?;
+                self.prune(&mut run, opts.backups_keep);
                 run.report.outcome = RotationOutcome::Completed;
             }
             Err(msg) => {

@@ -156,7 +156,7 @@ async fn standard_rotation_writes_recreates_invalidates_and_verifies_in_order() 
         .expect_login()
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|| Ok(401));
+        .returning(|| Ok(200));
     let r = fx
         .rotator(sessions, svc, probe)
         .rotate(&fx.opts())
@@ -165,7 +165,7 @@ async fn standard_rotation_writes_recreates_invalidates_and_verifies_in_order() 
     assert_eq!(r.outcome, RotationOutcome::Completed, "{r:?}");
     assert_eq!(r.severity(), Severity::Ok);
     assert_eq!(r.sessions_invalidated, Some(42));
-    assert_eq!((r.health_status, r.login_status), (Some(200), Some(401)));
+    assert_eq!((r.health_status, r.login_status), (Some(200), Some(200)));
     let new_jwt = fx.value("JWT_SECRET").unwrap();
     let new_refresh = fx.value("JWT_REFRESH_SECRET").unwrap();
     assert_eq!(new_jwt.len(), 128);
@@ -367,23 +367,38 @@ async fn a_failing_or_silent_login_is_rolled_back() {
         assert_eq!(fx.steps().last().unwrap().0, "rollback-recreate");
         fx.assert_no_leaks(&r, &[]);
     }
-    // with login_must_succeed a 401 fails too
-    let fx = fixture();
-    let mut svc = MockServiceControl::new();
-    svc.expect_recreate().times(2).returning(|_| Ok(()));
-    let mut probe = MockAppProbe::new();
-    probe.expect_health().returning(|| Ok(200));
-    probe.expect_login().returning(|| Ok(401));
-    let opts = RotateOptions {
-        login_must_succeed: true,
-        ..fx.opts()
-    };
-    let r = fx
-        .rotator(ok_sessions(0), svc, probe)
-        .rotate(&opts)
-        .await
-        .unwrap();
-    assert!(matches!(r.outcome, RotationOutcome::RolledBack { .. }));
+    // 401 and 403 fail even without login_must_succeed; other 4xx pass only without it
+    for (code, must, completes) in [
+        (401, false, false),
+        (403, false, false),
+        (401, true, false),
+        (404, true, false),
+        (404, false, true),
+    ] {
+        let fx = fixture();
+        let mut svc = MockServiceControl::new();
+        svc.expect_recreate()
+            .times(if completes { 1 } else { 2 })
+            .returning(|_| Ok(()));
+        let mut probe = MockAppProbe::new();
+        probe.expect_health().returning(|| Ok(200));
+        probe.expect_login().returning(move || Ok(code));
+        let opts = RotateOptions {
+            login_must_succeed: must,
+            ..fx.opts()
+        };
+        let r = fx
+            .rotator(ok_sessions(0), svc, probe)
+            .rotate(&opts)
+            .await
+            .unwrap();
+        assert_eq!(
+            r.outcome == RotationOutcome::Completed,
+            completes,
+            "{code} {must}: {:?}",
+            r.outcome
+        );
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -495,9 +510,16 @@ async fn a_crash_during_the_recreate_resumes_at_the_recreate() {
     struct Hang;
     #[async_trait]
     impl ServiceControl for Hang {
-        async fn recreate(&self, _s: &str) -> Result<()> {
+        async fn recreate(&self, _s: &str, _env: &ServiceEnv) -> Result<()> {
             std::future::pending::<()>().await;
             Ok(())
+        }
+        async fn live_env_digests(
+            &self,
+            _s: &str,
+            _keys: &[String],
+        ) -> Result<Vec<(String, Option<String>)>> {
+            Ok(Vec::new())
         }
     }
     let mut r = Rotator::new(
@@ -824,4 +846,397 @@ async fn expiring_previous_values_is_rolled_back_when_the_service_does_not_come_
         ]
     );
     fx.assert_no_leaks(&r, &[]);
+}
+
+/// A tiny HTTP server on loopback: `/health` answers 200, anything else `login_status`.
+fn loopback_app(login_status: u16) -> u16 {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(s) = s else { continue };
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut line = String::new();
+            let _ = r.read_line(&mut line);
+            let mut len = 0usize;
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; len];
+            let _ = r.read_exact(&mut body);
+            let code = if line.starts_with("GET /health ") {
+                200
+            } else {
+                login_status
+            };
+            let mut s = s;
+            let _ = write!(
+                s,
+                "HTTP/1.1 {code} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+            );
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn a_test_login_refused_by_the_application_fails_the_rotation() {
+    let fx = fixture();
+    let port = loopback_app(401);
+    let probe = HttpAppProbe::new(HttpProbeConfig::for_base_url(
+        &format!("http://127.0.0.1:{port}"),
+        "test@example.com",
+        Secret::new("test-password-value"),
+    ))
+    .unwrap();
+    let mut svc = MockServiceControl::new();
+    svc.expect_recreate().times(2).returning(|_| Ok(()));
+    let mut r = Rotator::new(ok_sessions(3), svc, probe, fx.guard(true));
+    r.audit = Some(fx.audit.clone());
+    let opts = RotateOptions {
+        verify_interval: Duration::from_millis(10),
+        ..fx.opts()
+    };
+    let rep = r.rotate(&opts).await.unwrap();
+    match &rep.outcome {
+        RotationOutcome::RolledBack { reason } => {
+            assert!(reason.contains("test login was refused (401)"), "{reason}")
+        }
+        o => panic!("a refused login must fail the rotation, got {o:?}"),
+    }
+    assert_eq!(rep.login_status, Some(401));
+    assert_eq!(std::fs::read_to_string(&fx.env).unwrap(), env_text());
+    fx.assert_no_leaks(&rep, &["test-password-value"]);
+}
+
+/// A Compose-like container whose environment came from the `.env` at create time;
+/// `applies` says whether a recreate gives it the new values (the fix) or keeps its old
+/// environment (what recreating from the old container's spec did).
+struct Container {
+    env: std::sync::Mutex<Vec<(String, String)>>,
+    applies: bool,
+    recreates: std::sync::atomic::AtomicU32,
+}
+
+impl Container {
+    fn from_env(text: &str, applies: bool) -> Container {
+        let f = EnvFile::parse(text);
+        let env = f
+            .keys()
+            .into_iter()
+            .map(|k| {
+                let v = f.get(k).unwrap().expose().to_string();
+                (k.to_string(), v)
+            })
+            .collect();
+        Container {
+            env: std::sync::Mutex::new(env),
+            applies,
+            recreates: Default::default(),
+        }
+    }
+
+    fn get(&self, k: &str) -> Option<String> {
+        let env = self.env.lock().unwrap();
+        env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    }
+}
+
+#[async_trait]
+impl ServiceControl for Container {
+    async fn recreate(&self, _service: &str, env: &ServiceEnv) -> Result<()> {
+        self.recreates
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if !self.applies {
+            return Ok(());
+        }
+        let mut cur = self.env.lock().unwrap();
+        for v in &env.vars {
+            let pos = cur.iter().position(|(k, _)| k == &v.key);
+            match (&v.value, pos) {
+                (Some(val), Some(i)) => cur[i].1 = val.expose().to_string(),
+                (Some(val), None) => {
+                    if let Some(i) = v
+                        .alongside
+                        .as_ref()
+                        .and_then(|a| cur.iter().position(|(k, _)| k == a))
+                    {
+                        cur.insert(i + 1, (v.key.clone(), val.expose().to_string()));
+                    }
+                }
+                (None, Some(i)) => {
+                    cur.remove(i);
+                }
+                (None, None) => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn live_env_digests(
+        &self,
+        _service: &str,
+        keys: &[String],
+    ) -> Result<Vec<(String, Option<String>)>> {
+        Ok(keys
+            .iter()
+            .map(|k| (k.clone(), self.get(k).map(|v| value_digest(&v))))
+            .collect())
+    }
+}
+
+fn ok_probe() -> MockAppProbe {
+    let mut probe = MockAppProbe::new();
+    probe.expect_health().returning(|| Ok(200));
+    probe.expect_login().returning(|| Ok(200));
+    probe
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_test_stage_fails_when_the_service_still_runs_the_old_secret() {
+    let fx = fixture();
+    let stale = Container::from_env(&env_text(), false);
+    let mut r = Rotator::new(ok_sessions(0), stale, ok_probe(), fx.guard(true));
+    r.audit = Some(fx.audit.clone());
+    let rep = r.rotate(&fx.opts()).await.unwrap();
+    match &rep.outcome {
+        RotationOutcome::RolledBack { reason } => assert!(
+            reason.contains("does not hold the new values: JWT_SECRET is not the .env's value"),
+            "{reason}"
+        ),
+        o => panic!("a backend with the old secret must fail the test, got {o:?}"),
+    }
+    assert_eq!(std::fs::read_to_string(&fx.env).unwrap(), env_text());
+    fx.assert_no_leaks(&rep, &[]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_service_gets_the_new_values_and_graceful_previous_ones() {
+    let fx = fixture();
+    let c = Container::from_env(&env_text(), true);
+    let mut r = Rotator::new(ok_sessions(0), c, ok_probe(), fx.guard(true));
+    r.audit = Some(fx.audit.clone());
+    let rep = r.rotate(&fx.opts()).await.unwrap();
+    assert_eq!(rep.outcome, RotationOutcome::Completed, "{rep:?}");
+    let first = fx.value("JWT_SECRET").unwrap();
+    assert_eq!(r.service.get("JWT_SECRET").unwrap(), first);
+    assert_eq!(
+        r.service.get("JWT_REFRESH_SECRET"),
+        fx.value("JWT_REFRESH_SECRET")
+    );
+    assert_eq!(r.service.get("NODE_ENV").as_deref(), Some("production"));
+    let test = rep.steps.iter().find(|s| s.step == "test").unwrap();
+    assert!(
+        test.detail
+            .contains("holds the .env's JWT_SECRET, JWT_REFRESH_SECRET (SHA-256 compared)"),
+        "{}",
+        test.detail
+    );
+    fx.assert_no_leaks(&rep, &[&first]);
+
+    let graceful = RotateOptions {
+        mode: RotationMode::Graceful,
+        ..fx.opts()
+    };
+    let rep = r.rotate(&graceful).await.unwrap();
+    assert_eq!(rep.outcome, RotationOutcome::Completed, "{rep:?}");
+    let second = fx.value("JWT_SECRET").unwrap();
+    assert_ne!(second, first);
+    assert_eq!(r.service.get("JWT_SECRET").unwrap(), second);
+    assert_eq!(r.service.get("JWT_SECRET_PREVIOUS").unwrap(), first);
+
+    let emergency = RotateOptions {
+        mode: RotationMode::Emergency,
+        ..fx.opts()
+    };
+    let mut sessions = MockSessionStore::new();
+    sessions.expect_flush_all_sessions().returning(|| Ok(1));
+    let c = Container {
+        env: std::sync::Mutex::new(r.service.env.lock().unwrap().clone()),
+        applies: true,
+        recreates: Default::default(),
+    };
+    let mut r = Rotator::new(sessions, c, ok_probe(), fx.guard(true));
+    r.audit = Some(fx.audit.clone());
+    let rep = r.rotate(&emergency).await.unwrap();
+    assert_eq!(rep.outcome, RotationOutcome::Completed, "{rep:?}");
+    assert_eq!(r.service.get("JWT_SECRET"), fx.value("JWT_SECRET"));
+    assert_eq!(r.service.get("JWT_SECRET_PREVIOUS"), None);
+    assert_eq!(r.service.get("JWT_REFRESH_SECRET_PREVIOUS"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_rotation_refuses_while_the_first_runs_and_names_it() {
+    let fx = fixture();
+    struct Hang;
+    #[async_trait]
+    impl ServiceControl for Hang {
+        async fn recreate(&self, _s: &str, _env: &ServiceEnv) -> Result<()> {
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+        async fn live_env_digests(
+            &self,
+            _s: &str,
+            _keys: &[String],
+        ) -> Result<Vec<(String, Option<String>)>> {
+            Ok(Vec::new())
+        }
+    }
+    let first = Arc::new(Rotator::new(
+        MockSessionStore::new(),
+        Hang,
+        MockAppProbe::new(),
+        fx.guard(true),
+    ));
+    let opts = fx.opts();
+    let task = {
+        let (first, opts) = (first.clone(), opts.clone());
+        tokio::spawn(async move { first.rotate(&opts).await })
+    };
+    // The first rotation is in its recreate once the stage record says so.
+    let state_path = opts.state_path();
+    loop {
+        if RotationState::load(&state_path)
+            .ok()
+            .flatten()
+            .is_some_and(|s| s.stage == Stage::EnvWritten)
+        {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let written = std::fs::read_to_string(&fx.env).unwrap();
+    let mut svc = MockServiceControl::new();
+    svc.expect_recreate().never();
+    let second = Rotator::new(
+        MockSessionStore::new(),
+        svc,
+        MockAppProbe::new(),
+        fx.guard(true),
+    );
+    let e = second.rotate(&opts).await.unwrap_err();
+    let text = e.to_string();
+    assert!(matches!(e, SecretsError::Locked { .. }), "{text}");
+    assert!(
+        text.contains(&format!("rotation of {}", fx.env.display()))
+            && text.contains(&format!("pid {}", std::process::id())),
+        "the refusal names the running rotation: {text}"
+    );
+    assert_eq!(std::fs::read_to_string(&fx.env).unwrap(), written);
+    assert_eq!(
+        RotationState::load(&state_path).unwrap().unwrap().stage,
+        Stage::EnvWritten
+    );
+    // A dry run only reads: it is not refused.
+    let dry = RotateOptions {
+        dry_run: true,
+        ..opts.clone()
+    };
+    assert_eq!(
+        second.rotate(&dry).await.unwrap().outcome,
+        RotationOutcome::Planned
+    );
+    // Once the first one is gone (killed), the lock is free and the rotation resumes.
+    task.abort();
+    let _ = task.await;
+    let mut svc = MockServiceControl::new();
+    svc.expect_recreate().times(1).returning(|_| Ok(()));
+    let third = Rotator::new(ok_sessions(0), svc, ok_probe(), fx.guard(true));
+    let rep = third.rotate(&opts).await.unwrap();
+    assert_eq!(rep.resumed_from, Some(Stage::EnvWritten));
+    assert_eq!(rep.outcome, RotationOutcome::Completed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn completed_rotations_keep_only_the_newest_env_backups() {
+    let fx = fixture();
+    let dir = fx.dir.path();
+    let mut old = Vec::new();
+    for (i, stamp) in [
+        "20240101T000000Z",
+        "20240201T000000Z",
+        "20240301T000000Z",
+        "20240301T000000Z.1",
+        "20240401T000000Z",
+        "20241231T235959Z",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let p = dir.join(format!(".env.bak.{stamp}"));
+        std::fs::write(&p, format!("JWT_SECRET=ancient-{i}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        old.push(p);
+    }
+    // Not backups of this .env: left alone.
+    let notes = dir.join(".env.bak.notes");
+    std::fs::write(&notes, "keep me\n").unwrap();
+    let outside = dir.join("outside.txt");
+    std::fs::write(&outside, "not a backup\n").unwrap();
+    let link = dir.join(".env.bak.20200101T000000Z");
+    std::os::unix::fs::symlink(&outside, &link).unwrap();
+    let other = dir.join(".env.production.bak.20200101T000000Z");
+    std::fs::write(&other, "x\n").unwrap();
+
+    let mut svc = MockServiceControl::new();
+    svc.expect_recreate().returning(|_| Ok(()));
+    let r = fx.rotator(ok_sessions(0), svc, ok_probe());
+    let opts = RotateOptions {
+        backups_keep: 3,
+        ..fx.opts()
+    };
+    let plan = r
+        .rotate(&RotateOptions {
+            dry_run: true,
+            ..opts.clone()
+        })
+        .await
+        .unwrap()
+        .plan;
+    assert!(
+        plan.iter()
+            .any(|a| a.contains("keep the newest 3 .env backups") && a.contains("(4 now)")),
+        "{plan:?}"
+    );
+    let rep = r.rotate(&opts).await.unwrap();
+    assert_eq!(rep.outcome, RotationOutcome::Completed, "{rep:?}");
+    let kept = list_backups(&fx.env).unwrap();
+    assert_eq!(
+        kept,
+        [rep.backup.clone().unwrap(), old[5].clone(), old[4].clone()],
+        "the newest three, newest first"
+    );
+    for p in &old[..4] {
+        assert!(!p.exists(), "{} should be gone", p.display());
+    }
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "keep me\n");
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "not a backup\n");
+    assert!(std::fs::symlink_metadata(&link).is_ok());
+    assert!(other.exists());
+    let prune = rep
+        .steps
+        .iter()
+        .find(|s| s.step == "prune-backups")
+        .unwrap();
+    assert!(
+        prune.detail.contains("removed 4 old .env backups") && !prune.detail.contains("ancient"),
+        "{}",
+        prune.detail
+    );
+    let bad = RotateOptions {
+        backups_keep: 0,
+        ..opts
+    };
+    assert!(matches!(
+        r.rotate(&bad).await,
+        Err(SecretsError::InvalidOptions(_))
+    ));
 }

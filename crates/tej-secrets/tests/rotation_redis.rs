@@ -191,7 +191,11 @@ struct Recreate {
 
 #[async_trait]
 impl ServiceControl for Recreate {
-    async fn recreate(&self, service: &str) -> tej_secrets::Result<()> {
+    async fn recreate(
+        &self,
+        service: &str,
+        _env: &tej_secrets::ServiceEnv,
+    ) -> tej_secrets::Result<()> {
         assert_eq!(service, "backend");
         let g = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         let mut slot = self.backend.lock().unwrap();
@@ -204,6 +208,15 @@ impl ServiceControl for Recreate {
         })?;
         *slot = Some(b);
         Ok(())
+    }
+
+    /// The backend reads the `.env` file itself: its process environment holds none of the keys.
+    async fn live_env_digests(
+        &self,
+        _service: &str,
+        _keys: &[String],
+    ) -> tej_secrets::Result<Vec<(String, Option<String>)>> {
+        Ok(Vec::new())
     }
 }
 

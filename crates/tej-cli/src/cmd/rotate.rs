@@ -51,6 +51,9 @@ pub async fn rotate(
     } else if let Some(s) = sc {
         opts.keys = s.rotate.clone();
     }
+    if let Some(s) = sc {
+        opts.backups_keep = s.env_backups_keep;
+    }
     opts.mode = match (args.graceful, args.emergency) {
         (true, true) => bail!("--graceful and --emergency exclude each other"),
         (true, false) => RotationMode::Graceful,

@@ -71,6 +71,7 @@ pub fn rotation_from_context(
     rotator.audit = audit;
     let mut opts = tej_secrets::RotateOptions::new(sc.env_file.clone());
     opts.keys = sc.rotate.clone();
+    opts.backups_keep = sc.env_backups_keep;
     opts.mode = mode;
     opts.service = compose.backend_service.clone();
     if let Some(r) = ctx.config.redis.first() {
