@@ -81,7 +81,7 @@ pub struct RunOptions {
     /// Locking.
     pub lock: LockOptions,
     /// Storage leftovers (temporary files, multipart uploads) older than this are removed
-    /// before the run (default 1 h, so another target's running upload is left alone).
+    /// before the run (default 1 h), and only when no other run of the repository is alive.
     pub cleanup_older_than: Duration,
     /// Progress events.
     pub progress: Option<ProgressSink>,
@@ -142,7 +142,8 @@ pub(crate) struct Run {
 }
 
 impl Run {
-    /// Locks every repository, cleans leftovers of this target, picks a free id.
+    /// Locks the target in every repository, cleans leftovers of this target (its lock makes
+    /// any other run of it provably gone), picks a free id.
     pub async fn start(
         repos: &[Repository],
         target: &str,
@@ -183,6 +184,22 @@ impl Run {
                 Err(e) => {
                     tracing::warn!(repo = %s.repo.name(), error = %e, "cannot clean unfinished runs")
                 }
+            }
+            // Temporary objects and multipart uploads carry no owner: they are removed only
+            // when no other run of this repository is alive to own them.
+            let others = match crate::lock::target_locks(&s.repo, &opts.lock, now).await {
+                Ok(locks) => locks
+                    .iter()
+                    .filter(|l| !l.stale && !s.lock.as_ref().is_some_and(|m| m.key() == &l.key))
+                    .count(),
+                Err(e) => {
+                    tracing::warn!(repo = %s.repo.name(), error = %e, "cannot list the locks");
+                    1
+                }
+            };
+            if others > 0 {
+                tracing::info!(repo = %s.repo.name(), "other backups are running: temporary objects are left to them");
+                continue;
             }
             match s
                 .repo

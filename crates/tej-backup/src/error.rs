@@ -35,6 +35,33 @@ pub enum BackupError {
         /// The lock object.
         key: String,
     },
+    /// The repository lock is held in a conflicting mode (prune while a verify or restore
+    /// reads, or the reverse).
+    #[error(
+        "{repo}: cannot {purpose} now: the repository is in use by {owner}; retry when it is done (or remove {key} if that process is gone)"
+    )]
+    Busy {
+        /// Repository.
+        repo: String,
+        /// What was refused (`prune`, `verify`, `restore`).
+        purpose: String,
+        /// The conflicting holder (host, pid, purpose, since, mode).
+        owner: String,
+        /// Its lock object.
+        key: String,
+    },
+    /// A selected backup is not of the kind or target required.
+    #[error("{repo}: backup {id} is {found}, not {expected}")]
+    WrongSeries {
+        /// Repository.
+        repo: String,
+        /// The backup.
+        id: String,
+        /// What it is (`a logical backup of database otherdb`).
+        found: String,
+        /// What was asked for.
+        expected: String,
+    },
     /// An object's content does not match the manifest (SHA-256, size, decryption,
     /// decompression, or missing).
     #[error("{repo}: backup {id}: object {object} is corrupt: {reason}")]
@@ -223,7 +250,7 @@ impl Retryable for BackupError {
     fn is_retryable(&self) -> bool {
         match self {
             BackupError::Storage(e) => e.is_retryable(),
-            BackupError::Locked { .. } => true,
+            BackupError::Locked { .. } | BackupError::Busy { .. } => true,
             _ => false,
         }
     }

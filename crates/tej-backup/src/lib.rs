@@ -90,7 +90,7 @@ pub use files::{
     FileRestoreStep, create_file_backup, restore_file_backup,
 };
 pub use id::{BackupId, InvalidBackupId};
-pub use lock::{LockOptions, LockOwner, RepoLock};
+pub use lock::{LockMode, LockOptions, LockOwner, RepoLock, TargetLock, target_locks};
 pub use logical::{LogicalBackupOptions, create_logical_backup, plain_object_base};
 pub use lsn::{DEFAULT_WAL_SEGMENT_SIZE, InvalidLsn, InvalidWalFileName, Lsn, WalFileName};
 pub use manifest::{
@@ -111,13 +111,13 @@ pub use pitr::{
     run_drill, run_recovery,
 };
 pub use repo::{
-    BackupSummary, FailureRecord, IncompleteRun, Inventory, Repository, VerificationRecord,
-    list_backups,
+    BackupSelector, BackupSummary, FailureRecord, IncompleteRun, Inventory, Repository, Series,
+    VerificationRecord, list_backups,
 };
 pub use restore::{RestoreOptions, RestoreReport, RestoreStep, restore_backup, restore_manifest};
 pub use retention::{
     Candidate, CandidateState, Decision, PruneOptions, PruneReport, RetentionPlan, RetentionPolicy,
-    plan_retention, prune,
+    plan_retention, plan_series_retention, prune, wal_retained,
 };
 pub use verify::{
     ObjectCheck, QueryResult, RestoreTestOptions, RestoreTestReport, VerifyOptions, VerifyReport,

@@ -2,8 +2,12 @@
 //!
 //! Layout: `backups/<id>/<object>` data first, `backups/<id>/manifest.json` last;
 //! `backups/<id>/verify.json` holds the latest verification, `backups/<id>/failed.json`
-//! marks a run that failed or was interrupted (its data objects removed); `locks/<target>.lock`
-//! is the backup lock.
+//! marks a run that failed or was interrupted (its data objects removed); `locks/` holds the
+//! locks (see [`crate::lock`]).
+//!
+//! Every backup belongs to a [`Series`] (its kind and what it backs up); retention works
+//! per series and a [`BackupSelector`] (`latest` of a series, or an id that must belong to
+//! one) picks what verify and restore read.
 
 use crate::error::BackupError;
 use crate::id::BackupId;
@@ -198,9 +202,22 @@ impl Repository {
         target: Option<&str>,
         now: Timestamp,
     ) -> Result<Vec<BackupId>, BackupError> {
+        let scanned = self.scan().await?;
+        self.clean_runs(scanned, |id| target.is_none_or(|t| t == id.target()), now)
+            .await
+    }
+
+    /// Removes the data objects of the unfinished runs among `scanned` (a [`Self::scan`]
+    /// taken earlier) that `gone` says are provably abandoned.
+    pub(crate) async fn clean_runs(
+        &self,
+        scanned: BTreeMap<BackupId, Vec<crate::storage::ObjectMeta>>,
+        gone: impl Fn(&BackupId) -> bool,
+        now: Timestamp,
+    ) -> Result<Vec<BackupId>, BackupError> {
         let mut cleaned = Vec::new();
-        for (id, objects) in self.scan().await? {
-            if target.is_some_and(|t| t != id.target()) {
+        for (id, objects) in scanned {
+            if !gone(&id) {
                 continue;
             }
             let manifest = objects
@@ -241,14 +258,27 @@ impl Repository {
         Ok(())
     }
 
-    /// Resolves `latest` or an id to a manifest (latest: by manifest time, newest first).
+    /// Resolves a selector's text (see [`BackupSelector`]: `latest`, an id, either
+    /// optionally typed with `@kind` and `:target`) to a manifest.
     pub async fn resolve(&self, selector: &str) -> Result<Manifest, BackupError> {
-        if selector == "latest" {
+        let sel = BackupSelector::parse(selector)?;
+        self.resolve_selector(&sel).await
+    }
+
+    /// Resolves a selector to a manifest: the newest backup (by manifest time) of the
+    /// series for `latest`, or the id, refused when it is not of the selector's kind and
+    /// target.
+    pub async fn resolve_selector(&self, sel: &BackupSelector) -> Result<Manifest, BackupError> {
+        let Some(id) = sel.id.clone() else {
             let inv = self.inventory().await?;
-            let newest = inv.backups.first().ok_or_else(|| BackupError::NotFound {
-                repo: self.name(),
-                id: "latest".into(),
-            })?;
+            let newest = inv
+                .backups
+                .iter()
+                .find(|b| sel.matches(&b.series))
+                .ok_or_else(|| BackupError::NotFound {
+                    repo: self.name(),
+                    id: sel.describe_latest(),
+                })?;
             return self
                 .manifest(&newest.id)
                 .await?
@@ -256,11 +286,20 @@ impl Repository {
                     repo: self.name(),
                     id: newest.id.to_string(),
                 });
-        }
-        let id =
-            BackupId::parse(selector).map_err(|e| BackupError::InvalidOptions(e.to_string()))?;
+        };
         match self.manifest(&id).await? {
-            Some(m) => Ok(m),
+            Some(m) => {
+                let series = Series::of(&m);
+                if !sel.matches(&series) {
+                    return Err(BackupError::WrongSeries {
+                        repo: self.name(),
+                        id: id.to_string(),
+                        found: series.describe(),
+                        expected: sel.describe_expected(),
+                    });
+                }
+                Ok(m)
+            }
             None => {
                 let leftovers = self.store.list(&format!("{BACKUPS_PREFIX}{id}/")).await?;
                 if leftovers.is_empty() {
@@ -280,6 +319,197 @@ impl Repository {
                 }
             }
         }
+    }
+}
+
+/// A backup series: one kind of backup of one thing. Retention keeps the newest backup
+/// of every series, and `latest` means the newest of one series.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Series {
+    /// The kind.
+    pub kind: BackupKind,
+    /// What is backed up: the database name (logical), the cluster's system identifier
+    /// (physical), the directories joined with `,` (files).
+    pub target: String,
+}
+
+impl Series {
+    /// The logical series of database `database`.
+    pub fn logical(database: impl Into<String>) -> Series {
+        Series {
+            kind: BackupKind::Logical,
+            target: database.into(),
+        }
+    }
+
+    /// The series a backup belongs to, from its manifest (the id's target when the
+    /// manifest does not record what it backed up).
+    pub fn of(m: &Manifest) -> Series {
+        let target = match m.kind {
+            BackupKind::Logical => m.database.clone(),
+            BackupKind::Physical => m.physical.as_ref().map(|p| p.system_identifier.to_string()),
+            BackupKind::Files => (!m.paths.is_empty()).then(|| {
+                let mut p = m.paths.clone();
+                p.sort();
+                p.join(",")
+            }),
+        };
+        Series {
+            kind: m.kind,
+            target: target.unwrap_or_else(|| m.id.target().to_string()),
+        }
+    }
+
+    /// `a logical backup of database appdb`, for messages.
+    pub fn describe(&self) -> String {
+        match self.kind {
+            BackupKind::Logical => format!("a logical backup of database {}", self.target),
+            BackupKind::Physical => {
+                format!("a physical base backup of cluster {}", self.target)
+            }
+            BackupKind::Files => format!("a file backup of {}", self.target),
+        }
+    }
+}
+
+impl std::fmt::Display for Series {
+    /// `logical appdb`, `physical 7301234567890123456`, `files /srv/uploads`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.kind, self.target)
+    }
+}
+
+/// What verify and restore read: the newest backup of a series, or an id that must belong
+/// to it. Its text form (for [`Repository::resolve`] and the string selectors of the
+/// restore steps) is `latest` or an id, optionally followed by `@KIND` and `:TARGET`:
+/// `latest@logical:appdb`, `20250116T020000Z-appdb@logical:appdb`, `latest@files`. A bare
+/// `latest` is the newest backup of any series.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupSelector {
+    /// The id; `None` for `latest`.
+    pub id: Option<BackupId>,
+    /// The kind required (any when `None`).
+    pub kind: Option<BackupKind>,
+    /// The series target required (any when `None`).
+    pub target: Option<String>,
+}
+
+impl BackupSelector {
+    /// The newest backup of `series`.
+    pub fn latest_of(series: &Series) -> BackupSelector {
+        BackupSelector {
+            id: None,
+            kind: Some(series.kind),
+            target: Some(series.target.clone()),
+        }
+    }
+
+    /// The newest backup of `kind`, whatever it backs up.
+    pub fn latest_kind(kind: BackupKind) -> BackupSelector {
+        BackupSelector {
+            id: None,
+            kind: Some(kind),
+            target: None,
+        }
+    }
+
+    /// Backup `id`, which must belong to `series`.
+    pub fn id_in(id: BackupId, series: &Series) -> BackupSelector {
+        BackupSelector {
+            id: Some(id),
+            kind: Some(series.kind),
+            target: Some(series.target.clone()),
+        }
+    }
+
+    /// `latest` or an id (untyped) made to belong to `series`.
+    pub fn typed(selector: &str, series: &Series) -> Result<BackupSelector, BackupError> {
+        let mut sel = BackupSelector::parse(selector)?;
+        sel.kind = Some(series.kind);
+        sel.target = Some(series.target.clone());
+        Ok(sel)
+    }
+
+    /// Parses the text form (see the type's docs).
+    pub fn parse(s: &str) -> Result<BackupSelector, BackupError> {
+        let bad =
+            |why: String| BackupError::InvalidOptions(format!("backup selector {s:?}: {why}"));
+        let (head, typed) = match s.split_once('@') {
+            Some((h, t)) => (h, Some(t)),
+            None => (s, None),
+        };
+        let id = if head == "latest" {
+            None
+        } else {
+            Some(BackupId::parse(head).map_err(|e| bad(e.to_string()))?)
+        };
+        let (kind, target) = match typed {
+            None => (None, None),
+            Some(t) => {
+                let (k, target) = match t.split_once(':') {
+                    Some((k, target)) => (k, Some(target.to_string())),
+                    None => (t, None),
+                };
+                let kind = match k {
+                    "logical" => BackupKind::Logical,
+                    "physical" => BackupKind::Physical,
+                    "files" => BackupKind::Files,
+                    other => {
+                        return Err(bad(format!(
+                            "unknown kind {other:?}: expected logical, physical or files"
+                        )));
+                    }
+                };
+                if target.as_deref() == Some("") {
+                    return Err(bad("empty target after ':'".into()));
+                }
+                (Some(kind), target)
+            }
+        };
+        Ok(BackupSelector { id, kind, target })
+    }
+
+    /// Whether a backup of `series` satisfies the kind and target.
+    pub fn matches(&self, series: &Series) -> bool {
+        self.kind.is_none_or(|k| k == series.kind)
+            && self.target.as_deref().is_none_or(|t| t == series.target)
+    }
+
+    fn describe_expected(&self) -> String {
+        match (self.kind, &self.target) {
+            (Some(k), Some(t)) => Series {
+                kind: k,
+                target: t.clone(),
+            }
+            .describe(),
+            (Some(BackupKind::Logical), None) => "a logical backup".into(),
+            (Some(BackupKind::Physical), None) => "a physical base backup".into(),
+            (Some(BackupKind::Files), None) => "a file backup".into(),
+            (None, _) => "a backup".into(),
+        }
+    }
+
+    fn describe_latest(&self) -> String {
+        match self.kind {
+            None => "latest".into(),
+            Some(_) => format!("latest ({})", self.describe_expected()),
+        }
+    }
+}
+
+impl std::fmt::Display for BackupSelector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.id {
+            Some(id) => write!(f, "{id}")?,
+            None => f.write_str("latest")?,
+        }
+        if let Some(k) = self.kind {
+            write!(f, "@{k}")?;
+            if let Some(t) = &self.target {
+                write!(f, ":{t}")?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -318,6 +548,8 @@ pub struct BackupSummary {
     pub id: BackupId,
     /// Kind.
     pub kind: BackupKind,
+    /// The series it belongs to (retention and `latest` work per series).
+    pub series: Series,
     /// Database (logical).
     pub database: Option<String>,
     /// Format (logical).
@@ -346,6 +578,7 @@ impl BackupSummary {
             repository: repo.to_string(),
             id: m.id.clone(),
             kind: m.kind,
+            series: Series::of(&m),
             database: m.database.clone(),
             format: m.format,
             started_at: m.started_at,

@@ -1,8 +1,12 @@
 //! Grandfather-father-son retention and `prune`.
 //!
-//! Rules, applied to finished backups (by manifest time, in a configurable time zone):
+//! Retention works per [`Series`] (kind × what is backed up: the database of a dump, the
+//! cluster of a base backup, the directories of a file backup): two databases dumped the
+//! same day never share a slot. Rules, applied to the finished backups of each series (by
+//! manifest time, in a configurable time zone):
 //! - `newest-verified`: the newest backup whose last verification passed (or, when none
 //!   was ever verified, the newest backup) is always kept.
+//! - `newest`: the newest backup is always kept too, verified or not.
 //! - `daily`: every backup younger than `daily_days` is kept.
 //! - `weekly`: the newest backup of each ISO week younger than `weekly_days` is kept.
 //! - `monthly`: the newest backup of each month younger than `monthly_days` is kept.
@@ -15,19 +19,26 @@
 //!   older than the oldest retained physical backup's start segment are deleted, history
 //!   files and anything archived within the window are kept.
 //!
-//! When the newest run failed (a failure record, or a failed verification of the newest
-//! backup), nothing is deleted: every backup is kept under the rule `newest-failed`.
+//! When the newest run of a series failed (a failure record of its target, or a failed
+//! verification of its newest backup), nothing of that series is deleted: every backup is
+//! kept under the rule `newest-failed`. WAL retention follows the physical backups that
+//! remain, and is skipped while a physical series is blocked.
+//!
+//! `prune` takes the repository lock exclusively (verify and restore hold it shared, see
+//! [`crate::lock`]). It leaves a run in progress alone: a manifest-less run is removed only
+//! when no live owner holds its target's lock, storage leftovers only when no create is
+//! running, and the lock of a dead owner is removed.
 
 use crate::error::BackupError;
 use crate::id::BackupId;
-use crate::lock::{LockOptions, RepoLock};
+use crate::lock::{LockMode, LockOptions, RepoLock};
 use crate::manifest::BackupKind;
-use crate::repo::Repository;
+use crate::repo::{Repository, Series};
 use crate::wal::{BaseBackupRef, WalArchive, WalPruneOptions, WalPruneReport, prune_wal};
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use tej_core::Clock;
 
 /// The retention policy.
@@ -94,6 +105,9 @@ pub struct Candidate {
 pub struct Decision {
     /// Id.
     pub id: BackupId,
+    /// The series it was judged in (set by [`plan_series_retention`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series: Option<Series>,
     /// Time.
     pub time: Timestamp,
     /// Kept or deleted.
@@ -107,8 +121,11 @@ pub struct Decision {
 pub struct RetentionPlan {
     /// One decision per finished backup, newest first.
     pub decisions: Vec<Decision>,
-    /// Set when nothing may be deleted, with the reason.
+    /// Set when nothing (of some series) may be deleted, with the reason.
     pub blocked: Option<String>,
+    /// The series nothing is deleted of (by [`plan_series_retention`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocked_series: Vec<Series>,
 }
 
 /// Decides which finished backups to keep. Failed runs only matter when they are the
@@ -143,6 +160,9 @@ pub fn plan_retention(
         .or(if done.is_empty() { None } else { Some(0) });
     if let Some(i) = protected {
         rules[i].push("newest-verified".into());
+    }
+    if protected != Some(0) && !done.is_empty() {
+        rules[0].push("newest".into());
     }
     let day = |d: u32| SignedDuration::from_hours(24 * i64::from(d));
     let age = |c: &Candidate| now.duration_since(c.time);
@@ -182,13 +202,107 @@ pub fn plan_retention(
             }
             Decision {
                 id: c.id.clone(),
+                series: None,
                 time: c.time,
                 keep,
                 rules: r,
             }
         })
         .collect();
-    RetentionPlan { decisions, blocked }
+    RetentionPlan {
+        decisions,
+        blocked,
+        blocked_series: Vec::new(),
+    }
+}
+
+/// Retention over every series of a repository: [`plan_retention`] per series of
+/// `finished`, where a failed run belongs to the series whose backups carry its id's
+/// target; then, with a PITR window, per physical series the newest backup that finished
+/// before the window began (else the oldest) is kept (`pitr-window`). Decisions come
+/// newest first, each naming its series.
+pub fn plan_series_retention(
+    policy: &RetentionPolicy,
+    finished: &[(Series, Candidate)],
+    failed: &[Candidate],
+    pitr_window_days: Option<u32>,
+    now: Timestamp,
+) -> RetentionPlan {
+    let mut order: Vec<Series> = Vec::new();
+    let mut groups: HashMap<Series, Vec<Candidate>> = HashMap::new();
+    for (s, c) in finished {
+        if !groups.contains_key(s) {
+            order.push(s.clone());
+        }
+        groups.entry(s.clone()).or_default().push(c.clone());
+    }
+    let window_start = pitr_window_days.map(|days| {
+        now.checked_sub(SignedDuration::from_hours(24 * i64::from(days)))
+            .unwrap_or(Timestamp::MIN)
+    });
+    let mut decisions = Vec::new();
+    let mut blocked = Vec::new();
+    let mut blocked_series = Vec::new();
+    for series in order {
+        let mut members = groups.remove(&series).unwrap_or_default();
+        let targets: HashSet<&str> = members.iter().map(|c| c.id.target()).collect();
+        let runs: Vec<Candidate> = failed
+            .iter()
+            .filter(|f| targets.contains(f.id.target()))
+            .cloned()
+            .collect();
+        let anchor = match (series.kind, window_start) {
+            (BackupKind::Physical, Some(ws)) => members
+                .iter()
+                .filter(|c| c.time <= ws)
+                .max_by_key(|c| (c.time, c.id.clone()))
+                .or_else(|| members.iter().min_by_key(|c| (c.time, c.id.clone())))
+                .map(|c| c.id.clone()),
+            _ => None,
+        };
+        members.extend(runs);
+        let plan = plan_retention(policy, &members, now);
+        if let Some(reason) = plan.blocked {
+            blocked.push(format!("{series}: {reason}"));
+            blocked_series.push(series.clone());
+        }
+        for mut d in plan.decisions {
+            if anchor.as_ref() == Some(&d.id) {
+                if !d.keep {
+                    d.keep = true;
+                    d.rules.clear();
+                }
+                d.rules.push("pitr-window".into());
+            }
+            d.series = Some(series.clone());
+            decisions.push(d);
+        }
+    }
+    decisions.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| b.id.cmp(&a.id)));
+    RetentionPlan {
+        decisions,
+        blocked: (!blocked.is_empty()).then(|| blocked.join("; ")),
+        blocked_series,
+    }
+}
+
+/// The physical backups WAL retention must keep WAL for: every one of `physical` that
+/// `plan` does not delete (physical backups outside the plan included).
+pub fn wal_retained<'a>(
+    plan: &RetentionPlan,
+    physical: impl IntoIterator<Item = &'a BackupId>,
+) -> Vec<BackupId> {
+    let gone: HashSet<&BackupId> = plan
+        .decisions
+        .iter()
+        .filter(|d| !d.keep)
+        .map(|d| &d.id)
+        .collect();
+    physical
+        .into_iter()
+        .filter(|id| !gone.contains(id))
+        .cloned()
+        .collect()
 }
 
 /// Options of `prune`.
@@ -198,9 +312,9 @@ pub struct PruneOptions {
     pub policy: RetentionPolicy,
     /// Only decide and report.
     pub dry_run: bool,
-    /// Only backups of this target (all when `None`).
+    /// Only backups whose id carries this target (all when `None`).
     pub target: Option<String>,
-    /// Lock settings (prune takes the target's lock, or `all`).
+    /// Lock settings (prune takes the repository lock exclusively).
     pub lock: LockOptions,
     /// Storage leftovers older than this are removed (default 1 h).
     pub cleanup_older_than: std::time::Duration,
@@ -228,12 +342,16 @@ pub struct PruneReport {
     pub repository: String,
     /// Nothing was changed.
     pub dry_run: bool,
-    /// Every backup with its decision and rules, newest first.
+    /// Every backup with its series, decision and rules, newest first.
     pub plan: RetentionPlan,
     /// Backups deleted.
     pub deleted: Vec<BackupId>,
-    /// Unfinished runs whose leftovers were removed.
+    /// Unfinished runs whose leftovers were removed (their owner is gone).
     pub cleaned_runs: Vec<BackupId>,
+    /// Unfinished runs left alone: a live owner holds their target's lock.
+    pub in_progress: Vec<BackupId>,
+    /// Targets whose lock was removed because its owner is gone.
+    pub cleared_locks: Vec<String>,
     /// Old failure records removed (older than the newest backup).
     pub removed_failure_records: Vec<BackupId>,
     /// Temporary files or unfinished multipart uploads removed.
@@ -242,18 +360,21 @@ pub struct PruneReport {
     pub wal: Option<WalPruneReport>,
 }
 
-/// `prune`: applies GFS retention to `repo`, and cleans what interrupted runs left.
+/// `prune`: applies GFS retention per series to `repo`, and cleans what runs whose owner
+/// is gone left behind.
 pub async fn prune(
     repo: &Repository,
     opts: &PruneOptions,
     clock: &dyn Clock,
 ) -> Result<PruneReport, BackupError> {
     let now = clock.now();
-    let lock_target = opts.target.clone().unwrap_or_else(|| "all".into());
     let lock = if opts.dry_run {
         None
     } else {
-        Some(RepoLock::acquire(repo, &lock_target, "prune", &opts.lock, now).await?)
+        Some(
+            RepoLock::acquire_repository(repo, LockMode::Exclusive, "prune", &opts.lock, now)
+                .await?,
+        )
     };
     let result = prune_locked(repo, opts, now).await;
     if let Some(l) = lock {
@@ -267,88 +388,118 @@ async fn prune_locked(
     opts: &PruneOptions,
     now: Timestamp,
 ) -> Result<PruneReport, BackupError> {
+    let wanted = |id: &BackupId| opts.target.as_deref().is_none_or(|t| t == id.target());
+    // The runs are listed before their owners are judged: a run that starts later is not
+    // in the listing.
+    let scanned = repo.scan().await?;
+    let locks = crate::lock::target_locks(repo, &opts.lock, now).await?;
+    let busy: HashSet<String> = locks
+        .iter()
+        .filter(|l| !l.stale)
+        .map(|l| l.target.clone())
+        .collect();
     let mut cleaned_runs = Vec::new();
     let mut cleaned_temporary = 0;
+    let mut cleared_locks = Vec::new();
     if !opts.dry_run {
-        cleaned_runs = repo.clean_incomplete(opts.target.as_deref(), now).await?;
-        cleaned_temporary = repo
-            .store
-            .cleanup_incomplete(opts.cleanup_older_than)
+        cleaned_runs = repo
+            .clean_runs(scanned, |id| wanted(id) && !busy.contains(id.target()), now)
             .await?;
+        for l in locks.iter().filter(|l| l.stale) {
+            crate::lock::remove_stale_target_lock(repo, l).await?;
+            cleared_locks.push(l.target.clone());
+        }
+        if busy.is_empty() {
+            cleaned_temporary = repo
+                .store
+                .cleanup_incomplete(opts.cleanup_older_than)
+                .await?;
+        } else {
+            tracing::info!(repo = %repo.name(), running = ?busy, "backups are running: temporary objects and multipart uploads are left to them");
+        }
     }
     let inv = repo.inventory().await?;
-    let wanted = |id: &BackupId| opts.target.as_deref().is_none_or(|t| t == id.target());
-    let mut candidates: Vec<Candidate> = inv
+    let finished: Vec<(Series, Candidate)> = inv
         .backups
         .iter()
         .filter(|b| wanted(&b.id))
-        .map(|b| Candidate {
-            id: b.id.clone(),
-            time: b.finished_at,
-            state: match &b.verification {
-                Some(v) if v.ok => CandidateState::Verified,
-                Some(_) => CandidateState::VerifyFailed,
-                None => CandidateState::Unverified,
-            },
+        .map(|b| {
+            (
+                b.series.clone(),
+                Candidate {
+                    id: b.id.clone(),
+                    time: b.finished_at,
+                    state: match &b.verification {
+                        Some(v) if v.ok => CandidateState::Verified,
+                        Some(_) => CandidateState::VerifyFailed,
+                        None => CandidateState::Unverified,
+                    },
+                },
+            )
         })
         .collect();
-    let failed: Vec<&crate::repo::IncompleteRun> =
-        inv.incomplete.iter().filter(|r| wanted(&r.id)).collect();
-    candidates.extend(failed.iter().map(|r| Candidate {
-        id: r.id.clone(),
-        time: r.id.time(),
-        state: CandidateState::Failed,
-    }));
-    let mut plan = plan_retention(&opts.policy, &candidates, now);
-    if let Some(days) = opts.pitr_window_days {
-        let window_start = now
-            .checked_sub(SignedDuration::from_hours(24 * i64::from(days)))
-            .unwrap_or(Timestamp::MIN);
-        let physical = || {
-            inv.backups
-                .iter()
-                .filter(|b| b.kind == BackupKind::Physical && wanted(&b.id))
-        };
-        let anchor = physical()
-            .filter(|b| b.finished_at <= window_start)
-            .max_by_key(|b| b.finished_at)
-            .or_else(|| physical().min_by_key(|b| b.finished_at));
-        if let Some(a) = anchor
-            && let Some(d) = plan.decisions.iter_mut().find(|d| d.id == a.id)
-        {
-            if !d.keep {
-                d.keep = true;
-                d.rules.clear();
-            }
-            d.rules.push("pitr-window".into());
-        }
-    }
+    let running = |r: &crate::repo::IncompleteRun| {
+        busy.contains(r.id.target()) && r.failure.is_none() && r.objects > 0
+    };
+    let in_progress: Vec<BackupId> = inv
+        .incomplete
+        .iter()
+        .filter(|r| wanted(&r.id) && running(r))
+        .map(|r| r.id.clone())
+        .collect();
+    let failed: Vec<&crate::repo::IncompleteRun> = inv
+        .incomplete
+        .iter()
+        .filter(|r| wanted(&r.id) && !running(r))
+        .collect();
+    let failed_candidates: Vec<Candidate> = failed
+        .iter()
+        .map(|r| Candidate {
+            id: r.id.clone(),
+            time: r.id.time(),
+            state: CandidateState::Failed,
+        })
+        .collect();
+    let plan = plan_series_retention(
+        &opts.policy,
+        &finished,
+        &failed_candidates,
+        opts.pitr_window_days,
+        now,
+    );
     let mut deleted = Vec::new();
     let mut removed_failure_records = Vec::new();
-    if !opts.dry_run && plan.blocked.is_none() {
+    if !opts.dry_run {
         for d in plan.decisions.iter().filter(|d| !d.keep) {
             repo.delete_backup(&d.id).await?;
             deleted.push(d.id.clone());
         }
-        // Failure records older than the newest backup have served their purpose.
-        let newest = plan.decisions.first().map(|d| d.time);
+        // A failure record older than a backup of its target has served its purpose.
         for r in failed {
-            if newest.is_some_and(|n| r.id.time() < n) {
+            let superseded = plan
+                .decisions
+                .iter()
+                .any(|d| d.id.target() == r.id.target() && r.id.time() < d.time);
+            if superseded {
                 repo.delete_backup(&r.id).await?;
                 removed_failure_records.push(r.id.clone());
             }
         }
     }
-    let wal = if plan.blocked.is_none() {
-        let gone: Vec<&BackupId> = plan
-            .decisions
-            .iter()
-            .filter(|d| !d.keep)
-            .map(|d| &d.id)
-            .collect();
-        prune_archived_wal(repo, &inv, &gone, opts, now).await?
-    } else {
+    let physical_blocked = plan
+        .blocked_series
+        .iter()
+        .any(|s| s.kind == BackupKind::Physical);
+    let wal = if physical_blocked {
         None
+    } else {
+        let physical = inv
+            .backups
+            .iter()
+            .filter(|b| b.kind == BackupKind::Physical)
+            .map(|b| &b.id);
+        let retained = wal_retained(&plan, physical);
+        prune_archived_wal(repo, &retained, opts, now).await?
     };
     Ok(PruneReport {
         wal,
@@ -357,17 +508,18 @@ async fn prune_locked(
         plan,
         deleted,
         cleaned_runs,
+        in_progress,
+        cleared_locks,
         removed_failure_records,
         cleaned_temporary,
     })
 }
 
 /// WAL retention after backup retention: keeps what every remaining physical backup
-/// needs (of every target: the archive belongs to the cluster, not to a target).
+/// (`retained`, of every target: the archive belongs to the cluster) needs.
 async fn prune_archived_wal(
     repo: &Repository,
-    inv: &crate::repo::Inventory,
-    gone: &[&BackupId],
+    retained_ids: &[BackupId],
     opts: &PruneOptions,
     now: Timestamp,
 ) -> Result<Option<WalPruneReport>, BackupError> {
@@ -376,12 +528,9 @@ async fn prune_archived_wal(
         return Ok(None);
     }
     let mut retained = Vec::new();
-    for b in &inv.backups {
-        if b.kind != BackupKind::Physical || gone.contains(&&b.id) {
-            continue;
-        }
+    for id in retained_ids {
         match repo
-            .manifest(&b.id)
+            .manifest(id)
             .await?
             .and_then(|m| BaseBackupRef::from_manifest(&m))
         {
@@ -394,8 +543,7 @@ async fn prune_archived_wal(
                     deleted: Vec::new(),
                     kept: archive.list().await?.len(),
                     note: Some(format!(
-                        "physical backup {} records no WAL start: no WAL is deleted",
-                        b.id
+                        "physical backup {id} records no WAL start: no WAL is deleted"
                     )),
                 }));
             }
@@ -531,7 +679,8 @@ mod tests {
         let plan = plan_retention(&p, &c, now);
         let v = plan.decisions.iter().find(|d| d.id == c[0].id).unwrap();
         assert!(v.keep && v.rules == ["newest-verified"]);
+        // The newest backup is kept as well, verified or not.
         let u = plan.decisions.iter().find(|d| d.id == c[1].id).unwrap();
-        assert!(!u.keep);
+        assert!(u.keep && u.rules == ["newest"], "{u:?}");
     }
 }

@@ -75,6 +75,10 @@ proptest! {
         if let Some(p) = protected {
             prop_assert!(kept(&p.id), "newest verified {} deleted", p.id);
         }
+        // The newest backup is kept, verified or not.
+        if let Some(n) = sorted.first() {
+            prop_assert!(kept(&n.id), "newest {} deleted", n.id);
+        }
         // Nothing younger than the daily window is deleted.
         for c in &done {
             if now.duration_since(c.time) < SignedDuration::from_hours(24 * i64::from(d)) {

@@ -306,7 +306,8 @@ enum BackupCmd {
     List(RepoArgs),
     /// Re-read every object: SHA-256, decrypt, decompress; optionally a restore test.
     Verify {
-        /// A backup id or `latest`.
+        /// A backup id, or `latest`: the newest dump of the database (--db, else the
+        /// configured one); `ID@KIND[:TARGET]` or `latest@KIND[:TARGET]` name a series.
         #[arg(default_value = "latest")]
         id: String,
         #[command(flatten)]
@@ -319,7 +320,8 @@ enum BackupCmd {
     },
     /// Restore a backup into a database (destructive: confirmation, maintenance window).
     Restore {
-        /// A backup id or `latest`.
+        /// A backup id of the configured database's dumps, or `latest`: the newest of them;
+        /// `ID@logical:DATABASE` restores another database's dump on purpose.
         #[arg(default_value = "latest")]
         id: String,
         #[command(flatten)]
@@ -1146,6 +1148,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
                         } else {
                             None
                         };
+                        let id = cmd::backup::verify_selector(&cfg, db.db.as_deref(), &id)?;
                         let ok =
                             cmd::backup::verify(out, &cfg, &repos, &id, server, format).await?;
                         anyhow::ensure!(ok, "verification failed");
@@ -1175,8 +1178,8 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
                     } => {
                         let mut repos = cmd::backup::repositories(&cfg, &repo.repos).await?;
                         let repo = repos.remove(0);
-                        cmd::backup::ensure_logical(&repo, &id).await?;
                         let target = cmd::backup::db_target(&cfg, target.as_deref())?;
+                        let id = cmd::backup::logical_selector(&cfg, &repo, &id, &target).await?;
                         let ex = executor(&cfg, &run)?;
                         let mut opts = cmd::backup::restore_options(&cfg, target, jobs);
                         opts.progress = progress::sink(format);

@@ -5,10 +5,10 @@ use anyhow::{Context, Result, bail};
 use std::io::Write;
 use std::sync::Arc;
 use tej_backup::{
-    CompressionAlgo, CompressionOptions, DbTarget, DumpFormat, EncryptionOptions,
-    LogicalBackupOptions, PruneOptions, Repository, RestoreOptions, RestoreStep,
-    RestoreTestOptions, RetentionPolicy, VerifyOptions, create_logical_backup, list_backups, prune,
-    verify_backup,
+    BackupKind, BackupSelector, CompressionAlgo, CompressionOptions, DbTarget, DumpFormat,
+    EncryptionOptions, LogicalBackupOptions, PruneOptions, Repository, RestoreOptions, RestoreStep,
+    RestoreTestOptions, RetentionPolicy, Series, VerifyOptions, create_logical_backup,
+    list_backups, prune, verify_backup,
 };
 use tej_core::{Config, Executor, Procedure, SystemClock, TokioCommandRunner};
 
@@ -270,7 +270,21 @@ pub async fn list(out: &mut dyn Write, repos: &[Repository], output: OutputForma
     Ok(())
 }
 
-/// Re-reads every object (SHA-256, decrypt, decompress), optionally restores into a scratch database.
+/// What `verify` reads: `latest` is the newest dump of the database (`--db`, else the
+/// configured one); an id or a typed selector is taken as given.
+pub fn verify_selector(cfg: &Config, db: Option<&str>, selector: &str) -> Result<String> {
+    if selector != "latest" {
+        BackupSelector::parse(selector)?;
+        return Ok(selector.to_string());
+    }
+    let target = db_target(cfg, db).context(
+        "`latest` is the newest dump of the configured database: configure one ([[database]], DATABASE_URL or PG*), pass --db, or name a backup id",
+    )?;
+    Ok(BackupSelector::latest_of(&Series::logical(target.database())).to_string())
+}
+
+/// Re-reads every object (SHA-256, decrypt, decompress), optionally restores into a scratch
+/// database. `selector` comes from [`verify_selector`].
 pub async fn verify(
     out: &mut dyn Write,
     cfg: &Config,
@@ -356,28 +370,54 @@ pub async fn restore(
     Ok(r.succeeded())
 }
 
-/// Refuses to hand a base backup or a file backup to the logical restore, naming the
-/// command that restores it.
-pub async fn ensure_logical(repo: &Repository, selector: &str) -> Result<()> {
-    if selector == "latest" {
-        return Ok(());
+/// The logical restore's selector: `latest` or an id of the configured database's dump
+/// series (else the series of the database restored into). A base backup, a file backup or
+/// another database's dump is refused, naming what it is and what restores it; a typed
+/// selector (`ID@logical:otherdb`) picks another database's dump on purpose.
+pub async fn logical_selector(
+    cfg: &Config,
+    repo: &Repository,
+    selector: &str,
+    target: &DbTarget,
+) -> Result<String> {
+    let mut sel = BackupSelector::parse(selector)?;
+    if sel.kind.is_none() {
+        let database = match db_target(cfg, None) {
+            Ok(t) => t.database(),
+            Err(_) => target.database(),
+        };
+        sel.kind = Some(BackupKind::Logical);
+        sel.target = Some(database);
     }
-    let m = repo
-        .resolve(selector)
-        .await
-        .with_context(|| format!("find backup {selector}"))?;
-    match m.kind {
-        tej_backup::BackupKind::Physical => bail!(
-            "backup {} is a physical base backup: restore it with `tej restore --pgdata DIR --target ...`",
-            m.id
-        ),
-        tej_backup::BackupKind::Files => bail!(
-            "backup {} is a file backup: restore it with `tej backup restore {} --into DIR`",
-            m.id,
-            m.id
-        ),
-        _ => Ok(()),
+    if let Some(id) = &sel.id {
+        let m = repo
+            .resolve(id.as_str())
+            .await
+            .with_context(|| format!("find backup {id}"))?;
+        match m.kind {
+            BackupKind::Physical => bail!(
+                "backup {} is a physical base backup: restore it with `tej restore --pgdata DIR --target ...`",
+                m.id
+            ),
+            BackupKind::Files => bail!(
+                "backup {} is a file backup: restore it with `tej backup restore {} --into DIR`",
+                m.id,
+                m.id
+            ),
+            _ => {}
+        }
     }
+    let m = repo.resolve_selector(&sel).await.map_err(|e| match e {
+        tej_backup::BackupError::WrongSeries { .. } => anyhow::anyhow!(
+            "{e}; to restore it on purpose, name its series: `{}@logical:DATABASE`",
+            sel.id.as_ref().map(|i| i.to_string()).unwrap_or_default()
+        ),
+        e => anyhow::Error::new(e).context(format!("find backup {selector}")),
+    })?;
+    if sel.id.is_none() {
+        sel.id = Some(m.id);
+    }
+    Ok(sel.to_string())
 }
 
 /// Restores a file backup (`latest`: the newest file backup) into `dir`, as a destructive
@@ -396,10 +436,22 @@ pub async fn restore_files(
             .await
             .context("list backups")?
             .into_iter()
-            .find(|b| b.kind == tej_backup::BackupKind::Files)
+            .find(|b| b.kind == BackupKind::Files)
             .map(|b| b.id.to_string())
             .with_context(|| format!("no file backup in {}", repo.name()))?
     } else {
+        let sel = BackupSelector::parse(selector)?;
+        let m = repo
+            .resolve_selector(&sel)
+            .await
+            .with_context(|| format!("find backup {selector}"))?;
+        if m.kind != BackupKind::Files {
+            bail!(
+                "backup {} is {}, not a file backup: `--into DIR` restores file backups",
+                m.id,
+                Series::of(&m).describe()
+            );
+        }
         selector.to_string()
     };
     let step = tej_backup::FileRestoreStep {
@@ -425,7 +477,8 @@ pub fn restore_options(cfg: &Config, target: DbTarget, jobs: u32) -> RestoreOpti
     opts
 }
 
-/// GFS retention: lists each backup kept or deleted with its rule; deletes unless dry run.
+/// GFS retention per series: lists each backup kept or deleted with its series and rule;
+/// deletes unless dry run.
 pub async fn prune_repos(
     out: &mut dyn Write,
     cfg: &Config,
@@ -460,11 +513,21 @@ pub async fn prune_repos(
         for d in &r.plan.decisions {
             writeln!(
                 out,
-                "  {:<6} {:<30} {}",
+                "  {:<6} {:<30} {:<28} {}",
                 if d.keep { "keep" } else { "delete" },
                 d.id.to_string(),
+                d.series.as_ref().map(|s| s.to_string()).unwrap_or_default(),
                 d.rules.join("; ")
             )?;
+        }
+        if let Some(b) = &r.plan.blocked {
+            writeln!(out, "  nothing deleted in: {b}")?;
+        }
+        for id in &r.in_progress {
+            writeln!(out, "  running {id}: left alone")?;
+        }
+        for t in &r.cleared_locks {
+            writeln!(out, "  removed the lock of {t}: its owner is gone")?;
         }
         if !r.dry_run {
             writeln!(

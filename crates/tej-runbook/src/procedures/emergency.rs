@@ -774,8 +774,9 @@ pub struct CorruptionOptions {
     pub restore_anyway: bool,
 }
 
-/// The corruption procedure for a database of `ctx`: the newest backup of the first backup
-/// repository, the database's sanity queries, the `[compose]` application services.
+/// The corruption procedure for a database of `ctx`: the newest dump of that database in
+/// the first backup repository, the database's sanity queries, the `[compose]` application
+/// services.
 pub async fn db_corruption_from_context(
     ctx: &RunContext,
     runner: Arc<dyn CommandRunner>,
@@ -819,10 +820,13 @@ pub async fn db_corruption_from_context(
     if let Some(enc) = &ctx.config.backup.encryption {
         ropts.encryption = tej_backup::EncryptionOptions::from_config(enc);
     }
+    // The newest dump of this very database: never another database's, never a file or
+    // base backup.
+    let series = tej_backup::Series::logical(ropts.target.database());
     let restore = tej_backup::RestoreStep {
         runner,
         repo: (*repo).clone(),
-        selector: "latest".into(),
+        selector: tej_backup::BackupSelector::latest_of(&series).to_string(),
         opts: ropts,
     };
     let app = ctx.config.compose.as_ref().map(|c| AppServices {
