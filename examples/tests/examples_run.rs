@@ -207,7 +207,7 @@ server_name = "localhost"
         "{out}"
     );
     // Host resources are reported whatever their state on this machine.
-    finding_line(&out, "disk.usage", "host");
+    finding_line(&out, "disk.usage", "host:/");
     finding_line(&out, "memory.usage", "host");
     assert_eq!(code, summary_exit_code(&out), "{out}");
     assert_ne!(code, 0, "{out}");

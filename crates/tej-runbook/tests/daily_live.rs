@@ -293,7 +293,7 @@ docker_host = "{}"
     let keys = find(&r, "custom.cache-keys", "redis:cache");
     assert_eq!(keys.metrics[0].value, 2.0, "{keys:#?}");
     assert!(
-        r.findings.iter().any(|f| f.target == "host"
+        r.findings.iter().any(|f| f.target == "host:error"
             && f.check.starts_with("logs.")
             && f.severity == Severity::Warning),
         "the error line in the window is reported: {:#?}",
@@ -372,7 +372,10 @@ docker_host = "{}"
         find(&w, "redis.ping", "redis:gone").severity,
         Severity::Critical
     );
-    assert_eq!(find(&w, "cleanup.logs", "host").severity, Severity::Ok);
+    assert_eq!(
+        find(&w, "cleanup.logs", &format!("host:{}", logs.display())).severity,
+        Severity::Ok
+    );
     assert!(
         find(&w, "cleanup.backups", &local_name)
             .summary

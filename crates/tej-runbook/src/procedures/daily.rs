@@ -12,7 +12,7 @@ use crate::runner::{CheckTask, run_checks};
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use tej_backup::{BackupSummary, Inventory, WalFileName};
+use tej_backup::{BackupKind, BackupSummary, Inventory, WalFileName};
 use tej_core::{Clock, Finding, Metric, Report, Severity, Threshold};
 use tej_db::PgAdmin;
 use tej_db::pg::{HealthOptions, PgValue, check_health};
@@ -76,7 +76,10 @@ pub fn daily_tasks(ctx: &RunContext, now: Timestamp) -> Vec<CheckTask> {
 
     // 3. Host resources.
     {
-        let ropts = ctx.resources.clone();
+        let mut ropts = ctx.resources.clone();
+        if let Some(types) = &ctx.host.exclude_fs_types {
+            ropts.ignore_fs_types = types.clone();
+        }
         let thresholds = ResourceThresholds::from(&ctx.host);
         tasks.push(CheckTask::new(
             "host.resources",
@@ -87,7 +90,7 @@ pub fn daily_tasks(ctx: &RunContext, now: Timestamp) -> Vec<CheckTask> {
                 "host.resources",
                 "host",
                 move || match tej_host::check_resources(&ropts) {
-                    Ok(r) => retarget(tej_host::resource_findings(&r, &thresholds), "host"),
+                    Ok(r) => qualify(tej_host::resource_findings(&r, &thresholds), "host"),
                     Err(e) => vec![unknown(
                         "host.resources",
                         "host",
@@ -239,7 +242,7 @@ pub(crate) fn log_review_task(
         timeout,
         blocking(check, "host", move || {
             match tej_host::review_logs(&paths, &opts) {
-                Ok(r) => retarget(r.findings(&LogThresholds::default()), "host"),
+                Ok(r) => qualify(r.findings(&LogThresholds::default()), "host"),
                 Err(e) => vec![unknown(
                     check,
                     "host",
@@ -248,6 +251,24 @@ pub(crate) fn log_review_task(
             }
         }),
     )
+}
+
+/// Sets every finding's target under `scope`, keeping what it is about: a finding on mount
+/// `/var` of the host becomes `host:/var`, one on the pattern `error` `host:error`, one with no
+/// target of its own (memory, load) `host`. Several runs of one check in a report therefore
+/// never share a label.
+pub(crate) fn qualify(findings: Vec<Finding>, scope: &str) -> Vec<Finding> {
+    findings
+        .into_iter()
+        .map(|mut f| {
+            f.target = if f.target.is_empty() || f.target == scope {
+                scope.to_string()
+            } else {
+                format!("{scope}:{}", f.target)
+            };
+            f
+        })
+        .collect()
 }
 
 pub(crate) async fn blocking(
@@ -271,21 +292,64 @@ pub async fn daily_health(ctx: &RunContext, clock: &dyn Clock) -> Report {
     }
 }
 
-/// "Backups completed" for one repository: per database (and for file backups), the newest
-/// backup must be younger than `max_age` and verified good. Target `target`.
+/// A physical base backup is taken weekly (WAL archiving covers the days between): the newest
+/// one is late after eight days.
+pub const BASE_BACKUP_MAX_AGE: SignedDuration = SignedDuration::from_hours(8 * 24);
+
+/// What one series of backups is, for [`backup_freshness`]: its name in findings, its
+/// schedule's word and the age past which its newest backup is late.
+fn series_of(
+    b: &BackupSummary,
+    daily_max_age: SignedDuration,
+) -> (String, &'static str, SignedDuration) {
+    match b.kind {
+        BackupKind::Physical => (
+            "the cluster (base backup)".into(),
+            "weekly base backup",
+            BASE_BACKUP_MAX_AGE.max(daily_max_age),
+        ),
+        BackupKind::Files => ("files".into(), "daily file backup", daily_max_age),
+        _ => (
+            b.database.clone().unwrap_or_else(|| "a database".into()),
+            "daily backup",
+            daily_max_age,
+        ),
+    }
+}
+
+fn human_limit(d: SignedDuration) -> String {
+    let h = d.as_secs_f64() / 3600.0;
+    if h >= 48.0 && (h / 24.0).fract() == 0.0 {
+        format!("{:.0} days", h / 24.0)
+    } else {
+        format!("{h:.0} h")
+    }
+}
+
+/// "Backups completed" for one repository: per kind of backup, and per database for dumps,
+/// the newest backup must be younger than its schedule allows (dumps and file backups
+/// `max_age`, the daily 26 h; base backups [`BASE_BACKUP_MAX_AGE`]) and verified good. Only
+/// the kinds the repository holds are judged: no file backups, no finding about them.
+/// Target `target`.
 pub fn backup_freshness(
     inv: &Inventory,
     target: &str,
     now: Timestamp,
     max_age: SignedDuration,
 ) -> Vec<Finding> {
-    let mut newest: BTreeMap<String, &BackupSummary> = BTreeMap::new();
+    let mut newest: BTreeMap<(u8, String), (&BackupSummary, &'static str, SignedDuration)> =
+        BTreeMap::new();
     for b in &inv.backups {
-        let key = b.database.clone().unwrap_or_else(|| "files".into());
-        match newest.get(&key) {
-            Some(cur) if cur.finished_at >= b.finished_at => {}
+        let (what, schedule, limit) = series_of(b, max_age);
+        let order = match b.kind {
+            BackupKind::Physical => 1,
+            BackupKind::Files => 2,
+            _ => 0,
+        };
+        match newest.get(&(order, what.clone())) {
+            Some((cur, _, _)) if cur.finished_at >= b.finished_at => {}
             _ => {
-                newest.insert(key, b);
+                newest.insert((order, what), (b, schedule, limit));
             }
         }
     }
@@ -308,16 +372,19 @@ pub fn backup_freshness(
         }
         return vec![f];
     }
-    let limit_h = max_age.as_secs_f64() / 3600.0;
     let mut out = Vec::new();
-    for (what, b) in newest {
+    for ((_, what), (b, schedule, max_age)) in newest {
+        let limit_h = max_age.as_secs_f64() / 3600.0;
         let age_s = now.duration_since(b.finished_at).as_secs_f64();
         let age_h = age_s / 3600.0;
         let fresh = age_s < max_age.as_secs_f64();
         let (sev, verdict) = match (&b.verification, fresh) {
             (_, false) => (
                 Severity::Critical,
-                format!("older than {limit_h:.0} h: the last daily backup did not complete"),
+                format!(
+                    "older than {}: the last {schedule} did not complete",
+                    human_limit(max_age)
+                ),
             ),
             (None, true) => (Severity::Warning, "not verified yet".to_string()),
             (Some(v), true) if !v.ok => (
@@ -354,7 +421,8 @@ pub fn backup_freshness(
         .metric(
             Metric::new("backup_age_hours", age_h, "h")
                 .with_threshold(Threshold::above(limit_h, limit_h))
-                .label("database", what.clone()),
+                .label("database", what.clone())
+                .label("kind", b.kind.to_string()),
         );
         if let Some(run) = inv
             .incomplete

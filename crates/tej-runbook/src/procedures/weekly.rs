@@ -446,6 +446,7 @@ pub fn weekly_tasks(ctx: &RunContext, now: Timestamp) -> Vec<CheckTask> {
                     .map(|d| {
                         let mut opts = CleanupOptions::new(d, "*.log*", LOG_RETENTION_DAYS);
                         opts.now = Some(now);
+                        let target = format!("host:{}", d.display());
                         match plan_cleanup(&opts) {
                             Ok(p) => Finding::ok(
                                 "cleanup.logs",
@@ -464,7 +465,7 @@ pub fn weekly_tasks(ctx: &RunContext, now: Timestamp) -> Vec<CheckTask> {
                                 format!("cannot plan the cleanup of {}: {e}", d.display()),
                             ),
                         }
-                        .target("host")
+                        .target(target)
                     })
                     .collect()
             }),
