@@ -367,6 +367,20 @@ impl Executor {
             Outcome::Refused { reason } => ("refused", Some(reason.clone())),
             Outcome::Planned | Outcome::Skipped { .. } => return,
         };
+        // An override of the production window is part of the record of what it allowed.
+        let overridden = report.risk == Risk::Destructive
+            && self.guard.environment == Environment::Production
+            && self.guard.override_window
+            && !matches!(report.outcome, Outcome::Refused { .. });
+        let detail = if overridden {
+            let note = "maintenance window overridden on purpose (--outside-window)";
+            Some(match detail {
+                Some(d) => format!("{note}: {d}"),
+                None => note.to_string(),
+            })
+        } else {
+            detail
+        };
         let entry = AuditEntry {
             at: self.guard.clock.now(),
             procedure: procedure.to_string(),

@@ -2,10 +2,14 @@
 
 use crate::output::{OutputFormat, json_line};
 use anyhow::{Context, Result};
+use async_trait::async_trait;
 use std::io::Write;
+use std::sync::Arc;
 use std::time::Duration;
-use tej_core::Report;
-use tej_deploy::{BollardRuntime, LogQuery, Project, RecoverOptions, recover_service};
+use tej_core::{Executor, Plan, Procedure, Report, Risk, Step, StepError, StepOutput};
+use tej_deploy::{
+    BollardRuntime, ContainerRuntime, LogQuery, Project, RecoverOptions, RecoverServiceStep,
+};
 
 /// Connects to the engine (`--docker-host`, else tej.toml, else `DOCKER_HOST`, else the local socket).
 pub async fn connect(host: Option<&str>) -> Result<BollardRuntime> {
@@ -95,68 +99,143 @@ pub async fn logs(
     Ok(())
 }
 
-/// `tej services restart SERVICE`.
-pub async fn restart(
-    out: &mut dyn Write,
-    rt: &BollardRuntime,
-    project: &str,
-    service: &str,
-    format: OutputFormat,
-) -> Result<()> {
-    let names = Project::new(project)
-        .restart(rt, service, Duration::from_secs(10))
-        .await
-        .with_context(|| format!("restart {service}"))?;
-    if format == OutputFormat::Json {
-        json_line(out, "restarted", &names)?;
-    } else {
-        writeln!(
-            out,
-            "restarted {}",
-            if names.is_empty() {
-                "nothing (no containers)".to_string()
-            } else {
-                names.join(", ")
-            }
-        )?;
-    }
-    Ok(())
+/// A service's containers restarted, as a destructive step (the service is briefly down):
+/// the plan lists the containers, applying needs `--yes` and, in production, the window.
+pub struct RestartServiceStep {
+    /// The engine.
+    pub containers: Arc<dyn ContainerRuntime>,
+    /// The Compose project.
+    pub project: Project,
+    /// The service.
+    pub service: String,
+    /// How long each container may take to stop.
+    pub stop_timeout: Duration,
 }
 
-/// `tej emergency service-down SERVICE`: check, restart, force-recreate; returns the report.
-pub async fn service_down(
+#[async_trait]
+impl Step for RestartServiceStep {
+    fn name(&self) -> String {
+        "restart-service".into()
+    }
+    fn risk(&self) -> Risk {
+        Risk::Destructive
+    }
+    fn target(&self) -> String {
+        format!("{}/{}", self.project.name, self.service)
+    }
+    async fn plan(&self) -> Result<Plan, StepError> {
+        let list = self
+            .project
+            .containers(&*self.containers, Some(&self.service))
+            .await?;
+        let mut actions: Vec<String> = list
+            .iter()
+            .map(|c| {
+                format!(
+                    "restart container {} (stop timeout {} s)",
+                    c.name,
+                    self.stop_timeout.as_secs()
+                )
+            })
+            .collect();
+        if actions.is_empty() {
+            actions.push(format!(
+                "nothing to restart: service {} of project {} has no containers",
+                self.service, self.project.name
+            ));
+        }
+        Ok(Plan {
+            step: self.name(),
+            risk: self.risk(),
+            target: self.target(),
+            actions,
+        })
+    }
+    async fn apply(&self) -> Result<StepOutput, StepError> {
+        let names = self
+            .project
+            .restart(&*self.containers, &self.service, self.stop_timeout)
+            .await?;
+        Ok(StepOutput {
+            summary: if names.is_empty() {
+                "restarted nothing (no containers)".to_string()
+            } else {
+                format!("restarted {}", names.join(", "))
+            },
+            data: serde_json::to_value(&names).unwrap_or_default(),
+            ..StepOutput::default()
+        })
+    }
+}
+
+/// A step run as destructive whatever its own risk: what `tej emergency service-down`
+/// does to the service (restart, force-recreate) takes it down meanwhile.
+pub struct AsDestructive<S>(pub S);
+
+#[async_trait]
+impl<S: Step> Step for AsDestructive<S> {
+    fn name(&self) -> String {
+        self.0.name()
+    }
+    fn risk(&self) -> Risk {
+        Risk::Destructive
+    }
+    fn target(&self) -> String {
+        self.0.target()
+    }
+    async fn plan(&self) -> Result<Plan, StepError> {
+        let mut p = self.0.plan().await?;
+        p.risk = Risk::Destructive;
+        Ok(p)
+    }
+    async fn apply(&self) -> Result<StepOutput, StepError> {
+        self.0.apply().await
+    }
+}
+
+/// `tej services restart SERVICE`, through the executor (plan, `--yes`, window, audit);
+/// true when it was applied or planned.
+pub async fn restart(
     out: &mut dyn Write,
-    rt: &BollardRuntime,
+    ex: &Executor,
+    rt: BollardRuntime,
     project: &str,
     service: &str,
     format: OutputFormat,
-) -> Result<Report> {
-    let rep = recover_service(
-        rt,
-        &Project::new(project),
-        service,
-        &RecoverOptions::default(),
-    )
-    .await;
-    let mut report = Report::new(format!("emergency service-down {service}"));
-    report.push(
-        tej_core::Finding::new(
-            "deploy.recovery",
-            rep.severity(),
-            if rep.recovered {
-                format!("{service} is healthy")
-            } else {
-                format!("{service} is still down")
-            },
-        )
-        .target(format!("{project}/{service}")),
-    );
-    if format == OutputFormat::Json {
-        json_line(out, "recovery", &rep)?;
-    } else if format == OutputFormat::Text {
-        for a in &rep.actions {
-            writeln!(out, "- {}", serde_json::to_string(a)?)?;
+) -> Result<bool> {
+    let p = Procedure::new("services restart").step(RestartServiceStep {
+        containers: Arc::new(rt),
+        project: Project::new(project),
+        service: service.to_string(),
+        stop_timeout: Duration::from_secs(10),
+    });
+    let report = ex.run(&p).await;
+    super::host::render_procedure(out, &report, format)?;
+    Ok(report.succeeded())
+}
+
+/// `tej emergency service-down SERVICE`: check, restart, force-recreate, as one destructive
+/// step through the executor; true when the service is healthy again (or it was planned).
+pub async fn service_down(
+    out: &mut dyn Write,
+    ex: &Executor,
+    rt: BollardRuntime,
+    project: &str,
+    service: &str,
+    format: OutputFormat,
+) -> Result<bool> {
+    let p = Procedure::new("emergency service-down").step(AsDestructive(RecoverServiceStep {
+        containers: Arc::new(rt),
+        project: Project::new(project),
+        service: service.to_string(),
+        options: RecoverOptions::default(),
+    }));
+    let report = ex.run(&p).await;
+    super::host::render_procedure(out, &report, format)?;
+    if format == OutputFormat::Text {
+        for f in report.findings() {
+            writeln!(out, "{}: {} {}", f.severity, f.check, f.summary)?;
         }
     }
-    Ok(report)
+    Ok(report.succeeded())
 }
