@@ -22,11 +22,14 @@
 //!   (tej-core's `Guard`), so a catch-up outside the window plans but refuses
 //!   destructive steps.
 //! - **Notifications**: a report that needs attention (and a failed run, turned
-//!   into a report with a critical finding) goes to the [`Notifier`]; a failed
+//!   into a report with a critical finding) goes to the [`Notifier`], and so does the
+//!   first good run after one ([`notify_transition`], a recovery); a failed
 //!   notification is recorded in the state and the event stream, never dropped.
+//!   `tej run` outside the daemon notifies the same way, remembering the last
+//!   severity of each entry in a [`RunHistory`].
 
 use crate::error::{Result, RunbookError};
-use crate::notify::{Notifier, notify_report};
+use crate::notify::{Notifier, notify_transition};
 use crate::schedule::{DueWindow, due_occurrence};
 use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
@@ -208,6 +211,104 @@ impl StateFile {
             path: self.path.clone(),
             source,
         })
+    }
+}
+
+/// The last run of each entry outside the daemon (`tej run`, `tej health` from cron,
+/// systemd or Kubernetes), one small JSON file per key in a directory (written
+/// atomically), so separate processes notify failures and recoveries exactly as the
+/// daemon does.
+#[derive(Debug, Clone)]
+pub struct RunHistory {
+    dir: PathBuf,
+}
+
+impl RunHistory {
+    /// A history kept in `dir` (created on first record).
+    pub fn new(dir: impl Into<PathBuf>) -> RunHistory {
+        RunHistory { dir: dir.into() }
+    }
+
+    fn file(&self, key: &str) -> Result<StateFile> {
+        let ok = !key.is_empty()
+            && !key.starts_with(['.', '-'])
+            && key
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-+_".contains(c));
+        if !ok {
+            return Err(RunbookError::Unsupported(format!(
+                "run history key {key:?} must be lower-case letters, digits and -+_"
+            )));
+        }
+        Ok(StateFile::new(self.dir.join(format!("{key}.json"))))
+    }
+
+    /// What the last run of `key` left (default when it never ran).
+    pub fn last(&self, key: &str) -> Result<EntryState> {
+        Ok(self
+            .file(key)?
+            .load()?
+            .entries
+            .remove(key)
+            .unwrap_or_default())
+    }
+
+    /// Records a run of `key`.
+    pub fn record(&self, key: &str, state: EntryState) -> Result<()> {
+        let f = self.file(key)?;
+        std::fs::create_dir_all(&self.dir).map_err(|source| RunbookError::Io {
+            action: "create the run history directory",
+            path: self.dir.clone(),
+            source,
+        })?;
+        let mut st = DaemonState::default();
+        st.entries.insert(key.to_string(), state);
+        f.save(&st)
+    }
+}
+
+/// Notifies `report` of a run of `key` outside the daemon, as the daemon would (failure,
+/// or recovery after a failed run), and records its severity in `history`. Problems with
+/// the notification or the history are added to the report as warnings, never dropped.
+pub async fn notify_run(
+    notifier: &dyn Notifier,
+    history: &RunHistory,
+    key: &str,
+    started: Timestamp,
+    finished: Timestamp,
+    error: Option<String>,
+    report: &mut Report,
+) {
+    let previous = match history.last(key) {
+        Ok(s) => s.last_severity,
+        Err(e) => {
+            report.push(Finding::new(
+                "notify.state",
+                Severity::Warning,
+                format!("cannot read the last run of {key}: {e}"),
+            ));
+            None
+        }
+    };
+    let notify_error = notify_transition(notifier, previous, report)
+        .await
+        .err()
+        .map(|e| e.to_string());
+    let state = EntryState {
+        last_scheduled: None,
+        last_started: Some(started),
+        last_finished: Some(finished),
+        last_severity: Some(report.severity()),
+        last_error: error,
+        last_skip: None,
+        last_notify_error: notify_error,
+    };
+    if let Err(e) = history.record(key, state) {
+        report.push(Finding::new(
+            "notify.state",
+            Severity::Warning,
+            format!("cannot record the run of {key} (the next run cannot tell a recovery): {e}"),
+        ));
     }
 }
 
@@ -408,6 +509,13 @@ impl Inner {
             catch_up,
         });
         let started = self.clock.now();
+        let previous = self
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entries
+            .get(id)
+            .and_then(|s| s.last_severity);
         self.update(id, |s| {
             s.last_started = Some(started);
             s.last_skip = None;
@@ -445,7 +553,7 @@ impl Inner {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         if let Some(n) = notifier
-            && let Err(e) = notify_report(n.as_ref(), &mut report).await
+            && let Err(e) = notify_transition(n.as_ref(), previous, &mut report).await
         {
             self.emit(DaemonEvent::NotifyFailed {
                 entry: id.to_string(),

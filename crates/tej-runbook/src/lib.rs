@@ -99,11 +99,13 @@ pub use daemon::{
     Daemon, DaemonEvent, DaemonOptions, DaemonState, EntryState, InMemoryRunLock, ProcedureRunner,
     RunLock, RunOutcome, SkipReason, StateFile, TokioClock, lock_key,
 };
+pub use daemon::{RunHistory, notify_run};
 pub use error::{Result, RunbookError};
 pub use notify::{
     Notifier, NotifyOutcome, WebhookNotifier, WebhookOptions, notify_failure_finding,
     notify_report, report_text, slack_payload,
 };
+pub use notify::{notify_transition, recovery_text};
 pub use pg_history::{HISTORY_MIGRATION, PgHistoryStore};
 pub use pg_lock::{PgAdvisoryRunLock, advisory_lock_id};
 pub use procedures::access_log::{
@@ -140,12 +142,16 @@ pub use procedures::quarterly::{
     disaster_recovery_drill, rotation_from_context, secret_rotation_from_context, tej_wal_command,
     wal_fetch_restore_command,
 };
-pub use procedures::weekly::{security_findings, security_review, weekly_audit, weekly_tasks};
+pub use procedures::weekly::{
+    PruneBackupsStep, security_findings, security_review, weekly_audit, weekly_maintenance,
+    weekly_maintenance_procedure, weekly_tasks,
+};
 pub use runner::{CheckTask, RunnerOptions, run_checks, timeout_finding};
 pub use schedule::{
     CronJob, CronZone, DueWindow, ScheduleOptions, SystemdUnit, cron_jobs, due_occurrence,
     emit_crontab, emit_systemd, fixed_offset_seconds, on_calendar, run_argv, select_entries,
 };
+pub use schedule::{ScheduledConfirmer, scheduled_executor, scheduled_slot};
 pub use schedule::{EnvRef, KubernetesOptions, emit_kubernetes};
 
 #[cfg(any(test, feature = "mock"))]

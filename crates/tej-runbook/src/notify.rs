@@ -19,6 +19,10 @@ use tej_core::{Backoff, Finding, Redactor, Report, Secret, Severity, retry};
 pub trait Notifier: Send + Sync {
     /// Sends `report` if it is bad enough; says whether it was sent.
     async fn notify(&self, report: &Report) -> Result<NotifyOutcome>;
+
+    /// Says that `report` is fine again after a run at `previous`, if `previous` was bad
+    /// enough to have been sent and `report` is not; says whether it was sent.
+    async fn notify_recovery(&self, report: &Report, previous: Severity) -> Result<NotifyOutcome>;
 }
 
 /// What [`Notifier::notify`] did.
@@ -131,6 +135,32 @@ pub fn report_text(report: &Report, opts: &WebhookOptions) -> String {
     text
 }
 
+/// The message text saying a run is fine again: `:white_check_mark: *RECOVERED* title: ...`.
+pub fn recovery_text(report: &Report, previous: Severity, opts: &WebhookOptions) -> String {
+    let (ok, warn, _, _) = report.counts();
+    let from = opts
+        .source
+        .as_deref()
+        .map(|s| format!(" on {}", escape_mrkdwn(s)))
+        .unwrap_or_default();
+    format!(
+        "{} *RECOVERED* {}{from}: {} now ({ok} ok, {warn} warning); the previous run was {}",
+        emoji(Severity::Ok),
+        escape_mrkdwn(&report.title),
+        report.severity().label(),
+        previous.label()
+    )
+}
+
+fn text_payload(text: String) -> serde_json::Value {
+    serde_json::json!({
+        "text": text,
+        "blocks": [
+            {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+        ]
+    })
+}
+
 /// The JSON payload for a report.
 pub fn slack_payload(report: &Report, opts: &WebhookOptions) -> serde_json::Value {
     let text = report_text(report, opts);
@@ -228,6 +258,42 @@ impl Notifier for WebhookNotifier {
         }
         let attempts = self.post(&slack_payload(report, &self.opts)).await?;
         Ok(NotifyOutcome::Sent { attempts })
+    }
+
+    async fn notify_recovery(&self, report: &Report, previous: Severity) -> Result<NotifyOutcome> {
+        let min = self.opts.min_severity;
+        if previous < min || report.severity() >= min {
+            return Ok(NotifyOutcome::BelowThreshold);
+        }
+        let text = recovery_text(report, previous, &self.opts);
+        let attempts = self.post(&text_payload(text)).await?;
+        Ok(NotifyOutcome::Sent { attempts })
+    }
+}
+
+/// Sends `report` the way every run does (the daemon's, and `tej run` under cron, systemd
+/// or Kubernetes): a report that needs attention is sent; one that does not, after a run
+/// at `previous` that did, is sent as a recovery. A failure is added to the report as a
+/// `notify.webhook` finding and returned.
+pub async fn notify_transition<N: Notifier + ?Sized>(
+    notifier: &N,
+    previous: Option<Severity>,
+    report: &mut Report,
+) -> Result<NotifyOutcome> {
+    let sent = match notifier.notify(report).await {
+        Ok(NotifyOutcome::BelowThreshold) => match previous {
+            Some(p) => notifier.notify_recovery(report, p).await,
+            None => Ok(NotifyOutcome::BelowThreshold),
+        },
+        other => other,
+    };
+    match sent {
+        Ok(o) => Ok(o),
+        Err(e) => {
+            tracing::error!(error = %e, report = %report.title, "notification failed");
+            report.push(notify_failure_finding(&e));
+            Err(e)
+        }
     }
 }
 

@@ -50,12 +50,22 @@ pub enum CronZone {
 pub struct ScheduleOptions {
     /// Absolute path of the tej binary.
     pub tej_binary: PathBuf,
-    /// `--config` passed to every run, if any.
+    /// `--config` passed to every run, if any (absolute, so a job runs the same
+    /// configuration from any working directory).
     pub config: Option<PathBuf>,
-    /// systemd `User=` for the services, if any.
+    /// The user the jobs run as: systemd `User=`, and the user field of a crontab line
+    /// (`/etc/cron.d` files need one; a user's own crontab must have none).
     pub user: Option<String>,
     /// Zone of crontab lines.
     pub cron_zone: CronZone,
+    /// Write the user field into crontab lines (`/etc/cron.d` format); the user is
+    /// [`user`](Self::user), else `root`.
+    pub cron_user_field: bool,
+    /// systemd `OnFailure=`: the unit started when a run fails (`%n` is the failed unit).
+    pub on_failure: Option<String>,
+    /// systemd `EnvironmentFile=` with the credentials (`DATABASE_URL`, AWS keys...); a
+    /// missing file is tolerated (`-` prefix), so the variables may come from elsewhere.
+    pub environment_file: Option<PathBuf>,
 }
 
 impl Default for ScheduleOptions {
@@ -65,6 +75,9 @@ impl Default for ScheduleOptions {
             config: None,
             user: None,
             cron_zone: CronZone::CronTz,
+            cron_user_field: false,
+            on_failure: None,
+            environment_file: Some(PathBuf::from("/etc/tej/tej.env")),
         }
     }
 }
@@ -103,6 +116,152 @@ pub fn due_occurrence(
     let until = now.checked_add(window.early).ok()?;
     let occ = cal.next_of(&entry.recurrence, from);
     (occ.timestamp() <= until).then_some(occ)
+}
+
+/// The slot of `entry` that contains `now`: from its occurrence (or `early` before it) to
+/// the occurrence plus the entry's allotted duration (at least [`DueWindow`]'s `late`, the
+/// latest start `--if-due` accepts). `None` outside every slot.
+pub fn scheduled_slot(
+    cal: &Calendar,
+    entry: &CalendarEntry,
+    now: Timestamp,
+    early: SignedDuration,
+) -> Option<(Zoned, Timestamp)> {
+    let span = entry.duration.max(DueWindow::default().late);
+    let from = now
+        .checked_sub(span)
+        .ok()?
+        .checked_sub(SignedDuration::from_nanos(1))
+        .ok()?;
+    let occ = cal.next_of(&entry.recurrence, from);
+    let start = occ.timestamp();
+    let end = start.checked_add(span).ok()?;
+    (start.checked_sub(early).ok()? <= now && now < end).then_some((occ, end))
+}
+
+/// The [`Confirmer`](tej_core::Confirmer) of a scheduled run (`tej run ENTRY --scheduled`,
+/// what the emitted crontab, timers and CronJobs call, and `tej daemon`): a procedure on the
+/// calendar is confirmed by being scheduled. Inside the entry's slot
+/// ([`scheduled_slot`], checked again for every step) a destructive step is confirmed, and
+/// the confirmation is one `confirmed` line of the audit log naming the entry and its slot;
+/// outside it the step is refused unless `fallback` (`--yes`) confirms it.
+pub struct ScheduledConfirmer {
+    /// The calendar the entry is on (its zone and times, `tej.toml` overrides applied).
+    pub calendar: Calendar,
+    /// The entry being run.
+    pub entry: CalendarEntry,
+    /// Where "now" comes from.
+    pub clock: std::sync::Arc<dyn tej_core::Clock>,
+    /// Where confirmations are recorded.
+    pub audit: Option<tej_core::AuditLog>,
+    /// The environment name written into the audit line.
+    pub environment: String,
+    /// The confirmer of the command line (`--yes`), asked first.
+    pub fallback: std::sync::Arc<dyn tej_core::Confirmer>,
+}
+
+impl std::fmt::Debug for ScheduledConfirmer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScheduledConfirmer")
+            .field("entry", &self.entry.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ScheduledConfirmer {
+    fn record(&self, plan: &tej_core::Plan, outcome: &str, detail: String) {
+        let Some(log) = &self.audit else { return };
+        let entry = tej_core::AuditEntry {
+            at: self.clock.now(),
+            procedure: self.entry.id.clone(),
+            step: plan.step.clone(),
+            risk: plan.risk,
+            target: plan.target.clone(),
+            outcome: outcome.to_string(),
+            duration_ms: 0,
+            detail: Some(detail),
+            actor: Some(format!("schedule:{}", self.entry.id)),
+            environment: self.environment.clone(),
+        };
+        if let Err(e) = log.append(&entry) {
+            tracing::error!(path = %log.path().display(), error = %e, "cannot append to the audit log");
+        }
+    }
+}
+
+impl tej_core::Confirmer for ScheduledConfirmer {
+    fn confirm(&self, plan: &tej_core::Plan) -> bool {
+        if self.fallback.confirm(plan) {
+            return true;
+        }
+        let now = self.clock.now();
+        match scheduled_slot(&self.calendar, &self.entry, now, DueWindow::default().early) {
+            Some((occ, end)) => {
+                self.record(
+                    plan,
+                    "confirmed",
+                    format!(
+                        "confirmed by the schedule: calendar entry {} ({} {}), slot {} to {}",
+                        self.entry.id,
+                        self.entry.recurrence,
+                        self.calendar.zone_name(),
+                        self.calendar.format_local(occ.timestamp()),
+                        self.calendar.format_local(end)
+                    ),
+                );
+                true
+            }
+            None => {
+                let next = self.calendar.next_of(&self.entry.recurrence, now);
+                self.record(
+                    plan,
+                    "not-confirmed",
+                    format!(
+                        "not confirmed by the schedule: calendar entry {} is outside its slot (next {})",
+                        self.entry.id,
+                        self.calendar.format_local(next.timestamp())
+                    ),
+                );
+                false
+            }
+        }
+    }
+}
+
+/// `executor` for a scheduled run of `entry`: its destructive steps are confirmed by the
+/// schedule ([`ScheduledConfirmer`]) and, inside the entry's slot, the slot is the guard's
+/// production maintenance window (moving an entry with `[calendar.<id>]` moves its slot).
+/// Outside the slot the window is the runbook's and nothing is confirmed by the schedule.
+pub fn scheduled_executor(
+    executor: &tej_core::Executor,
+    calendar: &Calendar,
+    entry: &CalendarEntry,
+) -> tej_core::Executor {
+    let mut ex = executor.clone();
+    let now = ex.guard.clock.now();
+    let early = DueWindow::default().early;
+    if let Some((occ, end)) = scheduled_slot(calendar, entry, now, early)
+        && let Ok(start) = occ.timestamp().checked_sub(early)
+    {
+        // The guard's window becomes the entry's slot: no override flag, so the audit log
+        // never says `--outside-window` for what the schedule decided.
+        let tz = calendar.zone().clone();
+        let start = start.to_zoned(tz.clone());
+        ex.guard.calendar.window = tej_core::MaintenanceWindow {
+            weekday: start.weekday(),
+            start: start.time(),
+            end: end.to_zoned(tz).time(),
+        };
+    }
+    ex.guard.confirmer = std::sync::Arc::new(ScheduledConfirmer {
+        calendar: calendar.clone(),
+        entry: entry.clone(),
+        clock: ex.guard.clock.clone(),
+        audit: ex.audit.clone(),
+        environment: ex.guard.environment.to_string(),
+        fallback: executor.guard.confirmer.clone(),
+    });
+    ex
 }
 
 fn check_token(what: &str, s: &str) -> Result<()> {
@@ -156,7 +315,9 @@ pub fn select_entries<'a>(cal: &'a Calendar, selector: &str) -> Result<Vec<&'a C
     }
 }
 
-/// The argv that runs `entry_id`: `tej [--config PATH] run ENTRY [--if-due]`.
+/// The argv that runs `entry_id`: `tej [--config PATH] run ENTRY [--if-due] --scheduled`.
+/// `--scheduled` makes the run the calendar's own: inside the entry's slot its
+/// destructive steps are confirmed by being scheduled ([`ScheduledConfirmer`]).
 pub fn run_argv(opts: &ScheduleOptions, entry_id: &str, if_due: bool) -> Result<Vec<String>> {
     check_id(entry_id)?;
     let bin = opts.tej_binary.to_str().unwrap_or("");
@@ -178,6 +339,7 @@ pub fn run_argv(opts: &ScheduleOptions, entry_id: &str, if_due: bool) -> Result<
     if if_due {
         argv.push("--if-due".into());
     }
+    argv.push("--scheduled".into());
     Ok(argv)
 }
 
@@ -239,6 +401,8 @@ pub struct CronJob {
     pub comment: String,
     /// The five time fields: minute, hour, day of month, month, day of week.
     pub fields: [String; 5],
+    /// The user field (`/etc/cron.d` format), if any.
+    pub user: Option<String>,
     /// The command, as argv (every token checked; joined with spaces in the crontab).
     pub argv: Vec<String>,
 }
@@ -246,7 +410,10 @@ pub struct CronJob {
 impl CronJob {
     /// The crontab line.
     pub fn line(&self) -> String {
-        format!("{} {}", self.fields.join(" "), self.argv.join(" "))
+        match &self.user {
+            Some(u) => format!("{} {u} {}", self.fields.join(" "), self.argv.join(" ")),
+            None => format!("{} {}", self.fields.join(" "), self.argv.join(" ")),
+        }
     }
 }
 
@@ -266,6 +433,13 @@ fn utc_note(t: Time, off: Option<i32>) -> String {
 /// The crontab jobs for every calendar entry.
 pub fn cron_jobs(cal: &Calendar, opts: &ScheduleOptions) -> Result<Vec<CronJob>> {
     let off = fixed_offset_seconds(cal);
+    let user = if opts.cron_user_field {
+        let u = opts.user.clone().unwrap_or_else(|| "root".to_string());
+        check_token("user", &u)?;
+        Some(u)
+    } else {
+        None
+    };
     let mut jobs = Vec::new();
     for e in &cal.entries {
         let t = at(&e.recurrence);
@@ -318,6 +492,7 @@ pub fn cron_jobs(cal: &Calendar, opts: &ScheduleOptions) -> Result<Vec<CronJob>>
                 month,
                 dow,
             ],
+            user: user.clone(),
             argv,
         });
     }
@@ -420,6 +595,31 @@ pub fn emit_systemd(cal: &Calendar, opts: &ScheduleOptions) -> Result<Vec<System
     if let Some(u) = &opts.user {
         check_token("user", u)?;
     }
+    let on_failure = match &opts.on_failure {
+        Some(u) => {
+            check_token("OnFailure unit", &u.replace('%', ""))?;
+            if !u.contains('.') {
+                return Err(RunbookError::Unsupported(format!(
+                    "OnFailure unit {u:?} must be a unit name with its suffix (notify@%n.service)"
+                )));
+            }
+            format!("OnFailure={u}\n")
+        }
+        None => String::new(),
+    };
+    let env_file = match &opts.environment_file {
+        Some(p) => {
+            let s = p.to_str().unwrap_or("");
+            check_token("environment file", s)?;
+            if !p.is_absolute() {
+                return Err(RunbookError::Unsupported(format!(
+                    "environment file {s:?} must be an absolute path"
+                )));
+            }
+            format!("EnvironmentFile=-{s}\n")
+        }
+        None => String::new(),
+    };
     let mut units = Vec::new();
     for e in &cal.entries {
         let argv = run_argv(opts, &e.id, false)?;
@@ -452,10 +652,12 @@ pub fn emit_systemd(cal: &Calendar, opts: &ScheduleOptions) -> Result<Vec<System
              Description=tej run {id} ({what})\n\
              Wants=network-online.target\n\
              After=network-online.target\n\
+             {on_failure}\
              \n\
              [Service]\n\
              Type=oneshot\n\
              {user}\
+             {env_file}\
              ExecStart={exec}\n\
              TimeoutStartSec={timeout}min\n",
             id = e.id,
@@ -637,6 +839,9 @@ pub fn emit_kubernetes(cal: &Calendar, opts: &KubernetesOptions) -> Result<Strin
         ))),
         user: None,
         cron_zone: CronZone::CronTz,
+        cron_user_field: false,
+        on_failure: None,
+        environment_file: None,
     };
     let jobs = cron_jobs(cal, &sched)?;
     let mut out = String::new();
@@ -902,7 +1107,8 @@ mod tests {
         let until = ts("2026-01-10T00:00:00Z");
         for (job, e) in jobs.iter().zip(&cal.entries) {
             assert!(
-                job.command.contains(&format!(" run {} --if-due", e.id)),
+                job.command
+                    .contains(&format!(" run {} --if-due --scheduled", e.id)),
                 "{}",
                 job.command
             );
@@ -936,12 +1142,25 @@ mod tests {
         assert!(text.contains("\nCRON_TZ=Asia/Kolkata\n"));
         assert!(text.contains(
             "# weekly-audit: every Sunday 02:00 Asia/Kolkata (= 20:30 UTC the day before), 120 min\n\
-             0 2 * * 0 /usr/local/bin/tej run weekly-audit --if-due\n"
+             0 2 * * 0 /usr/local/bin/tej run weekly-audit --if-due --scheduled\n"
         ));
-        assert!(text.contains("0 9 * * * /usr/local/bin/tej run daily-health --if-due\n"));
         assert!(
-            text.contains("0 3 * 1,4,7,10 0 /usr/local/bin/tej run secret-rotation --if-due\n")
+            text.contains("0 9 * * * /usr/local/bin/tej run daily-health --if-due --scheduled\n")
         );
+        assert!(text.contains(
+            "0 3 * 1,4,7,10 0 /usr/local/bin/tej run secret-rotation --if-due --scheduled\n"
+        ));
+        // The nightly backup (runbook: 02:00 daily), its verification, retention, and
+        // certbot twice a day.
+        for line in [
+            "0 2 * * * /usr/local/bin/tej run nightly-backup --if-due --scheduled\n",
+            "0 3 * * * /usr/local/bin/tej run nightly-backup-verify --if-due --scheduled\n",
+            "30 3 * * * /usr/local/bin/tej run nightly-backup-prune --if-due --scheduled\n",
+            "0 0 * * * /usr/local/bin/tej run certificate-renewal-am --if-due --scheduled\n",
+            "0 12 * * * /usr/local/bin/tej run certificate-renewal-pm --if-due --scheduled\n",
+        ] {
+            assert!(text.contains(line), "{line}");
+        }
         for bad in ['$', '`', '%', ';', '|', '&', '[', '"', '\''] {
             let jobs_part: String = text.lines().filter(|l| !l.starts_with('#')).collect();
             assert!(!jobs_part.contains(bad), "found {bad:?}");
@@ -955,8 +1174,12 @@ mod tests {
         )
         .unwrap();
         assert!(!utc.contains("CRON_TZ"));
-        assert!(utc.contains("30 20 * * 6 /usr/local/bin/tej run weekly-audit --if-due\n"));
-        assert!(utc.contains("30 3 * * * /usr/local/bin/tej run daily-health --if-due\n"));
+        assert!(
+            utc.contains("30 20 * * 6 /usr/local/bin/tej run weekly-audit --if-due --scheduled\n")
+        );
+        assert!(
+            utc.contains("30 3 * * * /usr/local/bin/tej run daily-health --if-due --scheduled\n")
+        );
     }
 
     #[test]
@@ -1059,11 +1282,191 @@ mod tests {
             .find(|u| u.name == "tej-capacity-planning.service")
             .unwrap();
         assert!(svc.contents.contains(
-            "\nExecStart=/usr/local/bin/tej --config /etc/tej/tej.toml run capacity-planning\n"
+            "\nExecStart=/usr/local/bin/tej --config /etc/tej/tej.toml run capacity-planning --scheduled\n"
         ));
         assert!(svc.contents.contains("\nUser=tej\n"));
         assert!(svc.contents.contains("\nType=oneshot\n"));
         assert!(!svc.contents.contains("--if-due"));
+        // Credentials from an environment file by default; no OnFailure unless asked.
+        assert!(
+            svc.contents
+                .contains("\nEnvironmentFile=-/etc/tej/tej.env\n")
+        );
+        assert!(!svc.contents.contains("OnFailure="));
+    }
+
+    #[test]
+    fn systemd_on_failure_and_environment_file_are_configurable() {
+        let cal = Calendar::runbook();
+        let opts = ScheduleOptions {
+            on_failure: Some("tej-notify-failure@%n.service".into()),
+            environment_file: Some("/etc/tej/credentials.env".into()),
+            ..Default::default()
+        };
+        let units = emit_systemd(&cal, &opts).unwrap();
+        let svc = units
+            .iter()
+            .find(|u| u.name == "tej-nightly-backup.service")
+            .unwrap();
+        let unit_section = svc.contents.split("[Service]").next().unwrap();
+        assert!(
+            unit_section.contains("\nOnFailure=tej-notify-failure@%n.service\n"),
+            "{}",
+            svc.contents
+        );
+        assert!(
+            svc.contents
+                .contains("\nEnvironmentFile=-/etc/tej/credentials.env\n")
+        );
+        for bad in [
+            ScheduleOptions {
+                on_failure: Some("x; rm -rf /".into()),
+                ..Default::default()
+            },
+            ScheduleOptions {
+                on_failure: Some("notify".into()),
+                ..Default::default()
+            },
+            ScheduleOptions {
+                environment_file: Some("tej.env".into()),
+                ..Default::default()
+            },
+        ] {
+            assert!(
+                matches!(emit_systemd(&cal, &bad), Err(RunbookError::Unsupported(_))),
+                "{bad:?}"
+            );
+        }
+        let none = ScheduleOptions {
+            environment_file: None,
+            ..Default::default()
+        };
+        let units = emit_systemd(&cal, &none).unwrap();
+        assert!(
+            units
+                .iter()
+                .all(|u| !u.contents.contains("EnvironmentFile"))
+        );
+    }
+
+    #[test]
+    fn cron_d_lines_carry_a_user_field() {
+        let cal = Calendar::runbook();
+        let root = emit_crontab(
+            &cal,
+            &ScheduleOptions {
+                cron_user_field: true,
+                config: Some("/etc/tej/tej.toml".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(root.contains(
+            "\n0 2 * * * root /usr/local/bin/tej --config /etc/tej/tej.toml run nightly-backup --if-due --scheduled\n"
+        ), "{root}");
+        let jobs: Vec<&str> = root
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with("CRON_TZ="))
+            .collect();
+        assert_eq!(jobs.len(), cal.entries.len());
+        assert!(
+            jobs.iter().all(|l| l.split(' ').nth(5) == Some("root")),
+            "{root}"
+        );
+        let tej = emit_crontab(
+            &cal,
+            &ScheduleOptions {
+                cron_user_field: true,
+                user: Some("tej".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(tej.contains("\n0 9 * * * tej /usr/local/bin/tej run daily-health"));
+        let bad = ScheduleOptions {
+            cron_user_field: true,
+            user: Some("r oot".into()),
+            ..Default::default()
+        };
+        assert!(emit_crontab(&cal, &bad).is_err());
+    }
+
+    #[test]
+    fn the_schedule_confirms_inside_the_slot_only_and_audits_it() {
+        use std::sync::Arc;
+        use tej_core::{Confirmer, Fixed, Plan, Risk};
+        let cal = Calendar::runbook();
+        let entry = cal.entry("nightly-backup-prune").unwrap().clone();
+        let dir = tempfile::tempdir().unwrap();
+        let audit = tej_core::AuditLog::new(dir.path().join("audit.jsonl"));
+        let plan = Plan {
+            step: "backup-prune".into(),
+            risk: Risk::Destructive,
+            target: "/srv/backups".into(),
+            actions: vec!["delete backup x".into()],
+        };
+        let confirmer = |at: &str, yes: bool| ScheduledConfirmer {
+            calendar: cal.clone(),
+            entry: entry.clone(),
+            clock: Arc::new(tej_core::FakeClock::new(ts(at))),
+            audit: Some(audit.clone()),
+            environment: "production".into(),
+            fallback: Arc::new(Fixed(yes)),
+        };
+        // 03:30 IST = 22:00Z the day before; the slot is its 30 minutes.
+        assert!(confirmer("2025-01-15T22:00:00Z", false).confirm(&plan));
+        assert!(confirmer("2025-01-15T21:59:01Z", false).confirm(&plan)); // 59 s early
+        assert!(confirmer("2025-01-15T22:29:59Z", false).confirm(&plan));
+        assert!(!confirmer("2025-01-15T22:30:00Z", false).confirm(&plan));
+        assert!(!confirmer("2025-01-16T06:30:00Z", false).confirm(&plan)); // noon
+        // --yes confirms anyway, and is not recorded as the schedule's.
+        assert!(confirmer("2025-01-16T06:30:00Z", true).confirm(&plan));
+        let lines = audit.read_all().unwrap();
+        let outcomes: Vec<&str> = lines.iter().map(|l| l.outcome.as_str()).collect();
+        assert_eq!(
+            outcomes,
+            [
+                "confirmed",
+                "confirmed",
+                "confirmed",
+                "not-confirmed",
+                "not-confirmed"
+            ]
+        );
+        let first = &lines[0];
+        assert_eq!(first.procedure, "nightly-backup-prune");
+        assert_eq!(first.step, "backup-prune");
+        assert_eq!(
+            first.actor.as_deref(),
+            Some("schedule:nightly-backup-prune")
+        );
+        let d = first.detail.as_deref().unwrap();
+        assert!(
+            d.contains("confirmed by the schedule") && d.contains("2025-01-16 03:30"),
+            "{d}"
+        );
+
+        // The executor of a scheduled run: inside the slot the slot is the window.
+        let ex = tej_core::Executor::new(tej_core::Guard {
+            environment: tej_core::Environment::Production,
+            calendar: cal.clone(),
+            clock: Arc::new(tej_core::FakeClock::new(ts("2025-01-15T22:05:00Z"))),
+            confirmer: Arc::new(Fixed(false)),
+            override_window: false,
+        });
+        let inside = scheduled_executor(&ex, &cal, &entry);
+        assert!(!inside.guard.override_window);
+        assert!(inside.guard.authorize(&plan).is_ok());
+        assert!(!inside.guard.calendar.in_window(ts("2025-01-15T22:30:00Z")));
+        let mut late = ex.clone();
+        late.guard.clock = Arc::new(tej_core::FakeClock::new(ts("2025-01-16T06:30:00Z")));
+        let outside = scheduled_executor(&late, &cal, &entry);
+        assert!(!outside.guard.override_window);
+        assert_eq!(outside.guard.calendar.window, cal.window);
+        assert!(matches!(
+            outside.guard.authorize(&plan),
+            Err(tej_core::Refusal::OutsideWindow { .. })
+        ));
     }
 
     #[test]
@@ -1081,7 +1484,12 @@ mod tests {
             [
                 "daily-health",
                 "performance-check-am",
-                "performance-check-pm"
+                "performance-check-pm",
+                "nightly-backup",
+                "nightly-backup-verify",
+                "nightly-backup-prune",
+                "certificate-renewal-am",
+                "certificate-renewal-pm"
             ]
         );
         assert_eq!(

@@ -145,7 +145,8 @@ fn one_cronjob_per_calendar_entry_firing_when_it_is_due() {
                 "/etc/tej/tej.toml",
                 "run",
                 e.id.as_str(),
-                "--if-due"
+                "--if-due",
+                "--scheduled"
             ]
         );
 

@@ -60,6 +60,10 @@ pub struct CalendarRunner {
     /// The configuration file `tej wal fetch` reads in the PITR drill (`--config`, made
     /// absolute; for the keys of encrypted WAL); `None`: its default.
     pub config_path: Option<PathBuf>,
+    /// Runs are the calendar's own (`tej daemon`, `tej run ENTRY --scheduled`): each entry's
+    /// destructive steps are confirmed by the schedule inside its slot
+    /// ([`crate::scheduled_executor`]), recorded in the audit log.
+    pub scheduled: bool,
 }
 
 impl std::fmt::Debug for CalendarRunner {
@@ -99,6 +103,7 @@ impl CalendarRunner {
             drill: None,
             tej_program: None,
             config_path: None,
+            scheduled: false,
         }
     }
 
@@ -198,13 +203,64 @@ impl CalendarRunner {
         }))
     }
 
-    /// Runs the procedure of `kind`.
+    /// Runs the procedure of `kind` under the runner's executor.
     pub async fn run_kind(&self, kind: ProcedureKind) -> Result<Report> {
+        self.run_kind_with(kind, &self.executor).await
+    }
+
+    /// The executor a run of `entry` uses: the runner's, or for a scheduled run the one
+    /// whose destructive steps the schedule confirms inside the entry's slot.
+    pub fn executor_for(&self, entry: &CalendarEntry) -> Result<Executor> {
+        if !self.scheduled {
+            return Ok(self.executor.clone());
+        }
+        let cal = tej_core::Calendar::from_config(&self.ctx.config)
+            .map_err(|e| RunbookError::Unsupported(e.to_string()))?;
+        // The entry as the calendar has it now (tej.toml may have moved it).
+        let entry = cal
+            .entry(&entry.id)
+            .cloned()
+            .unwrap_or_else(|| entry.clone());
+        Ok(crate::schedule::scheduled_executor(
+            &self.executor,
+            &cal,
+            &entry,
+        ))
+    }
+
+    /// Runs the procedure of `kind` under `executor`.
+    pub async fn run_kind_with(&self, kind: ProcedureKind, executor: &Executor) -> Result<Report> {
         let ctx = self.ctx.as_ref();
         match kind {
+            ProcedureKind::BackupCreate => Ok(super::nightly::nightly_backup(
+                ctx,
+                executor,
+                self.runner.clone(),
+                self.clock.clone(),
+            )
+            .await),
+            ProcedureKind::BackupVerify => Ok(super::nightly::nightly_verify(
+                ctx,
+                executor,
+                self.runner.clone(),
+                self.clock.clone(),
+            )
+            .await),
+            ProcedureKind::BackupPrune => {
+                Ok(super::nightly::nightly_prune(ctx, executor, self.clock.clone()).await)
+            }
+            ProcedureKind::CertificateRenewal => {
+                Ok(super::nightly::certificate_renewal(ctx, executor, self.runner.clone()).await)
+            }
             ProcedureKind::SecurityAudit => {
                 Ok(security_audit(ctx, self.runner.as_ref(), &self.audit_commands).await)
             }
+            ProcedureKind::WeeklyAudit => Ok(super::weekly::weekly_maintenance(
+                ctx,
+                &self.executor,
+                self.clock.clone(),
+            )
+            .await),
             ProcedureKind::DatabaseDeepMaintenance => {
                 let mut report = Report::new("database-deep-maintenance");
                 let mut repos = Vec::new();
@@ -262,7 +318,7 @@ impl CalendarRunner {
                         }
                         _ => deep_maintenance(d.admin.clone(), &self.deep_maintenance),
                     };
-                    let r = self.executor.run(&p).await;
+                    let r = executor.run(&p).await;
                     report.extend(procedure_findings(&r, &format!("db:{}", d.name)));
                 }
                 if ctx.databases.is_empty() {
@@ -285,13 +341,9 @@ impl CalendarRunner {
                 Ok(report)
             }
             ProcedureKind::SecretRotation => {
-                let p = secret_rotation_from_context(
-                    ctx,
-                    &self.executor.guard,
-                    self.executor.audit.clone(),
-                )
-                .await?;
-                let r = self.executor.run(&p).await;
+                let p = secret_rotation_from_context(ctx, &executor.guard, executor.audit.clone())
+                    .await?;
+                let r = executor.run(&p).await;
                 let mut report = Report::new("secret-rotation");
                 report.extend(procedure_findings(&r, "secrets"));
                 Ok(report)
@@ -330,7 +382,8 @@ impl CalendarRunner {
 #[async_trait]
 impl ProcedureRunner for CalendarRunner {
     async fn run(&self, entry: &CalendarEntry) -> Result<Report> {
-        let mut r = self.run_kind(entry.procedure).await?;
+        let executor = self.executor_for(entry)?;
+        let mut r = self.run_kind_with(entry.procedure, &executor).await?;
         r.title = entry.id.clone();
         Ok(r)
     }

@@ -24,6 +24,7 @@ pub mod daily;
 pub mod dispatch;
 pub mod emergency;
 pub mod monthly;
+pub mod nightly;
 pub mod performance;
 pub mod quarterly;
 mod support;

@@ -1,0 +1,262 @@
+//! The nightly entries of the calendar: the backup of every database (runbook: "Automated
+//! Daily Backups, 2 AM"), its verification, retention, and `certbot renew` (runbook: twice
+//! daily). Each runs as steps under the caller's [`Executor`], so it plans, passes the guard
+//! and leaves an audit line like every other mutating procedure.
+
+use super::context::RunContext;
+use super::monthly::{CreateBackupStep, VerifyLatestBackupStep, procedure_findings};
+use std::sync::Arc;
+use tej_core::{
+    Clock, CommandRunner, Executor, Finding, Plan, Procedure, Report, Risk, Severity, Step,
+    StepError, StepOutput,
+};
+
+/// The repositories of `ctx`, opened; one that cannot be opened is a critical finding.
+async fn open_repositories(ctx: &RunContext, report: &mut Report) -> Vec<tej_backup::Repository> {
+    let mut repos = Vec::new();
+    for r in &ctx.repositories {
+        match r.repo.get().await {
+            Ok(x) => repos.push((*x).clone()),
+            Err(e) => report.push(
+                Finding::new("backup.repository", Severity::Critical, e)
+                    .target(format!("repo:{}", r.name)),
+            ),
+        }
+    }
+    if ctx.repositories.is_empty() {
+        report.push(Finding::new(
+            "backup.repository",
+            Severity::Critical,
+            "no backup repository: set [backup] repositories in tej.toml",
+        ));
+    }
+    repos
+}
+
+fn encryption(ctx: &RunContext) -> tej_backup::EncryptionOptions {
+    ctx.config
+        .backup
+        .encryption
+        .as_ref()
+        .map(tej_backup::EncryptionOptions::from_config)
+        .unwrap_or_default()
+}
+
+/// The nightly backup: a logical backup of every `[[database]]` into every repository, in
+/// the configured format, compression and encryption.
+pub async fn nightly_backup(
+    ctx: &RunContext,
+    ex: &Executor,
+    runner: Arc<dyn CommandRunner>,
+    clock: Arc<dyn Clock>,
+) -> Report {
+    let mut report = Report::new("nightly-backup");
+    let repos = open_repositories(ctx, &mut report).await;
+    if ctx.config.databases.is_empty() {
+        report.push(Finding::new(
+            "backup.create",
+            Severity::Unknown,
+            "no [[database]] configured: nothing to back up",
+        ));
+    }
+    if repos.is_empty() {
+        return report;
+    }
+    let cfg = &ctx.config;
+    for db in &cfg.databases {
+        let mut target = tej_backup::DbTarget::new(db.url.expose());
+        if let Some(pw) = &db.password {
+            match pw.resolve() {
+                Ok(s) => target = target.with_password(s),
+                Err(e) => {
+                    report.push(
+                        Finding::new(
+                            "backup.create",
+                            Severity::Critical,
+                            format!("read the password of {:?}: {e}", db.name),
+                        )
+                        .target(format!("db:{}", db.name)),
+                    );
+                    continue;
+                }
+            }
+        }
+        let mut options = tej_backup::LogicalBackupOptions::new(target);
+        // tej.toml's values were validated when the configuration was loaded.
+        if let Some(f) = tej_backup::DumpFormat::parse(&cfg.backup.format) {
+            options.format = f;
+        }
+        options.run.compression = tej_backup::CompressionOptions {
+            algorithm: tej_backup::CompressionAlgo::parse(&cfg.backup.compression)
+                .unwrap_or_default(),
+            level: cfg.backup.compression_level,
+            ..tej_backup::CompressionOptions::default()
+        };
+        options.run.encryption = encryption(ctx);
+        let p = Procedure::new("nightly-backup").step(CreateBackupStep {
+            runner: runner.clone(),
+            repos: repos.clone(),
+            options,
+            clock: clock.clone(),
+        });
+        let r = ex.run(&p).await;
+        report.extend(procedure_findings(&r, &format!("db:{}", db.name)));
+    }
+    report
+}
+
+/// The nightly verification: the newest backup of every repository re-read (SHA-256,
+/// decryption, decompression) and the result recorded beside it.
+pub async fn nightly_verify(
+    ctx: &RunContext,
+    ex: &Executor,
+    runner: Arc<dyn CommandRunner>,
+    clock: Arc<dyn Clock>,
+) -> Report {
+    let mut report = Report::new("nightly-backup-verify");
+    for repo in open_repositories(ctx, &mut report).await {
+        let name = repo.name();
+        let p = Procedure::new("nightly-backup-verify").step(VerifyLatestBackupStep {
+            runner: runner.clone(),
+            repo,
+            encryption: encryption(ctx),
+            clock: clock.clone(),
+        });
+        let r = ex.run(&p).await;
+        report.extend(procedure_findings(&r, &format!("repo:{name}")));
+    }
+    report
+}
+
+/// The runbook's "remove old backups" as a step: GFS retention of `[backup] retention`
+/// applied to one repository. Destructive (it deletes backups); its plan is the dry run's
+/// decisions.
+pub struct PruneBackupsStep {
+    /// The repository.
+    pub repo: tej_backup::Repository,
+    /// Retention and the PITR window.
+    pub options: tej_backup::PruneOptions,
+    /// Backup ages are judged at this clock's time.
+    pub clock: Arc<dyn Clock>,
+}
+
+#[async_trait::async_trait]
+impl Step for PruneBackupsStep {
+    fn name(&self) -> String {
+        "backup-prune".into()
+    }
+    fn risk(&self) -> Risk {
+        Risk::Destructive
+    }
+    fn target(&self) -> String {
+        self.repo.name()
+    }
+    async fn plan(&self) -> Result<Plan, StepError> {
+        let opts = tej_backup::PruneOptions {
+            dry_run: true,
+            ..self.options.clone()
+        };
+        let r = tej_backup::prune(&self.repo, &opts, self.clock.as_ref()).await?;
+        let mut actions: Vec<String> = r
+            .plan
+            .decisions
+            .iter()
+            .filter(|d| !d.keep)
+            .map(|d| format!("delete backup {} ({})", d.id, d.rules.join("; ")))
+            .collect();
+        if actions.is_empty() {
+            actions.push("delete nothing: every backup is within retention".into());
+        }
+        Ok(Plan {
+            step: self.name(),
+            risk: self.risk(),
+            target: self.target(),
+            actions,
+        })
+    }
+    async fn apply(&self) -> Result<StepOutput, StepError> {
+        let opts = tej_backup::PruneOptions {
+            dry_run: false,
+            ..self.options.clone()
+        };
+        let r = tej_backup::prune(&self.repo, &opts, self.clock.as_ref()).await?;
+        Ok(StepOutput {
+            summary: format!(
+                "kept {}, deleted {}, cleaned {} interrupted run(s)",
+                r.plan.decisions.iter().filter(|d| d.keep).count(),
+                r.deleted.len(),
+                r.cleaned_runs.len()
+            ),
+            findings: Vec::new(),
+            data: serde_json::to_value(&r).unwrap_or_default(),
+        })
+    }
+}
+
+/// The nightly retention: [`PruneBackupsStep`] on every repository.
+pub async fn nightly_prune(ctx: &RunContext, ex: &Executor, clock: Arc<dyn Clock>) -> Report {
+    let mut report = Report::new("nightly-backup-prune");
+    for repo in open_repositories(ctx, &mut report).await {
+        let name = repo.name();
+        let p = Procedure::new("nightly-backup-prune").step(PruneBackupsStep {
+            repo,
+            options: tej_backup::PruneOptions {
+                policy: tej_backup::RetentionPolicy::from_config(&ctx.config.backup.retention),
+                pitr_window_days: ctx.config.backup.pitr_window_days,
+                ..tej_backup::PruneOptions::default()
+            },
+            clock: clock.clone(),
+        });
+        let r = ex.run(&p).await;
+        report.extend(procedure_findings(&r, &format!("repo:{name}")));
+    }
+    report
+}
+
+/// `certbot renew`, `nginx -t`, a reload and a probe of every `[[tls]]` endpoint. Without
+/// `[[tls]]` nothing is renewed and the report says so (UNKNOWN).
+pub async fn certificate_renewal(
+    ctx: &RunContext,
+    ex: &Executor,
+    runner: Arc<dyn CommandRunner>,
+) -> Report {
+    let mut report = Report::new("certificate-renewal");
+    if ctx.tls.is_empty() {
+        report.push(Finding::new(
+            "tls.renew",
+            Severity::Unknown,
+            "not configured: no [[tls]] endpoint in tej.toml, nothing renewed",
+        ));
+        return report;
+    }
+    let targets = ctx
+        .tls
+        .iter()
+        .map(|t| {
+            let mut probe = tej_secrets::TlsProbeOptions {
+                server_name: t.server_name.clone(),
+                ca_file: t.ca_file.clone(),
+                cert_file: t.cert_file.clone(),
+                ..Default::default()
+            };
+            probe.thresholds.warn_days = f64::from(t.warn_days);
+            probe.thresholds.crit_days = f64::from(t.crit_days);
+            tej_secrets::RenewTarget {
+                endpoint: t.endpoint.clone(),
+                probe,
+            }
+        })
+        .collect();
+    let step = tej_secrets::RenewStep::new(
+        runner,
+        tej_secrets::RenewOptions {
+            targets,
+            ..tej_secrets::RenewOptions::default()
+        },
+    );
+    let r = ex
+        .run(&Procedure::new("certificate-renewal").step(step))
+        .await;
+    report.extend(procedure_findings(&r, "tls"));
+    report
+}
