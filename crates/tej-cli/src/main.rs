@@ -159,9 +159,16 @@ enum Commands {
         /// `cronjobs.yaml`) instead of stdout.
         #[arg(long)]
         dir: Option<PathBuf>,
-        /// systemd `User=` for the services.
+        /// The user the jobs run as: systemd `User=`, and the user field of cron lines
+        /// (written with --dir, the /etc/cron.d format, `root` unless given).
         #[arg(long)]
         user: Option<String>,
+        /// systemd: `OnFailure=` unit started when a run fails (e.g. `notify-failure@%n.service`).
+        #[arg(long, value_name = "UNIT")]
+        on_failure: Option<String>,
+        /// systemd: `EnvironmentFile=` holding the credentials (DATABASE_URL, AWS keys...).
+        #[arg(long, value_name = "FILE", default_value = "/etc/tej/tej.env")]
+        environment_file: PathBuf,
         /// Kubernetes: the container image with tej and the PostgreSQL 15 client tools.
         #[arg(long, default_value = "tej:latest")]
         image: String,
@@ -201,6 +208,11 @@ enum Commands {
         /// With --if-due: decide as if now were this instant (RFC 3339), e.g. to replay a timer.
         #[arg(long, requires = "if_due")]
         at: Option<String>,
+        /// A run of the calendar (what the emitted crontab, timers and CronJobs pass): inside
+        /// the entry's slot (its time plus its duration) its destructive steps are confirmed
+        /// by the schedule and audited as such; outside it they are refused.
+        #[arg(long)]
+        scheduled: bool,
         #[command(flatten)]
         check: CheckArgs,
         /// For the mutating monthly and quarterly procedures (deep maintenance, rotation, drill).
@@ -248,14 +260,12 @@ enum ServicesCmd {
         #[arg(long, default_value_t = 100)]
         tail: usize,
     },
-    /// Restart a service's containers (destructive: the plan, then --yes; audited).
+    /// Restart a service's containers.
     Restart {
         #[command(flatten)]
         compose: ComposeArgs,
         /// Service.
         service: String,
-        #[command(flatten)]
-        run: RunArgs,
     },
 }
 
@@ -613,15 +623,12 @@ enum SecretsCmd {
 
 #[derive(Debug, Subcommand)]
 enum EmergencyCmd {
-    /// Service down: check, restart, force-recreate if still unhealthy; report each step
-    /// (destructive: the plan, then --yes; audited).
+    /// Service down: check, restart, force-recreate if still unhealthy; report each step.
     ServiceDown {
         #[command(flatten)]
         compose: ComposeArgs,
         /// Service.
         service: String,
-        #[command(flatten)]
-        run: RunArgs,
     },
     /// Database corruption: stop the application, amcheck, restore the newest backup (when
     /// damaged), verify (amcheck, sanity queries), start the application.
@@ -732,7 +739,7 @@ fn executor(cfg: &Config, run: &RunArgs) -> Result<tej_core::Executor> {
     use std::sync::Arc;
     let guard = tej_core::Guard {
         environment: cfg.environment,
-        calendar: tej_core::Calendar::runbook_in(cfg.zone())?,
+        calendar: tej_core::Calendar::from_config(cfg)?,
         clock: Arc::new(tej_core::SystemClock),
         confirmer: Arc::new(tej_core::Fixed(run.yes)),
         override_window: run.outside_window,
@@ -806,18 +813,11 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
                         .await?;
                         Ok(0)
                     }
-                    ServicesCmd::Restart {
-                        compose,
-                        service,
-                        run,
-                    } => {
+                    ServicesCmd::Restart { compose, service } => {
                         let (project, host) = compose_target(&cfg, &compose)?;
-                        let ex = executor(&cfg, &run)?;
                         let docker = cmd::services::connect(host.as_deref()).await?;
-                        let ok =
-                            cmd::services::restart(out, &ex, docker, &project, &service, format)
-                                .await?;
-                        Ok(if ok { 0 } else { 1 })
+                        cmd::services::restart(out, &docker, &project, &service, format).await?;
+                        Ok(0)
                     }
                 }
             })
@@ -849,19 +849,15 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
             &compose,
             &run,
         ),
-        Commands::Emergency(EmergencyCmd::ServiceDown {
-            compose,
-            service,
-            run,
-        }) => {
+        Commands::Emergency(EmergencyCmd::ServiceDown { compose, service }) => {
             let (cfg, _) = load_config(&cli.global)?;
             let (project, host) = compose_target(&cfg, &compose)?;
-            let ex = executor(&cfg, &run)?;
-            let ok = runtime()?.block_on(async {
+            let rt = runtime()?;
+            let report = rt.block_on(async {
                 let docker = cmd::services::connect(host.as_deref()).await?;
-                cmd::services::service_down(out, &ex, docker, &project, &service, format).await
+                cmd::services::service_down(out, &docker, &project, &service, format).await
             })?;
-            Ok(if ok { 0 } else { 1 })
+            finish_report(out, &cli.global, &report)
         }
         Commands::Emergency(EmergencyCmd::DbCorruption {
             db,
@@ -1355,14 +1351,6 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
             let ex = executor(&cfg, &run)?;
             let mut opts = tej_host::CleanupOptions::new(root, pattern, older_than);
             opts.keep_newest = keep_newest;
-            // The local backup repositories of tej.toml are never cleaned by pattern.
-            opts.protected = cfg
-                .backup
-                .repositories
-                .iter()
-                .filter(|r| !r.starts_with("s3://"))
-                .map(PathBuf::from)
-                .collect();
             let ok = runtime()?.block_on(cmd::host::cleanup(out, &ex, opts, format))?;
             Ok(if ok { 0 } else { 1 })
         }
@@ -1370,17 +1358,23 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
             emit,
             dir,
             user,
+            on_failure,
+            environment_file,
             image,
             namespace,
         } => {
             let (cfg, _) = load_config(&cli.global)?;
-            let cal = tej_core::Calendar::runbook_in(cfg.zone())?;
+            let cal = tej_core::Calendar::from_config(&cfg)?;
             cmd::schedule::emit(
                 out,
                 &cal,
                 emit,
-                cli.global.config.as_deref(),
-                user,
+                config_path(&cli.global).as_deref(),
+                cmd::schedule::UnitOptions {
+                    user,
+                    on_failure,
+                    environment_file: Some(environment_file),
+                },
                 dir.as_deref(),
                 tej_runbook::KubernetesOptions {
                     image,
@@ -1409,7 +1403,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
         }
         Commands::Calendar { at } => {
             let (cfg, _) = load_config(&cli.global)?;
-            let cal = tej_core::Calendar::runbook_in(cfg.zone())?;
+            let cal = tej_core::Calendar::from_config(&cfg)?;
             let now = match at {
                 Some(s) => s
                     .parse::<jiff::Timestamp>()
@@ -1426,9 +1420,18 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
             what,
             if_due,
             at,
+            scheduled,
             check,
             run,
-        } => run_checks_cmd(out, &cli.global, what, if_due, at, &check, Some(&run)),
+        } => run_checks_cmd(
+            out,
+            &cli.global,
+            what,
+            if_due,
+            at,
+            &check,
+            Some((&run, scheduled)),
+        ),
         Commands::Daemon {
             state_file,
             no_catch_up,
@@ -1455,11 +1458,11 @@ fn run_checks_cmd(
     if_due: bool,
     at: Option<String>,
     check: &CheckArgs,
-    run: Option<&RunArgs>,
+    run: Option<(&RunArgs, bool)>,
 ) -> Result<i32> {
     let (cfg, _) = load_config(global)?;
     let executor = match run {
-        Some(r) => Some(executor(&cfg, r)?),
+        Some((r, _)) => Some(executor(&cfg, r)?),
         None => None,
     };
     let now = match at {
@@ -1474,6 +1477,7 @@ fn run_checks_cmd(
         check_timeout: std::time::Duration::from_secs(check.timeout.max(1)),
         jobs: check.jobs,
         config_path: config_path(global),
+        scheduled: run.is_some_and(|(_, s)| s),
     };
     match runtime()?.block_on(cmd::run::run(&cfg, &req, now, executor))? {
         cmd::run::RunResult::Report(report) => finish_report(out, global, &report),

@@ -32,7 +32,7 @@ fn daemon_starts_with_postgres_locks_and_stops_on_sigterm() {
     let first = lines.next().unwrap().unwrap();
     let v: serde_json::Value = serde_json::from_str(&first).unwrap();
     assert_eq!(v["type"], "daemon_started");
-    assert_eq!(v["data"]["entries"], 11);
+    assert_eq!(v["data"]["entries"], 16);
     assert_eq!(
         v["data"]["lock"],
         "postgres advisory locks on database \"main\""
@@ -48,7 +48,7 @@ fn daemon_starts_with_postgres_locks_and_stops_on_sigterm() {
     }
     let st: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
-    assert_eq!(st["entries"].as_object().unwrap().len(), 11);
+    assert_eq!(st["entries"].as_object().unwrap().len(), 16);
     let kill = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

@@ -16,7 +16,11 @@ pub fn check(
         return json_line(out, "config", &s);
     }
     writeln!(out, "{source}: ok")?;
-    writeln!(out, "environment      {}", s.environment)?;
+    writeln!(
+        out,
+        "environment      {} ({})",
+        s.environment, s.environment_source
+    )?;
     writeln!(out, "time zone        {}", s.timezone)?;
     let list = |out: &mut dyn Write, label: &str, items: &[String]| -> io::Result<()> {
         if items.is_empty() {

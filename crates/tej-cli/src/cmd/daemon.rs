@@ -82,7 +82,7 @@ pub async fn daemon(
     args: DaemonArgs,
     format: OutputFormat,
 ) -> Result<()> {
-    let calendar = tej_core::Calendar::runbook_in(cfg.zone())?;
+    let calendar = tej_core::Calendar::from_config(cfg)?;
     let ctx = RunContext::from_config(cfg, RunOptions::default()).context("read tej.toml")?;
     let mut runner = CalendarRunner::new(
         Arc::new(ctx),
@@ -93,6 +93,9 @@ pub async fn daemon(
     // The quarterly drill is a PITR drill when the repository holds base backups.
     runner.tej_program = Some(std::env::current_exe().context("find the tej binary")?);
     runner.config_path = args.config_path.clone();
+    // The daemon is the scheduler: each entry's destructive steps are confirmed by the
+    // schedule inside the entry's slot, and audited as such.
+    runner.scheduled = true;
     let state_file = args
         .state_file
         .unwrap_or_else(|| runner.state_dir.join("daemon-state.json"));

@@ -1,11 +1,14 @@
-//! `tej health` and `tej run daily|performance|weekly|ENTRY [--if-due]`: the runbook's check
-//! procedures from tej-runbook, rendered like every other check report.
+//! `tej health` and `tej run daily|performance|weekly|ENTRY [--if-due] [--scheduled]`: the
+//! runbook's procedures from tej-runbook, rendered like every other check report, and
+//! notified like the daemon's runs (a failure, and the first good run after one) when
+//! `notify_url` is set.
 
 use anyhow::{Context, Result, bail};
 use std::io::Write;
 use tej_core::{Calendar, Config, Report, SystemClock, TokioCommandRunner};
 use tej_runbook::{
-    CalendarRunner, DueWindow, RunContext, RunOptions, due_occurrence, implements, resolve_entries,
+    CalendarRunner, DueWindow, ProcedureRunner, RunContext, RunHistory, RunOptions,
+    WebhookNotifier, WebhookOptions, due_occurrence, implements, notify_run, resolve_entries,
     run_procedure,
 };
 
@@ -22,6 +25,9 @@ pub struct RunRequest {
     pub jobs: usize,
     /// The configuration file, passed to `tej wal fetch` by the PITR drill.
     pub config_path: Option<std::path::PathBuf>,
+    /// The run is the calendar's own (`--scheduled`, what emitted jobs pass): inside the
+    /// entry's slot its destructive steps are confirmed by the schedule, and audited so.
+    pub scheduled: bool,
 }
 
 /// The outcome: a report to render, or nothing because the entry was not due.
@@ -33,17 +39,123 @@ pub enum RunResult {
     NotDue(String),
 }
 
-/// Runs the request at `now` (the system clock's time outside tests). The check procedures
-/// (daily, performance, weekly, security review, performance optimisation) run directly; the
-/// monthly and quarterly ones through tej-runbook's [`CalendarRunner`] under `executor` (whose
-/// guard decides about their destructive steps); without an executor they are refused.
+/// Runs the request at `now` (see [`run_only`]), then, when `notify_url` is set, notifies
+/// its report (or its error) exactly as the daemon does: a run that needs attention, and
+/// the first good run after one. The last severity of each entry is kept under
+/// `STATE_DIR/runs/` so separate processes (cron, systemd, Kubernetes) see the change.
 pub async fn run(
     cfg: &Config,
     req: &RunRequest,
     now: jiff::Timestamp,
     executor: Option<tej_core::Executor>,
 ) -> Result<RunResult> {
-    let cal = Calendar::runbook_in(cfg.zone())?;
+    let started = jiff::Timestamp::now();
+    let result = run_only(cfg, req, now, executor).await;
+    let Some(url) = &cfg.notify_url else {
+        return result;
+    };
+    let key = match &result {
+        Ok(RunResult::NotDue(_)) => return result,
+        _ => history_key(cfg, &req.what),
+    };
+    let secret = url.resolve().context("read notify_url")?;
+    let notifier = WebhookNotifier::new(secret, WebhookOptions::default())
+        .context("prepare the webhook notifier")?;
+    let state_dir = cfg
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| std::path::PathBuf::from("/var/lib/tej"));
+    let history = RunHistory::new(state_dir.join("runs"));
+    match result {
+        Ok(RunResult::Report(mut report)) => {
+            notify_run(
+                &notifier,
+                &history,
+                &key,
+                started,
+                jiff::Timestamp::now(),
+                None,
+                &mut report,
+            )
+            .await;
+            Ok(RunResult::Report(report))
+        }
+        Err(e) => {
+            let mut report = Report::new(key.clone());
+            report.push(tej_core::Finding::new(
+                format!("runbook.{key}"),
+                tej_core::Severity::Critical,
+                format!("procedure failed: {e:#}"),
+            ));
+            notify_run(
+                &notifier,
+                &history,
+                &key,
+                started,
+                jiff::Timestamp::now(),
+                Some(format!("{e:#}")),
+                &mut report,
+            )
+            .await;
+            for f in report
+                .findings
+                .iter()
+                .filter(|f| f.check.starts_with("notify."))
+            {
+                eprintln!("warning: {}", f.summary);
+            }
+            Err(e)
+        }
+        other => other,
+    }
+}
+
+/// The name a run's last severity is kept under: the entry ids it runs (`daily-health`,
+/// `performance-check-am+performance-check-pm`), else the request as written.
+fn history_key(cfg: &Config, what: &str) -> String {
+    let ids = Calendar::from_config(cfg).ok().and_then(|cal| {
+        resolve_entries(&cal, what).ok().map(|es| {
+            es.iter()
+                .map(|e| e.id.clone())
+                .collect::<Vec<_>>()
+                .join("+")
+        })
+    });
+    ids.unwrap_or_else(|| {
+        what.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
+            .collect::<String>()
+            .trim_start_matches(['-', '.'])
+            .to_string()
+    })
+}
+
+/// Runs the request at `now` (the system clock's time outside tests). The check procedures
+/// (daily, performance, weekly, security review, performance optimisation) run directly; the
+/// others (nightly backups, certificate renewal, monthly and quarterly procedures) through
+/// tej-runbook's [`CalendarRunner`] under `executor` (whose guard decides about their
+/// destructive steps; a `--scheduled` run's are confirmed by the schedule inside the entry's
+/// slot); without an executor they are refused.
+pub async fn run_only(
+    cfg: &Config,
+    req: &RunRequest,
+    now: jiff::Timestamp,
+    executor: Option<tej_core::Executor>,
+) -> Result<RunResult> {
+    let cal = Calendar::from_config(cfg)?;
+    if cal.is_disabled(&req.what) {
+        bail!(
+            "tej run {}: the entry is disabled in tej.toml ([calendar.{}] enabled = false)",
+            req.what,
+            req.what
+        );
+    }
     let entries = resolve_entries(&cal, &req.what)?;
     let entries: Vec<_> = if req.if_due {
         let due: Vec<_> = entries
@@ -99,18 +211,26 @@ pub async fn run(
         // The quarterly drill is a PITR drill when the repository holds base backups.
         cr.tej_program = Some(tej_program);
         cr.config_path = req.config_path.clone();
+        cr.scheduled = req.scheduled;
         cr
     });
     // Both performance entries run the same check: run it once.
     let mut kinds = Vec::new();
     for e in &entries {
-        if !kinds.contains(&e.procedure) {
-            kinds.push(e.procedure);
+        if !kinds
+            .iter()
+            .any(|k: &&tej_core::CalendarEntry| k.procedure == e.procedure)
+        {
+            kinds.push(*e);
         }
     }
     let mut report: Option<Report> = None;
-    for kind in kinds {
+    for entry in kinds {
+        let kind = entry.procedure;
         let r = match (&calendar_runner, implements(kind)) {
+            (Some(cr), _) if req.scheduled => ProcedureRunner::run(cr, entry)
+                .await
+                .with_context(|| format!("run {}", entry.id))?,
             (_, true) => run_procedure(kind, &ctx, &SystemClock).await?,
             (Some(cr), false) => cr
                 .run_kind(kind)
@@ -161,6 +281,7 @@ mod tests {
             check_timeout: std::time::Duration::from_secs(5),
             jobs: 4,
             config_path: None,
+            scheduled: false,
         }
     }
 

@@ -21,21 +21,47 @@ pub enum Emit {
     Kubernetes,
 }
 
-/// Writes the schedule to `out`, or the files into `dir` (atomically).
+/// How the emitted jobs run: as whom, what systemd starts on failure, where credentials are.
+#[derive(Debug, Clone, Default)]
+pub struct UnitOptions {
+    /// systemd `User=`; the user field of cron.d lines (`root` when not given).
+    pub user: Option<String>,
+    /// systemd `OnFailure=` unit.
+    pub on_failure: Option<String>,
+    /// systemd `EnvironmentFile=` (optional at run time).
+    pub environment_file: Option<PathBuf>,
+}
+
+/// Writes the schedule to `out`, or the files into `dir` (atomically). `config` is the
+/// configuration in use (`--config`, `TEJ_CONFIG` or `./tej.toml` found implicitly); every
+/// emitted job names it by its absolute path, so it runs the same configuration from any
+/// working directory. A crontab written into `dir` is an `/etc/cron.d` file: its lines carry
+/// a user field.
 pub fn emit(
     out: &mut dyn Write,
     cal: &Calendar,
     kind: Emit,
     config: Option<&Path>,
-    user: Option<String>,
+    units: UnitOptions,
     dir: Option<&Path>,
     kube: KubernetesOptions,
 ) -> Result<()> {
     let tej_binary = std::env::current_exe().context("find the tej binary")?;
+    let config = match config {
+        Some(c) => Some(match std::fs::canonicalize(c) {
+            Ok(p) => p,
+            Err(_) => std::path::absolute(c)
+                .with_context(|| format!("make the configuration path {} absolute", c.display()))?,
+        }),
+        None => None,
+    };
     let opts = ScheduleOptions {
         tej_binary,
-        config: config.map(|c| std::fs::canonicalize(c).unwrap_or_else(|_| PathBuf::from(c))),
-        user,
+        config,
+        cron_user_field: kind == Emit::Crontab && (dir.is_some() || units.user.is_some()),
+        user: units.user,
+        on_failure: units.on_failure,
+        environment_file: units.environment_file,
         ..ScheduleOptions::default()
     };
     match kind {
