@@ -260,12 +260,14 @@ enum ServicesCmd {
         #[arg(long, default_value_t = 100)]
         tail: usize,
     },
-    /// Restart a service's containers.
+    /// Restart a service's containers (destructive: the plan, then --yes; audited).
     Restart {
         #[command(flatten)]
         compose: ComposeArgs,
         /// Service.
         service: String,
+        #[command(flatten)]
+        run: RunArgs,
     },
 }
 
@@ -623,12 +625,15 @@ enum SecretsCmd {
 
 #[derive(Debug, Subcommand)]
 enum EmergencyCmd {
-    /// Service down: check, restart, force-recreate if still unhealthy; report each step.
+    /// Service down: check, restart, force-recreate if still unhealthy; report each step
+    /// (destructive: the plan, then --yes; audited).
     ServiceDown {
         #[command(flatten)]
         compose: ComposeArgs,
         /// Service.
         service: String,
+        #[command(flatten)]
+        run: RunArgs,
     },
     /// Database corruption: stop the application, amcheck, restore the newest backup (when
     /// damaged), verify (amcheck, sanity queries), start the application.
@@ -813,11 +818,18 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
                         .await?;
                         Ok(0)
                     }
-                    ServicesCmd::Restart { compose, service } => {
+                    ServicesCmd::Restart {
+                        compose,
+                        service,
+                        run,
+                    } => {
                         let (project, host) = compose_target(&cfg, &compose)?;
+                        let ex = executor(&cfg, &run)?;
                         let docker = cmd::services::connect(host.as_deref()).await?;
-                        cmd::services::restart(out, &docker, &project, &service, format).await?;
-                        Ok(0)
+                        let ok =
+                            cmd::services::restart(out, &ex, docker, &project, &service, format)
+                                .await?;
+                        Ok(if ok { 0 } else { 1 })
                     }
                 }
             })
@@ -849,15 +861,19 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
             &compose,
             &run,
         ),
-        Commands::Emergency(EmergencyCmd::ServiceDown { compose, service }) => {
+        Commands::Emergency(EmergencyCmd::ServiceDown {
+            compose,
+            service,
+            run,
+        }) => {
             let (cfg, _) = load_config(&cli.global)?;
             let (project, host) = compose_target(&cfg, &compose)?;
-            let rt = runtime()?;
-            let report = rt.block_on(async {
+            let ex = executor(&cfg, &run)?;
+            let ok = runtime()?.block_on(async {
                 let docker = cmd::services::connect(host.as_deref()).await?;
-                cmd::services::service_down(out, &docker, &project, &service, format).await
+                cmd::services::service_down(out, &ex, docker, &project, &service, format).await
             })?;
-            finish_report(out, &cli.global, &report)
+            Ok(if ok { 0 } else { 1 })
         }
         Commands::Emergency(EmergencyCmd::DbCorruption {
             db,
@@ -1351,6 +1367,14 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
             let ex = executor(&cfg, &run)?;
             let mut opts = tej_host::CleanupOptions::new(root, pattern, older_than);
             opts.keep_newest = keep_newest;
+            // The local backup repositories of tej.toml are never cleaned by pattern.
+            opts.protected = cfg
+                .backup
+                .repositories
+                .iter()
+                .filter(|r| !r.starts_with("s3://"))
+                .map(PathBuf::from)
+                .collect();
             let ok = runtime()?.block_on(cmd::host::cleanup(out, &ex, opts, format))?;
             Ok(if ok { 0 } else { 1 })
         }
