@@ -336,9 +336,9 @@ pub async fn create_file_backup(
 /// Options of a file restore.
 #[derive(Clone, Default)]
 pub struct FileRestoreOptions {
-    /// Extract over existing files in a non-empty target directory. Without it, the target
-    /// must be missing or empty, and the backup is extracted beside it first and moved in
-    /// place only once it decoded completely and its checksums matched.
+    /// Replace existing files in a non-empty target directory. Without it, the target
+    /// must be missing or empty. Either way the backup is extracted beside the target
+    /// first and moved in place only once it decoded completely and its checksums matched.
     pub overwrite: bool,
     /// Keys for encrypted backups.
     pub encryption: EncryptionOptions,
@@ -471,6 +471,60 @@ fn extract<R: Read>(input: R, dst: &Path, overwrite: bool) -> Result<ExtractStat
     Ok(stats)
 }
 
+/// Fails when a staged file or symlink would replace a directory of `target`.
+fn merge_conflicts(staged: &Path, target: &Path) -> io::Result<()> {
+    for e in std::fs::read_dir(staged)? {
+        let e = e?;
+        let t = target.join(e.file_name());
+        let Ok(tm) = std::fs::symlink_metadata(&t) else {
+            continue;
+        };
+        if e.file_type()?.is_dir() {
+            if tm.is_dir() {
+                merge_conflicts(&e.path(), &t)?;
+            }
+        } else if tm.is_dir() {
+            return Err(io::Error::other(format!(
+                "{} is a directory and the backup holds a file there: nothing was moved",
+                t.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Moves everything below `staged` into `target`: directories are merged (taking the
+/// staged mode and time), files and symlinks replace what is there by rename.
+fn merge_into(staged: &Path, target: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for e in std::fs::read_dir(staged)? {
+        let e = e?;
+        let s = e.path();
+        let t = target.join(e.file_name());
+        let tm = std::fs::symlink_metadata(&t).ok();
+        if e.file_type()?.is_dir() {
+            match tm {
+                Some(m) if m.is_dir() => {
+                    merge_into(&s, &t)?;
+                    let sm = std::fs::metadata(&s)?;
+                    std::fs::set_permissions(
+                        &t,
+                        std::fs::Permissions::from_mode(sm.permissions().mode() & 0o7777),
+                    )?;
+                    if let Ok(mtime) = sm.modified() {
+                        std::fs::File::open(&t)?.set_modified(mtime)?;
+                    }
+                    continue;
+                }
+                Some(_) => std::fs::remove_file(&t)?,
+                None => {}
+            }
+        }
+        std::fs::rename(&s, &t)?;
+    }
+    tej_core::fsutil::fsync_dir(target)
+}
+
 fn dir_is_empty(dir: &Path) -> Result<Option<bool>, BackupError> {
     match std::fs::read_dir(dir) {
         Ok(mut rd) => Ok(Some(rd.next().is_none())),
@@ -484,8 +538,10 @@ fn dir_is_empty(dir: &Path) -> Result<Option<bool>, BackupError> {
 /// Without `opts.overwrite` the target must be missing or empty (otherwise the restore is
 /// refused: overwriting needs confirmation, see [`FileRestoreStep`]); the backup is then
 /// extracted into a sibling directory and moved in place only when it decoded completely
-/// and every checksum matched. With `overwrite`, members are extracted in place over
-/// existing files. Members with absolute names, `..` components or a path through a
+/// and every checksum matched. With `overwrite`, the staged tree is then moved into the
+/// target over existing files (directories merged, files and symlinks replaced by
+/// rename; a file of the backup where the target has a directory fails before anything
+/// moves). Members with absolute names, `..` components or a path through a
 /// symlink leading out of the target are refused.
 pub async fn restore_file_backup(
     repo: &Repository,
@@ -493,11 +549,8 @@ pub async fn restore_file_backup(
     target_dir: &Path,
     opts: &FileRestoreOptions,
 ) -> Result<FileRestoreReport, BackupError> {
-    let lock = crate::lock::RepoLock::reading(repo, "restore", jiff::Timestamp::now()).await?;
     let m = repo.resolve(selector).await?;
-    let r = restore_file_manifest(repo, &m, target_dir, opts).await;
-    lock.release().await?;
-    r
+    restore_file_manifest(repo, &m, target_dir, opts).await
 }
 
 async fn restore_file_manifest(
@@ -523,39 +576,32 @@ async fn restore_file_manifest(
     let target = std::path::absolute(target_dir)
         .map_err(|e| BackupError::io(format!("resolve {}", target_dir.display()), e))?;
     let existing = dir_is_empty(&target)?;
-    // Where members are extracted, and the staging directory to move in place after.
-    let (dst, staging) = if opts.overwrite {
-        std::fs::create_dir_all(&target)
-            .map_err(|e| BackupError::io(format!("create {}", target.display()), e))?;
-        (target.clone(), None)
-    } else {
-        if existing == Some(false) {
-            return Err(BackupError::Refused(Refusal::NotConfirmed {
-                step: "files-restore".into(),
-                target: format!(
-                    "{} (not empty: restoring would overwrite files)",
-                    target.display()
-                ),
-            }));
-        }
-        let parent = target
-            .parent()
-            .ok_or_else(|| BackupError::InvalidOptions("cannot restore into /".into()))?;
-        std::fs::create_dir_all(parent)
-            .map_err(|e| BackupError::io(format!("create {}", parent.display()), e))?;
-        let st = tempfile::Builder::new()
-            .prefix(".tej-restore-")
-            .tempdir_in(parent)
-            .map_err(|e| {
-                BackupError::io(format!("create a directory in {}", parent.display()), e)
-            })?;
-        let _ = std::fs::set_permissions(st.path(), std::fs::Permissions::from_mode(0o755));
-        (st.path().to_path_buf(), Some(st))
-    };
+    if !opts.overwrite && existing == Some(false) {
+        return Err(BackupError::Refused(Refusal::NotConfirmed {
+            step: "files-restore".into(),
+            target: format!(
+                "{} (not empty: restoring would overwrite files)",
+                target.display()
+            ),
+        }));
+    }
+    // Members are always extracted into a staging directory beside the target (same
+    // file system), and moved in place only once the backup decoded completely and every
+    // checksum matched: a damaged backup leaves the target as it was.
+    let parent = target
+        .parent()
+        .ok_or_else(|| BackupError::InvalidOptions("cannot restore into /".into()))?;
+    std::fs::create_dir_all(parent)
+        .map_err(|e| BackupError::io(format!("create {}", parent.display()), e))?;
+    let st = tempfile::Builder::new()
+        .prefix(".tej-restore-")
+        .tempdir_in(parent)
+        .map_err(|e| BackupError::io(format!("create a directory in {}", parent.display()), e))?;
+    let _ = std::fs::set_permissions(st.path(), std::fs::Permissions::from_mode(0o755));
+    let dst = st.path().to_path_buf();
     let (reader, writer) = io::pipe().map_err(|e| BackupError::io("create a pipe", e))?;
     let ex_dst = dst.clone();
-    let overwrite = opts.overwrite;
-    let extractor = tokio::task::spawn_blocking(move || extract(reader, &ex_dst, overwrite));
+    let extractor = tokio::task::spawn_blocking(move || extract(reader, &ex_dst, false));
     let ticker = Ticker::new(opts.progress.clone(), "restore", m.id.as_str(), &obj.name);
     let decoded = decode_object(repo, m, obj, &opts.encryption, writer, ticker).await;
     let extracted = extractor
@@ -575,7 +621,26 @@ async fn restore_file_manifest(
         (Ok(()), Err(x)) => return Err(corrupt(x)),
         (Ok(()), Ok(s)) => s,
     };
-    if let Some(st) = staging {
+    if existing == Some(false) {
+        // Over existing files (confirmed): first check that nothing is in the way, then
+        // move every staged entry in place.
+        let staged = st.path().to_path_buf();
+        let tgt = target.clone();
+        tokio::task::spawn_blocking(move || {
+            merge_conflicts(&staged, &tgt)?;
+            merge_into(&staged, &tgt)
+        })
+        .await
+        .map_err(|e| BackupError::io("move thread", io::Error::other(e.to_string())))?
+        .map_err(|e| {
+            BackupError::io(
+                format!("move the restored files into {}", target.display()),
+                e,
+            )
+        })?;
+        st.close()
+            .map_err(|e| BackupError::io("remove the staging directory", e))?;
+    } else {
         let staged = st.keep();
         if existing == Some(true) {
             std::fs::remove_dir(&target)
@@ -606,7 +671,7 @@ async fn restore_file_manifest(
 
 /// A file restore over a possibly non-empty directory, as a destructive [`Step`]: run it
 /// through a [`tej_core::Executor`] so it is confirmed (and refused in production outside
-/// the maintenance window). Applied, it extracts over existing files.
+/// the maintenance window). Applied, it replaces existing files (staged first).
 pub struct FileRestoreStep {
     /// Where the backup is.
     pub repo: Repository,

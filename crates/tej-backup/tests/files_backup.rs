@@ -406,3 +406,110 @@ async fn restoring_over_existing_files_needs_confirmation() -> Result<()> {
     assert_restored(&up, &target)?;
     Ok(())
 }
+
+/// Every path below `dir` with its content (files), target (symlinks) or nothing (dirs).
+fn contents(dir: &Path) -> Result<Vec<(PathBuf, Vec<u8>)>> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let e = e?;
+            let ft = e.file_type()?;
+            let p = e.path();
+            let content = if ft.is_dir() {
+                todo.push(p.clone());
+                Vec::new()
+            } else if ft.is_symlink() {
+                std::fs::read_link(&p)?
+                    .into_os_string()
+                    .into_encoded_bytes()
+            } else {
+                std::fs::read(&p)?
+            };
+            out.push((p, content));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_backup_restored_over_existing_files_leaves_them_untouched() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (up, _conf) = make_tree(&dir.path().join("src"))?;
+    let repo = Repository::open(dir.path().join("repo").to_str().context("utf-8")?).await?;
+    for algo in [
+        tej_backup::CompressionAlgo::None,
+        tej_backup::CompressionAlgo::Zstd,
+    ] {
+        for damage in ["flip", "truncate"] {
+            let mut opts = options(vec![up.clone()], "files");
+            opts.run.compression.algorithm = algo;
+            let r = create_file_backup(std::slice::from_ref(&repo), &opts, &SystemClock).await?;
+            let key = ObjectKey::new(format!("backups/{}/{}", r.backup.id, r.backup.objects[0]))?;
+            let mut bytes = get_bytes(&*repo.store, &key, None).await?;
+            if damage == "flip" {
+                // Late in the archive: the members before it extract fine.
+                let i = bytes.len() * 9 / 10;
+                bytes[i] ^= 0x01;
+            } else {
+                bytes.truncate(bytes.len() * 9 / 10);
+            }
+            put_bytes(&*repo.store, &key, bytes, false).await?;
+            // The destination holds older copies of the backed-up files, and others.
+            let target = dir.path().join(format!("live-{algo}-{damage}"));
+            let rel: PathBuf = up.components().skip(1).collect();
+            let mine = target.join(&rel);
+            std::fs::create_dir_all(mine.join("avatars/2025/01"))?;
+            std::fs::write(mine.join("avatars/2025/01/u1.png"), b"older upload")?;
+            std::fs::write(mine.join("script.sh"), b"old script")?;
+            std::fs::write(mine.join("only-here.txt"), b"not in the backup")?;
+            let before = contents(&target)?;
+            let ro = FileRestoreOptions {
+                overwrite: true,
+                ..FileRestoreOptions::default()
+            };
+            let rr = restore_file_backup(&repo, r.backup.id.as_str(), &target, &ro).await;
+            ensure!(rr.is_err(), "{algo}/{damage}: a damaged backup restored");
+            ensure!(
+                contents(&target)? == before,
+                "{algo}/{damage}: the destination changed"
+            );
+            let stray: Vec<_> = std::fs::read_dir(dir.path())?
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(".tej-"))
+                .collect();
+            ensure!(stray.is_empty(), "{algo}/{damage}: staging left: {stray:?}");
+        }
+    }
+    // Undamaged, the same restore replaces the backed-up files and keeps the others.
+    let r = create_file_backup(
+        std::slice::from_ref(&repo),
+        &options(vec![up.clone()], "files"),
+        &SystemClock,
+    )
+    .await?;
+    let target = dir.path().join("live-good");
+    let rel: PathBuf = up.components().skip(1).collect();
+    let mine = target.join(&rel);
+    std::fs::create_dir_all(mine.join("avatars/2025/01"))?;
+    std::fs::write(mine.join("avatars/2025/01/u1.png"), b"older upload")?;
+    std::fs::write(mine.join("only-here.txt"), b"not in the backup")?;
+    let ro = FileRestoreOptions {
+        overwrite: true,
+        ..FileRestoreOptions::default()
+    };
+    restore_file_backup(&repo, r.backup.id.as_str(), &target, &ro).await?;
+    ensure!(std::fs::read(mine.join("avatars/2025/01/u1.png"))? == b"\x89PNG fake avatar");
+    ensure!(std::fs::read(mine.join("only-here.txt"))? == b"not in the backup");
+    ensure!(std::fs::read_link(mine.join("latest.png"))? == Path::new("avatars/2025/01/u1.png"));
+    ensure!(
+        std::fs::metadata(mine.join("script.sh"))?
+            .permissions()
+            .mode()
+            & 0o777
+            == 0o750
+    );
+    Ok(())
+}
