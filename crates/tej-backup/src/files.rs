@@ -549,8 +549,11 @@ pub async fn restore_file_backup(
     target_dir: &Path,
     opts: &FileRestoreOptions,
 ) -> Result<FileRestoreReport, BackupError> {
+    let lock = crate::lock::RepoLock::reading(repo, "restore", jiff::Timestamp::now()).await?;
     let m = repo.resolve(selector).await?;
-    restore_file_manifest(repo, &m, target_dir, opts).await
+    let r = restore_file_manifest(repo, &m, target_dir, opts).await;
+    lock.release().await?;
+    r
 }
 
 async fn restore_file_manifest(
