@@ -147,9 +147,12 @@ enum Commands {
     /// PostgreSQL health and maintenance.
     #[command(subcommand)]
     Db(DbCmd),
-    /// Redis: health, big keys, session invalidation.
+    /// Redis: health, big keys, session invalidation, FLUSHDB outside production.
     #[command(subcommand)]
     Redis(RedisCmd),
+    /// Docker images: prune unused ones (never one in use or kept for rollback).
+    #[command(subcommand)]
+    Images(ImagesCmd),
     /// Emit the calendar as crontab lines, systemd timer units or Kubernetes CronJobs (IST).
     Schedule {
         /// crontab, systemd or kubernetes.
@@ -552,6 +555,31 @@ enum RedisCmd {
         /// Key pattern (default: session_pattern in tej.toml, `sess:*`).
         #[arg(long)]
         pattern: Option<String>,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// FLUSHDB of one database (destructive; refused when tej.toml says production).
+    Flush {
+        #[command(flatten)]
+        redis: RedisArgs,
+        /// The database number.
+        #[arg(long)]
+        db: i64,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ImagesCmd {
+    /// Remove unused images built longer ago than --older-than (`docker image prune -af
+    /// --filter until=168h`); destructive: the plan, then --yes; audited.
+    Prune {
+        /// Only images at least this old (168h, 7d, 0s for any age).
+        #[arg(long, default_value = "168h")]
+        older_than: String,
+        #[command(flatten)]
+        compose: ComposeArgs,
         #[command(flatten)]
         run: RunArgs,
     },
@@ -1334,7 +1362,30 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
                     ))?;
                     Ok(if ok { 0 } else { 1 })
                 }
+                RedisCmd::Flush { redis, db, run } => {
+                    let t = cmd::redis::target(&cfg, redis.url, redis.instance.as_deref())?;
+                    let ex = executor(&cfg, &run)?;
+                    let ok = rt.block_on(cmd::redis::flush(out, &ex, &t, db, format))?;
+                    Ok(if ok { 0 } else { 1 })
+                }
             }
+        }
+        Commands::Images(ImagesCmd::Prune {
+            older_than,
+            compose,
+            run,
+        }) => {
+            let (cfg, _) = load_config(&cli.global)?;
+            let host = compose
+                .docker_host
+                .clone()
+                .or_else(|| cfg.compose.as_ref().and_then(|c| c.docker_host.clone()));
+            let ex = executor(&cfg, &run)?;
+            let ok = runtime()?.block_on(async {
+                let docker = cmd::services::connect(host.as_deref()).await?;
+                cmd::images::prune(out, &ex, docker, &older_than, format).await
+            })?;
+            Ok(if ok { 0 } else { 1 })
         }
         Commands::Host(HostCmd::Check) => {
             let (cfg, _) = load_config(&cli.global)?;

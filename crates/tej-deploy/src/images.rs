@@ -201,8 +201,9 @@ pub async fn prune_images(
     Ok(report)
 }
 
-/// [`prune_images`] as a procedure step (mutating: only unused images go, and the
-/// rollback path's images are kept).
+/// [`prune_images`] as a procedure step, destructive (images are removed for good, so it
+/// needs confirmation and, in production, the window), though only unused images go and the
+/// rollback path's images are kept.
 pub struct PruneImagesStep {
     /// Containers (to know which images are in use).
     pub containers: Arc<dyn ContainerRuntime>,
@@ -220,7 +221,7 @@ impl Step for PruneImagesStep {
         "docker-image-prune".into()
     }
     fn risk(&self) -> Risk {
-        Risk::Mutating
+        Risk::Destructive
     }
     fn target(&self) -> String {
         "docker images".into()

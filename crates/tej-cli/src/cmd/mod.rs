@@ -9,6 +9,7 @@ pub mod deploy;
 pub mod docs;
 pub mod emergency;
 pub mod host;
+pub mod images;
 pub mod pitr;
 pub mod redis;
 pub mod rotate;

@@ -6,8 +6,8 @@ use std::io::Write;
 use std::sync::Arc;
 use tej_core::{Config, Executor, Procedure, Report};
 use tej_db::redis::{
-    BigKeysOptions, InvalidateOptions, InvalidateSessionsStep, RedisClient, RedisConnectOptions,
-    RedisThresholds, find_big_keys, redis_health,
+    BigKeysOptions, FlushScope, FlushStep, InvalidateOptions, InvalidateSessionsStep, RedisClient,
+    RedisConnectOptions, RedisThresholds, find_big_keys, redis_health,
 };
 
 /// Which instance: `--url`, else the `[[redis]]` named by `--instance`, else the first, else `REDIS_URL`.
@@ -134,6 +134,29 @@ pub async fn invalidate_sessions(
     let proc_ = Procedure::new("redis invalidate-sessions")
         .step(InvalidateSessionsStep::new(c, opts, &t.name));
     let report = ex.run(&proc_).await;
+    super::host::render_procedure(out, &report, format)?;
+    Ok(report.succeeded())
+}
+
+/// `FLUSHDB` of database `db` as a destructive step (plan, `--yes`, audit); refused in an
+/// environment marked production, as the runbook allows it only in development/staging.
+pub async fn flush(
+    out: &mut dyn Write,
+    ex: &Executor,
+    t: &Target,
+    db: i64,
+    format: OutputFormat,
+) -> Result<bool> {
+    anyhow::ensure!(db >= 0, "--db {db}: a Redis database number is 0 or more");
+    let mut t2 = Target {
+        opts: t.opts.clone(),
+        name: format!("{}/db{db}", t.name),
+        session_pattern: t.session_pattern.clone(),
+    };
+    t2.opts.db = Some(db);
+    let c = Arc::new(connect(&t2).await?);
+    let step = FlushStep::new(c, FlushScope::Db, ex.guard.environment, &t2.name);
+    let report = ex.run(&Procedure::new("redis flush").step(step)).await;
     super::host::render_procedure(out, &report, format)?;
     Ok(report.succeeded())
 }

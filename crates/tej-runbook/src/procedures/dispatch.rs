@@ -29,13 +29,14 @@ pub fn resolve_entries<'a>(cal: &'a Calendar, what: &str) -> Result<Vec<&'a Cale
         .collect()
 }
 
-/// Whether this crate's procedures implement `kind` (the rest are run elsewhere or not yet).
+/// Whether [`run_procedure`] runs `kind` completely without an executor: the read-only
+/// check procedures. The weekly audit changes things (VACUUM ANALYZE, cleanup, image and
+/// backup prune) and runs under an executor through the calendar runner.
 pub fn implements(kind: ProcedureKind) -> bool {
     matches!(
         kind,
         ProcedureKind::DailyHealth
             | ProcedureKind::PerformanceCheck
-            | ProcedureKind::WeeklyAudit
             | ProcedureKind::SecurityReview
             | ProcedureKind::PerformanceOptimization
     )
@@ -52,6 +53,7 @@ pub async fn run_procedure(
     Ok(match kind {
         ProcedureKind::DailyHealth => super::daily::daily_health(ctx, clock).await,
         ProcedureKind::PerformanceCheck => super::performance::performance_check(ctx, clock).await,
+        // Its checks only; `weekly_maintenance` does the work under an executor.
         ProcedureKind::WeeklyAudit => super::weekly::weekly_audit(ctx, clock).await,
         ProcedureKind::SecurityReview => super::weekly::security_review(ctx, clock).await,
         ProcedureKind::PerformanceOptimization => {
@@ -94,6 +96,7 @@ mod tests {
             "{e}"
         );
         assert!(implements(ProcedureKind::SecurityReview));
+        assert!(!implements(ProcedureKind::WeeklyAudit));
         assert!(!implements(ProcedureKind::SecretRotation));
     }
 

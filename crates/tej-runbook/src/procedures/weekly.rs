@@ -10,12 +10,20 @@ use super::context::RunContext;
 use super::daily::blocking;
 use super::support::{redis_task, retarget, tls_tasks, unknown, unreachable};
 use crate::runner::{CheckTask, run_checks};
+use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
-use tej_backup::{EncryptionOptions, PruneOptions, RetentionPolicy, VerifyOptions, list_backups};
-use tej_core::{Clock, FakeClock, Finding, Metric, Report, Severity, Threshold};
-use tej_db::pg::{WeeklyAuditOptions, weekly_audit as pg_weekly_audit};
+use std::sync::Arc;
+use tej_backup::{
+    EncryptionOptions, PruneOptions, Repository, RetentionPolicy, VerifyOptions, list_backups,
+};
+use tej_core::{
+    Clock, Executor, FakeClock, Finding, Metric, Outcome, Plan, Procedure, Report, Risk, Severity,
+    Step, StepError, StepOutput, Threshold,
+};
+use tej_db::pg::{VacuumOptions, VacuumStep, WeeklyAuditOptions, weekly_audit as pg_weekly_audit};
 use tej_db::redis::{BigKeysOptions, BigKeysReport, RedisThresholds, find_big_keys, redis_health};
-use tej_host::{CleanupOptions, LogReviewOptions, LogThresholds, plan_cleanup};
+use tej_deploy::{PruneImagesStep, PruneOptions as ImagePruneOptions};
+use tej_host::{CleanupOptions, CleanupStep, LogReviewOptions, LogThresholds, plan_cleanup};
 
 /// Title of the weekly report.
 pub const WEEKLY_TITLE: &str = "weekly audit";
@@ -218,6 +226,12 @@ pub fn encryption_finding(
 
 /// The tasks of the weekly audit, in report order.
 pub fn weekly_tasks(ctx: &RunContext, now: Timestamp) -> Vec<CheckTask> {
+    weekly_tasks_with(ctx, now, true)
+}
+
+/// The weekly tasks; `plans`: with the dry-run plans of the log cleanup and of retention
+/// (left out when [`weekly_maintenance`] does the work itself).
+fn weekly_tasks_with(ctx: &RunContext, now: Timestamp, plans: bool) -> Vec<CheckTask> {
     let timeout = ctx.options.check_timeout;
     let mut tasks = Vec::new();
 
@@ -271,6 +285,7 @@ pub fn weekly_tasks(ctx: &RunContext, now: Timestamp) -> Vec<CheckTask> {
         let restore_test = ctx.options.restore_test.clone();
         let enc = enc.clone();
         let policy = RetentionPolicy::from_config(&ctx.config.backup.retention);
+        let pitr_window_days = ctx.config.backup.pitr_window_days;
         tasks.push(CheckTask::new(
             "backups.verify",
             format!("backup repository {}", repo.name),
@@ -353,9 +368,13 @@ pub fn weekly_tasks(ctx: &RunContext, now: Timestamp) -> Vec<CheckTask> {
                         );
                     }
                 }
+                if !plans {
+                    return out;
+                }
                 let prune_opts = PruneOptions {
                     policy,
                     dry_run: true,
+                    pitr_window_days,
                     ..PruneOptions::default()
                 };
                 out.push(
@@ -435,7 +454,7 @@ pub fn weekly_tasks(ctx: &RunContext, now: Timestamp) -> Vec<CheckTask> {
         .filter(|p| p.is_dir())
         .cloned()
         .collect();
-    if !dirs.is_empty() {
+    if plans && !dirs.is_empty() {
         tasks.push(CheckTask::new(
             "cleanup.logs",
             "log files",
@@ -526,11 +545,251 @@ pub async fn security_review(ctx: &RunContext, clock: &dyn Clock) -> Report {
     }
 }
 
-/// The weekly audit at `clock`'s time.
+/// The weekly audit's checks at `clock`'s time, read-only: what the maintenance would do is
+/// reported as dry runs (`cleanup.logs`, `cleanup.backups`). [`weekly_maintenance`] does it.
 pub async fn weekly_audit(ctx: &RunContext, clock: &dyn Clock) -> Report {
     let now = clock.now();
     Report {
         title: WEEKLY_TITLE.into(),
         findings: run_checks(weekly_tasks(ctx, now), ctx.options.runner).await,
+    }
+}
+
+/// Removes the backups past retention from one repository (GFS per series through
+/// [`tej_backup::prune`], the PITR window kept), as a destructive step: the plan lists the
+/// backups it deletes.
+pub struct PruneBackupsStep {
+    /// The repository.
+    pub repo: Arc<Repository>,
+    /// Its name in reports (`repo:<name>` is the target).
+    pub name: String,
+    /// The retention policy and PITR window (`dry_run` is set by plan and apply).
+    pub options: PruneOptions,
+    /// Where "now" comes from.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl PruneBackupsStep {
+    /// The prune of `repo` as tej.toml's `[backup]` says (retention, `pitr_window_days`).
+    pub fn from_config(
+        repo: Arc<Repository>,
+        name: impl Into<String>,
+        config: &tej_core::config::BackupConfig,
+        clock: Arc<dyn Clock>,
+    ) -> PruneBackupsStep {
+        PruneBackupsStep {
+            repo,
+            name: name.into(),
+            options: PruneOptions {
+                policy: RetentionPolicy::from_config(&config.retention),
+                pitr_window_days: config.pitr_window_days,
+                ..PruneOptions::default()
+            },
+            clock,
+        }
+    }
+
+    async fn run(&self, dry_run: bool) -> Result<tej_backup::PruneReport, StepError> {
+        let opts = PruneOptions {
+            dry_run,
+            ..self.options.clone()
+        };
+        Ok(tej_backup::prune(&self.repo, &opts, self.clock.as_ref()).await?)
+    }
+}
+
+#[async_trait]
+impl Step for PruneBackupsStep {
+    fn name(&self) -> String {
+        "backup-prune".into()
+    }
+    fn risk(&self) -> Risk {
+        Risk::Destructive
+    }
+    fn target(&self) -> String {
+        format!("repo:{}", self.name)
+    }
+    async fn plan(&self) -> Result<Plan, StepError> {
+        let r = self.run(true).await?;
+        let mut actions: Vec<String> = r
+            .plan
+            .decisions
+            .iter()
+            .filter(|d| !d.keep)
+            .map(|d| format!("delete backup {} ({})", d.id, d.rules.join("; ")))
+            .collect();
+        if let Some(why) = &r.plan.blocked {
+            actions.push(format!("delete nothing: {why}"));
+        } else if actions.is_empty() {
+            actions.push(format!(
+                "delete nothing: all {} backups are within retention",
+                r.plan.decisions.len()
+            ));
+        }
+        Ok(Plan {
+            step: self.name(),
+            risk: self.risk(),
+            target: self.target(),
+            actions,
+        })
+    }
+    async fn apply(&self) -> Result<StepOutput, StepError> {
+        let r = self.run(false).await?;
+        Ok(StepOutput {
+            summary: format!(
+                "deleted {} of {} backups past retention{}",
+                r.deleted.len(),
+                r.plan.decisions.len(),
+                r.plan
+                    .blocked
+                    .as_ref()
+                    .map(|b| format!(" (blocked: {b})"))
+                    .unwrap_or_default()
+            ),
+            data: serde_json::to_value(&r).unwrap_or_default(),
+            ..StepOutput::default()
+        })
+    }
+}
+
+/// A step that cannot be built because what it needs is unreachable: planning fails with the
+/// reason, so the report says which part of the weekly maintenance did not run and why.
+struct UnreachableStep {
+    name: &'static str,
+    target: String,
+    reason: String,
+}
+
+#[async_trait]
+impl Step for UnreachableStep {
+    fn name(&self) -> String {
+        self.name.into()
+    }
+    fn risk(&self) -> Risk {
+        Risk::Destructive
+    }
+    fn target(&self) -> String {
+        self.target.clone()
+    }
+    async fn plan(&self) -> Result<Plan, StepError> {
+        Err(self.reason.clone().into())
+    }
+    async fn apply(&self) -> Result<StepOutput, StepError> {
+        Err(self.reason.clone().into())
+    }
+}
+
+/// The weekly maintenance steps of the runbook's "Full System Audit", in its order:
+/// `VACUUM ANALYZE` of every database (mutating), the 30-day cleanup of every log directory,
+/// the Docker image prune (`docker image prune -af --filter until=168h`: never an image a
+/// container uses or a rollback image) and the removal of backups past retention (all three
+/// destructive). A failing step does not stop the others.
+pub async fn weekly_maintenance_procedure(ctx: &RunContext, clock: Arc<dyn Clock>) -> Procedure {
+    let now = clock.now();
+    let mut p = Procedure::new("weekly-audit");
+    for d in &ctx.databases {
+        p = p.step_continue(VacuumStep {
+            admin: d.admin.clone(),
+            options: VacuumOptions::default(),
+        });
+    }
+    let protected: Vec<std::path::PathBuf> = ctx
+        .config
+        .backup
+        .repositories
+        .iter()
+        .filter(|r| !r.starts_with("s3://"))
+        .map(std::path::PathBuf::from)
+        .collect();
+    for dir in ctx.logs.paths.iter().filter(|p| p.is_dir()) {
+        let mut opts = CleanupOptions::new(dir, "*.log*", LOG_RETENTION_DAYS);
+        opts.now = Some(now);
+        opts.protected = protected.clone();
+        p = p.step_continue(CleanupStep::new(opts));
+    }
+    if let Some(c) = &ctx.compose {
+        match c.docker.get().await {
+            Ok(docker) => {
+                p = p.step_continue(PruneImagesStep {
+                    containers: docker.runtime.clone(),
+                    images: docker.images.clone(),
+                    clock: clock.clone(),
+                    options: ImagePruneOptions::default(),
+                })
+            }
+            Err(e) => {
+                p = p.step_continue(UnreachableStep {
+                    name: "docker-image-prune",
+                    target: format!("compose:{}", c.project.name),
+                    reason: format!("docker engine unreachable: {e}"),
+                })
+            }
+        }
+    }
+    for r in &ctx.repositories {
+        match r.repo.get().await {
+            Ok(repo) => {
+                p = p.step_continue(PruneBackupsStep::from_config(
+                    repo,
+                    r.name.clone(),
+                    &ctx.config.backup,
+                    clock.clone(),
+                ))
+            }
+            Err(e) => {
+                p = p.step_continue(UnreachableStep {
+                    name: "backup-prune",
+                    target: format!("repo:{}", r.name),
+                    reason: format!("repository unreachable: {e}"),
+                })
+            }
+        }
+    }
+    p
+}
+
+/// The weekly audit as the runbook does it: the maintenance steps of
+/// [`weekly_maintenance_procedure`] run under `executor` (plan shown, `--yes` for the
+/// destructive ones, the production window, the audit log), then the audit's checks. Each
+/// step is one finding (`weekly-audit.<step>` on its target: applied, planned, refused or
+/// failed) and replaces the audit's dry-run plan of the same work.
+pub async fn weekly_maintenance(
+    ctx: &RunContext,
+    executor: &Executor,
+    clock: Arc<dyn Clock>,
+) -> Report {
+    let now = clock.now();
+    let procedure = weekly_maintenance_procedure(ctx, clock).await;
+    let steps = executor.run(&procedure).await;
+    let mut findings: Vec<Finding> = steps.findings().into_iter().cloned().collect();
+    for s in &steps.steps {
+        let (sev, what) = match &s.outcome {
+            Outcome::Applied => (
+                Severity::Ok,
+                s.output
+                    .as_ref()
+                    .map(|o| o.summary.clone())
+                    .unwrap_or_else(|| "applied".into()),
+            ),
+            Outcome::Planned => (
+                Severity::Ok,
+                format!("planned (dry run): {}", s.actions.join("; ")),
+            ),
+            Outcome::Refused { reason } => (Severity::Warning, format!("not done: {reason}")),
+            Outcome::Failed { error } => (Severity::Critical, format!("failed: {error}")),
+            Outcome::Skipped { reason } => (Severity::Warning, format!("skipped: {reason}")),
+        };
+        let mut f = Finding::new(format!("{}.{}", steps.procedure, s.step), sev, what)
+            .target(s.target.clone());
+        if !matches!(s.outcome, Outcome::Planned) && !s.actions.is_empty() {
+            f = f.detail(s.actions.join("\n"));
+        }
+        findings.push(f);
+    }
+    let checks = weekly_tasks_with(ctx, now, false);
+    findings.extend(run_checks(checks, ctx.options.runner).await);
+    Report {
+        title: WEEKLY_TITLE.into(),
+        findings,
     }
 }
