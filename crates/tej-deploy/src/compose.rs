@@ -233,6 +233,11 @@ impl Project {
     ) -> Result<Vec<Recreated>, DeployError> {
         let mut out = Vec::new();
         for c in self.containers_of(rt, service).await? {
+            // A container parked by an interrupted recreate is not recreated itself.
+            if c.name.contains(PARKED_MARK) && c.state != ContainerState::Running {
+                tracing::warn!(container = %c.name, "left over from an interrupted recreate; not recreated");
+                continue;
+            }
             out.push(recreate_one(rt, &c.id, options).await?);
         }
         Ok(out)
@@ -350,9 +355,12 @@ pub struct Recreated {
     pub env_changed: Vec<String>,
 }
 
+/// What marks the name of an old container kept while its replacement proves healthy.
+const PARKED_MARK: &str = "-tej-old-";
+
 /// The name the old container holds while its replacement proves healthy.
 fn parked_name(name: &str, id: &str) -> String {
-    format!("{name}-tej-old-{}", short_id(id))
+    format!("{name}{PARKED_MARK}{}", short_id(id))
 }
 
 async fn recreate_one(
@@ -421,9 +429,10 @@ async fn recreate_one(
                     format!("the old container could not be brought back ({b}); it is {parked}")
                 }
             };
-            Err(DeployError::Unhealthy {
+            Err(DeployError::RecreateFailed {
                 container: name,
-                reason: format!("the recreated container failed: {e}; {state}"),
+                reason: e.to_string(),
+                old: state,
             })
         }
     }
@@ -825,6 +834,79 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(ids, ["new"]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_create_brings_the_old_container_back_under_its_name() {
+        let mut rt = MockContainerRuntime::new();
+        rt.expect_list_containers().returning(|_| {
+            Ok(vec![listing(
+                "1",
+                "backend",
+                ContainerState::Running,
+                false,
+            )])
+        });
+        rt.expect_inspect_container().returning(|id| {
+            let mut d = details(id, ContainerState::Running, HealthStatus::Healthy);
+            d.spec.env = vec!["JWT_SECRET=old".into(), "PORT=3000".into()];
+            Ok(d)
+        });
+        let mut seq = mockall::Sequence::new();
+        rt.expect_control()
+            .withf(|id, a| id == "1" && matches!(a, Control::Stop { .. }))
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_, _| Ok(()));
+        rt.expect_rename_container()
+            .withf(|id, n| id == "1" && n == "shop-backend-1-tej-old-1")
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_, _| Ok(()));
+        rt.expect_create_container()
+            .withf(|s| {
+                s.name.as_deref() == Some("shop-backend-1")
+                    && s.env_var("JWT_SECRET") == Some("s3cr3t-new-value")
+                    && s.env_var("PORT") == Some("3000")
+            })
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_| {
+                Err(DeployError::Conflict {
+                    reason: "no space left on device".into(),
+                })
+            });
+        rt.expect_rename_container()
+            .withf(|id, n| id == "1" && n == "shop-backend-1")
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_, _| Ok(()));
+        rt.expect_control()
+            .withf(|id, a| id == "1" && *a == Control::Start)
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_, _| Ok(()));
+        rt.expect_remove_container().never();
+        let options = RecreateOptions {
+            env: vec![EnvOverride {
+                key: "JWT_SECRET".into(),
+                value: Some(Secret::new("s3cr3t-new-value")),
+                alongside: None,
+            }],
+            ..RecreateOptions::default()
+        };
+        let e = Project::new("shop")
+            .recreate_with_env(&rt, "backend", &options)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no space left on device")
+                && e.contains("the old container is back and running"),
+            "{e}"
+        );
+        assert!(!e.contains("s3cr3t"), "{e}");
+        assert!(format!("{options:?}").contains("<redacted>"));
     }
 
     #[test]

@@ -85,6 +85,16 @@ pub enum DeployError {
         /// Why.
         reason: String,
     },
+    /// A service's container could not be recreated; the old one was brought back (or not).
+    #[error("recreating {container} failed: {reason}; {old}")]
+    RecreateFailed {
+        /// The container's name.
+        container: String,
+        /// What failed (create, start or health of the new container).
+        reason: String,
+        /// What became of the old container (back and running, or where it is).
+        old: String,
+    },
     /// The migration step exited non-zero.
     #[error("migration {command} failed with exit code {exit_code}")]
     MigrationFailed {

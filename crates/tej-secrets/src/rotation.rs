@@ -757,7 +757,7 @@ impl<S: SessionStore, C: ServiceControl, P: AppProbe> Rotator<S, C, P> {
             )),
         }
         a.push(format!(
-            "recreate service {} so it reads the new environment",
+            "recreate service {} with the new values in its environment (the old container is kept until the new one is healthy, and brought back otherwise)",
             opts.service
         ));
         a.push(match (mode, &opts.sessions) {
