@@ -235,6 +235,35 @@ pub enum BackupError {
         /// The tail of the server log.
         log_excerpt: String,
     },
+    /// WAL archiving: the repository holds no archive marker (`wal/archive.json`): it was
+    /// never initialised, or it is the wrong, empty or unmounted directory. An outage,
+    /// never "not archived".
+    #[error(
+        "{repo} is not an initialised WAL archive (no wal/archive.json): {reason}; initialise it with `tej wal init --repo REPO --db URL` or `tej backup create --physical --repo REPO`"
+    )]
+    WalArchiveNotInitialised {
+        /// The repository.
+        repo: String,
+        /// What was found instead.
+        reason: String,
+    },
+    /// Point-in-time recovery: a gap in the archived WAL after the base backup would end
+    /// replay early (and promote there); refused before anything was touched.
+    #[error(
+        "recovery target {target} cannot be reached from base backup {backup}: {gap}; replay would stop at {reachable_lsn} (end of {reachable_wal}) and promote there. Nothing was touched; to recover up to that point on purpose, pass --target-lsn {reachable_lsn}"
+    )]
+    WalGap {
+        /// The recovery target.
+        target: String,
+        /// The base backup chosen.
+        backup: String,
+        /// The first gap (missing segments).
+        gap: String,
+        /// The last segment replay reaches.
+        reachable_wal: String,
+        /// Where replay stops.
+        reachable_lsn: String,
+    },
 }
 
 impl BackupError {

@@ -98,9 +98,10 @@ pub use manifest::{
     Manifest, ManifestObject, PhysicalInfo,
 };
 pub use physical::{
-    BackupSession, PgBackupSession, PhysicalBackupOptions, PhysicalBackupReport, PhysicalFileList,
-    PhysicalRestoreOptions, PhysicalRestoreReport, PhysicalRestoreStep, create_physical_backup,
-    create_physical_backup_with, restore_physical_backup, restore_physical_manifest,
+    ArchiveCheck, ArchiverStatus, BackupSession, PgBackupSession, PhysicalBackupOptions,
+    PhysicalBackupReport, PhysicalFileList, PhysicalRestoreOptions, PhysicalRestoreReport,
+    PhysicalRestoreStep, create_physical_backup, create_physical_backup_with,
+    restore_physical_backup, restore_physical_manifest,
 };
 pub use pipeline::{CompressionOptions, EncryptionOptions, ProgressEvent, ProgressSink};
 pub use pitr::{

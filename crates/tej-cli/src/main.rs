@@ -314,6 +314,11 @@ enum BackupCmd {
         /// time) instead of a logical dump of one database.
         #[arg(long, conflicts_with_all = ["format", "files"])]
         physical: bool,
+        /// With --physical: how long to wait for WAL to reach the repository, before the
+        /// copy and after pg_backup_stop, in seconds (default `[backup]
+        /// archive_timeout_secs`, else 60).
+        #[arg(long, value_name = "SECS", requires = "physical")]
+        archive_timeout: Option<u64>,
         /// A file backup of these directories (none given: `[backup] files` in tej.toml),
         /// as a compressed tar with the same manifest and storage.
         #[arg(long, num_args = 0.., value_name = "DIR", conflicts_with = "format")]
@@ -399,6 +404,16 @@ enum WalCmd {
         name: String,
         /// `%p`: where to write it.
         dest: PathBuf,
+    },
+    /// Initialise the WAL archive of a cluster in an existing repository: writes its
+    /// marker (`wal/archive.json`: the cluster's system identifier and segment size).
+    /// `tej wal push` archives only into an initialised repository (a base backup
+    /// initialises it too); idempotent for the same cluster.
+    Init {
+        #[command(flatten)]
+        repo: RepoArgs,
+        #[command(flatten)]
+        db: DbArgs,
     },
     /// Every archived WAL file.
     List(RepoArgs),
@@ -1037,6 +1052,15 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
             };
             rt.block_on(cmd::pitr::push(out, &wal, args, format))
         }
+        Commands::Wal(WalCmd::Init { repo, db }) => {
+            let (cfg, _) = load_config(&cli.global)?;
+            let target = cmd::backup::db_target(&cfg, db.db.as_deref())?;
+            runtime()?.block_on(async {
+                let r = cmd::pitr::repository(&cfg, &repo.repos).await?;
+                cmd::pitr::init(out, r, &target, format).await?;
+                Ok(0)
+            })
+        }
         Commands::Wal(WalCmd::List(repo)) => {
             let (cfg, _) = load_config(&cli.global)?;
             runtime()?.block_on(async {
@@ -1163,13 +1187,21 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
                         db,
                         jobs,
                         physical: true,
+                        archive_timeout,
                         ..
                     } => {
                         let repos = cmd::backup::repositories(&cfg, &repo.repos).await?;
                         let target = cmd::backup::db_target(&cfg, db.db.as_deref())?;
-                        let ok =
-                            cmd::backup::create_physical(out, &cfg, &repos, target, jobs, format)
-                                .await?;
+                        let ok = cmd::backup::create_physical(
+                            out,
+                            &cfg,
+                            &repos,
+                            target,
+                            jobs,
+                            archive_timeout,
+                            format,
+                        )
+                        .await?;
                         anyhow::ensure!(ok, "the backup did not reach every repository");
                         Ok(0)
                     }
@@ -1563,8 +1595,32 @@ fn run_checks_cmd(
     }
 }
 
+/// Whether the command line is `tej ... wal fetch ...` (`restore_command`).
+fn is_wal_fetch() -> bool {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    args.windows(2).any(|w| w[0] == "wal" && w[1] == "fetch")
+}
+
 fn main() {
-    let cli = Cli::parse();
+    // `restore_command` must exit above 125 for every failure that is not "not archived":
+    // a usage error (clap's 2) or a panic (101) would read as "not archived" to
+    // PostgreSQL, which would end recovery and promote early.
+    let fetch = is_wal_fetch();
+    if fetch {
+        let default_hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            default_hook(info);
+            std::process::exit(tej_backup::FETCH_FATAL_EXIT_CODE);
+        }));
+    }
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if fetch && e.use_stderr() => {
+            let _ = e.print();
+            std::process::exit(tej_backup::FETCH_FATAL_EXIT_CODE);
+        }
+        Err(e) => e.exit(),
+    };
     let nagios = cli.global.output == OutputFormat::Nagios;
     let stdout = std::io::stdout();
     let _colour = output::use_colour(stdout.is_terminal());

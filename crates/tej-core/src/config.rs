@@ -209,6 +209,10 @@ pub struct BackupConfig {
     /// The PITR window promised, in days: prune never cuts it.
     #[serde(default)]
     pub pitr_window_days: Option<u32>,
+    /// How long a base backup waits for its WAL to reach the archive, before the copy and
+    /// after `pg_backup_stop`, in seconds (default 60).
+    #[serde(default)]
+    pub archive_timeout_secs: Option<u64>,
 }
 
 fn default_format() -> String {
@@ -229,6 +233,7 @@ impl Default for BackupConfig {
             files: Vec::new(),
             retention: RetentionConfig::default(),
             pitr_window_days: None,
+            archive_timeout_secs: None,
         }
     }
 }

@@ -24,6 +24,80 @@ pub const DEFAULT_PART_SIZE: u64 = 64 << 20;
 pub const DEFAULT_BUNDLE_SIZE: u64 = 16 << 20;
 /// Default size under which files are bundled.
 pub const DEFAULT_SMALL_FILE: u64 = 1 << 20;
+/// Default limit of each wait for the archive during a base backup.
+pub const DEFAULT_ARCHIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Waits until `wal` is archived per `check`, polling, for at most `limit`; the error
+/// quotes `pg_stat_archiver`.
+async fn wait_archived(
+    session: &mut dyn BackupSession,
+    repos: &[Repository],
+    check: ArchiveCheck,
+    wal: &str,
+    limit: Option<std::time::Duration>,
+    what: &str,
+) -> Result<(), BackupError> {
+    if check == ArchiveCheck::Off {
+        return Ok(());
+    }
+    let started = tokio::time::Instant::now();
+    let mut pause = std::time::Duration::from_millis(50);
+    loop {
+        let status = session.archiver().await?;
+        if status.archive_mode == "off" {
+            return Err(BackupError::InvalidOptions(format!(
+                "archive_mode is off: a base backup without its WAL archived cannot be restored; \
+                 set archive_mode = on and archive_command ({})",
+                status.describe()
+            )));
+        }
+        let done = match check {
+            ArchiveCheck::Off => true,
+            ArchiveCheck::Server => status.has_archived(wal),
+            ArchiveCheck::Repository => {
+                let mut all = true;
+                for r in repos {
+                    let key = crate::wal::WalArchive::new(r.clone()).key(wal)?;
+                    if r.store.head(&key).await?.is_none() {
+                        all = false;
+                        break;
+                    }
+                }
+                all
+            }
+        };
+        if done {
+            return Ok(());
+        }
+        if let Some(limit) = limit
+            && started.elapsed() >= limit
+        {
+            let place = match check {
+                ArchiveCheck::Repository => format!(
+                    " into {}",
+                    repos
+                        .iter()
+                        .map(|r| r.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                _ => String::new(),
+            };
+            return Err(BackupError::Postgres {
+                context: "archive check".into(),
+                reason: format!(
+                    "{what} {wal} was not archived{place} within {}s ({}); check archive_command \
+                     (run it as the server's OS user) and the server log",
+                    limit.as_secs(),
+                    status.describe()
+                ),
+                sqlstate: None,
+            });
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_secs(1));
+    }
+}
 
 /// What the server says about itself before a base backup.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -55,6 +129,74 @@ pub struct BackupStop {
     pub tablespace_map: String,
 }
 
+/// What `pg_stat_archiver` (and `archive_mode`) say about archiving.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct ArchiverStatus {
+    /// `archive_mode` (`on`, `always`, `off`).
+    pub archive_mode: String,
+    /// Files archived since the statistics were reset.
+    pub archived_count: i64,
+    /// The last file archived.
+    pub last_archived_wal: Option<String>,
+    /// When it was archived.
+    pub last_archived_time: Option<String>,
+    /// Failed attempts since the statistics were reset.
+    pub failed_count: i64,
+    /// The last file whose archiving failed.
+    pub last_failed_wal: Option<String>,
+    /// When it failed.
+    pub last_failed_time: Option<String>,
+}
+
+impl ArchiverStatus {
+    /// Whether `pg_stat_archiver` reports `wal` (a segment name) or a later file archived.
+    pub fn has_archived(&self, wal: &str) -> bool {
+        let last = self.last_archived_wal.as_deref().and_then(|l| l.get(..24));
+        let (Some(last), Some(want)) = (last, wal.get(..24)) else {
+            return false;
+        };
+        // (segment, timeline), as replay orders them.
+        (last.get(8..), last.get(..8)) >= (want.get(8..), want.get(..8))
+    }
+
+    /// One line quoting the archiver's state, its last failure first.
+    pub fn describe(&self) -> String {
+        let failed = match (&self.last_failed_wal, &self.last_failed_time) {
+            (Some(w), t) => format!(
+                "pg_stat_archiver: last failure archiving {w}{} ({} failures)",
+                t.as_deref().map(|t| format!(" at {t}")).unwrap_or_default(),
+                self.failed_count
+            ),
+            (None, _) => "pg_stat_archiver: no failure recorded (an archive_command that \
+                          cannot be run at all, exit 126 or 127, or is killed by a signal makes \
+                          the archiver exit before it records one: see the server log)"
+                .to_string(),
+        };
+        let archived = match (&self.last_archived_wal, &self.last_archived_time) {
+            (Some(w), t) => format!(
+                "last archived {w}{}",
+                t.as_deref().map(|t| format!(" at {t}")).unwrap_or_default()
+            ),
+            (None, _) => "nothing archived yet".to_string(),
+        };
+        format!("{failed}, {archived}; archive_mode = {}", self.archive_mode)
+    }
+}
+
+/// How a base backup makes sure the WAL it needs reaches the archive, before the copy
+/// (a switched segment) and after `pg_backup_stop` (its last segment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ArchiveCheck {
+    /// No check: the backup is only as good as the archive nobody checked.
+    Off,
+    /// `pg_stat_archiver` reports the segment archived (any `archive_command`).
+    Server,
+    /// The segment is in the WAL archive of every repository the backup goes to (the
+    /// repositories are the archive, as with `tej wal push`).
+    Repository,
+}
+
 /// The SQL session a base backup runs in. `pg_backup_start` and `pg_backup_stop` must be
 /// called in the same session; closing it in between aborts the backup on the server.
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
@@ -66,6 +208,10 @@ pub trait BackupSession: Send {
     async fn start_backup(&mut self, label: &str) -> Result<Lsn, BackupError>;
     /// `pg_backup_stop(wait_for_archive)`.
     async fn stop_backup(&mut self, wait_for_archive: bool) -> Result<BackupStop, BackupError>;
+    /// `pg_switch_wal()`: the name of the segment it completed.
+    async fn switch_wal(&mut self) -> Result<String, BackupError>;
+    /// `pg_stat_archiver` and `archive_mode`.
+    async fn archiver(&mut self) -> Result<ArchiverStatus, BackupError>;
 }
 
 /// A [`BackupSession`] over one PostgreSQL connection (no TLS: the data directory is
@@ -202,6 +348,39 @@ impl BackupSession for PgBackupSession {
                 .unwrap_or_default(),
         })
     }
+
+    async fn switch_wal(&mut self) -> Result<String, BackupError> {
+        let row = self
+            .client
+            .query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
+            .await
+            .map_err(pg_error("pg_switch_wal"))?;
+        row.try_get(0).map_err(pg_error("pg_switch_wal"))
+    }
+
+    async fn archiver(&mut self) -> Result<ArchiverStatus, BackupError> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT current_setting('archive_mode'), archived_count, last_archived_wal, \
+                        last_archived_time::text, failed_count, last_failed_wal, \
+                        last_failed_time::text \
+                 FROM pg_stat_archiver",
+                &[],
+            )
+            .await
+            .map_err(pg_error("read pg_stat_archiver"))?;
+        let get = |e| pg_error("read pg_stat_archiver")(e);
+        Ok(ArchiverStatus {
+            archive_mode: row.try_get(0).map_err(get)?,
+            archived_count: row.try_get(1).map_err(get)?,
+            last_archived_wal: row.try_get(2).map_err(get)?,
+            last_archived_time: row.try_get(3).map_err(get)?,
+            failed_count: row.try_get(4).map_err(get)?,
+            last_failed_wal: row.try_get(5).map_err(get)?,
+            last_failed_time: row.try_get(6).map_err(get)?,
+        })
+    }
 }
 
 /// Options of a base backup.
@@ -220,13 +399,17 @@ pub struct PhysicalBackupOptions {
     pub small_file: u64,
     /// Size at which a bundle is closed.
     pub bundle_size: u64,
-    /// `pg_backup_stop(wait_for_archive)`: wait until the last WAL segment the backup
-    /// needs is archived (default true; with archiving off the server only warns).
+    /// Wait until the WAL the backup needs is archived (default true): before the copy,
+    /// a switched segment (archiving works at all); after `pg_backup_stop`, the backup's
+    /// last segment. How is [`archive_check`](Self::archive_check); `false` checks nothing.
     pub wait_for_archive: bool,
-    /// How long `pg_backup_stop` may wait for archiving (default 10 min; `None`: no
-    /// limit). A broken `archive_command` would otherwise hang the backup forever. On
-    /// timeout the backup fails and its session is closed (the server's backend may
-    /// keep waiting until archiving catches up or it is cancelled).
+    /// Where archived WAL is looked for (default [`ArchiveCheck::Server`]).
+    pub archive_check: ArchiveCheck,
+    /// How long each of the two waits may take (default [`DEFAULT_ARCHIVE_TIMEOUT`];
+    /// `None`: no limit). A broken `archive_command` would otherwise hang the backup
+    /// forever: on timeout the backup fails, quoting `pg_stat_archiver`'s last failure,
+    /// and nothing is listed. `pg_backup_stop` itself is called without waiting, so no
+    /// server backend is left waiting for the archive.
     pub archive_timeout: Option<std::time::Duration>,
     /// The backup label (default `tej <backup id>`).
     pub label: Option<String>,
@@ -246,7 +429,8 @@ impl PhysicalBackupOptions {
             small_file: DEFAULT_SMALL_FILE,
             bundle_size: DEFAULT_BUNDLE_SIZE,
             wait_for_archive: true,
-            archive_timeout: Some(std::time::Duration::from_secs(600)),
+            archive_check: ArchiveCheck::Server,
+            archive_timeout: Some(DEFAULT_ARCHIVE_TIMEOUT),
             label: None,
             run: RunOptions::default(),
         }
@@ -328,6 +512,26 @@ pub async fn create_physical_backup_with(
         .clone()
         .unwrap_or_else(|| PathBuf::from(&facts.data_directory));
     check_control_file(&data_dir, facts.system_identifier)?;
+    // The repositories hold this cluster's WAL archive: its marker first (so that
+    // `tej wal push` archives into them), then a switched segment must arrive, as
+    // pgBackRest's check does, before anything is copied.
+    for r in repos {
+        crate::wal::WalArchive::new(r.clone())
+            .init(facts.system_identifier, facts.wal_segment_size)
+            .await?;
+    }
+    if opts.wait_for_archive && opts.archive_check != ArchiveCheck::Off {
+        let wal = session.switch_wal().await?;
+        wait_archived(
+            session,
+            repos,
+            opts.archive_check,
+            &wal,
+            opts.archive_timeout,
+            "the switched WAL segment",
+        )
+        .await?;
+    }
     let target = opts.run.target.clone().unwrap_or_else(|| "cluster".into());
     let mut run_opts = opts.run.clone();
     // Per-file checksums of the raw content are what restore and verify check.
@@ -339,7 +543,17 @@ pub async fn create_physical_backup_with(
     let mut run = Run::start(repos, &target, &run_opts, clock).await?;
     // Whether the server still has this session's backup running.
     let mut started = false;
-    match copy(session, &mut run, opts, &facts, &data_dir, &mut started).await {
+    match copy(
+        session,
+        repos,
+        &mut run,
+        opts,
+        &facts,
+        &data_dir,
+        &mut started,
+    )
+    .await
+    {
         Ok(done) => {
             let info = done.info.clone();
             let version = facts.server_version.clone();
@@ -559,6 +773,7 @@ async fn upload_bytes(run: &mut Run, base: &str, bytes: Vec<u8>) -> Result<Strin
 
 async fn copy(
     session: &mut dyn BackupSession,
+    repos: &[Repository],
     run: &mut Run,
     opts: &PhysicalBackupOptions,
     facts: &ServerFacts,
@@ -648,25 +863,11 @@ async fn copy(
         }],
     );
 
-    // Whatever happens now, the backup is no longer running on the server (or the
-    // session is stuck in pg_backup_stop and is closed by the caller's drop).
+    // Whatever happens now, the backup is no longer running on the server. The stop does
+    // not wait for the archive (a broken archive_command would hang it, and its backend,
+    // forever): the wait for the last segment is ours, bounded.
     *started = false;
-    let stopping = session.stop_backup(opts.wait_for_archive);
-    let stop =
-        match opts.archive_timeout {
-            None => stopping.await?,
-            Some(limit) => tokio::time::timeout(limit, stopping).await.map_err(|_| {
-                BackupError::Postgres {
-                    context: "pg_backup_stop".into(),
-                    reason: format!(
-                        "the backup's last WAL segment was not archived within {}s: check \
-                     archive_command and the server log",
-                        limit.as_secs()
-                    ),
-                    sqlstate: None,
-                }
-            })??,
-        };
+    let stop = session.stop_backup(false).await?;
     let (label_lsn, label_wal, label_tli) = parse_label(&stop.backup_label);
     if stop.backup_label.trim().is_empty() {
         return Err(BackupError::Postgres {
@@ -723,6 +924,17 @@ async fn copy(
     let stop_wal = Lsn(stop.stop_lsn.0.saturating_sub(1))
         .segment_name(timeline, seg)
         .to_string();
+    if opts.wait_for_archive {
+        wait_archived(
+            session,
+            repos,
+            opts.archive_check,
+            &stop_wal,
+            opts.archive_timeout,
+            "the backup's last WAL segment",
+        )
+        .await?;
+    }
     Ok(Copied {
         info: PhysicalInfo {
             system_identifier: facts.system_identifier,

@@ -75,9 +75,10 @@ mod restore;
 #[cfg(any(test, feature = "mock"))]
 pub use backup::MockBackupSession;
 pub use backup::{
-    BackupSession, BackupStop, DEFAULT_BUNDLE_SIZE, DEFAULT_PART_SIZE, DEFAULT_SMALL_FILE,
-    PgBackupSession, PhysicalBackupOptions, PhysicalBackupReport, ServerFacts,
-    create_physical_backup, create_physical_backup_with,
+    ArchiveCheck, ArchiverStatus, BackupSession, BackupStop, DEFAULT_ARCHIVE_TIMEOUT,
+    DEFAULT_BUNDLE_SIZE, DEFAULT_PART_SIZE, DEFAULT_SMALL_FILE, PgBackupSession,
+    PhysicalBackupOptions, PhysicalBackupReport, ServerFacts, create_physical_backup,
+    create_physical_backup_with,
 };
 pub use layout::{
     BACKUP_LABEL_NAME, BUNDLE_PREFIX, DATA_PREFIX, EMPTY_DIRECTORIES, EXCLUDED_FILES, Exclusion,

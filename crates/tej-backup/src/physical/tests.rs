@@ -86,12 +86,19 @@ fn session(stop_ok: bool) -> MockBackupSession {
             in_recovery: false,
         })
     });
+    s.expect_switch_wal()
+        .times(1)
+        .returning(|| Ok("000000010000000000000001".into()));
+    // Archiving keeps up: everything up to the backup's last segment is archived.
+    s.expect_archiver()
+        .returning(|| Ok(archiving("000000010000000000000002")));
     s.expect_start_backup()
         .times(1)
         .returning(|_| Ok(Lsn(0x200_0028)));
     if stop_ok {
+        // The stop never waits on the server; the wait for the archive is tej's.
         s.expect_stop_backup()
-            .withf(|w| *w)
+            .withf(|w| !*w)
             .times(1)
             .returning(|_| {
                 Ok(BackupStop {
@@ -101,20 +108,29 @@ fn session(stop_ok: bool) -> MockBackupSession {
                 })
             });
     } else {
-        s.expect_stop_backup()
-            .withf(|w| *w)
-            .times(1)
-            .returning(|_| {
-                Err(BackupError::Postgres {
-                    context: "pg_backup_stop".into(),
-                    reason: "canceling statement".into(),
-                    sqlstate: Some("57014".into()),
-                })
-            });
         // A failed stop is not retried.
-        s.expect_stop_backup().withf(|w| !*w).never();
+        s.expect_stop_backup().times(1).returning(|_| {
+            Err(BackupError::Postgres {
+                context: "pg_backup_stop".into(),
+                reason: "canceling statement".into(),
+                sqlstate: Some("57014".into()),
+            })
+        });
     }
     s
+}
+
+/// `pg_stat_archiver` with `last` archived and an old failure.
+fn archiving(last: &str) -> ArchiverStatus {
+    ArchiverStatus {
+        archive_mode: "on".into(),
+        archived_count: 2,
+        last_archived_wal: Some(last.into()),
+        last_archived_time: Some("2025-01-16 02:00:00+00".into()),
+        failed_count: 0,
+        last_failed_wal: None,
+        last_failed_time: None,
+    }
 }
 
 fn options(dir: &Path) -> PhysicalBackupOptions {
@@ -473,7 +489,11 @@ async fn the_restore_step_is_destructive_plans_the_deletion_and_replaces() {
 }
 
 /// A session whose `pg_backup_stop` never returns (archiving is broken).
-struct StuckSession;
+/// A session whose archive_command fails from `archived_until` on.
+struct StuckSession {
+    archived_until: &'static str,
+    stops: usize,
+}
 
 #[async_trait::async_trait]
 impl BackupSession for StuckSession {
@@ -491,8 +511,25 @@ impl BackupSession for StuckSession {
     async fn start_backup(&mut self, _label: &str) -> Result<Lsn, BackupError> {
         Ok(Lsn(0x200_0028))
     }
-    async fn stop_backup(&mut self, _wait: bool) -> Result<BackupStop, BackupError> {
-        std::future::pending().await
+    async fn stop_backup(&mut self, wait: bool) -> Result<BackupStop, BackupError> {
+        assert!(!wait, "pg_backup_stop must not wait for the archive");
+        self.stops += 1;
+        Ok(BackupStop {
+            stop_lsn: Lsn(0x300_0000),
+            backup_label: LABEL.into(),
+            tablespace_map: String::new(),
+        })
+    }
+    async fn switch_wal(&mut self) -> Result<String, BackupError> {
+        Ok("000000010000000000000001".into())
+    }
+    async fn archiver(&mut self) -> Result<ArchiverStatus, BackupError> {
+        Ok(ArchiverStatus {
+            failed_count: 7,
+            last_failed_wal: Some("000000010000000000000002".into()),
+            last_failed_time: Some("2025-01-16 02:00:05+00".into()),
+            ..archiving(self.archived_until)
+        })
     }
 }
 
@@ -503,14 +540,78 @@ async fn a_stuck_archive_times_out_instead_of_hanging() {
     let repo = repo();
     let mut opts = options(src.path());
     opts.archive_timeout = Some(std::time::Duration::from_secs(30));
+    // Before the copy: the switched segment never arrives; nothing is started or stored.
+    let mut before = StuckSession {
+        archived_until: "000000010000000000000000",
+        stops: 0,
+    };
     let e = create_physical_backup_with(
-        &mut StuckSession,
+        &mut before,
         std::slice::from_ref(&repo),
         &opts,
         &FakeClock::new(at("2025-01-16T02:00:00Z")),
     )
     .await
     .unwrap_err();
-    assert!(e.to_string().contains("not archived within 30s"), "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("000000010000000000000001 was not archived within 30s"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "last failure archiving 000000010000000000000002 at 2025-01-16 02:00:05+00 (7 failures)"
+        ),
+        "the error quotes pg_stat_archiver: {text}"
+    );
+    assert_eq!(before.stops, 0);
     assert!(list_backups(&repo).await.unwrap().is_empty());
+    // After pg_backup_stop: the backup's last segment never arrives.
+    let mut after = StuckSession {
+        archived_until: "000000010000000000000001",
+        stops: 0,
+    };
+    let e = create_physical_backup_with(
+        &mut after,
+        std::slice::from_ref(&repo),
+        &opts,
+        &FakeClock::new(at("2025-01-16T02:10:00Z")),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("last WAL segment 000000010000000000000002 was not archived within 30s"),
+        "{e}"
+    );
+    assert_eq!(after.stops, 1);
+    assert!(list_backups(&repo).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_base_backup_initialises_the_wal_archive_and_refuses_another_clusters() {
+    let src = tempfile::tempdir().unwrap();
+    fake_data_dir(src.path());
+    let repo = repo();
+    let clock = FakeClock::new(at("2025-01-16T02:00:00Z"));
+    let wal = crate::wal::WalArchive::new(repo.clone());
+    assert!(wal.info().await.unwrap().is_none());
+    create_physical_backup_with(
+        &mut session(true),
+        std::slice::from_ref(&repo),
+        &options(src.path()),
+        &clock,
+    )
+    .await
+    .unwrap();
+    let info = wal.info().await.unwrap().expect("the archive marker");
+    assert_eq!(info.system_identifier, SYSID);
+    assert_eq!(info.wal_segment_size, 16 << 20);
+    // The repository's archive belongs to this cluster: another one is refused.
+    let other = crate::wal::WalArchive::new(repo.clone());
+    assert!(matches!(
+        other.init(SYSID + 1, 16 << 20).await,
+        Err(BackupError::WalForeignCluster { .. })
+    ));
+    assert_eq!(other.init(SYSID, 16 << 20).await.unwrap(), info);
 }

@@ -4,11 +4,14 @@
 use super::choose::{
     ArchiveHorizon, check_backup_covered, check_target_reachable, choose_base_backup,
 };
-use super::config::{RecoveryConfig, RecoveryConfigReport, configure_recovery};
+use super::config::{
+    RecoveryConfig, RecoveryConfigReport, RestoredArchiving, conf_line_key, configure_recovery,
+};
 use super::server::{RecoveryReport, ServerOptions, run_recovery, running_postmaster};
 use super::target::RecoveryTarget;
 use crate::error::BackupError;
 use crate::manifest::Manifest;
+use crate::wal::{BackupChain, BaseBackupRef, WalArchive, wal_continuity};
 use async_trait::async_trait;
 use jiff::Timestamp;
 use serde::Serialize;
@@ -52,6 +55,10 @@ pub struct PitrRestoreOptions {
     /// an xid or restore point older than the newest base backup, which replay from a
     /// newer one would never meet. It must still qualify for a time or LSN target.
     pub base_backup: Option<String>,
+    /// The WAL archive `restore_command` reads. When set, the chain from the chosen base
+    /// backup to the newest archived segment is checked before anything is touched: a
+    /// gap would end replay there and, for `latest`, promote early without a word.
+    pub wal_archive: Option<WalArchive>,
 }
 
 impl PitrRestoreOptions {
@@ -64,6 +71,7 @@ impl PitrRestoreOptions {
             owner: Some("postgres".into()),
             start: None,
             base_backup: None,
+            wal_archive: None,
         }
     }
 }
@@ -81,6 +89,13 @@ pub struct PitrRestoreReport {
     pub pgdata: PathBuf,
     /// Whether a non-empty data directory was replaced.
     pub replaced_existing: bool,
+    /// Where the replaced data directory was kept (renamed beside it, its `pg_wal`
+    /// included, which may hold WAL never archived): remove it once the restored server
+    /// is verified.
+    pub replaced_kept_at: Option<PathBuf>,
+    /// The replaced data directory's `archive_mode`, written back over the restore's
+    /// default of switching archiving off (the restored server takes its place).
+    pub archiving_restored: Option<String>,
     /// The recovery settings written.
     pub config: RecoveryConfigReport,
     /// Seconds spent laying the base backup's files.
@@ -121,6 +136,135 @@ pub(crate) fn make_owned_dir(dir: &Path, owner: Option<&str>) -> Result<(), Back
     Ok(())
 }
 
+/// A visible, unused name beside `pgdata` for the data directory it replaces.
+fn kept_name(pgdata: &Path) -> PathBuf {
+    let name = pgdata
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "pgdata".into());
+    let stamp = Timestamp::now().strftime("%Y%m%dT%H%M%SZ").to_string();
+    let mut candidate = pgdata.with_file_name(format!("{name}.tej-replaced-{stamp}"));
+    let mut n = 1;
+    while candidate.exists() {
+        n += 1;
+        candidate = pgdata.with_file_name(format!("{name}.tej-replaced-{stamp}-{n}"));
+    }
+    candidate
+}
+
+/// A configuration value as written (`'quoted'`, with `''` for a quote, or a bare word).
+fn conf_value(line: &str) -> Option<String> {
+    let t = line.trim_start();
+    let end = t.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))?;
+    let rest = t[end..].trim_start();
+    let rest = rest.strip_prefix('=').unwrap_or(rest).trim_start();
+    if let Some(q) = rest.strip_prefix('\'') {
+        let mut out = String::new();
+        let mut chars = q.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '\'' if chars.peek() == Some(&'\'') => {
+                    chars.next();
+                    out.push('\'');
+                }
+                '\'' => return Some(out),
+                '\\' => out.push(chars.next()?),
+                c => out.push(c),
+            }
+        }
+        None
+    } else {
+        rest.split(|c: char| c.is_whitespace() || c == '#')
+            .next()
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    }
+}
+
+/// The archiving a data directory was configured with: the last `archive_mode`,
+/// `archive_command` and `archive_library` of `postgresql.conf`, then
+/// `postgresql.auto.conf` (which overrides it), lines tej disabled excluded.
+pub fn archive_settings(pgdata: &Path) -> Vec<(String, String)> {
+    let mut found: Vec<(String, String)> = Vec::new();
+    for file in ["postgresql.conf", "postgresql.auto.conf"] {
+        let Ok(text) = std::fs::read_to_string(pgdata.join(file)) else {
+            continue;
+        };
+        for line in text.lines() {
+            let Some(key) = conf_line_key(line) else {
+                continue;
+            };
+            if !matches!(
+                key.as_str(),
+                "archive_mode" | "archive_command" | "archive_library"
+            ) {
+                continue;
+            }
+            if let Some(v) = conf_value(line) {
+                found.retain(|(k, _)| *k != key);
+                found.push((key, v));
+            }
+        }
+    }
+    found
+}
+
+/// What the restored copy archives with when it replaces `old`: the old directory's
+/// `archive_command` when it archived with one; `None` to keep the restore's choice.
+fn archiving_of_replaced(old: &Path) -> Option<(String, String)> {
+    let s = archive_settings(old);
+    let get = |k: &str| s.iter().find(|(x, _)| x == k).map(|(_, v)| v.clone());
+    let mode = get("archive_mode")?;
+    if !matches!(
+        mode.to_ascii_lowercase().as_str(),
+        "on" | "always" | "true" | "yes" | "1"
+    ) {
+        return None;
+    }
+    if get("archive_library").is_some_and(|l| !l.is_empty()) {
+        return None;
+    }
+    let command = get("archive_command").filter(|c| !c.trim().is_empty())?;
+    Some((mode, command))
+}
+
+/// Refuses a restore whose WAL chain (from its base backup) has a gap replay would stop
+/// at before the target: for `latest` that would be an early promotion without a word.
+fn check_chain(target: &RecoveryTarget, m: &Manifest, c: &BackupChain) -> Result<(), BackupError> {
+    if c.unbroken {
+        return Ok(());
+    }
+    let Some(g) = c.gaps.first() else {
+        return Ok(());
+    };
+    let reachable_lsn = c.reachable_lsn;
+    let blocks = match target {
+        RecoveryTarget::Latest => true,
+        RecoveryTarget::Lsn(l) => reachable_lsn.is_none_or(|r| *l > r),
+        RecoveryTarget::Immediate => !c.consistent,
+        // PostgreSQL refuses to promote when it ends recovery before these targets.
+        _ => !c.consistent,
+    };
+    if !blocks {
+        return Ok(());
+    }
+    Err(BackupError::WalGap {
+        target: target.to_string(),
+        backup: m.id.to_string(),
+        gap: format!(
+            "{} segment(s) missing on timeline {}, {}..{} (WAL {}..{})",
+            g.missing_segments, g.timeline, g.first_missing, g.last_missing, g.from_lsn, g.to_lsn
+        ),
+        reachable_wal: c
+            .reachable_wal
+            .clone()
+            .unwrap_or_else(|| "none: the backup's first segment is missing".into()),
+        reachable_lsn: reachable_lsn
+            .map(|l| l.to_string())
+            .unwrap_or_else(|| "the backup's start".into()),
+    })
+}
+
 fn sibling(pgdata: &Path, what: &str) -> PathBuf {
     let name = pgdata
         .file_name()
@@ -151,6 +295,12 @@ pub async fn plan_pitr_restore(
     }
     let m = choose_base_backup(&manifests, target)?.clone();
     check_backup_covered(&m, horizon)?;
+    if let (Some(archive), Some(b)) = (&opts.wal_archive, BaseBackupRef::from_manifest(&m)) {
+        let r = wal_continuity(archive, std::slice::from_ref(&b)).await?;
+        if let Some(c) = r.chains.first() {
+            check_chain(target, &m, c)?;
+        }
+    }
     if let Some(pid) = running_postmaster(&opts.pgdata) {
         return Err(BackupError::DataDirInUse {
             path: opts.pgdata.display().to_string(),
@@ -173,8 +323,11 @@ pub async fn plan_pitr_restore(
 /// 2. The base backup is laid by `source` into `pgdata` when it is missing or empty;
 ///    a non-empty `pgdata` (with `replace_existing`) is replaced only once the new copy
 ///    is complete: the copy goes to a sibling directory, then the old directory is
-///    renamed away, the copy renamed in, and the old one deleted (this needs room for
-///    both). A failed copy is removed and the old directory stays as it was.
+///    renamed away (to `NAME.tej-replaced-TIME`, kept: its `pg_wal` may hold WAL never
+///    archived) and the copy renamed in (this needs room for both). A failed copy is
+///    removed and the old directory stays as it was. The restored copy archives as the
+///    replaced directory did (unless [`RestoredArchiving`] other than the default `Off`
+///    was asked for): it takes that server's place.
 /// 3. [`configure_recovery`] writes `restore_command` and exactly one target.
 /// 4. With [`start`](PitrRestoreOptions::start), [`run_recovery`] starts the server and
 ///    follows recovery to its end.
@@ -194,6 +347,9 @@ pub async fn restore_pitr(
     let owner = opts.owner.as_deref();
     let started = Instant::now();
     let pgdata = &opts.pgdata;
+    let mut recovery_cfg = opts.recovery.clone();
+    let mut kept = None;
+    let mut archiving_restored = None;
     if existing == 0 {
         make_owned_dir(pgdata, owner)?;
         if let Err(e) = source.restore_base(&m, pgdata).await {
@@ -218,8 +374,7 @@ pub async fn restore_pitr(
             let _ = std::fs::remove_dir_all(&staging);
             return Err(e);
         }
-        let old = sibling(pgdata, "replaced");
-        let _ = std::fs::remove_dir_all(&old);
+        let old = kept_name(pgdata);
         std::fs::rename(pgdata, &old).map_err(|e| {
             let _ = std::fs::remove_dir_all(&staging);
             BackupError::io(format!("move {} aside", pgdata.display()), e)
@@ -235,13 +390,37 @@ pub async fn restore_pitr(
         if let Some(parent) = pgdata.parent() {
             let _ = tej_core::fsutil::fsync_dir(parent);
         }
-        std::fs::remove_dir_all(&old)
-            .map_err(|e| BackupError::io(format!("remove the replaced {}", old.display()), e))?;
+        tracing::warn!(
+            kept = %old.display(),
+            "the replaced data directory is kept (its pg_wal may hold WAL never archived); remove it once the restored server is verified"
+        );
+        if recovery_cfg.archiving == RestoredArchiving::Off
+            && let Some((mode, command)) = archiving_of_replaced(&old)
+        {
+            recovery_cfg.archiving = RestoredArchiving::Command(command);
+            archiving_restored = Some(mode);
+        }
+        kept = Some(old);
     }
     let restore_secs = started.elapsed().as_secs_f64();
-    let config = configure_recovery(pgdata, &opts.recovery)?;
+    let kept_note = |e: BackupError| match &kept {
+        Some(k) => BackupError::RecoveryFailed {
+            pgdata: pgdata.display().to_string(),
+            reason: format!(
+                "{e}; the replaced data directory is kept at {}",
+                k.display()
+            ),
+            log_excerpt: String::new(),
+        },
+        None => e,
+    };
+    let config = configure_recovery(pgdata, &recovery_cfg).map_err(kept_note)?;
     let recovery = match &opts.start {
-        Some(server) => Some(run_recovery(pgdata, server, runner).await?),
+        Some(server) => Some(
+            run_recovery(pgdata, server, runner)
+                .await
+                .map_err(kept_note)?,
+        ),
         None => None,
     };
     Ok(PitrRestoreReport {
@@ -250,6 +429,8 @@ pub async fn restore_pitr(
         target: opts.recovery.target.clone(),
         pgdata: pgdata.clone(),
         replaced_existing: existing > 0,
+        replaced_kept_at: kept,
+        archiving_restored,
         config,
         restore_secs,
         recovery,
@@ -309,7 +490,8 @@ impl Step for PitrRestoreStep {
         )];
         actions.push(if existing > 0 {
             format!(
-                "REPLACE the existing data directory {} ({existing} entries): the old contents are deleted once the restored copy is complete",
+                "REPLACE the existing data directory {} ({existing} entries): once the restored copy is complete the old one is renamed to {}.tej-replaced-TIME and kept (with its pg_wal), and its archive settings are carried over",
+                opts.pgdata.display(),
                 opts.pgdata.display()
             )
         } else {
@@ -378,6 +560,18 @@ impl Step for PitrRestoreStep {
                 r.target
             ),
         };
+        let mut summary = summary;
+        if let Some(k) = &r.replaced_kept_at {
+            summary.push_str(&format!(
+                "; the replaced data directory is kept at {} (its pg_wal may hold WAL never archived: remove it once the restored server is verified)",
+                k.display()
+            ));
+        }
+        if let Some(mode) = &r.archiving_restored {
+            summary.push_str(&format!(
+                "; archive_mode = {mode} and archive_command carried over from it"
+            ));
+        }
         Ok(StepOutput {
             summary,
             findings: Vec::new(),

@@ -17,6 +17,15 @@
 //! checks all of them, so a damaged object, an object copied under another name, or one
 //! of another cluster is refused instead of replayed.
 //!
+//! # The archive marker
+//!
+//! `wal/archive.json` ([`WalArchiveInfo`]) is the archive marker: the cluster (system
+//! identifier, segment size) the archive belongs to. [`WalArchive::init`] writes it (what
+//! `tej wal init` and every base backup do); [`WalArchive::fetch`] refuses an archive
+//! without it ([`BackupError::WalArchiveNotInitialised`], exit 255: a missing, empty or
+//! unmounted repository must never read as "not archived"), and so does a push with
+//! [`PushOptions::require_archive_info`] (what `tej wal push` sets).
+//!
 //! # Exit codes
 //!
 //! [`push_exit_code`]: 0 archived (or already archived with the same content), 1 any
@@ -87,12 +96,17 @@ pub struct PushOptions {
     /// Compression (default zstd level [`DEFAULT_WAL_ZSTD_LEVEL`], one thread: the
     /// parallelism of archiving is across files, see [`WalArchive::push_async`]).
     pub compression: CompressionOptions,
+    /// Refuse to push into an archive without its marker (`wal/archive.json`) instead of
+    /// writing it from this first file ([`BackupError::WalArchiveNotInitialised`]):
+    /// `archive_command` must not start an archive in a wrong or unmounted directory.
+    pub require_archive_info: bool,
 }
 
 impl Default for PushOptions {
     fn default() -> Self {
         PushOptions {
             system_identifier: None,
+            require_archive_info: false,
             compression: CompressionOptions {
                 level: Some(DEFAULT_WAL_ZSTD_LEVEL),
                 threads: 1,
@@ -275,6 +289,85 @@ impl WalArchive {
         Ok(Some(info))
     }
 
+    /// The archive marker, or [`BackupError::WalArchiveNotInitialised`] without one.
+    pub async fn require_info(&self) -> Result<WalArchiveInfo, BackupError> {
+        self.info()
+            .await?
+            .ok_or_else(|| BackupError::WalArchiveNotInitialised {
+                repo: self.repo.name(),
+                reason: "the archive marker is missing (a wrong, empty or unmounted directory, or an archive never initialised)".into(),
+            })
+    }
+
+    /// Initialises the archive for the cluster `system_identifier` with
+    /// `wal_segment_size`-byte segments: writes the archive marker `wal/archive.json`
+    /// (atomically, only if absent). Idempotent for the same cluster; an archive of
+    /// another cluster (or segment size) is refused and left untouched.
+    pub async fn init(
+        &self,
+        system_identifier: u64,
+        wal_segment_size: u64,
+    ) -> Result<WalArchiveInfo, BackupError> {
+        if wal_segment_size == 0 {
+            return Err(BackupError::InvalidOptions(
+                "a WAL segment size of 0".into(),
+            ));
+        }
+        let info = self.establish(system_identifier, wal_segment_size).await?;
+        self.hand_to_repository_owner()?;
+        if info.system_identifier != system_identifier {
+            return Err(BackupError::WalForeignCluster {
+                file: WAL_INFO_KEY.into(),
+                expected: info.system_identifier,
+                found: system_identifier,
+                what: format!("the archive in {}", self.repo.name()),
+            });
+        }
+        if info.wal_segment_size != wal_segment_size {
+            return Err(BackupError::InvalidOptions(format!(
+                "the archive in {} has {}-byte WAL segments, the cluster {wal_segment_size}",
+                self.repo.name(),
+                info.wal_segment_size
+            )));
+        }
+        Ok(info)
+    }
+
+    /// In a local repository, when tej runs as root (`tej wal init`, a base backup):
+    /// `wal/` and its marker belong to the repository directory's owner, with its mode,
+    /// so that the server's OS user running `archive_command` can archive into it.
+    fn hand_to_repository_owner(&self) -> Result<(), BackupError> {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let Some(root) = &self.repo.local_path else {
+            return Ok(());
+        };
+        if !nix::unistd::geteuid().is_root() {
+            return Ok(());
+        }
+        let meta = std::fs::metadata(root)
+            .map_err(|e| BackupError::io(format!("read {}", root.display()), e))?;
+        let owner = (
+            Some(nix::unistd::Uid::from_raw(meta.uid())),
+            Some(nix::unistd::Gid::from_raw(meta.gid())),
+        );
+        let dir = root.join(WAL_PREFIX.trim_end_matches('/'));
+        let info = root.join(WAL_INFO_KEY);
+        for (path, mode) in [(&dir, meta.mode() & 0o777), (&info, 0o644)] {
+            let chown = |p: &Path| {
+                nix::unistd::chown(p, owner.0, owner.1).map_err(|e| {
+                    BackupError::io(
+                        format!("hand {} to the repository's owner", p.display()),
+                        e.into(),
+                    )
+                })
+            };
+            chown(path)?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| BackupError::io(format!("set the mode of {}", path.display()), e))?;
+        }
+        Ok(())
+    }
+
     /// Records the archive's cluster (first push), or returns the one already recorded.
     async fn establish(
         &self,
@@ -343,6 +436,9 @@ impl WalArchive {
             reason,
         };
         let tli = name_timeline(name).ok_or_else(|| invalid("not a WAL file name".into()))?;
+        if opts.require_archive_info {
+            self.require_info().await?;
+        }
         // Who wrote it: the page header of segments; nothing for text files.
         let is_segment = !(name.ends_with(".history") || name.ends_with(".backup"));
         let (file_sysid, seg_size) = if is_segment {
@@ -603,7 +699,10 @@ impl WalArchive {
     /// Restores one archived file to `dest`, as `restore_command` does: checked in full
     /// (SHA-256, name, cluster) before a temporary file beside `dest` is written, fsynced
     /// and renamed, so `dest` never holds a partial file.
+    /// An archive without its marker is an error ([`BackupError::WalArchiveNotInitialised`]),
+    /// never [`FetchOutcome::NotFound`].
     pub async fn fetch(&self, name: &str, dest: &Path) -> Result<FetchOutcome, BackupError> {
+        self.require_info().await?;
         let Some(bytes) = self.read(name).await? else {
             return Ok(FetchOutcome::NotFound);
         };

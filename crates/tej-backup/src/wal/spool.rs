@@ -86,6 +86,9 @@ impl WalArchive {
                 reason: "no file name".into(),
             })?
             .to_string();
+        if opts.push.require_archive_info {
+            self.require_info().await?;
+        }
         std::fs::create_dir_all(&opts.spool_dir).map_err(|e| {
             BackupError::io(format!("create spool {}", opts.spool_dir.display()), e)
         })?;

@@ -133,6 +133,35 @@ async fn a_missing_file_is_not_found_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (_, a) = mem();
     let dest = dir.path().join("RECOVERYXLOG");
+    // No archive marker: an outage (a wrong or unmounted repository), never "not found".
+    let res = a.fetch("000000010000000000000009", &dest).await;
+    assert!(
+        matches!(res, Err(BackupError::WalArchiveNotInitialised { .. })),
+        "{res:?}"
+    );
+    assert_eq!(fetch_exit_code(&res), FETCH_FATAL_EXIT_CODE);
+    assert!(!dest.exists());
+    let strict = PushOptions {
+        require_archive_info: true,
+        ..opts()
+    };
+    let res = a.push(&seg_file(dir.path(), 1, 3, SYSID, 1), &strict).await;
+    assert!(
+        matches!(res, Err(BackupError::WalArchiveNotInitialised { .. })),
+        "{res:?}"
+    );
+    assert!(
+        a.info().await.unwrap().is_none(),
+        "the refused push wrote the marker"
+    );
+    a.init(SYSID, MIB).await.unwrap();
+    assert_eq!(
+        a.push(&seg_file(dir.path(), 1, 3, SYSID, 1), &strict)
+            .await
+            .unwrap()
+            .status,
+        PushStatus::Archived
+    );
     let res = a.fetch("000000010000000000000009", &dest).await;
     assert!(matches!(res, Ok(FetchOutcome::NotFound)));
     assert_eq!(fetch_exit_code(&res), 1);

@@ -151,10 +151,16 @@ pub async fn create_physical(
     repos: &[Repository],
     db: DbTarget,
     jobs: u32,
+    archive_timeout: Option<u64>,
     output: OutputFormat,
 ) -> Result<bool> {
     let mut opts = tej_backup::PhysicalBackupOptions::new(db);
     opts.jobs = jobs as usize;
+    // The repositories are the WAL archive (`tej wal push`): its WAL must reach them.
+    opts.archive_check = tej_backup::ArchiveCheck::Repository;
+    if let Some(secs) = archive_timeout.or(cfg.backup.archive_timeout_secs) {
+        opts.archive_timeout = Some(std::time::Duration::from_secs(secs.max(1)));
+    }
     opts.run.compression = compression(cfg);
     opts.run.encryption = encryption(cfg);
     opts.run.progress = crate::progress::sink(output);
@@ -388,6 +394,11 @@ pub async fn logical_selector(
         };
         sel.kind = Some(BackupKind::Logical);
         sel.target = Some(database);
+    }
+    if sel.kind != Some(BackupKind::Logical) {
+        bail!(
+            "{selector:?} does not select a logical backup: the database restore takes dumps (restore file backups with --into DIR, base backups with `tej restore`)"
+        );
     }
     if let Some(id) = &sel.id {
         let m = repo

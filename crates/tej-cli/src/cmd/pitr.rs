@@ -7,21 +7,75 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tej_backup::{
-    AsyncPushOptions, BaseBackupRef, BaseBackupSource, DrillOptions, FetchOutcome,
-    PitrRestoreOptions, PitrRestoreStep, PushOptions, PushReport, RecoveryAction, RecoveryConfig,
-    RecoveryTarget, RecoveryTimeline, Repository, RepositorySource, RestoredArchiving,
-    ServerOptions, WalArchive, fetch_exit_code, push_exit_code, run_drill,
-    system_identifier_from_pgdata, wal_continuity,
+    AsyncPushOptions, BackupSession, BaseBackupRef, BaseBackupSource, DbTarget, DrillOptions,
+    FetchOutcome, LocalStore, PgBackupSession, PitrRestoreOptions, PitrRestoreStep, PushOptions,
+    PushReport, RecoveryAction, RecoveryConfig, RecoveryTarget, RecoveryTimeline, Repository,
+    RepositorySource, RestoredArchiving, ServerOptions, WalArchive, fetch_exit_code,
+    push_exit_code, run_drill, system_identifier_from_pgdata, wal_continuity,
 };
 use tej_core::{Config, Executor, Procedure, SystemClock, TokioCommandRunner};
 
-/// The repository of a WAL or PITR command: `--repo`, else the first of tej.toml's.
+/// The repository of a WAL or PITR command: `--repo`, else the first of tej.toml's. It
+/// must exist: a local directory is opened, never created (a missing or unmounted
+/// repository must be an outage, not an empty archive).
 pub async fn repository(cfg: &Config, repos: &[String]) -> Result<Repository> {
     if repos.len() > 1 {
         bail!("the WAL archive lives in one repository: pass --repo once");
     }
-    let mut all = super::backup::repositories(cfg, repos).await?;
-    Ok(all.remove(0))
+    let spec = repository_spec(cfg, repos)?;
+    tej_core::config::validate_repository(&spec)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("repository {spec:?}"))?;
+    if spec.contains("://") {
+        return Repository::open(&spec)
+            .await
+            .with_context(|| format!("open repository {spec}"));
+    }
+    let path = std::path::absolute(&spec).with_context(|| format!("resolve {spec}"))?;
+    let store = LocalStore::open(&path).with_context(|| {
+        format!(
+            "open repository {spec}: it must be an existing directory (WAL commands never create one)"
+        )
+    })?;
+    Ok(Repository {
+        store: Arc::new(store),
+        local_path: Some(path),
+    })
+}
+
+/// `tej wal init`: writes the archive marker (`wal/archive.json`) of the cluster `db`
+/// into `repo`, so that `tej wal push` archives into it. Idempotent for the same cluster.
+pub async fn init(
+    out: &mut dyn Write,
+    repo: Repository,
+    db: &DbTarget,
+    output: OutputFormat,
+) -> Result<()> {
+    let mut session = PgBackupSession::connect(db)
+        .await
+        .context("connect to the server")?;
+    let facts = session
+        .facts()
+        .await
+        .context("read the server's identity")?;
+    let wal = WalArchive::new(repo);
+    let info = wal
+        .init(facts.system_identifier, facts.wal_segment_size)
+        .await
+        .context("initialise the WAL archive")?;
+    if output == OutputFormat::Json {
+        json_line(out, "wal_archive", &info)?;
+    } else {
+        writeln!(
+            out,
+            "{}: WAL archive of cluster {} ({}-byte segments) since {}",
+            wal.repository().name(),
+            info.system_identifier,
+            info.wal_segment_size,
+            info.created_at
+        )?;
+    }
+    Ok(())
 }
 
 /// The repository spec (what `--repo` or tej.toml names), for commands written into
@@ -47,19 +101,43 @@ pub fn archive(cfg: &Config, repo: Repository) -> WalArchive {
 }
 
 /// `tej [--config C] wal VERB --repo R PLACEHOLDERS` as a shell command line, with this
-/// very binary and the configuration file made absolute, for `restore_command` /
-/// `archive_command`.
+/// very binary, the configuration file and a local repository path made absolute (the
+/// server runs it in its data directory), for `restore_command` / `archive_command`.
 pub fn wal_command(config: Option<&Path>, repo_spec: &str, verb_and_args: &str) -> Result<String> {
     let exe = std::env::current_exe().context("find the tej binary")?;
     let config = config
         .map(|c| std::path::absolute(c).with_context(|| format!("resolve {}", c.display())))
         .transpose()?;
+    let repo = absolute_repository(repo_spec)?;
     Ok(tej_runbook::tej_wal_command(
         &exe,
         config.as_deref(),
-        repo_spec,
+        &repo,
         verb_and_args,
     ))
+}
+
+/// A local repository path made absolute (URLs as they are).
+pub fn absolute_repository(spec: &str) -> Result<String> {
+    if spec.contains("://") {
+        return Ok(spec.to_string());
+    }
+    let abs = std::path::absolute(spec).with_context(|| format!("resolve {spec}"))?;
+    // `..` removed lexically (symbolic links kept: the server resolves them itself).
+    let mut clean = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                clean.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => clean.push(other),
+        }
+    }
+    let abs = clean;
+    abs.to_str()
+        .map(str::to_string)
+        .with_context(|| format!("repository path {} is not UTF-8", abs.display()))
 }
 
 /// Arguments of `tej wal push`.
@@ -89,7 +167,10 @@ pub async fn push(
     } else {
         args.path.clone()
     };
-    let mut opts = PushOptions::default();
+    let mut opts = PushOptions {
+        require_archive_info: true,
+        ..PushOptions::default()
+    };
     // A file handed over by `archive_command` sits in a data directory whose pg_control
     // names the cluster; elsewhere (a manual push) the archive's record is what is checked.
     if pgdata.join("global/pg_control").exists() {
@@ -368,6 +449,8 @@ pub async fn restore(
     let mut opts = PitrRestoreOptions::new(&args.pgdata, recovery);
     opts.owner = Some(args.owner.clone());
     opts.base_backup = args.backup.clone();
+    // A gap in the archived chain is refused before anything is touched.
+    opts.wal_archive = Some(source.wal().clone());
     if args.start {
         let log = log_file_for(&args.pgdata);
         let mut server = ServerOptions::new(log);
@@ -537,6 +620,8 @@ mod tests {
         );
         let c = wal_command(None, "/backups/100%", "fetch %f %p").unwrap();
         assert!(c.ends_with(" wal fetch --repo /backups/100%% %f %p"), "{c}");
+        let c = wal_command(None, "/backups/./x/../main", "fetch %f %p").unwrap();
+        assert!(c.ends_with(" wal fetch --repo /backups/main %f %p"), "{c}");
         let c = wal_command(None, "s3://b/p", "push %p").unwrap();
         assert!(c.ends_with(" wal push --repo s3://b/p %p"), "{c}");
     }
