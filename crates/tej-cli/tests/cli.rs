@@ -83,7 +83,7 @@ fn calendar_json_lines_at_a_fixed_instant() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(rows.len(), 11);
+    assert_eq!(rows.len(), 16);
     assert!(rows.iter().all(|r| r["type"] == "calendar_entry"));
     assert_eq!(rows[0]["data"]["id"], "performance-check-am");
     assert_eq!(rows[0]["data"]["next"], "2025-01-16 11:00 IST");
@@ -108,7 +108,7 @@ fn schedule_emits_systemd_units_into_a_directory() {
         d.path(),
     );
     assert_eq!(code, 0, "{err}");
-    assert_eq!(out.lines().count(), 22, "{out}");
+    assert_eq!(out.lines().count(), 32, "{out}");
     let timer = std::fs::read_to_string(units.join("tej-weekly-audit.timer")).unwrap();
     assert!(
         timer.contains("OnCalendar=Sun *-*-* 02:00:00 Asia/Kolkata"),

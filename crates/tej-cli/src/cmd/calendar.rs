@@ -87,7 +87,12 @@ mod tests {
         let expected = "\
 ID                         WHEN                                 NEXT (Asia/Kolkata)
 performance-check-am       daily 11:00                          2025-01-16 11:00 IST
+certificate-renewal-pm     daily 12:00                          2025-01-16 12:00 IST
 performance-check-pm       daily 17:00                          2025-01-16 17:00 IST
+certificate-renewal-am     daily 00:00                          2025-01-17 00:00 IST
+nightly-backup             daily 02:00                          2025-01-17 02:00 IST
+nightly-backup-verify      daily 03:00                          2025-01-17 03:00 IST
+nightly-backup-prune       daily 03:30                          2025-01-17 03:30 IST
 daily-health               daily 09:00                          2025-01-17 09:00 IST
 weekly-audit               every Sunday 02:00                   2025-01-19 02:00 IST
 disaster-recovery-drill    3rd Sunday of Jan/Apr/Jul/Oct 10:00  2025-01-19 10:00 IST
@@ -118,6 +123,6 @@ maintenance window: closed; next opens 2025-01-19 02:00 IST
         assert_eq!(first["type"], "calendar_entry");
         assert_eq!(first["data"]["id"], "performance-check-am");
         assert_eq!(first["data"]["next_utc"], "2025-01-16T05:30:00Z");
-        assert_eq!(text.lines().count(), 11);
+        assert_eq!(text.lines().count(), 16);
     }
 }
