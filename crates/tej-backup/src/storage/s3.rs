@@ -16,7 +16,9 @@
 //!   the header gets head-then-put too. Head-then-put leaves a small race window between the
 //!   check and the write.
 //! - `cleanup_incomplete` lists unfinished multipart uploads under the prefix
-//!   (`ListMultipartUploads`) and aborts those started before the cutoff.
+//!   (`ListMultipartUploads`) and aborts those started before the cutoff whose newest part
+//!   (`ListParts`) is older than the cutoff too: an upload still receiving parts is left to
+//!   its owner.
 
 use super::{ByteStream, ObjectKey, ObjectMeta, ObjectStore, PutOptions, PutResult, StorageError};
 use async_trait::async_trait;
@@ -1017,11 +1019,62 @@ impl ObjectStore for S3Store {
         }
         let mut removed = 0;
         for (key, id) in stale {
+            // An upload still receiving parts has an owner at work (a long dump): only one
+            // idle for `older_than` is abandoned.
+            match inner.last_part_at(&key, &id).await {
+                Ok(Some(t)) if t > cutoff => {
+                    tracing::info!(repo = %inner.name, key, "an old multipart upload still receives parts: left to its owner");
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(repo = %inner.name, key, error = %e, "cannot list the parts of a multipart upload: left in place");
+                    continue;
+                }
+            }
             inner.abort(&key, &id).await?;
             tracing::info!(repo = %inner.name, key, "aborted an unfinished multipart upload");
             removed += 1;
         }
         Ok(removed)
+    }
+}
+
+impl Inner {
+    /// When the newest part of multipart upload `id` of `full` was stored (`None`: no
+    /// part yet).
+    async fn last_part_at(
+        &self,
+        full: &str,
+        id: &str,
+    ) -> Result<Option<jiff::Timestamp>, StorageError> {
+        let mut newest: Option<jiff::Timestamp> = None;
+        let mut marker: Option<String> = None;
+        loop {
+            let page = self
+                .send("ListParts", Some(full), || {
+                    self.client
+                        .list_parts()
+                        .bucket(&self.location.bucket)
+                        .key(full)
+                        .upload_id(id)
+                        .set_part_number_marker(marker.clone())
+                        .send()
+                })
+                .await
+                .map_err(|f| f.error)?;
+            for part in page.parts() {
+                if let Some(t) = part.last_modified().and_then(timestamp) {
+                    newest = Some(newest.map_or(t, |n| n.max(t)));
+                }
+            }
+            let next = page.next_part_number_marker().map(str::to_owned);
+            if page.is_truncated() != Some(true) || next.is_none() || next == marker {
+                break;
+            }
+            marker = next;
+        }
+        Ok(newest)
     }
 }
 
