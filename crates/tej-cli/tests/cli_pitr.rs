@@ -482,8 +482,22 @@ fn the_archive_contract_of_wal_push_and_fetch() -> Result<()> {
         bytes.len()
     );
 
+    // Repositories are initialised once for the cluster (`tej wal init`); push and fetch
+    // never create one.
+    let url = src.pg.url("postgres");
+    let init = |dir: &Path| -> Result<String> {
+        std::fs::create_dir(dir)?;
+        let s = dir.display().to_string();
+        let (code, out, err) = tej_in(
+            work.path(),
+            &["wal", "init", "--repo", &s, "--db", &url],
+            &[],
+        );
+        ensure!(code == 0, "wal init {s}: {code}\n{out}\n{err}");
+        Ok(s)
+    };
     let repo = work.path().join("repo");
-    let repo_s = repo.display().to_string();
+    let repo_s = init(&repo)?;
     let push = |path: &str| {
         tej_in(
             work.path(),
@@ -588,7 +602,7 @@ fn the_archive_contract_of_wal_push_and_fetch() -> Result<()> {
 
     // Killed mid-push at several points: never a partial object; the next push succeeds.
     let killed_repo = work.path().join("killed");
-    let killed_s = killed_repo.display().to_string();
+    let killed_s = init(&killed_repo)?;
     for delay_ms in [0u64, 3, 10, 25, 60, 120] {
         let mut child = Command::new(TEJ)
             .args([
