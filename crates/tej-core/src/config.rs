@@ -299,6 +299,10 @@ pub struct ComposeConfig {
     /// Health endpoint URL of the application.
     #[serde(default)]
     pub health_url: Option<String>,
+    /// The services the project must have (`backend`, `frontend`, `postgres`...): one whose
+    /// containers are gone altogether is critical in the daily check, not silently absent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<String>,
 }
 
 fn default_backend() -> String {

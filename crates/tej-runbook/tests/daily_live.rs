@@ -77,7 +77,7 @@ fn container_finding(r: &Report) -> &Finding {
         .iter()
         .find(|f| {
             f.check == "docker.container"
-                && f.target == "compose:shop"
+                && f.target.starts_with("compose:shop")
                 && f.summary.contains(CONTAINER)
         })
         .unwrap_or_else(|| panic!("no finding about {CONTAINER} in {:#?}", r.findings))
@@ -188,6 +188,7 @@ crit = 1000
 [compose]
 project = "shop"
 docker_host = "{}"
+services = ["backend"]
 "#,
         redis.url(),
         local_repo.display(),
@@ -330,7 +331,7 @@ docker_host = "{}"
     assert!(
         r.findings
             .iter()
-            .filter(|f| f.target == "compose:shop")
+            .filter(|f| f.target.starts_with("compose:shop"))
             .all(|f| f.severity == Severity::Ok),
         "{:#?}",
         r.findings
@@ -350,6 +351,17 @@ docker_host = "{}"
     assert_eq!(down.severity, Severity::Critical, "{down:#?}");
     assert!(down.summary.contains("exited"), "{}", down.summary);
     assert!(!down.summary.contains("running"), "{}", down.summary);
+    // Then its container was removed: the configured service is still reported, critical.
+    docker.docker(&["rm", "-f", CONTAINER]).unwrap();
+    let r3 = daily_health(&ctx, &SystemClock).await;
+    let gone = r3
+        .findings
+        .iter()
+        .find(|f| f.target == "compose:shop/backend" && f.check == "docker.container")
+        .unwrap_or_else(|| panic!("the removed service is not reported: {:#?}", r3.findings));
+    assert_eq!(gone.severity, Severity::Critical, "{gone:#?}");
+    assert!(gone.summary.contains("backend"), "{}", gone.summary);
+    assert!(gone.summary.contains("no container"), "{}", gone.summary);
     assert_eq!(
         find(&w, "security.backup-encryption", &s3_name).severity,
         Severity::Critical

@@ -32,6 +32,12 @@ pub fn daily_tasks(ctx: &RunContext, now: Timestamp) -> Vec<CheckTask> {
         let target = format!("compose:{}", c.project.name);
         let c = c.clone();
         let t = target.clone();
+        let expected: Vec<String> = ctx
+            .config
+            .compose
+            .as_ref()
+            .map(|c| c.services.clone())
+            .unwrap_or_default();
         tasks.push(CheckTask::new(
             "services.status",
             "docker",
@@ -47,7 +53,25 @@ pub fn daily_tasks(ctx: &RunContext, now: Timestamp) -> Vec<CheckTask> {
                     .status(&*docker.runtime, &*docker.images, now)
                     .await
                 {
-                    Ok(s) => retarget(s.report().findings, &t),
+                    Ok(s) => {
+                        let mut findings = compose_findings(&s, &t);
+                        for svc in &expected {
+                            if !s.containers.iter().any(|x| &x.service == svc) {
+                                findings.push(
+                                    Finding::new(
+                                        "docker.container",
+                                        Severity::Critical,
+                                        format!(
+                                            "service {svc}: no container (removed, or never \
+                                             created): [compose] services expects it"
+                                        ),
+                                    )
+                                    .target(format!("{t}/{svc}")),
+                                );
+                            }
+                        }
+                        findings
+                    }
                     Err(e) => vec![
                         Finding::new(
                             "services.status",
@@ -226,6 +250,66 @@ pub fn custom_check_tasks(
         .collect()
 }
 
+/// The findings of a Compose project's status, each container's on its own target
+/// (`compose:<project>/<container>`) so several containers never share a label.
+fn compose_findings(s: &tej_deploy::ProjectStatus, target: &str) -> Vec<Finding> {
+    let mut findings = retarget(s.report().findings, target);
+    for f in findings
+        .iter_mut()
+        .filter(|f| f.check == "docker.container")
+    {
+        if let Some(c) = s
+            .containers
+            .iter()
+            .find(|c| f.summary.starts_with(&format!("{} {}:", c.service, c.name)))
+        {
+            f.target = format!("{target}/{}", c.name);
+            f.detail = None;
+        }
+    }
+    findings
+}
+
+/// The sections of the runbook's daily check that `ctx` does not configure, in report order
+/// (the host is always checked).
+pub fn unconfigured_sections(ctx: &RunContext) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if ctx.compose.is_none() {
+        out.push("Compose services");
+    }
+    if ctx.logs.paths.is_empty() {
+        out.push("application logs");
+    }
+    if ctx.databases.is_empty() {
+        out.push("PostgreSQL");
+    }
+    if ctx.redis.is_empty() {
+        out.push("Redis");
+    }
+    if ctx.repositories.is_empty() {
+        out.push("backups");
+    }
+    if ctx.tls.is_empty() {
+        out.push("TLS certificates");
+    }
+    out
+}
+
+/// One `Unknown` finding listing every unconfigured section (`not configured: Redis`), so a
+/// fresh install cannot look all green; none when everything is configured.
+pub fn coverage_finding(ctx: &RunContext) -> Option<Finding> {
+    let missing = unconfigured_sections(ctx);
+    (!missing.is_empty()).then(|| {
+        Finding::new(
+            "config.coverage",
+            Severity::Unknown,
+            format!("not configured: {}", missing.join(", ")),
+        )
+        .target("tej.toml")
+        .detail("the runbook's daily check covers these too: add them to tej.toml")
+    })
+}
+
 /// Runs a blocking closure on tokio's blocking pool; a panic becomes an `Unknown` finding.
 /// The application logs reviewed over `opts`' window as check `check` on target `host`,
 /// on a blocking thread (the daily review and the weekly security review).
@@ -285,7 +369,8 @@ pub(crate) async fn blocking(
 /// The daily health check over every target of `ctx`, at `clock`'s time.
 pub async fn daily_health(ctx: &RunContext, clock: &dyn Clock) -> Report {
     let now = clock.now();
-    let findings = run_checks(daily_tasks(ctx, now), ctx.options.runner).await;
+    let mut findings: Vec<Finding> = coverage_finding(ctx).into_iter().collect();
+    findings.extend(run_checks(daily_tasks(ctx, now), ctx.options.runner).await);
     Report {
         title: DAILY_TITLE.into(),
         findings,
