@@ -146,12 +146,6 @@ pub fn run(_args: &[String]) -> Result<()> {
     );
     let app_port = tej_testkit::free_port();
     let app_url = format!("http://127.0.0.1:{app_port}/cgi-bin/app");
-    let docker = start_backend(app_port, &app_url)
-        .context("start the demo's Compose-labelled backend on a private dockerd")?;
-    println!(
-        "Docker     {}  (Compose project {PROJECT}, service {BACKEND} on 127.0.0.1:{app_port})",
-        docker.host()
-    );
 
     let config = demo_dir.join("tej.toml");
     let backups = demo_dir.join("backups");
@@ -167,6 +161,13 @@ pub fn run(_args: &[String]) -> Result<()> {
          JWT_REFRESH_SECRET=demo-refresh-secret-0123456789abcdef0123456789\n\
          SESSION_SECRET=demo-session-secret-0123456789abcdef\n",
     )?;
+    let docker = start_backend(app_port, &app_url, &env_file)
+        .context("start the demo's Compose-labelled backend on a private dockerd")?;
+    println!(
+        "Docker     {}  (Compose project {PROJECT}, service {BACKEND} on 127.0.0.1:{app_port}, environment from {})",
+        docker.host(),
+        env_file.display()
+    );
     let compose = format!(
         "\n[compose]\nproject = \"{PROJECT}\"\ndocker_host = \"{}\"\nbackend_service = \"{BACKEND}\"\nhealth_url = \"{app_url}/health\"\n",
         docker.host()
@@ -236,6 +237,12 @@ test_password = {{ env = "TEJ_DEMO_LOGIN_PASSWORD" }}
     };
     let logs_str = logs.to_str().context("demo path is not UTF-8")?;
     let ca = tls.ca_file().to_str().context("CA path is not UTF-8")?;
+
+    demo.tej(
+        "initialise the WAL archive that archive_command pushes into (the cluster's identity)",
+        &["wal", "init", "--repo", pitr_str, "--db", &db_url],
+        &[0],
+    )?;
 
     println!("\n######## the daily health check");
     demo.tej("validate the configuration", &["config", "check"], &[0])?;
@@ -361,6 +368,10 @@ test_password = {{ env = "TEJ_DEMO_LOGIN_PASSWORD" }}
 
     println!("\n######## secret rotation");
     let before = std::fs::read_to_string(&env_file)?;
+    let live_before: Vec<String> = ROTATED
+        .iter()
+        .map(|k| live_digest(&docker, k))
+        .collect::<Result<_>>()?;
     let sessions_before = redis_dbsize(redis.port())?;
     demo.tej(
         "rotate the JWT secrets: new values in .env, recreate the backend, drop sessions, check health and login",
@@ -378,6 +389,24 @@ test_password = {{ env = "TEJ_DEMO_LOGIN_PASSWORD" }}
                 "UNCHANGED"
             }
         );
+    }
+    // What the running backend holds: SHA-256 digests compared, never the values.
+    for (key, was) in ROTATED.iter().zip(&live_before) {
+        let live = live_digest(&docker, key)?;
+        let want = sha256_hex(env_value(&after, key).unwrap_or_default())?;
+        let verdict = if live == want && &live != was {
+            "runs with the new value (SHA-256 of its environment = the .env's)"
+        } else if &live == was {
+            "STILL RUNS WITH THE OLD VALUE"
+        } else {
+            "runs with a value that is not the .env's"
+        };
+        println!("  backend container {key}: {verdict}");
+        if live != want {
+            demo.failures.push(format!(
+                "the backend container's {key} is not the rotated value"
+            ));
+        }
     }
     println!(
         "  Redis keys: {sessions_before} before, {} after (sessions dropped, cache kept)",
@@ -463,8 +492,9 @@ esac
 "#;
 
 /// Starts a Docker engine and the demo's Compose-labelled backend: busybox `httpd` on
-/// 127.0.0.1:`port` (host network), answering at `app_url`.
-fn start_backend(port: u16, app_url: &str) -> Result<DockerEngine> {
+/// 127.0.0.1:`port` (host network), answering at `app_url`, with `env_file`'s values in
+/// its environment (what Compose's `env_file: .env` gives it at create time).
+fn start_backend(port: u16, app_url: &str, env_file: &Path) -> Result<DockerEngine> {
     let docker = DockerEngine::start()?;
     docker.import_busybox_image("tej-demo/busybox:latest")?;
     let script = format!(
@@ -487,6 +517,18 @@ fn start_backend(port: u16, app_url: &str) -> Result<DockerEngine> {
         &format!("com.docker.compose.service={BACKEND}"),
         "--label",
         "com.docker.compose.container-number=1",
+        "--label",
+        "com.docker.compose.oneoff=False",
+        "--env-file",
+        &env_file.display().to_string(),
+        "--health-cmd",
+        &format!("wget -q -O /dev/null http://127.0.0.1:{port}/cgi-bin/app/health"),
+        "--health-interval",
+        "500ms",
+        "--health-retries",
+        "5",
+        "--stop-timeout",
+        "5",
         "tej-demo/busybox:latest",
         "sh",
         "-c",
@@ -502,6 +544,42 @@ fn start_backend(port: u16, app_url: &str) -> Result<DockerEngine> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// The SHA-256 (hex) of `key`'s value in the running backend container's environment,
+/// computed inside the container (the value never leaves it).
+fn live_digest(docker: &DockerEngine, key: &str) -> Result<String> {
+    let out = docker.docker(&[
+        "exec",
+        &format!("{PROJECT}-{BACKEND}-1"),
+        "sh",
+        "-c",
+        &format!("printf %s \"${key}\" | sha256sum"),
+    ])?;
+    out.split_whitespace()
+        .next()
+        .map(str::to_string)
+        .context("sha256sum printed nothing")
+}
+
+/// The SHA-256 (hex) of `value`, by `sha256sum` reading it on stdin (never on a command line).
+fn sha256_hex(value: &str) -> Result<String> {
+    let mut child = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("run sha256sum")?;
+    child
+        .stdin
+        .take()
+        .context("sha256sum stdin")?
+        .write_all(value.as_bytes())?;
+    let out = child.wait_with_output()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .map(str::to_string)
+        .context("sha256sum printed nothing")
 }
 
 /// The status code of `GET path` on 127.0.0.1:`port`.
