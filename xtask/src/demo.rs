@@ -238,12 +238,6 @@ test_password = {{ env = "TEJ_DEMO_LOGIN_PASSWORD" }}
     let logs_str = logs.to_str().context("demo path is not UTF-8")?;
     let ca = tls.ca_file().to_str().context("CA path is not UTF-8")?;
 
-    demo.tej(
-        "initialise the WAL archive that archive_command pushes into (the cluster's identity)",
-        &["wal", "init", "--repo", pitr_str, "--db", &db_url],
-        &[0],
-    )?;
-
     println!("\n######## the daily health check");
     demo.tej("validate the configuration", &["config", "check"], &[0])?;
     demo.tej("the maintenance calendar (IST)", &["calendar"], &[0])?;
