@@ -92,12 +92,16 @@ impl CompressionOptions {
 pub struct EncryptionOptions {
     /// X25519 recipients (`age1...`) to encrypt to.
     pub recipients: Vec<String>,
-    /// A passphrase to encrypt to (scrypt) and to decrypt with.
+    /// A passphrase to encrypt to and to decrypt with. Objects are age files to the
+    /// X25519 identity derived from it (scrypt, once per process: see
+    /// [`passphrase_derivations`]); older objects with age's per-file scrypt stanza are
+    /// read with it too.
     pub passphrase: Option<SecretRef>,
     /// An age identity (`AGE-SECRET-KEY-1...` lines) to decrypt with: a file, or an
     /// environment variable holding the key text.
     pub identity: Option<SecretRef>,
-    /// scrypt work factor (log2 N) for passphrase encryption; `None`: age's default.
+    /// scrypt work factor (log2 N) of the passphrase derivation; `None`:
+    /// [`DEFAULT_WORK_FACTOR`]. Reading needs the value that writing used.
     pub scrypt_work_factor: Option<u8>,
 }
 
@@ -134,7 +138,10 @@ impl EncryptionOptions {
                     p.describe()
                 )));
             }
-            return Ok(Some(Encrypt::Passphrase(secret, self.scrypt_work_factor)));
+            let wf = self.scrypt_work_factor.unwrap_or(DEFAULT_WORK_FACTOR);
+            return Ok(Some(Encrypt::Passphrase(derive_passphrase_identity(
+                &secret, wf,
+            )?)));
         }
         if self.recipients.is_empty() {
             return Ok(None);
@@ -157,6 +164,7 @@ impl EncryptionOptions {
                 BackupError::InvalidOptions(format!("backup passphrase ({}): {e}", p.describe()))
             })?;
             d.passphrase = Some(s);
+            d.work_factor = self.scrypt_work_factor.unwrap_or(DEFAULT_WORK_FACTOR);
         }
         if let Some(i) = &self.identity {
             let text = match i {
@@ -191,10 +199,99 @@ impl EncryptionOptions {
     }
 }
 
+/// scrypt work factor (log2 N) of passphrase derivations when none is configured: age's
+/// own default (N = 2^18, 256 MiB with r = 8).
+pub const DEFAULT_WORK_FACTOR: u8 = 18;
+
+/// Salt of the passphrase derivation (fixed: one stream is encrypted once for every
+/// repository of a run, so it cannot depend on the repository).
+const PASSPHRASE_SALT: &[u8] = b"tej-backup/v1 passphrase to X25519 identity";
+
+/// The X25519 identity a passphrase stands for.
+pub(crate) struct DerivedIdentity {
+    identity: age::x25519::Identity,
+    recipient: age::x25519::Recipient,
+}
+
+type DerivationKey = [u8; 32];
+
+/// Identities derived in this process, and how many times each was derived.
+static DERIVED: std::sync::Mutex<
+    Option<std::collections::HashMap<DerivationKey, (Arc<DerivedIdentity>, u64)>>,
+> = std::sync::Mutex::new(None);
+
+fn derivation_key(passphrase: &Secret, work_factor: u8) -> DerivationKey {
+    let mut h = Sha256::new();
+    h.update(PASSPHRASE_SALT);
+    h.update([work_factor]);
+    h.update(passphrase.expose().as_bytes());
+    h.finalize().into()
+}
+
+/// The X25519 identity of `passphrase`: scrypt (log2 N = `work_factor`, r = 8, p = 1,
+/// salt [`PASSPHRASE_SALT`]) gives its 32-byte secret key. Derived once per process and
+/// cached in memory: passphrase-encrypted objects are age files to its recipient, so
+/// encrypting and decrypting them costs no further scrypt run (age's scrypt recipient
+/// runs one per file). Objects written with age's scrypt recipient stay readable.
+pub(crate) fn derive_passphrase_identity(
+    passphrase: &Secret,
+    work_factor: u8,
+) -> Result<Arc<DerivedIdentity>, BackupError> {
+    use bech32::ToBase32;
+    let key = derivation_key(passphrase, work_factor);
+    // Held during the derivation: concurrent callers wait for the one run.
+    let mut cache = DERIVED.lock().unwrap_or_else(|e| e.into_inner());
+    let map = cache.get_or_insert_with(Default::default);
+    if let Some((id, _)) = map.get(&key) {
+        return Ok(id.clone());
+    }
+    let params = scrypt::Params::new(work_factor, 8, 1, 32).map_err(|e| {
+        BackupError::InvalidOptions(format!("scrypt work factor {work_factor}: {e}"))
+    })?;
+    let mut secret = [0u8; 32];
+    scrypt::scrypt(
+        passphrase.expose().as_bytes(),
+        PASSPHRASE_SALT,
+        &params,
+        &mut secret,
+    )
+    .map_err(|e| BackupError::InvalidOptions(format!("scrypt: {e}")))?;
+    let text = bech32::encode(
+        "age-secret-key-",
+        secret.to_base32(),
+        bech32::Variant::Bech32,
+    )
+    .map_err(|e| BackupError::InvalidOptions(format!("derived identity: {e}")))?
+    .to_uppercase();
+    secret.fill(0);
+    let identity: age::x25519::Identity = text
+        .parse()
+        .map_err(|e: &str| BackupError::InvalidOptions(format!("derived identity: {e}")))?;
+    drop(text);
+    let recipient = identity.to_public();
+    let id = Arc::new(DerivedIdentity {
+        identity,
+        recipient,
+    });
+    map.insert(key, (id.clone(), 1));
+    Ok(id)
+}
+
+/// How many times this process derived the identity of `passphrase` (0 or 1).
+pub fn passphrase_derivations(passphrase: &Secret, work_factor: u8) -> u64 {
+    let key = derivation_key(passphrase, work_factor);
+    DERIVED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .and_then(|m| m.get(&key).map(|(_, n)| *n))
+        .unwrap_or(0)
+}
+
 /// Resolved encryption.
 pub(crate) enum Encrypt {
     Recipients(Vec<age::x25519::Recipient>, Vec<String>),
-    Passphrase(Secret, Option<u8>),
+    Passphrase(Arc<DerivedIdentity>),
 }
 
 impl Encrypt {
@@ -205,9 +302,9 @@ impl Encrypt {
                 recipients: text.clone(),
                 passphrase: false,
             },
-            Encrypt::Passphrase(..) => EncryptionInfo {
+            Encrypt::Passphrase(d) => EncryptionInfo {
                 scheme: "age".into(),
-                recipients: Vec::new(),
+                recipients: vec![d.recipient.to_string()],
                 passphrase: true,
             },
         }
@@ -218,14 +315,9 @@ impl Encrypt {
             Encrypt::Recipients(recs, _) => {
                 age::Encryptor::with_recipients(recs.iter().map(|r| r as &dyn age::Recipient))
             }
-            Encrypt::Passphrase(p, wf) => {
-                let mut rec =
-                    age::scrypt::Recipient::new(SecretString::from(p.expose().to_string()));
-                if let Some(wf) = wf {
-                    rec.set_work_factor(*wf);
-                }
-                age::Encryptor::with_recipients(std::iter::once(&rec as &dyn age::Recipient))
-            }
+            Encrypt::Passphrase(d) => age::Encryptor::with_recipients(std::iter::once(
+                &d.recipient as &dyn age::Recipient,
+            )),
         };
         r.map_err(|e| io::Error::other(format!("age: {e}")))
     }
@@ -236,6 +328,7 @@ impl Encrypt {
 pub(crate) struct Decrypt {
     identities: Vec<Box<dyn age::Identity>>,
     passphrase: Option<Secret>,
+    work_factor: u8,
 }
 
 /// What the encoder saw: sizes and SHA-256 on both sides of the stages.
@@ -498,8 +591,16 @@ pub(crate) fn decode(
                 other => DecodeError::Decrypt(other.to_string()),
             })?;
             let scrypt_id;
+            let derived;
             let mut ids: Vec<&dyn age::Identity> =
                 keys.identities.iter().map(|b| b.as_ref()).collect();
+            if !d.is_scrypt()
+                && let Some(p) = &keys.passphrase
+            {
+                derived = derive_passphrase_identity(p, keys.work_factor)
+                    .map_err(|e| DecodeError::Decrypt(e.to_string()))?;
+                ids.push(&derived.identity);
+            }
             if d.is_scrypt() {
                 let Some(p) = &keys.passphrase else {
                     return Err(DecodeError::Decrypt(
@@ -510,7 +611,7 @@ pub(crate) fn decode(
                 ids = vec![&scrypt_id];
             } else if ids.is_empty() {
                 return Err(DecodeError::Decrypt(
-                    "encrypted to age recipients, and no identity was given".into(),
+                    "encrypted to age recipients, and no identity or passphrase was given".into(),
                 ));
             }
             let r = d
@@ -900,6 +1001,84 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out, b"rows");
+    }
+
+    #[test]
+    fn a_passphrase_is_derived_once_per_process_for_many_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pass");
+        std::fs::write(&file, "once per process, many objects\n").unwrap();
+        let enc = EncryptionOptions {
+            passphrase: Some(SecretRef::File { file }),
+            scrypt_work_factor: Some(10),
+            ..Default::default()
+        };
+        let mut objects = Vec::new();
+        for i in 0..12u32 {
+            // A fresh encryptor per object, as every `tej wal push` of one process makes.
+            let e = enc.encryptor().unwrap().unwrap();
+            let mut stored = Vec::new();
+            encode(
+                &mut format!("object {i}").as_bytes(),
+                &CompressionOptions::default(),
+                Some(&e),
+                &mut stored,
+                &mut |_, _| {},
+            )
+            .unwrap();
+            // No per-object scrypt stanza: nothing to run scrypt for when reading it back.
+            assert!(!age::Decryptor::new(&stored[..]).unwrap().is_scrypt());
+            objects.push(stored);
+        }
+        for (i, stored) in objects.iter().enumerate() {
+            let mut out = Vec::new();
+            decode(
+                &mut &stored[..],
+                CompressionAlgo::Zstd,
+                true,
+                &enc.decryptor().unwrap(),
+                &mut out,
+                &mut |_, _| {},
+            )
+            .unwrap();
+            assert_eq!(out, format!("object {i}").as_bytes());
+        }
+        let secret = enc.passphrase.as_ref().unwrap().resolve().unwrap();
+        assert_eq!(passphrase_derivations(&secret, 10), 1);
+    }
+
+    #[test]
+    fn objects_encrypted_with_a_per_object_scrypt_stanza_stay_readable() {
+        // What tej wrote before passphrases were derived once: age's own scrypt recipient.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pass");
+        std::fs::write(&file, "an older repository").unwrap();
+        let mut rec = age::scrypt::Recipient::new(SecretString::from("an older repository"));
+        rec.set_work_factor(10);
+        let e =
+            age::Encryptor::with_recipients(std::iter::once(&rec as &dyn age::Recipient)).unwrap();
+        let mut stored = Vec::new();
+        let mut w = e.wrap_output(&mut stored).unwrap();
+        w.write_all(b"old rows").unwrap();
+        w.finish().unwrap();
+        let keys = EncryptionOptions {
+            passphrase: Some(SecretRef::File { file }),
+            scrypt_work_factor: Some(10),
+            ..Default::default()
+        }
+        .decryptor()
+        .unwrap();
+        let mut out = Vec::new();
+        decode(
+            &mut &stored[..],
+            CompressionAlgo::None,
+            true,
+            &keys,
+            &mut out,
+            &mut |_, _| {},
+        )
+        .unwrap();
+        assert_eq!(out, b"old rows");
     }
 
     #[test]
