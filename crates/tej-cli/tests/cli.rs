@@ -222,15 +222,25 @@ fn cleanup_dry_run_changes_nothing_then_applies_and_audits() {
     );
     assert!(logs.join("old1.log").exists());
     assert!(!audit.exists(), "a dry run is not audited");
+    // Destructive: without --yes only the plan, refused and audited.
     let (code, out, err) = tej(&args, d.path());
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("--yes") && out.contains("old1.log"), "{out}");
+    assert!(logs.join("old1.log").exists());
+    let (code, out, err) = tej(&[&args[..], &["--yes"]].concat(), d.path());
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("applied"), "{out}");
     assert!(!logs.join("old1.log").exists() && !logs.join("old2.log").exists());
     assert!(logs.join("new.log").exists() && logs.join("keep.txt").exists());
-    let line = std::fs::read_to_string(&audit).unwrap();
-    let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
-    assert_eq!(v["step"], "disk-cleanup");
-    assert_eq!(v["outcome"], "applied");
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let v: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(v.len(), 2, "{text}");
+    assert_eq!(v[0]["outcome"], "refused");
+    assert_eq!(v[1]["step"], "disk-cleanup");
+    assert_eq!(v[1]["outcome"], "applied");
 }
 
 #[test]
