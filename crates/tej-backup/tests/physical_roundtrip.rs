@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use tej_backup::{
-    BackupError, BackupKind, DbTarget, EncryptionOptions, PhysicalBackupOptions,
+    ArchiveCheck, BackupError, BackupKind, DbTarget, EncryptionOptions, PhysicalBackupOptions,
     PhysicalRestoreOptions, Repository, RunOptions, VerifyOptions, create_physical_backup,
     list_backups, restore_physical_backup, verify_backup,
 };
@@ -181,6 +181,14 @@ fn options(pg: &PgCluster, target: &str) -> PhysicalBackupOptions {
     o
 }
 
+/// For a cluster without archiving (the copy itself is under test): no archive check,
+/// which would refuse `archive_mode = off`.
+fn unarchived_options(pg: &PgCluster, target: &str) -> PhysicalBackupOptions {
+    let mut o = options(pg, target);
+    o.archive_check = ArchiveCheck::Off;
+    o
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn base_backups_round_trip_via_local_and_s3_with_and_without_encryption() -> Result<()> {
     let (pg, archive) = archiving_cluster()?;
@@ -332,7 +340,7 @@ async fn verify_names_the_corrupt_object_and_restore_refuses_it() -> Result<()> 
     let dir = tempfile::tempdir()?;
     let root = dir.path().join("repo");
     let repo = Repository::open(root.to_str().context("utf-8")?).await?;
-    let mut opts = options(&pg, "main");
+    let mut opts = unarchived_options(&pg, "main");
     opts.part_size = 1 << 20;
     let r = create_physical_backup(std::slice::from_ref(&repo), &opts, &SystemClock).await?;
     ensure!(r.backup.succeeded());
@@ -398,6 +406,7 @@ async fn slow_backup_child(spec: &str) -> Result<()> {
     let repo = Repository::open(repo).await?;
     let mut opts = PhysicalBackupOptions::new(DbTarget::new(url));
     opts.run = run_opts("main");
+    opts.archive_check = ArchiveCheck::Off;
     opts.jobs = 1;
     opts.run.progress = Some(std::sync::Arc::new(|e: &tej_backup::ProgressEvent| {
         if e.done {
@@ -479,7 +488,7 @@ async fn a_killed_backup_is_not_listed_and_the_next_run_cleans_up() -> Result<()
     // (the server ended the killed session's backup).
     let r = create_physical_backup(
         std::slice::from_ref(&repo),
-        &options(&pg, "main"),
+        &unarchived_options(&pg, "main"),
         &SystemClock,
     )
     .await?;

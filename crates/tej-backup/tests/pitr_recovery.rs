@@ -285,12 +285,24 @@ async fn recovery_stops_exactly_at_each_target_kind() -> Result<()> {
     ensure!(r.replaced_existing && r.recovery.is_none());
     ensure!(!victim.join("keep-me").exists() && victim.join("PG_VERSION").is_file());
     ensure!(victim.join("recovery.signal").is_file() && victim.join("backup_label").is_file());
+    // The replaced directory is kept, renamed beside it; no staging leftovers.
     let leftovers: Vec<_> = std::fs::read_dir(&base)?
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.contains(".tej-"))
         .collect();
-    ensure!(leftovers.is_empty(), "{leftovers:?}");
+    let kept = r
+        .replaced_kept_at
+        .clone()
+        .context("the replaced directory is kept")?;
+    ensure!(
+        leftovers.len() == 1
+            && kept.ends_with(&leftovers[0])
+            && leftovers[0].starts_with("victim.tej-replaced-"),
+        "{leftovers:?}"
+    );
+    ensure!(std::fs::read_to_string(kept.join("keep-me"))? == "precious");
+    std::fs::remove_dir_all(&kept)?;
 
     // A time after the last commit but before the newest push passes the horizon check,
     // yet no archived commit lies after it: PostgreSQL says so and so does tej.
