@@ -423,3 +423,29 @@ fn latest_means_the_configured_database_and_wrong_ids_are_refused() -> Result<()
     ensure!(out.contains(&other), "{out}");
     Ok(())
 }
+
+#[test]
+fn the_corruption_emergency_restores_the_databases_own_newest_dump() -> Result<()> {
+    let f = Fixture::start(
+        "daily_days = 30\nweekly_days = 90\nmonthly_days = 365\nyearly_days = 2555",
+    )?;
+    let app = f.create(&[])?;
+    // Then appdb loses a table, and newer backups of other things are taken.
+    f.pg.psql("appdb", "DROP TABLE app_posts")?;
+    let other = f.create(&["--db", &f.pg.url("otherdb")])?;
+    let files = f.create(&["--files", f.files_dir().to_str().context("utf-8")?])?;
+    ensure!(f.listed()?.first() == Some(&files));
+
+    let (code, out, err) = f.tej(&["emergency", "db-corruption", "--restore-anyway", "--yes"]);
+    ensure!(code == 0, "exit {code}\nstdout:\n{out}\nstderr:\n{err}");
+    ensure!(out.contains(&app), "the restore did not use {app}:\n{out}");
+    ensure!(!out.contains(&other) && !out.contains(&files), "{out}");
+    let n = f.pg.psql("appdb", "SELECT count(*) FROM app_posts")?;
+    ensure!(n.trim() == "200", "app_posts not restored: {n}");
+    let stray = f.pg.psql(
+        "appdb",
+        "SELECT count(*) FROM pg_tables WHERE tablename = 'other_things'",
+    )?;
+    ensure!(stray.trim() == "0", "otherdb's dump reached appdb");
+    Ok(())
+}
