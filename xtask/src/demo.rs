@@ -43,6 +43,19 @@ struct Demo {
 }
 
 impl Demo {
+    /// Waits up to 60 s for `tej wal push` to archive `segment`; a failure is recorded.
+    fn archived(&mut self, pg: &PgCluster, segment: &str) -> Result<()> {
+        match wait_archived(pg, segment, Duration::from_secs(60))? {
+            Ok(secs) => println!("{segment} archived by `tej wal push` after {secs:.1} s"),
+            Err(state) => {
+                println!("{segment} not archived within 60 s ({state})");
+                self.failures
+                    .push(format!("WAL segment {segment} was not archived"));
+            }
+        }
+        Ok(())
+    }
+
     /// Prints `title` and the command line, then runs `tej ARGS --config FILE`; false (and
     /// a failure recorded) when the exit code is not one of `ok_codes`.
     fn tej(&mut self, title: &str, args: &[&str], ok_codes: &[i32]) -> Result<bool> {
@@ -238,6 +251,15 @@ test_password = {{ env = "TEJ_DEMO_LOGIN_PASSWORD" }}
     let logs_str = logs.to_str().context("demo path is not UTF-8")?;
     let ca = tls.ca_file().to_str().context("CA path is not UTF-8")?;
 
+    demo.tej(
+        "initialise the WAL archive that archive_command pushes into (the cluster's identity)",
+        &["wal", "init", "--repo", pitr_str, "--db", &db_url],
+        &[0],
+    )?;
+    // What the server tried to archive before the marker existed goes now.
+    let first = pg.psql("postgres", "SELECT pg_walfile_name(pg_switch_wal())")?;
+    demo.archived(&pg, &first)?;
+
     println!("\n######## the daily health check");
     demo.tej("validate the configuration", &["config", "check"], &[0])?;
     demo.tej("the maintenance calendar (IST)", &["calendar"], &[0])?;
@@ -331,14 +353,7 @@ test_password = {{ env = "TEJ_DEMO_LOGIN_PASSWORD" }}
         "250 users inserted ({} now); switched away from WAL segment {segment}",
         pg.psql("skillswap_db", "SELECT count(*) FROM users")?
     );
-    match wait_archived(&pg, &segment, Duration::from_secs(60))? {
-        Ok(secs) => println!("{segment} archived by `tej wal push` after {secs:.1} s"),
-        Err(state) => {
-            println!("{segment} not archived within 60 s ({state})");
-            demo.failures
-                .push(format!("WAL segment {segment} was not archived"));
-        }
-    }
+    demo.archived(&pg, &segment)?;
     demo.tej(
         "PITR drill: newest base backup + WAL into a scratch cluster, sanity query, RTO and RPO",
         &[
