@@ -1569,7 +1569,24 @@ impl<S: SessionStore, C: ServiceControl, P: AppProbe> Rotator<S, C, P> {
                 match health {
                     Ok(c) => {
                         run.report.health_status = Some(c);
-                        Ok(())
+                        let started = Instant::now();
+                        match self
+                            .check_live_env(&mut run, &st.service, &st.keys, &opts.previous_suffix)
+                            .await
+                        {
+                            Ok(detail) => {
+                                self.record(
+                                    &mut run,
+                                    "test",
+                                    Risk::ReadOnly,
+                                    true,
+                                    &format!("/health answered {c}; {detail}"),
+                                    started,
+                                );
+                                Ok(())
+                            }
+                            Err(msg) => Err(msg),
+                        }
                     }
                     Err(_) => Err(format!(
                         "the application was not healthy within {:?}",

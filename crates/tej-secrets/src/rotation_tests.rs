@@ -1051,6 +1051,13 @@ async fn the_service_gets_the_new_values_and_graceful_previous_ones() {
     assert_ne!(second, first);
     assert_eq!(r.service.get("JWT_SECRET").unwrap(), second);
     assert_eq!(r.service.get("JWT_SECRET_PREVIOUS").unwrap(), first);
+    // Expiring the previous values removes them from the running service too.
+    let rep = r.expire_previous(&graceful, true).await.unwrap();
+    assert_eq!(rep.outcome, RotationOutcome::Completed, "{rep:?}");
+    assert_eq!(fx.value("JWT_SECRET_PREVIOUS"), None);
+    assert_eq!(r.service.get("JWT_SECRET_PREVIOUS"), None);
+    assert_eq!(r.service.get("JWT_REFRESH_SECRET_PREVIOUS"), None);
+    assert_eq!(r.service.get("JWT_SECRET").unwrap(), second);
 
     let emergency = RotateOptions {
         mode: RotationMode::Emergency,
