@@ -297,6 +297,15 @@ fn systemd_units_name_the_implicit_config_absolutely_and_pass_systemd_analyze_ve
         .args(&files)
         .output()
         .expect("run systemd-analyze");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !said.contains("Unknown") && !said.contains("ignoring"),
+        "{said}"
+    );
     assert!(
         out.status.success(),
         "{}{}",

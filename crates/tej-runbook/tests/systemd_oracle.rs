@@ -106,3 +106,45 @@ async fn systemd_timers_fire_at_calendar_times() {
         }
     }
 }
+
+/// Every emitted unit, with `OnFailure=`, `EnvironmentFile=` and `User=`, passes the real
+/// `systemd-analyze verify`.
+#[tokio::test]
+async fn emitted_units_pass_systemd_analyze_verify() {
+    let cal = Calendar::runbook();
+    let opts = ScheduleOptions {
+        // A binary that exists, as systemd-analyze checks ExecStart=.
+        tej_binary: std::path::PathBuf::from("/bin/true"),
+        config: Some("/etc/tej/tej.toml".into()),
+        user: Some("root".into()),
+        on_failure: Some("tej-notify-failure@%n.service".into()),
+        environment_file: Some("/etc/tej/tej.env".into()),
+        ..ScheduleOptions::default()
+    };
+    let units = emit_systemd(&cal, &opts).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = CommandSpec::new("systemd-analyze")
+        .arg("verify")
+        .timeout(std::time::Duration::from_secs(60));
+    for u in &units {
+        assert!(
+            !u.name.ends_with(".service") || u.contents.contains("\nOnFailure="),
+            "{}",
+            u.contents
+        );
+        let p = dir.path().join(&u.name);
+        std::fs::write(&p, &u.contents).unwrap();
+        spec = spec.arg(p.display().to_string());
+    }
+    let out = TokioCommandRunner
+        .run(spec)
+        .await
+        .expect("run systemd-analyze");
+    // Unknown keys are only warnings for systemd: refuse them too.
+    let said = format!("{}{}", out.stdout_text(), out.stderr);
+    assert!(
+        !said.contains("Unknown") && !said.contains("ignoring"),
+        "{said}"
+    );
+    assert!(out.status.success(), "{said}");
+}
