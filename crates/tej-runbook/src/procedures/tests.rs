@@ -31,6 +31,7 @@ fn summary(
         repository: "mem".into(),
         id: BackupId::new(finished, db),
         kind: BackupKind::Logical,
+        series: tej_backup::Series::logical(db),
         database: Some(db.into()),
         format: None,
         started_at: finished,
