@@ -6,8 +6,10 @@ use tej_runbook::{RunContext, RunOptions, daily_health};
 
 fn coverage(toml: &str) -> Vec<tej_core::Finding> {
     let cfg = Config::from_toml_with_env(toml, "tej.toml", &|_| None).unwrap();
-    let mut opts = RunOptions::default();
-    opts.check_timeout = std::time::Duration::from_secs(10);
+    let opts = RunOptions {
+        check_timeout: std::time::Duration::from_secs(10),
+        ..RunOptions::default()
+    };
     let ctx = RunContext::from_config(&cfg, opts).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let r = rt.block_on(daily_health(&ctx, &SystemClock));
