@@ -365,32 +365,33 @@ impl RepoLock {
             None => None,
         };
         put_bytes(&*repo.store, &key, me.body(), true).await?;
-        let mut conflict = None;
-        let holders = match repository_holders(repo).await {
-            Ok(h) => h,
+        let conflict = async {
+            for (k, o) in repository_holders(repo).await? {
+                if k == key {
+                    continue;
+                }
+                match o {
+                    Some(o) if !o.is_stale(opts, now) => {
+                        if mode == LockMode::Exclusive || o.mode == LockMode::Exclusive {
+                            return Ok(Some((k, o)));
+                        }
+                    }
+                    o => remove_stale(repo, &k, o.as_ref()).await?,
+                }
+            }
+            Ok::<_, BackupError>(None)
+        }
+        .await;
+        match conflict {
+            Ok(None) => {}
+            Ok(Some((k, o))) => {
+                repo.store.delete(&key).await?;
+                return Err(busy(repo, purpose, format!("{o}, {}", o.mode), k.as_str()));
+            }
             Err(e) => {
                 let _ = repo.store.delete(&key).await;
                 return Err(e);
             }
-        };
-        for (k, o) in holders {
-            if k == key {
-                continue;
-            }
-            let stale = o.as_ref().is_none_or(|o| o.is_stale(opts, now));
-            if stale {
-                remove_stale(repo, &k, o.as_ref()).await?;
-                continue;
-            }
-            let o = o.expect("a live holder parsed");
-            if mode == LockMode::Exclusive || o.mode == LockMode::Exclusive {
-                conflict = Some((k, o));
-                break;
-            }
-        }
-        if let Some((k, o)) = conflict {
-            repo.store.delete(&key).await?;
-            return Err(busy(repo, purpose, format!("{o}, {}", o.mode), k.as_str()));
         }
         Ok(RepoLock::held(repo, key, me, opts, flock))
     }

@@ -1283,16 +1283,33 @@ mod tests {
 </ListMultipartUploadsResult>"#;
         const PAGE2: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 <ListMultipartUploadsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
-<Bucket>bucket</Bucket><MaxUploads>2</MaxUploads><IsTruncated>false</IsTruncated>
+<Bucket>bucket</Bucket><MaxUploads>3</MaxUploads><IsTruncated>false</IsTruncated>
 <Upload><Key>repo/c/d</Key><UploadId>u3</UploadId><Initiated>2021-06-01T00:00:00.000Z</Initiated></Upload>
+<Upload><Key>repo/e</Key><UploadId>u4</UploadId><Initiated>2021-06-01T00:00:00.000Z</Initiated></Upload>
 </ListMultipartUploadsResult>"#;
+        fn parts(key: &str, id: &str, last: &str) -> String {
+            format!(
+                r#"<?xml version="1.0" encoding="UTF-8"?>
+<ListPartsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+<Bucket>bucket</Bucket><Key>{key}</Key><UploadId>{id}</UploadId><IsTruncated>false</IsTruncated>
+<Part><PartNumber>1</PartNumber><LastModified>{last}</LastModified><ETag>"e"</ETag><Size>5</Size></Part>
+</ListPartsResult>"#
+            )
+        }
+        // Old, idle: aborted. Old, but a part arrived just now: left to its owner.
+        let parts_a: &'static str = parts("repo/a", "u1", "2020-01-01T00:01:00.000Z").leak();
+        let parts_c: &'static str = parts("repo/c/d", "u3", "2021-06-01T00:01:00.000Z").leak();
+        let parts_e: &'static str = parts("repo/e", "u4", "2999-01-01T00:00:00.000Z").leak();
         let fake = fake_s3(vec![
             (503, SLOW_DOWN),
             (200, PAGE1),
             (200, PAGE2),
+            (200, parts_a),
             (204, ""),
+            (200, parts_c),
             (500, "<Error><Code>InternalError</Code></Error>"),
             (204, ""),
+            (200, parts_e),
         ])
         .await;
         let store = store_at(&fake.endpoint).await;
@@ -1302,23 +1319,29 @@ mod tests {
             .unwrap();
         assert_eq!(removed, 2);
         let seen = fake.seen.lock().unwrap().clone();
-        assert_eq!(seen.len(), 6, "{seen:#?}");
+        assert_eq!(seen.len(), 9, "{seen:#?}");
         assert!(
             seen[0].starts_with("GET /bucket/?uploads") && seen[0].contains("prefix=repo%2F"),
             "{seen:#?}"
         );
         assert_eq!(seen[0], seen[1], "the SlowDown was retried as is");
         assert!(seen[2].contains("key-marker=repo%2Fb") && seen[2].contains("upload-id-marker=u2"));
-        assert_eq!(
-            seen[3],
-            "DELETE /bucket/repo/a?x-id=AbortMultipartUpload&uploadId=u1"
+        assert!(
+            seen[3].starts_with("GET /bucket/repo/a?") && seen[3].contains("uploadId=u1"),
+            "{seen:#?}"
         );
-        // The 500 was retried.
         assert_eq!(
             seen[4],
+            "DELETE /bucket/repo/a?x-id=AbortMultipartUpload&uploadId=u1"
+        );
+        assert!(seen[5].starts_with("GET /bucket/repo/c/d?"), "{seen:#?}");
+        // The 500 was retried.
+        assert_eq!(
+            seen[6],
             "DELETE /bucket/repo/c/d?x-id=AbortMultipartUpload&uploadId=u3"
         );
-        assert_eq!(seen[5], seen[4]);
+        assert_eq!(seen[7], seen[6]);
+        assert!(seen[8].starts_with("GET /bucket/repo/e?"), "{seen:#?}");
     }
 
     #[tokio::test]
