@@ -893,7 +893,9 @@ mod tests {
             opts(),
         )
         .unwrap();
-        let span = Duration::from_secs(25 * 86_400);
+        // Stops a minute before 00:00 IST, so no occurrence (certificate renewal is at
+        // midnight) races the shutdown.
+        let span = Duration::from_secs(25 * 86_400 - 60);
         d.run(tokio::time::sleep(span)).await;
         let until = start
             .checked_add(SignedDuration::try_from(span).unwrap())
@@ -945,6 +947,7 @@ mod tests {
             .unwrap()
             .iter()
             .map(|r| r.0.clone())
+            .filter(|id| id.starts_with("performance-check"))
             .collect();
         assert_eq!(runs, vec!["performance-check-am"]);
         let ev = drain(&mut rx).await;
@@ -1159,6 +1162,92 @@ mod tests {
             d.run_entry("no-such-entry").await,
             Err(RunbookError::UnknownEntry(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn the_first_good_run_after_a_bad_one_is_notified_as_a_recovery() {
+        use crate::notify::{MockNotifier, NotifyOutcome};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let mut runner = MockProcedureRunner::new();
+        let mut seq = mockall::Sequence::new();
+        runner
+            .expect_run()
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|e| {
+                let mut r = Report::new(e.id.clone());
+                r.push(Finding::new("db.connect", Severity::Critical, "down"));
+                Ok(r)
+            });
+        runner
+            .expect_run()
+            .times(2)
+            .in_sequence(&mut seq)
+            .returning(|e| {
+                let mut r = Report::new(e.id.clone());
+                r.push(Finding::ok("db.connect", "up"));
+                Ok(r)
+            });
+        let mut n = MockNotifier::new();
+        n.expect_notify().times(3).returning(|r| {
+            Ok(if r.severity() == Severity::Ok {
+                NotifyOutcome::BelowThreshold
+            } else {
+                NotifyOutcome::Sent { attempts: 1 }
+            })
+        });
+        n.expect_notify_recovery()
+            .withf(|r: &Report, p: &Severity| {
+                *p == Severity::Critical && r.severity() == Severity::Ok
+            })
+            .times(1)
+            .returning(|_, _| Ok(NotifyOutcome::Sent { attempts: 1 }));
+        n.expect_notify_recovery()
+            .withf(|_, p: &Severity| *p == Severity::Ok)
+            .times(1)
+            .returning(|_, _| Ok(NotifyOutcome::BelowThreshold));
+        let d = Daemon::new(
+            Calendar::runbook(),
+            Arc::new(runner),
+            Arc::new(InMemoryRunLock::new()),
+            Arc::new(tej_core::FakeClock::new(ts("2025-01-16T06:30:00Z"))),
+            &path,
+            opts(),
+        )
+        .unwrap()
+        .with_notifier(Arc::new(n));
+        for _ in 0..3 {
+            d.run_entry("nightly-backup").await.unwrap();
+        }
+        assert_eq!(
+            d.state().entries["nightly-backup"].last_severity,
+            Some(Severity::Ok)
+        );
+    }
+
+    #[test]
+    fn run_history_keeps_the_last_run_per_key_across_instances() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = RunHistory::new(dir.path().join("runs"));
+        assert_eq!(h.last("nightly-backup").unwrap(), EntryState::default());
+        h.record(
+            "nightly-backup",
+            EntryState {
+                last_severity: Some(Severity::Critical),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let again = RunHistory::new(dir.path().join("runs"));
+        assert_eq!(
+            again.last("nightly-backup").unwrap().last_severity,
+            Some(Severity::Critical)
+        );
+        assert_eq!(again.last("daily-health").unwrap().last_severity, None);
+        for bad in ["../x", "", "A", "a/b", ".x"] {
+            assert!(h.last(bad).is_err(), "{bad}");
+        }
     }
 
     #[tokio::test(start_paused = true)]

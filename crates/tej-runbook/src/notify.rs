@@ -447,6 +447,54 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_good_report_after_a_bad_one_is_sent_as_a_recovery() {
+        let (url, log) = server(vec![200]);
+        let n = WebhookNotifier::new(Secret::new(url), opts()).unwrap();
+        let mut ok = Report::new("daily-health");
+        ok.push(Finding::ok("a", "fine"));
+        // Never bad before, or bad below the threshold: nothing.
+        assert_eq!(
+            notify_transition(&n, None, &mut ok).await.unwrap(),
+            NotifyOutcome::BelowThreshold
+        );
+        assert_eq!(
+            notify_transition(&n, Some(Severity::Ok), &mut ok)
+                .await
+                .unwrap(),
+            NotifyOutcome::BelowThreshold
+        );
+        assert!(log.lock().unwrap().is_empty());
+        assert_eq!(
+            notify_transition(&n, Some(Severity::Critical), &mut ok)
+                .await
+                .unwrap(),
+            NotifyOutcome::Sent { attempts: 1 }
+        );
+        let reqs = log.lock().unwrap().clone();
+        assert_eq!(reqs.len(), 1);
+        let text = reqs[0].body["text"].as_str().unwrap();
+        assert!(
+            text.starts_with(":white_check_mark: *RECOVERED* daily-health on web-1: OK now"),
+            "{text}"
+        );
+        assert!(text.contains("the previous run was CRITICAL"), "{text}");
+        // Still bad: the report itself, not a recovery.
+        let mut bad = bad_report();
+        let (url, log) = server(vec![200]);
+        let n = WebhookNotifier::new(Secret::new(url), opts()).unwrap();
+        notify_transition(&n, Some(Severity::Critical), &mut bad)
+            .await
+            .unwrap();
+        let reqs = log.lock().unwrap().clone();
+        assert!(
+            reqs[0].body["text"]
+                .as_str()
+                .unwrap()
+                .starts_with(":red_circle:")
+        );
+    }
+
+    #[tokio::test]
     async fn retries_500_then_succeeds() {
         let (url, log) = server(vec![500, 200]);
         let n = WebhookNotifier::new(Secret::new(url), opts()).unwrap();
