@@ -246,6 +246,31 @@ fn rotation_reaches_the_running_backend_in_every_mode() {
     seen_secrets.push(dotenv["JWT_SECRET"].clone());
     seen_secrets.push(dotenv["JWT_REFRESH_SECRET"].clone());
 
+    // A rotation already running (it holds the lock beside the .env): refused, named.
+    let lock_path = d.path().join(".env.tej-rotation.lock");
+    let mut lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .unwrap();
+    lock.try_lock().unwrap();
+    std::io::Write::write_all(
+        &mut lock,
+        b"rotation of .env (pid 4242, by ops, since 09:00)\n",
+    )
+    .unwrap();
+    let held = std::fs::read_to_string(&env_file).unwrap();
+    let (code, out2, err2) = run(&["secrets", "rotate", "--yes"]);
+    assert_ne!(code, 0, "{out2}{err2}");
+    assert!(
+        err2.contains("another rotation of this .env is running")
+            && err2.contains("pid 4242, by ops"),
+        "{out2}{err2}"
+    );
+    assert_eq!(std::fs::read_to_string(&env_file).unwrap(), held);
+    drop(lock);
+
     let audit_text = std::fs::read_to_string(&audit).unwrap_or_default();
     for text in [&out, &err, &audit_text] {
         for s in &seen_secrets {
