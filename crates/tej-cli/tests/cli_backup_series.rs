@@ -15,7 +15,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use tej_testkit::PgCluster;
+use tej_testkit::{MotoServer, PgCluster};
 
 const TEJ: &str = env!("CARGO_BIN_EXE_tej");
 
@@ -24,11 +24,25 @@ const TEJ: &str = env!("CARGO_BIN_EXE_tej");
 struct Fixture {
     pg: PgCluster,
     dir: tempfile::TempDir,
+    /// The S3 server and bucket when the repository is `s3://BUCKET/site` on moto.
+    s3: Option<(MotoServer, String)>,
 }
 
 impl Fixture {
     /// `retention` is the body of `[backup.retention]`.
     fn start(retention: &str) -> Result<Fixture> {
+        Fixture::start_with(retention, false)
+    }
+
+    /// With `s3`, the repository is a bucket on moto instead of a local directory.
+    fn start_with(retention: &str, s3: bool) -> Result<Fixture> {
+        let s3 = if s3 {
+            let moto = MotoServer::start()?;
+            let bucket = moto.unique_bucket("tejcli-series")?;
+            Some((moto, bucket))
+        } else {
+            None
+        };
         let pg = PgCluster::start()?;
         pg.create_database("appdb")?;
         pg.create_database("otherdb")?;
@@ -47,7 +61,7 @@ impl Fixture {
         let dir = tempfile::Builder::new()
             .prefix("tejcli-series-")
             .tempdir_in("/tmp")?;
-        let f = Fixture { pg, dir };
+        let f = Fixture { pg, dir, s3 };
         std::fs::create_dir_all(f.files_dir())?;
         std::fs::write(f.files_dir().join("a.txt"), b"uploaded file")?;
         std::fs::create_dir_all(f.path("bin"))?;
@@ -57,7 +71,7 @@ impl Fixture {
             format!(
                 "[[database]]\nname = \"app\"\nurl = \"{}\"\n\n[backup]\nrepositories = [\"{}\"]\n\n[backup.retention]\n{retention}\n",
                 f.pg.url("appdb"),
-                f.repo().display()
+                f.repo_spec()
             ),
         )?;
         f.install_slow_pg_dump()?;
@@ -70,6 +84,63 @@ impl Fixture {
 
     fn repo(&self) -> PathBuf {
         self.path("repo")
+    }
+
+    fn repo_spec(&self) -> String {
+        match &self.s3 {
+            Some((_, bucket)) => format!("s3://{bucket}/site"),
+            None => self.repo().display().to_string(),
+        }
+    }
+
+    /// The keys under `prefix` in the repository (S3: listed over plain HTTP from moto).
+    fn keys(&self, prefix: &str) -> Result<Vec<String>> {
+        let Some((moto, bucket)) = &self.s3 else {
+            let root = self.repo();
+            let mut out = Vec::new();
+            let mut stack = vec![root.join(prefix)];
+            while let Some(d) = stack.pop() {
+                let Ok(rd) = std::fs::read_dir(&d) else {
+                    continue;
+                };
+                for e in rd.flatten() {
+                    if e.file_type()?.is_dir() {
+                        stack.push(e.path());
+                    } else if let Ok(rel) = e.path().strip_prefix(&root) {
+                        out.push(rel.display().to_string());
+                    }
+                }
+            }
+            return Ok(out);
+        };
+        use std::io::{Read, Write};
+        let get = || -> std::io::Result<String> {
+            let mut conn = std::net::TcpStream::connect(("127.0.0.1", moto.port()))?;
+            write!(
+                conn,
+                "GET /{bucket}?list-type=2&prefix=site/{prefix} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+                moto.port()
+            )?;
+            let mut body = String::new();
+            conn.read_to_string(&mut body)?;
+            Ok(body)
+        };
+        // The listing is a plain GET; a reset connection is simply asked again.
+        let mut attempt = 0;
+        let body = loop {
+            match get() {
+                Ok(b) if b.contains("</ListBucketResult>") => break b,
+                Ok(b) if attempt >= 5 => bail!("unexpected listing: {b}"),
+                Err(e) if attempt >= 5 => return Err(e.into()),
+                _ => attempt += 1,
+            }
+        };
+        Ok(body
+            .split("<Key>")
+            .skip(1)
+            .filter_map(|k| k.split_once("</Key>").map(|(k, _)| k.to_string()))
+            .filter_map(|k| k.strip_prefix("site/").map(String::from))
+            .collect())
     }
 
     fn files_dir(&self) -> PathBuf {
@@ -116,6 +187,9 @@ exit 0
             .env_remove("DATABASE_URL")
             .env("NO_COLOR", "1")
             .env("TMPDIR", self.path("scratch"))
+            .env("AWS_ACCESS_KEY_ID", "tejtest")
+            .env("AWS_SECRET_ACCESS_KEY", "tejtestsecret")
+            .env("AWS_REGION", "us-east-1")
             .env(
                 "PATH",
                 format!(
@@ -124,6 +198,9 @@ exit 0
                     std::env::var("PATH").unwrap_or_default()
                 ),
             );
+        if let Some((moto, _)) = &self.s3 {
+            cmd.env("AWS_ENDPOINT_URL", moto.endpoint());
+        }
         cmd
     }
 
@@ -199,23 +276,19 @@ exit 0
         }
     }
 
-    /// A run directory holding a stored data file (not a temporary one) and no manifest.
+    /// A run holding a stored data file (not a temporary one) and no manifest.
     fn run_with_stored_objects(&self) -> Result<Option<String>> {
-        let backups = self.repo().join("backups");
-        let Ok(rd) = std::fs::read_dir(&backups) else {
-            return Ok(None);
-        };
-        for e in rd {
-            let e = e?;
-            let dir = e.path().join("dir");
-            let Ok(files) = std::fs::read_dir(&dir) else {
+        let keys = self.keys("backups/")?;
+        for k in &keys {
+            let mut parts = k.split('/');
+            let (Some("backups"), Some(id), Some("dir"), Some(name)) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
                 continue;
             };
-            let stored = files
-                .filter_map(|f| f.ok())
-                .any(|f| f.file_name().to_string_lossy().ends_with(".dat.zst"));
-            if stored && !e.path().join("manifest.json").exists() {
-                return Ok(Some(e.file_name().to_string_lossy().into_owned()));
+            let manifest = format!("backups/{id}/manifest.json");
+            if name.ends_with(".dat.zst") && !keys.contains(&manifest) {
+                return Ok(Some(id.to_string()));
             }
         }
         Ok(None)
@@ -294,11 +367,10 @@ fn prune_keeps_the_newest_backup_of_every_series() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn prune_during_a_running_create_leaves_the_run_alone() -> Result<()> {
-    let f = Fixture::start(
-        "daily_days = 30\nweekly_days = 90\nmonthly_days = 365\nyearly_days = 2555",
-    )?;
+const KEEP_ALL: &str = "daily_days = 30\nweekly_days = 90\nmonthly_days = 365\nyearly_days = 2555";
+
+fn prune_during_a_running_create(s3: bool) -> Result<()> {
+    let f = Fixture::start_with(KEEP_ALL, s3)?;
     let (child, id) = f.start_held_create()?;
     let (code, out, err) = f.tej(&["backup", "prune"]);
     // Whatever prune says, the running run's objects are untouched.
@@ -311,6 +383,10 @@ fn prune_during_a_running_create_leaves_the_run_alone() -> Result<()> {
     );
     ensure!(code == 0, "prune exited {code}\n{out}\n{err}");
     ensure!(
+        out.contains(&format!("running {id}: left alone")),
+        "prune did not see the running run:\n{out}"
+    );
+    ensure!(
         stored_before.as_deref() == Some(id.as_str()),
         "prune removed the objects of the running run {id}\nprune said:\n{out}"
     );
@@ -320,11 +396,8 @@ fn prune_during_a_running_create_leaves_the_run_alone() -> Result<()> {
         f.listed()?
     );
     ensure!(
-        !f.repo()
-            .join("backups")
-            .join(&id)
-            .join("failed.json")
-            .exists(),
+        !f.keys("backups/")?
+            .contains(&format!("backups/{id}/failed.json")),
         "the finished run carries a failure record"
     );
     f.ok(&["backup", "verify", &id])?;
@@ -332,37 +405,46 @@ fn prune_during_a_running_create_leaves_the_run_alone() -> Result<()> {
 }
 
 #[test]
-fn a_killed_create_is_cleaned_by_prune_and_its_lock_cleared() -> Result<()> {
-    let f = Fixture::start(
-        "daily_days = 30\nweekly_days = 90\nmonthly_days = 365\nyearly_days = 2555",
-    )?;
+fn prune_during_a_running_create_leaves_the_run_alone() -> Result<()> {
+    prune_during_a_running_create(false)
+}
+
+#[test]
+fn prune_during_a_running_create_on_s3_leaves_the_run_alone() -> Result<()> {
+    prune_during_a_running_create(true)
+}
+
+fn lock_objects(f: &Fixture) -> Result<Vec<String>> {
+    Ok(f.keys("locks/")?
+        .into_iter()
+        .filter(|k| k.ends_with(".lock"))
+        .collect())
+}
+
+fn killed_create_is_cleaned(s3: bool) -> Result<()> {
+    let f = Fixture::start_with(KEEP_ALL, s3)?;
     let (mut child, id) = f.start_held_create()?;
     child.kill()?;
     child.wait()?;
     std::fs::write(f.gate().with_extension("cancel"), b"")?;
     std::fs::write(f.gate(), b"")?;
-    let locks: Vec<String> = std::fs::read_dir(f.repo().join("locks"))?
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".lock"))
-        .collect();
-    ensure!(!locks.is_empty(), "the killed run left no lock object");
+    ensure!(
+        !lock_objects(&f)?.is_empty(),
+        "the killed run left no lock object"
+    );
 
     let out = f.ok(&["backup", "prune"])?;
     ensure!(
         out.contains("cleaned 1 interrupted run"),
         "prune did not clean the killed run:\n{out}"
     );
-    let left: Vec<String> = std::fs::read_dir(f.repo().join("backups").join(&id))?
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
+    let left: Vec<String> = f
+        .keys("backups/")?
+        .into_iter()
+        .filter(|k| k.starts_with(&format!("backups/{id}/")))
         .collect();
-    ensure!(left == ["failed.json"], "{left:?}");
-    let locks: Vec<String> = std::fs::read_dir(f.repo().join("locks"))?
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".lock"))
-        .collect();
+    ensure!(left == [format!("backups/{id}/failed.json")], "{left:?}");
+    let locks = lock_objects(&f)?;
     ensure!(
         locks.is_empty(),
         "the dead owner's lock is still there: {locks:?}"
@@ -371,6 +453,16 @@ fn a_killed_create_is_cleaned_by_prune_and_its_lock_cleared() -> Result<()> {
     let next = f.create(&[])?;
     ensure!(f.listed()? == vec![next]);
     Ok(())
+}
+
+#[test]
+fn a_killed_create_is_cleaned_by_prune_and_its_lock_cleared() -> Result<()> {
+    killed_create_is_cleaned(false)
+}
+
+#[test]
+fn a_killed_create_on_s3_is_cleaned_by_prune_and_its_lock_cleared() -> Result<()> {
+    killed_create_is_cleaned(true)
 }
 
 #[test]
