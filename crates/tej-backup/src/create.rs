@@ -190,7 +190,7 @@ impl Run {
             let others = match crate::lock::target_locks(&s.repo, &opts.lock, now).await {
                 Ok(locks) => locks
                     .iter()
-                    .filter(|l| !l.stale && !s.lock.as_ref().is_some_and(|m| m.key() == &l.key))
+                    .filter(|l| !l.stale && s.lock.as_ref().is_none_or(|m| m.key() != &l.key))
                     .count(),
                 Err(e) => {
                     tracing::warn!(repo = %s.repo.name(), error = %e, "cannot list the locks");
