@@ -60,8 +60,10 @@ async fn push(
 ) -> Result<()> {
     let wal = WalArchive::new(Repository::open(repo.to_str().context("utf-8")?).await?)
         .with_encryption(encryption(mode, keys)?);
-    let mut opts = PushOptions::default();
-    opts.system_identifier = Some(system_identifier_from_pgdata(pgdata)?);
+    let opts = PushOptions {
+        system_identifier: Some(system_identifier_from_pgdata(pgdata)?),
+        ..PushOptions::default()
+    };
     for f in files {
         wal.push(f, &opts).await?;
     }

@@ -49,13 +49,12 @@ async fn versions(
 
 fn pg_dump_spec(db: &DbTarget, format: DumpFormat) -> CommandSpec {
     let spec = db.command(CommandSpec::new("pg_dump")).arg("--no-password");
-    let spec = match format {
+    match format {
         // Our compressor is faster than pg_dump's built-in one: store uncompressed.
         DumpFormat::Custom => spec.args(["--format=custom", "--compress=0"]),
         DumpFormat::Plain => spec.arg("--format=plain"),
         DumpFormat::Directory => spec.args(["--format=directory", "--compress=0"]),
-    };
-    spec
+    }
 }
 
 /// Takes a logical backup of `opts.db` into every repository.

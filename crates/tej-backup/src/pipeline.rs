@@ -216,9 +216,8 @@ pub(crate) struct DerivedIdentity {
 type DerivationKey = [u8; 32];
 
 /// Identities derived in this process, and how many times each was derived.
-static DERIVED: std::sync::Mutex<
-    Option<std::collections::HashMap<DerivationKey, (Arc<DerivedIdentity>, u64)>>,
-> = std::sync::Mutex::new(None);
+type DerivedCache = std::collections::HashMap<DerivationKey, (Arc<DerivedIdentity>, u64)>;
+static DERIVED: std::sync::Mutex<Option<DerivedCache>> = std::sync::Mutex::new(None);
 
 fn derivation_key(passphrase: &Secret, work_factor: u8) -> DerivationKey {
     let mut h = Sha256::new();

@@ -439,7 +439,8 @@ async fn the_password_never_reaches_a_command_line_and_backups_still_work() -> R
     let dir = tempfile::tempdir()?;
     let repo = Repository::open(dir.path().join("repo").to_str().context("utf-8")?).await?;
     let rec = Recorder::default();
-    let targets: Vec<(&str, Box<dyn Fn(&str) -> DbTarget>)> = vec![
+    type MakeTarget<'a> = Box<dyn Fn(&str) -> DbTarget + 'a>;
+    let targets: Vec<(&str, MakeTarget)> = vec![
         (
             "password in the URL",
             Box::new(|d| DbTarget::new(app_url(&pg, pw, d))),
