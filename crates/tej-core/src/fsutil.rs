@@ -144,6 +144,16 @@ pub fn unreachable_by(path: &Path, uid: u32, gid: u32, access: Access) -> Option
     }
 }
 
+/// [`unreachable_by`] for the OS user named `user` (as `postgres`), looked up in the user
+/// database; an unknown user is a reason too.
+pub fn unreachable_for_user(path: &Path, user: &str, access: Access) -> Option<String> {
+    match nix::unistd::User::from_name(user) {
+        Ok(Some(u)) => unreachable_by(path, u.uid.as_raw(), u.gid.as_raw(), access),
+        Ok(None) => Some(format!("there is no OS user {user:?}")),
+        Err(e) => Some(format!("cannot look up the OS user {user:?}: {e}")),
+    }
+}
+
 /// The primary and supplementary groups of `uid` as the user database lists them.
 fn user_groups(uid: u32, gid: u32) -> Vec<u32> {
     use nix::unistd::{Gid, Uid, User, getgrouplist};

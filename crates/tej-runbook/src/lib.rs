@@ -151,8 +151,8 @@ pub use schedule::{
     CronJob, CronZone, DueWindow, ScheduleOptions, SystemdUnit, cron_jobs, due_occurrence,
     emit_crontab, emit_systemd, fixed_offset_seconds, on_calendar, run_argv, select_entries,
 };
-pub use schedule::{ScheduledConfirmer, scheduled_executor, scheduled_slot};
 pub use schedule::{EnvRef, KubernetesOptions, emit_kubernetes};
+pub use schedule::{ScheduledConfirmer, scheduled_executor, scheduled_slot};
 
 #[cfg(any(test, feature = "mock"))]
 pub use capacity::MockHistoryStore;

@@ -140,6 +140,33 @@ pub fn absolute_repository(spec: &str) -> Result<String> {
         .with_context(|| format!("repository path {} is not UTF-8", abs.display()))
 }
 
+/// Refuses, before anything is touched, a restore or drill whose server could not run
+/// the commands written into it: the OS user `owner` must be able to execute this very
+/// binary (`restore_command`) and read the configuration file passed along to it. A tej
+/// built inside a checkout in root's 0700 home is the usual case.
+fn check_server_can_run_tej(owner: &str, config: Option<&Path>) -> Result<()> {
+    use tej_core::fsutil::{Access, unreachable_for_user};
+    let exe = std::env::current_exe().context("find the tej binary")?;
+    if let Some(why) = unreachable_for_user(&exe, owner, Access::Execute) {
+        bail!(
+            "the server's OS user {owner} could not run {} in restore_command: {why}; \
+             install tej where {owner} can run it (e.g. /usr/local/bin/tej)",
+            exe.display()
+        );
+    }
+    if let Some(c) = config {
+        let c = std::path::absolute(c).with_context(|| format!("resolve {}", c.display()))?;
+        if let Some(why) = unreachable_for_user(&c, owner, Access::Read) {
+            bail!(
+                "the server's OS user {owner} could not read {} passed to tej wal fetch: {why}; \
+                 keep tej.toml where {owner} can read it (e.g. /etc/tej/tej.toml)",
+                c.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Arguments of `tej wal push`.
 pub struct PushArgs {
     /// `%p`: the file, relative to the data directory (the server's working directory).
@@ -426,6 +453,7 @@ pub async fn restore(
     args: RestoreArgs,
     output: OutputFormat,
 ) -> Result<i32> {
+    check_server_can_run_tej(&args.owner, args.config.as_deref())?;
     let restore_command = wal_command(args.config.as_deref(), &args.repo_spec, "fetch %f %p")?;
     let mut recovery = RecoveryConfig::new(restore_command, args.target.clone());
     if let Some(a) = &args.action {
@@ -507,6 +535,7 @@ pub async fn drill(
     args: DrillArgs,
     output: OutputFormat,
 ) -> Result<i32> {
+    check_server_can_run_tej(&args.owner, args.config.as_deref())?;
     let restore_command = wal_command(args.config.as_deref(), &args.repo_spec, "fetch %f %p")?;
     let mut opts = DrillOptions::new(&args.scratch_dir, restore_command);
     opts.sanity_queries = if args.queries.is_empty() {

@@ -255,12 +255,12 @@ impl CalendarRunner {
             ProcedureKind::SecurityAudit => {
                 Ok(security_audit(ctx, self.runner.as_ref(), &self.audit_commands).await)
             }
-            ProcedureKind::WeeklyAudit => Ok(super::weekly::weekly_maintenance(
-                ctx,
-                &self.executor,
-                self.clock.clone(),
-            )
-            .await),
+            ProcedureKind::WeeklyAudit => {
+                Ok(
+                    super::weekly::weekly_maintenance(ctx, &self.executor, self.clock.clone())
+                        .await,
+                )
+            }
             ProcedureKind::DatabaseDeepMaintenance => {
                 let mut report = Report::new("database-deep-maintenance");
                 let mut repos = Vec::new();
