@@ -160,7 +160,9 @@ pub fn run(_args: &[String]) -> Result<()> {
     let app_port = tej_testkit::free_port();
     let app_url = format!("http://127.0.0.1:{app_port}/cgi-bin/app");
 
-    let config = demo_dir.join("tej.toml");
+    // The restore_command of the drill hands this file to `tej wal fetch`, which the
+    // scratch server runs as its OS user: it lives beside the WAL archive, and a copy is kept.
+    let config = server_dir.path().join("tej.toml");
     let backups = demo_dir.join("backups");
     let logs = demo_dir.join("logs");
     let env_file = demo_dir.join(".env");
@@ -443,7 +445,10 @@ test_password = {{ env = "TEJ_DEMO_LOGIN_PASSWORD" }}
         started.elapsed().as_secs_f64(),
         demo_dir.display()
     );
-    println!("  config        {}", config.display());
+    let kept_config = demo_dir.join("tej.toml");
+    std::fs::copy(&config, &kept_config)
+        .with_context(|| format!("keep {}", kept_config.display()))?;
+    println!("  config        {}", kept_config.display());
     println!("  audit log     {}", demo_dir.join("audit.jsonl").display());
     println!(
         "  backups       {} (and s3://{bucket}/skillswap while the demo ran)",
@@ -451,7 +456,7 @@ test_password = {{ env = "TEJ_DEMO_LOGIN_PASSWORD" }}
     );
     println!("  .env          {}", env_file.display());
     println!(
-        "  removed       {} (the WAL archive and base backups) and {} (the tej the server ran)",
+        "  removed       {} (the WAL archive, base backups and the config the server read) and {} (the tej it ran)",
         server_dir.path().display(),
         tej.display()
     );

@@ -37,7 +37,7 @@ fn cmd_bin() -> Result<PathBuf> {
         if let (Some(b), Some(t)) = (mtime(&bin), mtime(&exe))
             && b >= t
         {
-            return Ok(bin);
+            return reachable(&bin);
         }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
@@ -57,10 +57,15 @@ fn cmd_bin() -> Result<PathBuf> {
         if !status.success() {
             return Err(format!("building wal_archive_cmd failed: {status}"));
         }
-        Ok(bin)
+        reachable(&bin)
     })
     .clone()
     .map_err(anyhow::Error::msg)
+}
+
+/// The program where the server's OS user can run it, wherever the checkout is.
+fn reachable(bin: &Path) -> std::result::Result<PathBuf, String> {
+    tej_testkit::Reachable::shared(bin).map_err(|e| format!("{e:#}"))
 }
 
 /// A directory the `postgres` OS user can write (the server runs archive_command as it).

@@ -25,6 +25,8 @@
 //! - `prune`: a tej-backup prune report (decisions with their rule).
 //! - `wal_pushed` (`tej wal push`), `wal_fetched` (`{"name", "outcome": "fetched"|"not-found"}`),
 //!   `wal_file` (`tej wal list`), `wal_continuity` (`tej wal verify`: chains, gaps, switches, window).
+//! - `wal_archive`: the archive marker `tej wal init` wrote or found (`version`, `system_identifier`,
+//!   `wal_segment_size`, `created_at`).
 //! - `drill`: a tej-backup `DrillReport` (`restore_seconds` = RTO, `rpo_seconds`, `queries`, `ok`).
 //! - `daemon_started`, `daemon`: the daemon's start line and its events.
 //!

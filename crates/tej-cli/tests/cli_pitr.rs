@@ -16,7 +16,36 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tej_testkit::{PgCluster, PgClusterOptions, free_port, run_as_postgres};
 
-const TEJ: &str = env!("CARGO_BIN_EXE_tej");
+/// This tej where the server's OS user can run it (`archive_command`, and the
+/// `restore_command` that `tej restore` writes with its own path), wherever the checkout is.
+const TEJ: Tej = Tej;
+
+#[derive(Clone, Copy)]
+struct Tej;
+
+impl Tej {
+    fn path(self) -> &'static str {
+        static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        PATH.get_or_init(|| {
+            tej_testkit::Reachable::shared(Path::new(env!("CARGO_BIN_EXE_tej")))
+                .expect("make tej reachable for the postgres OS user")
+                .display()
+                .to_string()
+        })
+    }
+}
+
+impl std::fmt::Display for Tej {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.path())
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for Tej {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        std::ffi::OsStr::new(self.path())
+    }
+}
 
 /// Runs `tej` in `dir` with no configuration: (exit code, stdout, stderr).
 fn tej_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {

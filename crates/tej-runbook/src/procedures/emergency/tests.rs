@@ -594,7 +594,7 @@ async fn rotate_secrets_step_composes_the_rotator_in_emergency_mode() {
     });
     let mut probe = MockAppProbe::new();
     probe.expect_health().returning(|| Ok(200));
-    probe.expect_login().returning(|| Ok(401));
+    probe.expect_login().returning(|| Ok(200));
     let rotator = Rotator::new(sessions, service, probe, guard(Arc::new(Fixed(true))));
     let mut opts = RotateOptions::new(&env);
     opts.mode = RotationMode::Emergency;
