@@ -493,10 +493,12 @@ fn merge_conflicts(staged: &Path, target: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Moves everything below `staged` into `target`: directories are merged (taking the
-/// staged mode and time), files and symlinks replace what is there by rename.
+/// Moves everything below `staged` into `target`: directories are merged, files and
+/// symlinks replace what is there by rename; every merged directory, `target` included,
+/// then takes the staged mode and time (read before its entries moved, which changes it).
 fn merge_into(staged: &Path, target: &Path) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
+    let sm = std::fs::metadata(staged)?;
     for e in std::fs::read_dir(staged)? {
         let e = e?;
         let s = e.path();
@@ -506,14 +508,6 @@ fn merge_into(staged: &Path, target: &Path) -> io::Result<()> {
             match tm {
                 Some(m) if m.is_dir() => {
                     merge_into(&s, &t)?;
-                    let sm = std::fs::metadata(&s)?;
-                    std::fs::set_permissions(
-                        &t,
-                        std::fs::Permissions::from_mode(sm.permissions().mode() & 0o7777),
-                    )?;
-                    if let Ok(mtime) = sm.modified() {
-                        std::fs::File::open(&t)?.set_modified(mtime)?;
-                    }
                     continue;
                 }
                 Some(_) => std::fs::remove_file(&t)?,
@@ -522,7 +516,15 @@ fn merge_into(staged: &Path, target: &Path) -> io::Result<()> {
         }
         std::fs::rename(&s, &t)?;
     }
-    tej_core::fsutil::fsync_dir(target)
+    tej_core::fsutil::fsync_dir(target)?;
+    std::fs::set_permissions(
+        target,
+        std::fs::Permissions::from_mode(sm.permissions().mode() & 0o7777),
+    )?;
+    if let Ok(mtime) = sm.modified() {
+        std::fs::File::open(target)?.set_modified(mtime)?;
+    }
+    Ok(())
 }
 
 fn dir_is_empty(dir: &Path) -> Result<Option<bool>, BackupError> {
