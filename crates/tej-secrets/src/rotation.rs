@@ -1293,20 +1293,20 @@ impl<S: SessionStore, C: ServiceControl, P: AppProbe> Rotator<S, C, P> {
         Ok(detail)
     }
 
-    async fn verify(
+    /// Polls `/health` until it answers 2xx (recorded in the report) or `verify_timeout`
+    /// passes; the error quotes the last answer.
+    async fn wait_healthy(
         &self,
         run: &mut Run<'_>,
         opts: &RotateOptions,
-        service: &str,
-        keys: &[String],
-    ) -> std::result::Result<String, String> {
+    ) -> std::result::Result<u16, String> {
         let deadline = tokio::time::Instant::now() + opts.verify_timeout;
         loop {
             let last = match self.probe.health().await {
                 Ok(code) => {
                     run.report.health_status = Some(code);
                     if (200..300).contains(&code) {
-                        break;
+                        return Ok(code);
                     }
                     format!("/health answered {code}")
                 }
@@ -1320,6 +1320,16 @@ impl<S: SessionStore, C: ServiceControl, P: AppProbe> Rotator<S, C, P> {
             }
             tokio::time::sleep(opts.verify_interval).await;
         }
+    }
+
+    async fn verify(
+        &self,
+        run: &mut Run<'_>,
+        opts: &RotateOptions,
+        service: &str,
+        keys: &[String],
+    ) -> std::result::Result<String, String> {
+        self.wait_healthy(run, opts).await?;
         let live = self
             .check_live_env(run, service, keys, &opts.previous_suffix)
             .await?;
@@ -1555,44 +1565,23 @@ impl<S: SessionStore, C: ServiceControl, P: AppProbe> Rotator<S, C, P> {
                     &format!("recreated {}", st.service),
                     started,
                 );
-                let health = tokio::time::timeout(opts.verify_timeout, async {
-                    loop {
-                        if let Ok(c) = self.probe.health().await
-                            && (200..300).contains(&c)
-                        {
-                            return c;
-                        }
-                        tokio::time::sleep(opts.verify_interval).await;
-                    }
-                })
-                .await;
-                match health {
-                    Ok(c) => {
-                        run.report.health_status = Some(c);
-                        let started = Instant::now();
-                        match self
-                            .check_live_env(&mut run, &st.service, &st.keys, &opts.previous_suffix)
-                            .await
-                        {
-                            Ok(detail) => {
-                                self.record(
-                                    &mut run,
-                                    "test",
-                                    Risk::ReadOnly,
-                                    true,
-                                    &format!("/health answered {c}; {detail}"),
-                                    started,
-                                );
-                                Ok(())
-                            }
-                            Err(msg) => Err(msg),
-                        }
-                    }
-                    Err(_) => Err(format!(
-                        "the application was not healthy within {:?}",
-                        opts.verify_timeout
-                    )),
+                async {
+                    let c = self.wait_healthy(&mut run, opts).await?;
+                    let started = Instant::now();
+                    let detail = self
+                        .check_live_env(&mut run, &st.service, &st.keys, &opts.previous_suffix)
+                        .await?;
+                    self.record(
+                        &mut run,
+                        "test",
+                        Risk::ReadOnly,
+                        true,
+                        &format!("/health answered {c}; {detail}"),
+                        started,
+                    );
+                    Ok(())
                 }
+                .await
             }
             Err(e) => Err(run.redactor.redact(&e.to_string())),
         };
