@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::process::Command;
-use tej_testkit::{PgCluster, RedisServer, S3Server, TlsEndpoint};
+use tej_testkit::{PgCluster, RedisServer, S3Server, TlsEndpoint, is_root};
 
 /// Exit code, stdout, stderr of example `bin` run in `dir` with `args` and `envs`.
 fn run(bin: &str, dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
@@ -623,11 +623,6 @@ fn pitr_restore_recovers_to_a_time_between_two_commits() {
         "1,2,3"
     );
     assert_eq!(psql_at(port, "SELECT pg_is_in_recovery()"), "f");
-}
-
-fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
 const BUSYBOX: &str = "tej-examples-busybox:1";

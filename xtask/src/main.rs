@@ -111,18 +111,6 @@ fn workspace_root() -> PathBuf {
     manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
 }
 
-fn is_root() -> bool {
-    // SAFETY-free: read the effective uid from /proc instead of libc.
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
 fn step(title: &str) {
     println!("\n==> {title}");
 }
@@ -150,7 +138,7 @@ fn install_deps() -> Result<()> {
         .collect();
     if missing.is_empty() {
         println!("all present");
-    } else if is_root() {
+    } else if tej_testkit::is_root() {
         println!("installing {}", missing.join(" "));
         status(cmd("apt-get", &["update", "-qq"]), "apt-get update")?;
         let mut c = cmd(

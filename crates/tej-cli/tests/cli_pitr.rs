@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail, ensure};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tej_testkit::{PgCluster, PgClusterOptions, free_port, run_as_postgres};
+use tej_testkit::{PgCluster, PgClusterOptions, free_port, is_root, run_as_postgres};
 
 /// This tej where the server's OS user can run it (`archive_command`, and the
 /// `restore_command` that `tej restore` writes with its own path), wherever the checkout is.
@@ -70,14 +70,6 @@ fn postgres_dir(prefix: &str) -> Result<tempfile::TempDir> {
     let d = tempfile::Builder::new().prefix(prefix).tempdir_in("/tmp")?;
     give_to_postgres(d.path())?;
     Ok(d)
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
 }
 
 fn give_to_postgres(path: &Path) -> Result<()> {

@@ -7,14 +7,7 @@ use anyhow::{Result, ensure};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
+use tej_testkit::is_root;
 
 fn run(tej: &Path, args: &[&str]) -> Result<(i32, String)> {
     let out = Command::new(tej)
@@ -49,9 +42,9 @@ fn restore_and_drill_refuse_a_tej_or_config_the_server_user_cannot_reach() -> Re
     let pgdata_s = pgdata.to_str().unwrap();
     let home_s = home.path().display().to_string();
 
-    let (code, err) = run(
-        &private_tej,
-        &[
+    // `tej restore` of the newest base backup into a new data directory, and more arguments.
+    let restore = |tej: &Path, extra: &[&str]| {
+        let mut args = vec![
             "restore",
             "--repo",
             &repo,
@@ -60,8 +53,12 @@ fn restore_and_drill_refuse_a_tej_or_config_the_server_user_cannot_reach() -> Re
             "--target",
             "immediate",
             "--yes",
-        ],
-    )?;
+        ];
+        args.extend_from_slice(extra);
+        run(tej, &args)
+    };
+
+    let (code, err) = restore(&private_tej, &[])?;
     ensure!(code != 0, "restore must fail: {err}");
     ensure!(
         err.contains("could not run") && err.contains(&home_s) && err.contains("0700"),
@@ -80,21 +77,7 @@ fn restore_and_drill_refuse_a_tej_or_config_the_server_user_cannot_reach() -> Re
     let reachable = tej_testkit::Reachable::file(Path::new(env!("CARGO_BIN_EXE_tej")))?;
     let config = home.path().join("tej.toml");
     std::fs::write(&config, "environment = \"development\"\n")?;
-    let (code, err) = run(
-        reachable.path(),
-        &[
-            "restore",
-            "--repo",
-            &repo,
-            "--pgdata",
-            pgdata_s,
-            "--target",
-            "immediate",
-            "--yes",
-            "--config",
-            config.to_str().unwrap(),
-        ],
-    )?;
+    let (code, err) = restore(reachable.path(), &["--config", config.to_str().unwrap()])?;
     ensure!(code != 0, "restore must fail: {err}");
     ensure!(
         err.contains("could not read") && err.contains(&home_s),

@@ -146,11 +146,22 @@ pub fn unreachable_by(path: &Path, uid: u32, gid: u32, access: Access) -> Option
 
 /// [`unreachable_by`] for the OS user named `user` (as `postgres`), looked up in the user
 /// database; an unknown user is a reason too.
-pub fn unreachable_for_user(path: &Path, user: &str, access: Access) -> Option<String> {
+fn unreachable_for_user(path: &Path, user: &str, access: Access) -> Option<String> {
     match nix::unistd::User::from_name(user) {
         Ok(Some(u)) => unreachable_by(path, u.uid.as_raw(), u.gid.as_raw(), access),
         Ok(None) => Some(format!("there is no OS user {user:?}")),
         Err(e) => Some(format!("cannot look up the OS user {user:?}: {e}")),
+    }
+}
+
+/// [`unreachable_for_user`] for a child started "as `run_as`": that user when this process
+/// is root (only root can switch users), else this process's own user.
+pub fn unreachable_for_run_as(path: &Path, run_as: &str, access: Access) -> Option<String> {
+    use nix::unistd::{getegid, geteuid};
+    if geteuid().is_root() {
+        unreachable_for_user(path, run_as, access)
+    } else {
+        unreachable_by(path, geteuid().as_raw(), getegid().as_raw(), access)
     }
 }
 

@@ -42,7 +42,7 @@ pub use docker_engine::DockerEngine;
 pub use moto_server::MotoServer;
 pub use pg_cluster::{PgCluster, PgClusterOptions};
 pub use port::free_port;
-pub use process::run_as_postgres;
+pub use process::{is_root, run_as_postgres};
 pub use reachable::Reachable;
 pub use redis_server::RedisServer;
 pub use s3_server::S3Server;

@@ -13,8 +13,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// Whether this process runs as root (effective uid 0).
-pub(crate) fn is_root() -> bool {
+/// Whether this process runs as root (effective uid 0): then servers run as `postgres`.
+pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 

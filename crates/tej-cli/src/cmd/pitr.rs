@@ -141,13 +141,14 @@ pub fn absolute_repository(spec: &str) -> Result<String> {
 }
 
 /// Refuses, before anything is touched, a restore or drill whose server could not run
-/// the commands written into it: the OS user `owner` must be able to execute this very
-/// binary (`restore_command`) and read the configuration file passed along to it. A tej
-/// built inside a checkout in root's 0700 home is the usual case.
+/// the commands written into it: the OS user the server runs as (`owner` when tej runs as
+/// root, else tej's own) must be able to execute this very binary (`restore_command`) and
+/// read the configuration file passed along to it. A tej built inside a checkout in root's
+/// 0700 home is the usual case.
 fn check_server_can_run_tej(owner: &str, config: Option<&Path>) -> Result<()> {
-    use tej_core::fsutil::{Access, unreachable_for_user};
+    use tej_core::fsutil::{Access, unreachable_for_run_as};
     let exe = std::env::current_exe().context("find the tej binary")?;
-    if let Some(why) = unreachable_for_user(&exe, owner, Access::Execute) {
+    if let Some(why) = unreachable_for_run_as(&exe, owner, Access::Execute) {
         bail!(
             "the server's OS user {owner} could not run {} in restore_command: {why}; \
              install tej where {owner} can run it (e.g. /usr/local/bin/tej)",
@@ -156,7 +157,7 @@ fn check_server_can_run_tej(owner: &str, config: Option<&Path>) -> Result<()> {
     }
     if let Some(c) = config {
         let c = std::path::absolute(c).with_context(|| format!("resolve {}", c.display()))?;
-        if let Some(why) = unreachable_for_user(&c, owner, Access::Read) {
+        if let Some(why) = unreachable_for_run_as(&c, owner, Access::Read) {
             bail!(
                 "the server's OS user {owner} could not read {} passed to tej wal fetch: {why}; \
                  keep tej.toml where {owner} can read it (e.g. /etc/tej/tej.toml)",
