@@ -361,13 +361,13 @@ enum BackupCmd {
         #[command(flatten)]
         run: RunArgs,
     },
-    /// Grandfather-father-son retention; --dry-run lists each decision and its rule.
+    /// Grandfather-father-son retention per series; destructive: the plan lists each
+    /// decision and its rule, deleting needs --yes (and the production window); audited.
     Prune {
         #[command(flatten)]
         repo: RepoArgs,
-        /// Only show what would be deleted.
-        #[arg(long)]
-        dry_run: bool,
+        #[command(flatten)]
+        run: RunArgs,
     },
 }
 
@@ -1274,10 +1274,11 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
                         let ok = cmd::backup::restore(out, &ex, repo, &id, opts, format).await?;
                         Ok(if ok { 0 } else { 1 })
                     }
-                    BackupCmd::Prune { repo, dry_run } => {
+                    BackupCmd::Prune { repo, run } => {
                         let repos = cmd::backup::repositories(&cfg, &repo.repos).await?;
-                        cmd::backup::prune_repos(out, &cfg, &repos, dry_run, format).await?;
-                        Ok(0)
+                        let ex = executor(&cfg, &run)?;
+                        let ok = cmd::backup::prune_repos(out, &cfg, &ex, repos, format).await?;
+                        Ok(if ok { 0 } else { 1 })
                     }
                 }
             })

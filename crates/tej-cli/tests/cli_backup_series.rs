@@ -355,7 +355,7 @@ fn prune_keeps_the_newest_backup_of_every_series() -> Result<()> {
     );
     ensure!(f.listed()?.len() == 4);
 
-    f.ok(&["backup", "prune"])?;
+    f.ok(&["backup", "prune", "--yes"])?;
     let left = f.listed()?;
     for id in [&app_new, &other, &files] {
         ensure!(left.contains(id), "{id} was deleted; left: {left:?}");
@@ -367,12 +367,86 @@ fn prune_keeps_the_newest_backup_of_every_series() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn prune_is_a_guarded_step_planned_without_yes_and_audited() -> Result<()> {
+    let f =
+        Fixture::start("daily_days = 1\nweekly_days = 90\nmonthly_days = 365\nyearly_days = 2555")?;
+    let audit = f.path("audit.jsonl");
+    let toml = std::fs::read_to_string(f.path("tej.toml"))?;
+    std::fs::write(
+        f.path("tej.toml"),
+        format!("audit_log = \"{}\"\n{toml}", audit.display()),
+    )?;
+    let old = f.create(&[])?;
+    let new = f.create(&[])?;
+    for id in [&old, &new] {
+        age_backup(&f, id, 10)?;
+    }
+
+    // Without --yes the plan is shown, the step refused and nothing deleted.
+    let (code, out, err) = f.tej(&["backup", "prune"]);
+    ensure!(code != 0, "prune without --yes succeeded:\n{out}\n{err}");
+    ensure!(
+        out.contains("REFUSED") && out.contains(&format!("delete {old}")),
+        "no plan and refusal in:\n{out}\n{err}"
+    );
+    ensure!(
+        f.listed()?.len() == 2,
+        "prune without --yes deleted: {:?}",
+        f.listed()?
+    );
+
+    // Production outside its window (Sunday 02:00-04:00 IST) is refused even with --yes.
+    let prod = f.path("prod.toml");
+    std::fs::write(
+        &prod,
+        format!(
+            "environment = \"production\"\n{}",
+            std::fs::read_to_string(f.path("tej.toml"))?
+        ),
+    )?;
+    let prod_s = prod.display().to_string();
+    let ist = Command::new("date")
+        .env("TZ", "Asia/Kolkata")
+        .arg("+%u%H")
+        .output()?;
+    let in_window = matches!(String::from_utf8_lossy(&ist.stdout).trim(), "702" | "703");
+    if !in_window {
+        let (code, out, err) = f.tej(&["--config", &prod_s, "backup", "prune", "--yes"]);
+        ensure!(
+            code != 0,
+            "prune outside the window succeeded:\n{out}\n{err}"
+        );
+        ensure!(
+            out.contains("REFUSED") && out.contains("window"),
+            "{out}\n{err}"
+        );
+        ensure!(
+            f.listed()?.len() == 2,
+            "deleted outside the window: {:?}",
+            f.listed()?
+        );
+    }
+
+    // With --yes the older dump goes, and the audit log records the step.
+    let out = f.ok(&["backup", "prune", "--yes"])?;
+    ensure!(out.contains("applied"), "{out}");
+    ensure!(f.listed()? == vec![new.clone()], "{:?}", f.listed()?);
+    let log = std::fs::read_to_string(&audit)?;
+    ensure!(
+        log.lines()
+            .any(|l| l.contains("backup-prune") && l.contains("applied")),
+        "no audit entry of the prune:\n{log}"
+    );
+    Ok(())
+}
+
 const KEEP_ALL: &str = "daily_days = 30\nweekly_days = 90\nmonthly_days = 365\nyearly_days = 2555";
 
 fn prune_during_a_running_create(s3: bool) -> Result<()> {
     let f = Fixture::start_with(KEEP_ALL, s3)?;
     let (child, id) = f.start_held_create()?;
-    let (code, out, err) = f.tej(&["backup", "prune"]);
+    let (code, out, err) = f.tej(&["backup", "prune", "--yes"]);
     // Whatever prune says, the running run's objects are untouched.
     let stored_before = f.run_with_stored_objects()?;
     std::fs::write(f.gate(), b"")?;
@@ -433,7 +507,7 @@ fn killed_create_is_cleaned(s3: bool) -> Result<()> {
         "the killed run left no lock object"
     );
 
-    let out = f.ok(&["backup", "prune"])?;
+    let out = f.ok(&["backup", "prune", "--yes"])?;
     ensure!(
         out.contains("cleaned 1 interrupted run"),
         "prune did not clean the killed run:\n{out}"

@@ -6,9 +6,8 @@ use std::io::Write;
 use std::sync::Arc;
 use tej_backup::{
     BackupKind, BackupSelector, CompressionAlgo, CompressionOptions, DbTarget, DumpFormat,
-    EncryptionOptions, LogicalBackupOptions, PruneOptions, Repository, RestoreOptions, RestoreStep,
-    RestoreTestOptions, RetentionPolicy, Series, VerifyOptions, create_logical_backup,
-    list_backups, prune, verify_backup,
+    EncryptionOptions, LogicalBackupOptions, Repository, RestoreOptions, RestoreStep,
+    RestoreTestOptions, Series, VerifyOptions, create_logical_backup, list_backups, verify_backup,
 };
 use tej_core::{Config, Executor, Procedure, SystemClock, TokioCommandRunner};
 
@@ -488,66 +487,31 @@ pub fn restore_options(cfg: &Config, target: DbTarget, jobs: u32) -> RestoreOpti
     opts
 }
 
-/// GFS retention per series: lists each backup kept or deleted with its series and rule;
-/// deletes unless dry run.
+/// GFS retention per series, one guarded destructive step per repository under `ex`: the
+/// plan lists each backup kept or deleted with its series and rule; deleting needs `--yes`,
+/// the production window and leaves an audit entry. True when every repository's step was
+/// applied (or planned in a dry run).
 pub async fn prune_repos(
     out: &mut dyn Write,
     cfg: &Config,
-    repos: &[Repository],
-    dry_run: bool,
+    ex: &Executor,
+    repos: Vec<Repository>,
     output: OutputFormat,
-) -> Result<()> {
+) -> Result<bool> {
+    let mut ok = true;
     for repo in repos {
-        let opts = PruneOptions {
-            policy: RetentionPolicy::from_config(&cfg.backup.retention),
-            dry_run,
-            pitr_window_days: cfg.backup.pitr_window_days,
-            ..PruneOptions::default()
-        };
-        let r = prune(repo, &opts, &SystemClock)
-            .await
-            .with_context(|| format!("prune {}", repo.name()))?;
-        if output == OutputFormat::Json {
-            json_line(out, "prune", &r)?;
-            continue;
-        }
-        writeln!(
-            out,
-            "{}{}",
-            r.repository,
-            if r.dry_run {
-                " (dry run: nothing deleted)"
-            } else {
-                ""
-            }
-        )?;
-        for d in &r.plan.decisions {
-            writeln!(
-                out,
-                "  {:<6} {:<30} {:<28} {}",
-                if d.keep { "keep" } else { "delete" },
-                d.id.to_string(),
-                d.series.as_ref().map(|s| s.to_string()).unwrap_or_default(),
-                d.rules.join("; ")
-            )?;
-        }
-        if let Some(b) = &r.plan.blocked {
-            writeln!(out, "  nothing deleted in: {b}")?;
-        }
-        for id in &r.in_progress {
-            writeln!(out, "  running {id}: left alone")?;
-        }
-        for t in &r.cleared_locks {
-            writeln!(out, "  removed the lock of {t}: its owner is gone")?;
-        }
-        if !r.dry_run {
-            writeln!(
-                out,
-                "  deleted {}, cleaned {} interrupted run(s)",
-                r.deleted.len(),
-                r.cleaned_runs.len()
-            )?;
-        }
+        let name = repo.name();
+        let step = tej_runbook::PruneBackupsStep::from_config(
+            Arc::new(repo),
+            name.clone(),
+            &cfg.backup,
+            Arc::new(SystemClock),
+        );
+        let report = ex
+            .run(&Procedure::new(format!("backup prune {name}")).step(step))
+            .await;
+        super::host::render_procedure(out, &report, output)?;
+        ok &= report.succeeded();
     }
-    Ok(())
+    Ok(ok)
 }

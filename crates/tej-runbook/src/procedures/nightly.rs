@@ -5,11 +5,9 @@
 
 use super::context::RunContext;
 use super::monthly::{CreateBackupStep, VerifyLatestBackupStep, procedure_findings};
+use super::weekly::PruneBackupsStep;
 use std::sync::Arc;
-use tej_core::{
-    Clock, CommandRunner, Executor, Finding, Plan, Procedure, Report, Risk, Severity, Step,
-    StepError, StepOutput,
-};
+use tej_core::{Clock, CommandRunner, Executor, Finding, Procedure, Report, Severity};
 
 /// The repositories of `ctx`, opened; one that cannot be opened is a critical finding.
 async fn open_repositories(ctx: &RunContext, report: &mut Report) -> Vec<tej_backup::Repository> {
@@ -128,85 +126,17 @@ pub async fn nightly_verify(
     report
 }
 
-/// The runbook's "remove old backups" as a step: GFS retention of `[backup] retention`
-/// applied to one repository. Destructive (it deletes backups); its plan is the dry run's
-/// decisions.
-pub struct PruneBackupsStep {
-    /// The repository.
-    pub repo: tej_backup::Repository,
-    /// Retention and the PITR window.
-    pub options: tej_backup::PruneOptions,
-    /// Backup ages are judged at this clock's time.
-    pub clock: Arc<dyn Clock>,
-}
-
-#[async_trait::async_trait]
-impl Step for PruneBackupsStep {
-    fn name(&self) -> String {
-        "backup-prune".into()
-    }
-    fn risk(&self) -> Risk {
-        Risk::Destructive
-    }
-    fn target(&self) -> String {
-        self.repo.name()
-    }
-    async fn plan(&self) -> Result<Plan, StepError> {
-        let opts = tej_backup::PruneOptions {
-            dry_run: true,
-            ..self.options.clone()
-        };
-        let r = tej_backup::prune(&self.repo, &opts, self.clock.as_ref()).await?;
-        let mut actions: Vec<String> = r
-            .plan
-            .decisions
-            .iter()
-            .filter(|d| !d.keep)
-            .map(|d| format!("delete backup {} ({})", d.id, d.rules.join("; ")))
-            .collect();
-        if actions.is_empty() {
-            actions.push("delete nothing: every backup is within retention".into());
-        }
-        Ok(Plan {
-            step: self.name(),
-            risk: self.risk(),
-            target: self.target(),
-            actions,
-        })
-    }
-    async fn apply(&self) -> Result<StepOutput, StepError> {
-        let opts = tej_backup::PruneOptions {
-            dry_run: false,
-            ..self.options.clone()
-        };
-        let r = tej_backup::prune(&self.repo, &opts, self.clock.as_ref()).await?;
-        Ok(StepOutput {
-            summary: format!(
-                "kept {}, deleted {}, cleaned {} interrupted run(s)",
-                r.plan.decisions.iter().filter(|d| d.keep).count(),
-                r.deleted.len(),
-                r.cleaned_runs.len()
-            ),
-            findings: Vec::new(),
-            data: serde_json::to_value(&r).unwrap_or_default(),
-        })
-    }
-}
-
 /// The nightly retention: [`PruneBackupsStep`] on every repository.
 pub async fn nightly_prune(ctx: &RunContext, ex: &Executor, clock: Arc<dyn Clock>) -> Report {
     let mut report = Report::new("nightly-backup-prune");
     for repo in open_repositories(ctx, &mut report).await {
         let name = repo.name();
-        let p = Procedure::new("nightly-backup-prune").step(PruneBackupsStep {
-            repo,
-            options: tej_backup::PruneOptions {
-                policy: tej_backup::RetentionPolicy::from_config(&ctx.config.backup.retention),
-                pitr_window_days: ctx.config.backup.pitr_window_days,
-                ..tej_backup::PruneOptions::default()
-            },
-            clock: clock.clone(),
-        });
+        let p = Procedure::new("nightly-backup-prune").step(PruneBackupsStep::from_config(
+            Arc::new(repo),
+            name.clone(),
+            &ctx.config.backup,
+            clock.clone(),
+        ));
         let r = ex.run(&p).await;
         report.extend(procedure_findings(&r, &format!("repo:{name}")));
     }

@@ -611,45 +611,64 @@ impl Step for PruneBackupsStep {
     }
     async fn plan(&self) -> Result<Plan, StepError> {
         let r = self.run(true).await?;
-        let mut actions: Vec<String> = r
-            .plan
-            .decisions
-            .iter()
-            .filter(|d| !d.keep)
-            .map(|d| format!("delete backup {} ({})", d.id, d.rules.join("; ")))
-            .collect();
-        if let Some(why) = &r.plan.blocked {
-            actions.push(format!("delete nothing: {why}"));
-        } else if actions.is_empty() {
-            actions.push(format!(
-                "delete nothing: all {} backups are within retention",
-                r.plan.decisions.len()
-            ));
-        }
         Ok(Plan {
             step: self.name(),
             risk: self.risk(),
             target: self.target(),
-            actions,
+            actions: prune_plan_lines(&r),
         })
     }
     async fn apply(&self) -> Result<StepOutput, StepError> {
         let r = self.run(false).await?;
+        let mut summary = format!(
+            "kept {}, deleted {}, cleaned {} interrupted run(s)",
+            r.plan.decisions.iter().filter(|d| d.keep).count(),
+            r.deleted.len(),
+            r.cleaned_runs.len()
+        );
+        if let Some(b) = &r.plan.blocked {
+            summary.push_str(&format!("; nothing deleted: {b}"));
+        }
+        for id in &r.in_progress {
+            summary.push_str(&format!("; running {id}: left alone"));
+        }
+        for t in &r.cleared_locks {
+            summary.push_str(&format!("; removed the lock of {t}: its owner is gone"));
+        }
         Ok(StepOutput {
-            summary: format!(
-                "deleted {} of {} backups past retention{}",
-                r.deleted.len(),
-                r.plan.decisions.len(),
-                r.plan
-                    .blocked
-                    .as_ref()
-                    .map(|b| format!(" (blocked: {b})"))
-                    .unwrap_or_default()
-            ),
+            summary,
             data: serde_json::to_value(&r).unwrap_or_default(),
             ..StepOutput::default()
         })
     }
+}
+
+/// A prune's plan, one line per decision: `keep`/`delete`, the backup, its series and the
+/// rules that decided; then what blocks deletion and the runs left alone.
+fn prune_plan_lines(r: &tej_backup::PruneReport) -> Vec<String> {
+    let mut lines: Vec<String> = r
+        .plan
+        .decisions
+        .iter()
+        .map(|d| {
+            format!(
+                "{:<6} {:<30} {:<28} {}",
+                if d.keep { "keep" } else { "delete" },
+                d.id.to_string(),
+                d.series.as_ref().map(|s| s.to_string()).unwrap_or_default(),
+                d.rules.join("; ")
+            )
+        })
+        .collect();
+    if let Some(why) = &r.plan.blocked {
+        lines.push(format!("delete nothing: {why}"));
+    } else if r.plan.decisions.is_empty() {
+        lines.push("delete nothing: the repository holds no backup".into());
+    }
+    for id in &r.in_progress {
+        lines.push(format!("running {id}: left alone"));
+    }
+    lines
 }
 
 /// A step that cannot be built because what it needs is unreachable: planning fails with the
