@@ -929,6 +929,22 @@ fn a_wal_gap_refuses_a_restore_to_latest_before_touching_anything() -> Result<()
         all.contains(&victim) && all.contains("would stop at"),
         "the refusal names the gap and where replay would stop:\n{all}"
     );
+
+    // The drill is a restore to latest too: it fails on the gap instead of promoting
+    // early and reporting a recovered cluster.
+    let (code, out, err) = src.tej(&[
+        "drill",
+        "--repo",
+        &repo,
+        "--query",
+        "SELECT count(*) FROM t",
+    ]);
+    let all = format!("{out}{err}");
+    ensure!(code != 0, "a drill across a gap passed:\n{all}");
+    ensure!(
+        all.contains(&victim) && all.contains("would stop at"),
+        "the drill's failure names the gap:\n{all}"
+    );
     Ok(())
 }
 

@@ -34,6 +34,11 @@ pub struct DrillOptions {
     pub keep: bool,
     /// How long recovery may take.
     pub timeout: Duration,
+    /// The WAL archive `restore_command` fetches from: with it, a gap in the chain from
+    /// the base backup fails the drill before anything is restored (recovery would stop at
+    /// the gap and promote early), and the archive's repository is held (shared lock) for
+    /// the whole drill so no prune deletes what recovery still reads.
+    pub wal_archive: Option<crate::wal::WalArchive>,
 }
 
 impl DrillOptions {
@@ -53,6 +58,7 @@ impl DrillOptions {
             bin_dir: None,
             keep: false,
             timeout: Duration::from_secs(3600),
+            wal_archive: None,
         }
     }
 }
@@ -216,6 +222,7 @@ async fn drill_inner(
     );
     restore.owner = opts.run_as.clone();
     restore.start = Some(server.clone());
+    restore.wal_archive = opts.wal_archive.clone();
     let r = restore_pitr(source, runner, &restore).await?;
     let restore_seconds = started.elapsed().as_secs_f64();
     let rec = r.recovery.as_ref();

@@ -57,7 +57,9 @@ pub struct PitrRestoreOptions {
     pub base_backup: Option<String>,
     /// The WAL archive `restore_command` reads. When set, the chain from the chosen base
     /// backup to the newest archived segment is checked before anything is touched: a
-    /// gap would end replay there and, for `latest`, promote early without a word.
+    /// gap would end replay there and, for `latest`, promote early without a word. Its
+    /// repository is held (shared lock) from the checks to the end of recovery, so a
+    /// prune never deletes the base backup or WAL the restore still reads.
     pub wal_archive: Option<WalArchive>,
 }
 
@@ -332,6 +334,30 @@ pub async fn plan_pitr_restore(
 /// 4. With [`start`](PitrRestoreOptions::start), [`run_recovery`] starts the server and
 ///    follows recovery to its end.
 pub async fn restore_pitr(
+    source: &dyn BaseBackupSource,
+    runner: &dyn CommandRunner,
+    opts: &PitrRestoreOptions,
+) -> Result<PitrRestoreReport, BackupError> {
+    // The archive recovery reads from is held (shared) from the first check to the end of
+    // recovery: a prune waits for it rather than deleting WAL or the base backup in use.
+    let lock = match &opts.wal_archive {
+        Some(a) => Some(
+            crate::lock::RepoLock::reading(a.repository(), "pitr-restore", Timestamp::now())
+                .await?,
+        ),
+        None => None,
+    };
+    let result = restore_pitr_locked(source, runner, opts).await;
+    if let Some(l) = lock {
+        let released = l.release().await;
+        if result.is_ok() {
+            released?;
+        }
+    }
+    result
+}
+
+async fn restore_pitr_locked(
     source: &dyn BaseBackupSource,
     runner: &dyn CommandRunner,
     opts: &PitrRestoreOptions,
@@ -697,6 +723,88 @@ mod tests {
         o.base_backup = Some("20250101T000000Z-main".into());
         let e = plan_pitr_restore(&s, &o).await.unwrap_err();
         assert!(e.to_string().contains("does not exist"), "{e}");
+    }
+
+    /// A runner that, when recovery starts the server, tries to take prune's exclusive lock
+    /// of `repo` (recording whether it was refused), then fails the start.
+    struct PruneProbe {
+        repo: crate::repo::Repository,
+        refused: std::sync::Mutex<Option<bool>>,
+    }
+
+    #[async_trait]
+    impl CommandRunner for PruneProbe {
+        async fn run(
+            &self,
+            spec: tej_core::CommandSpec,
+        ) -> Result<tej_core::CommandOutput, tej_core::CommandError> {
+            let taken = crate::lock::RepoLock::acquire_repository(
+                &self.repo,
+                crate::lock::LockMode::Exclusive,
+                "prune",
+                &crate::lock::LockOptions::default(),
+                Timestamp::now(),
+            )
+            .await;
+            if let Ok(l) = taken {
+                *self.refused.lock().unwrap() = Some(false);
+                l.release().await.unwrap();
+            } else {
+                *self.refused.lock().unwrap() = Some(true);
+            }
+            Err(tej_core::CommandError::NotFound {
+                program: spec.program.clone(),
+                package: None,
+            })
+        }
+        async fn spawn(
+            &self,
+            _spec: tej_core::CommandSpec,
+        ) -> Result<tej_core::RunningCommand, tej_core::CommandError> {
+            unreachable!("recovery spawns nothing")
+        }
+    }
+
+    #[tokio::test]
+    async fn the_archive_is_held_from_the_checks_to_the_end_of_recovery() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("repo");
+        let repo = crate::repo::Repository::open(root.to_str().unwrap())
+            .await
+            .unwrap();
+        for seg in 5..=9 {
+            let p = root.join(format!("wal/1/00000001000000000000000{seg}.tejwal"));
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, b"x").unwrap();
+        }
+        let probe = PruneProbe {
+            repo: repo.clone(),
+            refused: std::sync::Mutex::new(None),
+        };
+        let mut o = opts(&d.path().join("new"), RecoveryTarget::Latest);
+        o.wal_archive = Some(WalArchive::new(repo.clone()));
+        o.start = Some(ServerOptions::new(d.path().join("server.log")));
+        let e = restore_pitr(&source(1, false), &probe, &o)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            *probe.refused.lock().unwrap(),
+            Some(true),
+            "a prune could take the repository while recovery read its WAL ({e})"
+        );
+        // Released at the end, on failure too.
+        crate::lock::RepoLock::acquire_repository(
+            &repo,
+            crate::lock::LockMode::Exclusive,
+            "prune",
+            &crate::lock::LockOptions::default(),
+            Timestamp::now(),
+        )
+        .await
+        .unwrap()
+        .release()
+        .await
+        .unwrap();
     }
 
     #[tokio::test]

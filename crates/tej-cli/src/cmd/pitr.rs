@@ -550,6 +550,7 @@ pub async fn drill(
     opts.keep = args.keep;
     opts.run_as = Some(args.owner);
     opts.timeout = std::time::Duration::from_secs(args.timeout.max(1));
+    opts.wal_archive = Some(source.wal().clone());
     let r = run_drill(&opts, source, &TokioCommandRunner, &SystemClock)
         .await
         .context("disaster-recovery drill")?;

@@ -170,6 +170,7 @@ impl CalendarRunner {
                 };
                 let source =
                     tej_backup::RepositorySource::new((*repo).clone()).with_encryption(encryption);
+                let wal = source.wal().clone();
                 let mut drill = PitrDrill::new(
                     Arc::new(source),
                     target.name.clone(),
@@ -178,6 +179,7 @@ impl CalendarRunner {
                     self.runner.clone(),
                     self.clock.clone(),
                 );
+                drill.options.wal_archive = Some(wal);
                 if let Some(db) = self.ctx.config.databases.first() {
                     drill.options.database = tej_backup::DbTarget::new(db.url.expose()).database();
                 }
