@@ -1,16 +1,21 @@
 //! `tej`: the command line over the tej libraries. It parses arguments and renders
-//! results; every behaviour lives in a library crate.
+//! results; every behaviour lives in a library crate. The arguments become a [`Context`]
+//! once (global options, the configuration loaded on first use, one runtime); each noun's
+//! arguments and `dispatch` live in `cmd/<noun>.rs`.
 
+mod args;
 mod cmd;
+mod context;
 mod output;
 mod progress;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+use args::{DbArgs, GlobalArgs, RepoArgs, RunArgs};
 use clap::{Args, Parser, Subcommand};
+use context::{Context, executor};
 use output::OutputFormat;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use tej_core::Config;
 
 /// tej — the platform maintenance runbook as typed, tested procedures.
 #[derive(Debug, Parser)]
@@ -22,95 +27,35 @@ struct Cli {
     command: Commands,
 }
 
-/// Options every command takes.
-#[derive(Debug, Args)]
-struct GlobalArgs {
-    /// The configuration file (default: ./tej.toml when present).
-    #[arg(long, global = true, env = "TEJ_CONFIG")]
-    config: Option<PathBuf>,
-    /// Output format.
-    #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Text)]
-    output: OutputFormat,
-    /// Also write check results as a Prometheus textfile (atomically), for node_exporter.
-    #[arg(long, global = true, value_name = "FILE")]
-    prometheus_file: Option<PathBuf>,
-    /// Also append check results to this Markdown daily log.
-    #[arg(long, global = true, value_name = "FILE")]
-    daily_log: Option<PathBuf>,
-}
-
-/// Which Compose project and engine.
-#[derive(Debug, Args)]
-struct ComposeArgs {
-    /// Compose project name (default: `[compose] project` in tej.toml).
-    #[arg(long)]
-    project: Option<String>,
-    /// Docker engine address (default: tej.toml, then DOCKER_HOST, then the local socket).
-    #[arg(long)]
-    docker_host: Option<String>,
-}
-
 #[derive(Debug, Subcommand)]
 enum Commands {
     /// Configuration.
     #[command(subcommand)]
-    Config(ConfigCmd),
+    Config(cmd::config::ConfigCmd),
     /// Compose services: status, logs, restart.
     #[command(subcommand)]
-    Services(ServicesCmd),
+    Services(cmd::services::ServicesCmd),
     /// Zero-downtime deploy of a new image for a service (`[[deploy.service]]` in tej.toml).
-    Deploy {
-        /// The service.
-        service: String,
-        /// The image to deploy (built or loaded on the Docker host).
-        #[arg(long)]
-        image: String,
-        #[command(flatten)]
-        compose: ComposeArgs,
-        #[command(flatten)]
-        run: RunArgs,
-    },
+    Deploy(cmd::deploy::DeployArgs),
     /// Deploy a service's previous image again (tagged by its last deploy), with no downtime.
-    Rollback {
-        /// The service.
-        service: String,
-        #[command(flatten)]
-        compose: ComposeArgs,
-        #[command(flatten)]
-        run: RunArgs,
-    },
+    Rollback(cmd::deploy::RollbackArgs),
     /// Emergency procedures.
     #[command(subcommand)]
-    Emergency(EmergencyCmd),
+    Emergency(cmd::emergency::EmergencyCmd),
     /// TLS certificates: probe endpoints, renew with certbot.
     #[command(subcommand)]
-    Tls(TlsCmd),
+    Tls(cmd::tls::TlsCmd),
     /// Secrets: generate (rotation lands with its adapters).
     #[command(subcommand)]
-    Secrets(SecretsCmd),
+    Secrets(cmd::secrets::SecretsCmd),
     /// Host resources: disk and inodes per mount, memory, swap, load against cores.
     #[command(subcommand)]
-    Host(HostCmd),
+    Host(cmd::host::HostCmd),
     /// Application logs.
     #[command(subcommand)]
-    Logs(LogsCmd),
+    Logs(cmd::logs::LogsCmd),
     /// Remove files matching a pattern under a root older than N days (keeps the newest).
-    Cleanup {
-        /// The directory searched.
-        #[arg(long)]
-        root: PathBuf,
-        /// Glob on file names (`*.log`, `*.sql.gz`).
-        #[arg(long)]
-        pattern: String,
-        /// Remove files strictly older than this many days.
-        #[arg(long)]
-        older_than: u32,
-        /// Always keep this many newest matches.
-        #[arg(long, default_value_t = 1)]
-        keep_newest: usize,
-        #[command(flatten)]
-        run: RunArgs,
-    },
+    Cleanup(cmd::cleanup::CleanupArgs),
     /// Logical backups: create, list, verify, restore, prune (local and S3).
     #[command(subcommand)]
     Backup(BackupCmd),
@@ -146,154 +91,30 @@ enum Commands {
     },
     /// PostgreSQL health and maintenance.
     #[command(subcommand)]
-    Db(DbCmd),
+    Db(cmd::db::DbCmd),
     /// Redis: health, big keys, session invalidation, FLUSHDB outside production.
     #[command(subcommand)]
-    Redis(RedisCmd),
+    Redis(cmd::redis::RedisCmd),
     /// Docker images: prune unused ones (never one in use or kept for rollback).
     #[command(subcommand)]
-    Images(ImagesCmd),
+    Images(cmd::images::ImagesCmd),
     /// Emit the calendar as crontab lines, systemd timer units or Kubernetes CronJobs (IST).
-    Schedule {
-        /// crontab, systemd or kubernetes.
-        #[arg(long, value_enum)]
-        emit: cmd::schedule::Emit,
-        /// Write into this directory (systemd units, a cron.d file named `tej`, or
-        /// `cronjobs.yaml`) instead of stdout.
-        #[arg(long)]
-        dir: Option<PathBuf>,
-        /// The user the jobs run as: systemd `User=`, and the user field of cron lines
-        /// (written with --dir, the /etc/cron.d format, `root` unless given).
-        #[arg(long)]
-        user: Option<String>,
-        /// systemd: `OnFailure=` unit started when a run fails (e.g. `notify-failure@%n.service`).
-        #[arg(long, value_name = "UNIT")]
-        on_failure: Option<String>,
-        /// systemd: `EnvironmentFile=` holding the credentials (DATABASE_URL, AWS keys...).
-        #[arg(long, value_name = "FILE", default_value = "/etc/tej/tej.env")]
-        environment_file: PathBuf,
-        /// Kubernetes: the container image with tej and the PostgreSQL 15 client tools.
-        #[arg(long, default_value = "tej:latest")]
-        image: String,
-        /// Kubernetes: the namespace of the CronJobs.
-        #[arg(long, default_value = "tej")]
-        namespace: String,
-    },
+    Schedule(cmd::schedule::ScheduleArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
-    Completions {
-        /// The shell.
-        #[arg(value_enum)]
-        shell: clap_complete::Shell,
-    },
+    Completions(cmd::docs::CompletionsArgs),
     /// Print the man page, or write one page per command into a directory.
-    Man {
-        /// Write `tej.1`, `tej-backup.1`, `tej-backup-create.1`, ... here instead of printing `tej.1`.
-        #[arg(long)]
-        dir: Option<PathBuf>,
-    },
+    Man(cmd::docs::ManArgs),
     /// The maintenance calendar: next occurrence of every entry, in IST.
-    Calendar {
-        /// Compute from this instant instead of now (RFC 3339, e.g. 2025-01-16T09:00:00+05:30).
-        #[arg(long)]
-        at: Option<String>,
-    },
+    Calendar(cmd::calendar::CalendarArgs),
     /// The daily health check (= `tej run daily`): services, logs, host, PostgreSQL, Redis,
     /// backups and WAL archiving, certificates, custom checks, all at once.
-    Health(CheckArgs),
+    Health(args::CheckArgs),
     /// Run a calendar procedure: `daily`, `performance`, `weekly` or an entry id
     /// (`tej calendar` lists them).
-    Run {
-        /// `daily`, `performance`, `weekly` or a calendar entry id (`security-review`...).
-        what: String,
-        /// Run only if an occurrence is due now (what the emitted crontab and timers call).
-        #[arg(long)]
-        if_due: bool,
-        /// With --if-due: decide as if now were this instant (RFC 3339), e.g. to replay a timer.
-        #[arg(long, requires = "if_due")]
-        at: Option<String>,
-        /// A run of the calendar (what the emitted crontab, timers and CronJobs pass): inside
-        /// the entry's slot (its time plus its duration) its destructive steps are confirmed
-        /// by the schedule and audited as such; outside it they are refused.
-        #[arg(long)]
-        scheduled: bool,
-        #[command(flatten)]
-        check: CheckArgs,
-        /// For the mutating monthly and quarterly procedures (deep maintenance, rotation, drill).
-        #[command(flatten)]
-        run: RunArgs,
-    },
+    Run(cmd::run::RunCmd),
     /// Run the maintenance calendar in-process (containers): every entry at its IST time,
     /// never twice at once across hosts (PostgreSQL advisory locks); stops on SIGTERM.
-    Daemon {
-        /// The daemon's state file (default: STATE_DIR/daemon-state.json).
-        #[arg(long)]
-        state_file: Option<PathBuf>,
-        /// Do not run, once, the entries missed while the daemon was down.
-        #[arg(long)]
-        no_catch_up: bool,
-        /// --yes pre-confirms the destructive steps of scheduled procedures (the quarterly
-        /// rotation); without it they are refused and reported.
-        #[command(flatten)]
-        run: RunArgs,
-    },
-}
-
-/// How a check run behaves.
-#[derive(Debug, Args)]
-struct CheckArgs {
-    /// Time limit of each check, in seconds; a check that takes longer is reported Unknown.
-    #[arg(long, default_value_t = 60)]
-    timeout: u64,
-    /// Checks running at once.
-    #[arg(long, default_value_t = 8)]
-    jobs: usize,
-}
-
-#[derive(Debug, Subcommand)]
-enum ServicesCmd {
-    /// What `docker compose ps` shows and more: state, health, restarts, uptime, image age.
-    Status(ComposeArgs),
-    /// The last lines of one service's logs (or all), timestamped, in time order.
-    Logs {
-        #[command(flatten)]
-        compose: ComposeArgs,
-        /// Service (default: all).
-        service: Option<String>,
-        /// How many lines per container.
-        #[arg(long, default_value_t = 100)]
-        tail: usize,
-    },
-    /// Restart a service's containers (destructive: the plan, then --yes; audited).
-    Restart {
-        #[command(flatten)]
-        compose: ComposeArgs,
-        /// Service.
-        service: String,
-        #[command(flatten)]
-        run: RunArgs,
-    },
-}
-
-/// How a mutating command runs.
-#[derive(Debug, Args)]
-struct RunArgs {
-    /// Show the plan; change nothing.
-    #[arg(long)]
-    dry_run: bool,
-    /// Confirm destructive steps (after reading the plan).
-    #[arg(long)]
-    yes: bool,
-    /// In production, allow destructive steps outside the maintenance window (audited).
-    #[arg(long)]
-    outside_window: bool,
-}
-
-/// Where backups live.
-#[derive(Debug, Args)]
-struct RepoArgs {
-    /// Repository: a path or s3://bucket/prefix (repeatable; default: tej.toml).
-    #[arg(long = "repo")]
-    repos: Vec<String>,
+    Daemon(cmd::daemon::DaemonArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -480,523 +301,41 @@ struct RestoreCmd {
     run: RunArgs,
 }
 
-/// Which database.
-#[derive(Debug, Args)]
-struct DbArgs {
-    /// Connection string (URL or libpq keywords); default: tej.toml, DATABASE_URL, then PG*.
-    #[arg(long)]
-    db: Option<String>,
-}
-
-#[derive(Debug, Subcommand)]
-enum DbCmd {
-    /// Daily check: reachability, connections, wraparound, xmin horizon, locks, archiver, checksums, sequences.
-    Health(DbArgs),
-    /// VACUUM (ANALYZE) without blocking writers; `--full` rewrites tables (destructive).
-    Vacuum {
-        #[command(flatten)]
-        db: DbArgs,
-        /// Tables (default: the whole database; required with --full).
-        #[arg(long = "table")]
-        tables: Vec<String>,
-        /// VACUUM FULL (exclusive lock): confirmation and, in production, the maintenance window.
-        #[arg(long)]
-        full: bool,
-        #[command(flatten)]
-        run: RunArgs,
-    },
-    /// Database size and largest relations (table, indexes, TOAST).
-    Size(DbArgs),
-    /// Bloat of tables and btree indexes (estimate, confirmed with pgstattuple).
-    Bloat(DbArgs),
-    /// Slowest statements from pg_stat_statements.
-    SlowQueries(DbArgs),
-    /// Unused, duplicate and missing indexes; foreign keys without an index.
-    Indexes(DbArgs),
-    /// REINDEX INDEX CONCURRENTLY where bloat exceeds the threshold.
-    Reindex {
-        #[command(flatten)]
-        db: DbArgs,
-        /// Bloat percent above which an index is rebuilt.
-        #[arg(long, default_value_t = 20.0)]
-        threshold: f64,
-        #[command(flatten)]
-        run: RunArgs,
-    },
-    /// Corruption check with amcheck (heap and btree).
-    Amcheck(DbArgs),
-    /// Set the password-reset flag for every user, in one transaction (destructive).
-    ForcePasswordReset {
-        #[command(flatten)]
-        db: DbArgs,
-        /// Users table.
-        #[arg(long, default_value = "users")]
-        table: String,
-        /// Boolean flag column.
-        #[arg(long, default_value = "password_reset_required")]
-        column: String,
-        #[command(flatten)]
-        run: RunArgs,
-    },
-}
-
-/// Which Redis.
-#[derive(Debug, Args)]
-struct RedisArgs {
-    /// Connection URL (default: [[redis]] in tej.toml, then REDIS_URL).
-    #[arg(long)]
-    url: Option<String>,
-    /// The [[redis]] entry by name.
-    #[arg(long)]
-    instance: Option<String>,
-}
-
-#[derive(Debug, Subcommand)]
-enum RedisCmd {
-    /// PING latency, INFO, and memory-doctor findings.
-    Info(RedisArgs),
-    /// The biggest keys (SCAN + MEMORY USAGE under a budget; never KEYS).
-    Bigkeys {
-        #[command(flatten)]
-        redis: RedisArgs,
-        /// How many to show.
-        #[arg(long, default_value_t = 20)]
-        top: usize,
-    },
-    /// Remove session keys by pattern with SCAN + UNLINK; other keys stay.
-    InvalidateSessions {
-        #[command(flatten)]
-        redis: RedisArgs,
-        /// Key pattern (default: session_pattern in tej.toml, `sess:*`).
-        #[arg(long)]
-        pattern: Option<String>,
-        #[command(flatten)]
-        run: RunArgs,
-    },
-    /// FLUSHDB of one database (destructive; refused when tej.toml says production).
-    Flush {
-        #[command(flatten)]
-        redis: RedisArgs,
-        /// The database number.
-        #[arg(long)]
-        db: i64,
-        #[command(flatten)]
-        run: RunArgs,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum ImagesCmd {
-    /// Remove unused images built longer ago than --older-than (`docker image prune -af
-    /// --filter until=168h`); destructive: the plan, then --yes; audited.
-    Prune {
-        /// Only images at least this old (168h, 7d, 0s for any age).
-        #[arg(long, default_value = "168h")]
-        older_than: String,
-        #[command(flatten)]
-        compose: ComposeArgs,
-        #[command(flatten)]
-        run: RunArgs,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum HostCmd {
-    /// Disk, inodes, memory, swap and load with thresholds from tej.toml.
-    Check,
-}
-
-#[derive(Debug, Subcommand)]
-enum LogsCmd {
-    /// One pass over log files or directories: errors, warnings, failed logins, slow queries.
-    Review {
-        /// Files or directories (default: [logs] paths in tej.toml).
-        paths: Vec<PathBuf>,
-        /// Only lines newer than this (24h, 90m, 7d).
-        #[arg(long, default_value = "24h")]
-        since: String,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum TlsCmd {
-    /// Probe HOST:PORT (default: every [[tls]] in tej.toml): chain, expiry, hostname, validity.
-    Check {
-        /// Endpoints.
-        endpoints: Vec<String>,
-        /// Trust only this CA (PEM) instead of the system roots.
-        #[arg(long)]
-        ca: Option<PathBuf>,
-        /// The certificate file the server should serve (catches a renewal never reloaded).
-        #[arg(long)]
-        cert_file: Option<PathBuf>,
-    },
-    /// certbot renew, nginx -t, reload nginx, probe again.
-    Renew {
-        /// certbot renew --dry-run; nginx is not reloaded.
-        #[arg(long)]
-        dry_run: bool,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum SecretsCmd {
-    /// Staged, resumable rotation: new values in .env, recreate the backend, drop sessions, verify.
-    Rotate {
-        /// The .env file (default: [secrets] env_file).
-        #[arg(long)]
-        env_file: Option<PathBuf>,
-        /// Keys to rotate (default: [secrets] rotate, JWT_SECRET,JWT_REFRESH_SECRET).
-        #[arg(long, value_delimiter = ',')]
-        keys: Vec<String>,
-        /// Keep the previous values as KEY_PREVIOUS for a grace period; sessions stay.
-        #[arg(long)]
-        graceful: bool,
-        /// A breach: rotate every configured key and drop every session.
-        #[arg(long)]
-        emergency: bool,
-        #[command(flatten)]
-        run: RunArgs,
-    },
-    /// Print a new secret from the OS CSPRNG (hex).
-    Generate {
-        /// Random bytes (printed as twice as many hex digits).
-        #[arg(long, default_value_t = 64)]
-        bytes: usize,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum EmergencyCmd {
-    /// Service down: check, restart, force-recreate if still unhealthy; report each step
-    /// (destructive: the plan, then --yes; audited).
-    ServiceDown {
-        #[command(flatten)]
-        compose: ComposeArgs,
-        /// Service.
-        service: String,
-        #[command(flatten)]
-        run: RunArgs,
-    },
-    /// Database corruption: stop the application, amcheck, restore the newest backup (when
-    /// damaged), verify (amcheck, sanity queries), start the application.
-    DbCorruption {
-        /// The `[[database]]` (default: the first).
-        #[arg(long)]
-        db: Option<String>,
-        /// Application services stopped meanwhile (repeatable; default: [compose] backend_service).
-        #[arg(long = "service")]
-        services: Vec<String>,
-        /// pg_restore -j.
-        #[arg(long, default_value_t = 2)]
-        jobs: u32,
-        /// Restore even when amcheck finds no damage.
-        #[arg(long)]
-        restore_anyway: bool,
-        #[command(flatten)]
-        run: RunArgs,
-    },
-    /// Security breach: block the address, rotate every secret, drop every session, force
-    /// password resets, search the logs for the address.
-    SecurityBreach {
-        /// The attacker's address or network (`203.0.113.7`, `203.0.113.0/24`).
-        #[arg(long)]
-        address: String,
-        /// The `[[database]]` whose users must reset their password (default: the first).
-        #[arg(long)]
-        db: Option<String>,
-        /// Users table.
-        #[arg(long, default_value = "users")]
-        users_table: String,
-        /// Boolean column set to true.
-        #[arg(long, default_value = "password_reset_required")]
-        reset_column: String,
-        /// Run ufw through `sudo -n`.
-        #[arg(long)]
-        sudo: bool,
-        #[command(flatten)]
-        run: RunArgs,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum ConfigCmd {
-    /// Validate tej.toml and print what it manages (secrets redacted).
-    Check,
-}
-
-/// The configuration file in use (`--config`, else `./tej.toml` when present), for the
-/// commands tej writes for others to run (`restore_command`, the drill's).
-fn config_path(global: &GlobalArgs) -> Option<PathBuf> {
-    global.config.clone().or_else(|| {
-        std::path::Path::new("tej.toml")
-            .exists()
-            .then(|| PathBuf::from("tej.toml"))
-    })
-}
-
-fn load_config(global: &GlobalArgs) -> Result<(Config, String)> {
-    let source = match &global.config {
-        Some(p) => p.display().to_string(),
-        None if std::path::Path::new("tej.toml").exists() => "tej.toml".to_string(),
-        None => "(no tej.toml; environment only)".to_string(),
-    };
-    let cfg = Config::load_or_env(global.config.as_deref())?;
-    Ok((cfg, source))
-}
-
-/// Renders a check report, writes the Prometheus file and daily log when asked,
-/// and returns the Nagios exit code.
-fn finish_report(
-    out: &mut dyn Write,
-    global: &GlobalArgs,
-    report: &tej_core::Report,
-) -> Result<i32> {
-    let colour = output::use_colour(std::io::stdout().is_terminal());
-    output::render_report(out, report, global.output, colour)?;
-    if let Some(p) = &global.prometheus_file {
-        output::write_prometheus_file(p, report)
-            .with_context(|| format!("write Prometheus textfile {}", p.display()))?;
-    }
-    if let Some(p) = &global.daily_log {
-        let at = jiff::Timestamp::now()
-            .to_zoned(jiff::tz::TimeZone::get(tej_core::calendar::IST)?)
-            .strftime("%Y-%m-%d %H:%M %Z")
-            .to_string();
-        output::append_daily_log(p, report, &at)
-            .with_context(|| format!("append to daily log {}", p.display()))?;
-    }
-    Ok(report.severity().exit_code())
-}
-
-fn compose_target(cfg: &Config, args: &ComposeArgs) -> Result<(String, Option<String>)> {
-    let project = args
-        .project
-        .clone()
-        .or_else(|| cfg.compose.as_ref().map(|c| c.project.clone()))
-        .context("no Compose project: pass --project or set [compose] project in tej.toml")?;
-    let host = args
-        .docker_host
-        .clone()
-        .or_else(|| cfg.compose.as_ref().and_then(|c| c.docker_host.clone()));
-    Ok((project, host))
-}
-
-/// The executor every mutating command runs under: guard from tej.toml, audit log, flags.
-fn executor(cfg: &Config, run: &RunArgs) -> Result<tej_core::Executor> {
-    use std::sync::Arc;
-    let guard = tej_core::Guard {
-        environment: cfg.environment,
-        calendar: tej_core::Calendar::from_config(cfg)?,
-        clock: Arc::new(tej_core::SystemClock),
-        confirmer: Arc::new(tej_core::Fixed(run.yes)),
-        override_window: run.outside_window,
-    };
-    let mut ex = tej_core::Executor::new(guard);
-    ex.dry_run = run.dry_run;
-    ex.audit = cfg.audit_log.as_ref().map(tej_core::AuditLog::new);
-    Ok(ex)
-}
-
-/// `tej deploy` and `tej rollback`: exit 0 when the new container serves, else an error.
-fn run_deploy(
-    global: &GlobalArgs,
-    out: &mut dyn Write,
-    kind: tej_deploy::DeployKind,
-    service: String,
-    image: Option<String>,
-    compose: &ComposeArgs,
-    run: &RunArgs,
-) -> Result<i32> {
-    let (cfg, _) = load_config(global)?;
-    let (project, docker_host) = compose_target(&cfg, compose)?;
-    let ex = executor(&cfg, run)?;
-    let req = cmd::deploy::DeployRequest {
-        kind,
-        service,
-        image,
-        project,
-        docker_host,
-    };
-    runtime()?.block_on(cmd::deploy::run(out, &cfg, &ex, req, global.output))?;
-    Ok(0)
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("start the async runtime")
-}
-
+/// Runs the command line: one `dispatch` per noun; the process exit code.
 fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
-    let format = cli.global.output;
+    let ctx = Context::new(cli.global);
+    let format = ctx.format();
     match cli.command {
-        Commands::Services(sub) => {
-            let (cfg, _) = load_config(&cli.global)?;
-            let rt = runtime()?;
-            rt.block_on(async {
-                match sub {
-                    ServicesCmd::Status(c) => {
-                        let (project, host) = compose_target(&cfg, &c)?;
-                        let docker = cmd::services::connect(host.as_deref()).await?;
-                        let report = cmd::services::status(out, &docker, &project, format).await?;
-                        finish_report(out, &cli.global, &report)
-                    }
-                    ServicesCmd::Logs {
-                        compose,
-                        service,
-                        tail,
-                    } => {
-                        let (project, host) = compose_target(&cfg, &compose)?;
-                        let docker = cmd::services::connect(host.as_deref()).await?;
-                        cmd::services::logs(
-                            out,
-                            &docker,
-                            &project,
-                            service.as_deref(),
-                            tail,
-                            format,
-                        )
-                        .await?;
-                        Ok(0)
-                    }
-                    ServicesCmd::Restart {
-                        compose,
-                        service,
-                        run,
-                    } => {
-                        let (project, host) = compose_target(&cfg, &compose)?;
-                        let ex = executor(&cfg, &run)?;
-                        let docker = cmd::services::connect(host.as_deref()).await?;
-                        let ok =
-                            cmd::services::restart(out, &ex, docker, &project, &service, format)
-                                .await?;
-                        Ok(if ok { 0 } else { 1 })
-                    }
-                }
-            })
-        }
-        Commands::Deploy {
-            service,
-            image,
-            compose,
-            run,
-        } => run_deploy(
-            &cli.global,
-            out,
-            tej_deploy::DeployKind::Deploy,
-            service,
-            Some(image),
-            &compose,
-            &run,
-        ),
-        Commands::Rollback {
-            service,
-            compose,
-            run,
-        } => run_deploy(
-            &cli.global,
-            out,
-            tej_deploy::DeployKind::Rollback,
-            service,
-            None,
-            &compose,
-            &run,
-        ),
-        Commands::Emergency(EmergencyCmd::ServiceDown {
-            compose,
-            service,
-            run,
-        }) => {
-            let (cfg, _) = load_config(&cli.global)?;
-            let (project, host) = compose_target(&cfg, &compose)?;
-            let ex = executor(&cfg, &run)?;
-            let ok = runtime()?.block_on(async {
-                let docker = cmd::services::connect(host.as_deref()).await?;
-                cmd::services::service_down(out, &ex, docker, &project, &service, format).await
-            })?;
-            Ok(if ok { 0 } else { 1 })
-        }
-        Commands::Emergency(EmergencyCmd::DbCorruption {
-            db,
-            services,
-            jobs,
-            restore_anyway,
-            run,
-        }) => {
-            let (cfg, _) = load_config(&cli.global)?;
-            let ex = executor(&cfg, &run)?;
-            let args = cmd::emergency::CorruptionArgs {
-                database: db,
-                services,
-                jobs,
-                restore_anyway,
-            };
-            let ok =
-                runtime()?.block_on(cmd::emergency::db_corruption(out, &cfg, &ex, args, format))?;
-            Ok(if ok { 0 } else { 1 })
-        }
-        Commands::Emergency(EmergencyCmd::SecurityBreach {
-            address,
-            db,
-            users_table,
-            reset_column,
-            sudo,
-            run,
-        }) => {
-            let (cfg, _) = load_config(&cli.global)?;
-            let ex = executor(&cfg, &run)?;
-            let args = cmd::emergency::BreachArgs {
-                address,
-                database: db,
-                table: users_table,
-                column: reset_column,
-                sudo,
-            };
-            let ok = runtime()?.block_on(cmd::emergency::security_breach(
-                out, &cfg, &ex, args, format,
-            ))?;
-            Ok(if ok { 0 } else { 1 })
-        }
-        Commands::Tls(TlsCmd::Check {
-            endpoints,
-            ca,
-            cert_file,
-        }) => {
-            let (cfg, _) = load_config(&cli.global)?;
-            let targets = cmd::tls::targets(&cfg, &endpoints, ca, cert_file)?;
-            let report = runtime()?.block_on(cmd::tls::check(out, targets, format))?;
-            finish_report(out, &cli.global, &report)
-        }
-        Commands::Tls(TlsCmd::Renew { dry_run }) => {
-            let (cfg, _) = load_config(&cli.global)?;
-            let report = runtime()?.block_on(cmd::tls::renew(out, &cfg, dry_run, format))?;
-            finish_report(out, &cli.global, &report)
-        }
-        Commands::Secrets(SecretsCmd::Rotate {
-            env_file,
-            keys,
-            graceful,
-            emergency,
-            run,
-        }) => {
-            let (cfg, _) = load_config(&cli.global)?;
-            let ex = executor(&cfg, &run)?;
-            let args = cmd::rotate::RotateArgs {
-                env_file,
-                keys,
-                graceful,
-                emergency,
-                dry_run: run.dry_run,
-            };
-            let ok = runtime()?.block_on(cmd::rotate::rotate(out, &cfg, &ex, args, format))?;
-            Ok(if ok { 0 } else { 1 })
-        }
-        Commands::Secrets(SecretsCmd::Generate { bytes }) => {
-            cmd::tls::generate(out, bytes)?;
+        Commands::Config(c) => cmd::config::dispatch(&ctx, out, c),
+        Commands::Services(c) => cmd::services::dispatch(&ctx, out, c),
+        Commands::Deploy(a) => cmd::deploy::dispatch(&ctx, out, a),
+        Commands::Rollback(a) => cmd::deploy::dispatch_rollback(&ctx, out, a),
+        Commands::Emergency(c) => cmd::emergency::dispatch(&ctx, out, c),
+        Commands::Tls(c) => cmd::tls::dispatch(&ctx, out, c),
+        Commands::Secrets(c) => cmd::secrets::dispatch(&ctx, out, c),
+        Commands::Host(c) => cmd::host::dispatch(&ctx, out, c),
+        Commands::Logs(c) => cmd::logs::dispatch(&ctx, out, c),
+        Commands::Cleanup(a) => cmd::cleanup::dispatch(&ctx, out, a),
+        Commands::Db(c) => cmd::db::dispatch(&ctx, out, c),
+        Commands::Redis(c) => cmd::redis::dispatch(&ctx, out, c),
+        Commands::Images(c) => cmd::images::dispatch(&ctx, out, c),
+        Commands::Schedule(a) => cmd::schedule::dispatch(&ctx, out, a),
+        Commands::Completions(a) => {
+            cmd::docs::completions(out, a.shell, <Cli as clap::CommandFactory>::command())?;
             Ok(0)
         }
+        Commands::Man(a) => {
+            cmd::docs::man(
+                out,
+                a.dir.as_deref(),
+                <Cli as clap::CommandFactory>::command(),
+            )?;
+            Ok(0)
+        }
+        Commands::Calendar(a) => cmd::calendar::dispatch(&ctx, out, a),
+        Commands::Health(check) => cmd::run::health(&ctx, out, check),
+        Commands::Run(c) => cmd::run::dispatch(&ctx, out, c),
+        Commands::Daemon(a) => cmd::daemon::dispatch(&ctx, out, a),
         Commands::Wal(WalCmd::Fetch { repo, name, dest }) => {
             // Every failure, configuration included, must stop recovery (exit > 125):
             // exit 1 would tell PostgreSQL the file does not exist and it would promote early.
@@ -1004,18 +343,18 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
                 eprintln!("error: wal fetch {name}: {e:#}");
                 tej_backup::FETCH_FATAL_EXIT_CODE
             };
-            let cfg = match load_config(&cli.global) {
-                Ok((cfg, _)) => cfg,
+            let cfg = match ctx.config() {
+                Ok(cfg) => cfg,
                 Err(e) => return Ok(fatal(e)),
             };
-            let rt = match runtime() {
+            let rt = match ctx.runtime() {
                 Ok(rt) => rt,
                 Err(e) => return Ok(fatal(e)),
             };
             Ok(rt.block_on(async {
-                match cmd::pitr::repository(&cfg, &repo.repos).await {
+                match cmd::pitr::repository(cfg, &repo.repos).await {
                     Ok(r) => {
-                        let wal = cmd::pitr::archive(&cfg, r);
+                        let wal = cmd::pitr::archive(cfg, r);
                         cmd::pitr::fetch(out, &wal, &name, &dest, format).await
                     }
                     Err(e) => fatal(e),
@@ -1031,11 +370,11 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
             level,
         }) => {
             let push = async {
-                let (cfg, _) = load_config(&cli.global)?;
-                let r = cmd::pitr::repository(&cfg, &repo.repos).await?;
-                anyhow::Ok(cmd::pitr::archive(&cfg, r))
+                let cfg = ctx.config()?;
+                let r = cmd::pitr::repository(cfg, &repo.repos).await?;
+                anyhow::Ok(cmd::pitr::archive(cfg, r))
             };
-            let rt = runtime()?;
+            let rt = ctx.runtime()?;
             let wal = match rt.block_on(push) {
                 Ok(w) => w,
                 Err(e) => {
@@ -1053,26 +392,26 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
             rt.block_on(cmd::pitr::push(out, &wal, args, format))
         }
         Commands::Wal(WalCmd::Init { repo, db }) => {
-            let (cfg, _) = load_config(&cli.global)?;
-            let target = cmd::backup::db_target(&cfg, db.db.as_deref())?;
-            runtime()?.block_on(async {
-                let r = cmd::pitr::repository(&cfg, &repo.repos).await?;
+            let cfg = ctx.config()?;
+            let target = cmd::backup::db_target(cfg, db.db.as_deref())?;
+            ctx.runtime()?.block_on(async {
+                let r = cmd::pitr::repository(cfg, &repo.repos).await?;
                 cmd::pitr::init(out, r, &target, format).await?;
                 Ok(0)
             })
         }
         Commands::Wal(WalCmd::List(repo)) => {
-            let (cfg, _) = load_config(&cli.global)?;
-            runtime()?.block_on(async {
-                let r = cmd::pitr::repository(&cfg, &repo.repos).await?;
-                cmd::pitr::list(out, &cmd::pitr::archive(&cfg, r), format).await?;
+            let cfg = ctx.config()?;
+            ctx.runtime()?.block_on(async {
+                let r = cmd::pitr::repository(cfg, &repo.repos).await?;
+                cmd::pitr::list(out, &cmd::pitr::archive(cfg, r), format).await?;
                 Ok(0)
             })
         }
         Commands::Wal(WalCmd::Verify(repo)) => {
-            let (cfg, _) = load_config(&cli.global)?;
-            runtime()?.block_on(async {
-                let source = cmd::pitr::source(&cfg, &repo.repos).await?;
+            let cfg = ctx.config()?;
+            ctx.runtime()?.block_on(async {
+                let source = cmd::pitr::source(cfg, &repo.repos).await?;
                 cmd::pitr::verify(out, &source, format).await
             })
         }
@@ -1097,7 +436,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
                 timeout,
                 run,
             } = *r;
-            let (cfg, _) = load_config(&cli.global)?;
+            let cfg = ctx.config()?;
             let target = cmd::pitr::target_of(
                 target_time.as_deref(),
                 target_lsn.as_deref(),
@@ -1105,16 +444,16 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
                 target_name.as_deref(),
                 target.as_deref(),
             )?;
-            let repo_spec = cmd::pitr::repository_spec(&cfg, &repo.repos)?;
-            let ex = executor(&cfg, &run)?;
-            runtime()?.block_on(async {
-                let mut source = cmd::pitr::source(&cfg, &repo.repos).await?;
+            let repo_spec = cmd::pitr::repository_spec(cfg, &repo.repos)?;
+            let ex = executor(cfg, &run)?;
+            ctx.runtime()?.block_on(async {
+                let mut source = cmd::pitr::source(cfg, &repo.repos).await?;
                 if let Some(p) = progress::sink(format) {
                     source = source.with_progress(p);
                 }
                 let args = cmd::pitr::RestoreArgs {
                     repo_spec,
-                    config: config_path(&cli.global),
+                    config: ctx.config_path(),
                     pgdata,
                     target,
                     action: target_action,
@@ -1140,8 +479,8 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
             owner,
             timeout,
         } => {
-            let (cfg, _) = load_config(&cli.global)?;
-            let repo_spec = cmd::pitr::repository_spec(&cfg, &repo.repos)?;
+            let cfg = ctx.config()?;
+            let repo_spec = cmd::pitr::repository_spec(cfg, &repo.repos)?;
             let first_db = cfg.databases.first();
             let queries = if queries.is_empty() {
                 first_db
@@ -1152,11 +491,11 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
             };
             let database = database
                 .or_else(|| first_db.and_then(|d| cmd::pitr::database_of_url(d.url.expose())));
-            runtime()?.block_on(async {
-                let source = cmd::pitr::source(&cfg, &repo.repos).await?;
+            ctx.runtime()?.block_on(async {
+                let source = cmd::pitr::source(cfg, &repo.repos).await?;
                 let args = cmd::pitr::DrillArgs {
                     repo_spec,
-                    config: config_path(&cli.global),
+                    config: ctx.config_path(),
                     queries,
                     database,
                     scratch_dir,
@@ -1168,8 +507,8 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
             })
         }
         Commands::Backup(sub) => {
-            let (cfg, _) = load_config(&cli.global)?;
-            let rt = runtime()?;
+            let cfg = ctx.config()?;
+            let rt = ctx.runtime()?;
             rt.block_on(async {
                 match sub {
                     BackupCmd::Create {
@@ -1177,8 +516,8 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
                         files: Some(dirs),
                         ..
                     } => {
-                        let repos = cmd::backup::repositories(&cfg, &repo.repos).await?;
-                        let ok = cmd::backup::create_files(out, &cfg, &repos, dirs, format).await?;
+                        let repos = cmd::backup::repositories(cfg, &repo.repos).await?;
+                        let ok = cmd::backup::create_files(out, cfg, &repos, dirs, format).await?;
                         anyhow::ensure!(ok, "the backup did not reach every repository");
                         Ok(0)
                     }
@@ -1190,11 +529,11 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
                         archive_timeout,
                         ..
                     } => {
-                        let repos = cmd::backup::repositories(&cfg, &repo.repos).await?;
-                        let target = cmd::backup::db_target(&cfg, db.db.as_deref())?;
+                        let repos = cmd::backup::repositories(cfg, &repo.repos).await?;
+                        let target = cmd::backup::db_target(cfg, db.db.as_deref())?;
                         let ok = cmd::backup::create_physical(
                             out,
-                            &cfg,
+                            cfg,
                             &repos,
                             target,
                             jobs,
@@ -1212,15 +551,15 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
                         jobs,
                         ..
                     } => {
-                        let repos = cmd::backup::repositories(&cfg, &repo.repos).await?;
-                        let target = cmd::backup::db_target(&cfg, db.db.as_deref())?;
-                        let ok = cmd::backup::create(out, &cfg, &repos, target, fmt, jobs, format)
+                        let repos = cmd::backup::repositories(cfg, &repo.repos).await?;
+                        let target = cmd::backup::db_target(cfg, db.db.as_deref())?;
+                        let ok = cmd::backup::create(out, cfg, &repos, target, fmt, jobs, format)
                             .await?;
                         anyhow::ensure!(ok, "the backup did not reach every repository");
                         Ok(0)
                     }
                     BackupCmd::List(repo) => {
-                        let repos = cmd::backup::repositories(&cfg, &repo.repos).await?;
+                        let repos = cmd::backup::repositories(cfg, &repo.repos).await?;
                         cmd::backup::list(out, &repos, format).await?;
                         Ok(0)
                     }
@@ -1230,15 +569,15 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
                         restore_test,
                         db,
                     } => {
-                        let repos = cmd::backup::repositories(&cfg, &repo.repos).await?;
+                        let repos = cmd::backup::repositories(cfg, &repo.repos).await?;
                         let server = if restore_test {
-                            Some(cmd::backup::db_target(&cfg, db.db.as_deref())?)
+                            Some(cmd::backup::db_target(cfg, db.db.as_deref())?)
                         } else {
                             None
                         };
-                        let id = cmd::backup::verify_selector(&cfg, db.db.as_deref(), &id)?;
+                        let id = cmd::backup::verify_selector(cfg, db.db.as_deref(), &id)?;
                         let ok =
-                            cmd::backup::verify(out, &cfg, &repos, &id, server, format).await?;
+                            cmd::backup::verify(out, cfg, &repos, &id, server, format).await?;
                         anyhow::ensure!(ok, "verification failed");
                         Ok(0)
                     }
@@ -1249,10 +588,10 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
                         run,
                         ..
                     } => {
-                        let mut repos = cmd::backup::repositories(&cfg, &repo.repos).await?;
+                        let mut repos = cmd::backup::repositories(cfg, &repo.repos).await?;
                         let repo = repos.remove(0);
-                        let ex = executor(&cfg, &run)?;
-                        let ok = cmd::backup::restore_files(out, &cfg, &ex, repo, &id, dir, format)
+                        let ex = executor(cfg, &run)?;
+                        let ok = cmd::backup::restore_files(out, cfg, &ex, repo, &id, dir, format)
                             .await?;
                         Ok(if ok { 0 } else { 1 })
                     }
@@ -1264,334 +603,24 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
                         run,
                         ..
                     } => {
-                        let mut repos = cmd::backup::repositories(&cfg, &repo.repos).await?;
+                        let mut repos = cmd::backup::repositories(cfg, &repo.repos).await?;
                         let repo = repos.remove(0);
-                        let target = cmd::backup::db_target(&cfg, target.as_deref())?;
-                        let id = cmd::backup::logical_selector(&cfg, &repo, &id, &target).await?;
-                        let ex = executor(&cfg, &run)?;
-                        let mut opts = cmd::backup::restore_options(&cfg, target, jobs);
+                        let target = cmd::backup::db_target(cfg, target.as_deref())?;
+                        let id = cmd::backup::logical_selector(cfg, &repo, &id, &target).await?;
+                        let ex = executor(cfg, &run)?;
+                        let mut opts = cmd::backup::restore_options(cfg, target, jobs);
                         opts.progress = progress::sink(format);
                         let ok = cmd::backup::restore(out, &ex, repo, &id, opts, format).await?;
                         Ok(if ok { 0 } else { 1 })
                     }
                     BackupCmd::Prune { repo, run } => {
-                        let repos = cmd::backup::repositories(&cfg, &repo.repos).await?;
-                        let ex = executor(&cfg, &run)?;
-                        let ok = cmd::backup::prune_repos(out, &cfg, &ex, repos, format).await?;
+                        let repos = cmd::backup::repositories(cfg, &repo.repos).await?;
+                        let ex = executor(cfg, &run)?;
+                        let ok = cmd::backup::prune_repos(out, cfg, &ex, repos, format).await?;
                         Ok(if ok { 0 } else { 1 })
                     }
                 }
             })
-        }
-        Commands::Db(sub) => {
-            use cmd::db::Maintenance;
-            let (cfg, _) = load_config(&cli.global)?;
-            let rt = runtime()?;
-            match sub {
-                DbCmd::Health(a) => {
-                    let c = cmd::db::client(&cfg, a.db.as_deref())?;
-                    let r = rt.block_on(cmd::db::health(out, &c, format))?;
-                    finish_report(out, &cli.global, &r)
-                }
-                DbCmd::Size(a) => {
-                    let c = cmd::db::client(&cfg, a.db.as_deref())?;
-                    let r = rt.block_on(cmd::db::size(out, &c, format))?;
-                    finish_report(out, &cli.global, &r)
-                }
-                DbCmd::Bloat(a) => {
-                    let c = cmd::db::client(&cfg, a.db.as_deref())?;
-                    let r = rt.block_on(cmd::db::bloat(out, &c, format))?;
-                    finish_report(out, &cli.global, &r)
-                }
-                DbCmd::SlowQueries(a) => {
-                    let c = cmd::db::client(&cfg, a.db.as_deref())?;
-                    let r = rt.block_on(cmd::db::slow(out, &c, format))?;
-                    finish_report(out, &cli.global, &r)
-                }
-                DbCmd::Indexes(a) => {
-                    let c = cmd::db::client(&cfg, a.db.as_deref())?;
-                    let r = rt.block_on(cmd::db::indexes(out, &c, format))?;
-                    finish_report(out, &cli.global, &r)
-                }
-                DbCmd::Amcheck(a) => {
-                    let c = cmd::db::client(&cfg, a.db.as_deref())?;
-                    let r = rt.block_on(cmd::db::check_corruption(out, &c, format))?;
-                    finish_report(out, &cli.global, &r)
-                }
-                DbCmd::Vacuum {
-                    db,
-                    tables,
-                    full,
-                    run,
-                } => {
-                    anyhow::ensure!(
-                        !full || !tables.is_empty(),
-                        "VACUUM FULL needs the tables to rewrite: pass --table NAME (repeatable)"
-                    );
-                    let c = cmd::db::client(&cfg, db.db.as_deref())?;
-                    let ex = executor(&cfg, &run)?;
-                    let what = if full {
-                        Maintenance::VacuumFull(tables)
-                    } else {
-                        Maintenance::Vacuum(tables)
-                    };
-                    let ok = rt.block_on(cmd::db::maintain(out, &ex, c, what, format))?;
-                    Ok(if ok { 0 } else { 1 })
-                }
-                DbCmd::Reindex { db, threshold, run } => {
-                    let c = cmd::db::client(&cfg, db.db.as_deref())?;
-                    let ex = executor(&cfg, &run)?;
-                    let ok = rt.block_on(cmd::db::maintain(
-                        out,
-                        &ex,
-                        c,
-                        Maintenance::Reindex(threshold),
-                        format,
-                    ))?;
-                    Ok(if ok { 0 } else { 1 })
-                }
-                DbCmd::ForcePasswordReset {
-                    db,
-                    table,
-                    column,
-                    run,
-                } => {
-                    let c = cmd::db::client(&cfg, db.db.as_deref())?;
-                    let ex = executor(&cfg, &run)?;
-                    let ok = rt.block_on(cmd::db::maintain(
-                        out,
-                        &ex,
-                        c,
-                        Maintenance::ForcePasswordReset { table, column },
-                        format,
-                    ))?;
-                    Ok(if ok { 0 } else { 1 })
-                }
-            }
-        }
-        Commands::Redis(sub) => {
-            let (cfg, _) = load_config(&cli.global)?;
-            let rt = runtime()?;
-            match sub {
-                RedisCmd::Info(a) => {
-                    let t = cmd::redis::target(&cfg, a.url, a.instance.as_deref())?;
-                    let report = rt.block_on(cmd::redis::info(out, &t, format))?;
-                    finish_report(out, &cli.global, &report)
-                }
-                RedisCmd::Bigkeys { redis, top } => {
-                    let t = cmd::redis::target(&cfg, redis.url, redis.instance.as_deref())?;
-                    rt.block_on(cmd::redis::bigkeys(out, &t, top, format))?;
-                    Ok(0)
-                }
-                RedisCmd::InvalidateSessions {
-                    redis,
-                    pattern,
-                    run,
-                } => {
-                    let t = cmd::redis::target(&cfg, redis.url, redis.instance.as_deref())?;
-                    let ex = executor(&cfg, &run)?;
-                    let ok = rt.block_on(cmd::redis::invalidate_sessions(
-                        out, &ex, &t, pattern, format,
-                    ))?;
-                    Ok(if ok { 0 } else { 1 })
-                }
-                RedisCmd::Flush { redis, db, run } => {
-                    let t = cmd::redis::target(&cfg, redis.url, redis.instance.as_deref())?;
-                    let ex = executor(&cfg, &run)?;
-                    let ok = rt.block_on(cmd::redis::flush(out, &ex, &t, db, format))?;
-                    Ok(if ok { 0 } else { 1 })
-                }
-            }
-        }
-        Commands::Images(ImagesCmd::Prune {
-            older_than,
-            compose,
-            run,
-        }) => {
-            let (cfg, _) = load_config(&cli.global)?;
-            let host = compose
-                .docker_host
-                .clone()
-                .or_else(|| cfg.compose.as_ref().and_then(|c| c.docker_host.clone()));
-            let ex = executor(&cfg, &run)?;
-            let ok = runtime()?.block_on(async {
-                let docker = cmd::services::connect(host.as_deref()).await?;
-                cmd::images::prune(out, &ex, docker, &older_than, format).await
-            })?;
-            Ok(if ok { 0 } else { 1 })
-        }
-        Commands::Host(HostCmd::Check) => {
-            let (cfg, _) = load_config(&cli.global)?;
-            let report = cmd::host::host_check(&cfg)?;
-            finish_report(out, &cli.global, &report)
-        }
-        Commands::Logs(LogsCmd::Review { paths, since }) => {
-            let (cfg, _) = load_config(&cli.global)?;
-            let paths = if paths.is_empty() {
-                cfg.logs.paths.clone()
-            } else {
-                paths
-            };
-            anyhow::ensure!(
-                !paths.is_empty(),
-                "no log paths: pass PATH... or set [logs] paths in tej.toml"
-            );
-            let since = cmd::host::parse_since(&since)?;
-            let report = cmd::host::logs_review(out, &paths, since, format)?;
-            finish_report(out, &cli.global, &report)
-        }
-        Commands::Cleanup {
-            root,
-            pattern,
-            older_than,
-            keep_newest,
-            run,
-        } => {
-            let (cfg, _) = load_config(&cli.global)?;
-            let ex = executor(&cfg, &run)?;
-            let mut opts = tej_host::CleanupOptions::new(root, pattern, older_than);
-            opts.keep_newest = keep_newest;
-            // The local backup repositories of tej.toml are never cleaned by pattern.
-            opts.protected = cfg
-                .backup
-                .repositories
-                .iter()
-                .filter(|r| !r.starts_with("s3://"))
-                .map(PathBuf::from)
-                .collect();
-            let ok = runtime()?.block_on(cmd::host::cleanup(out, &ex, opts, format))?;
-            Ok(if ok { 0 } else { 1 })
-        }
-        Commands::Schedule {
-            emit,
-            dir,
-            user,
-            on_failure,
-            environment_file,
-            image,
-            namespace,
-        } => {
-            let (cfg, _) = load_config(&cli.global)?;
-            let cal = tej_core::Calendar::from_config(&cfg)?;
-            cmd::schedule::emit(
-                out,
-                &cal,
-                emit,
-                config_path(&cli.global).as_deref(),
-                cmd::schedule::UnitOptions {
-                    user,
-                    on_failure,
-                    environment_file: Some(environment_file),
-                },
-                dir.as_deref(),
-                tej_runbook::KubernetesOptions {
-                    image,
-                    namespace,
-                    ..tej_runbook::KubernetesOptions::default()
-                },
-            )?;
-            Ok(0)
-        }
-        Commands::Config(ConfigCmd::Check) => {
-            let (cfg, source) = load_config(&cli.global)?;
-            cmd::config::check(out, &cfg, &source, format)?;
-            Ok(0)
-        }
-        Commands::Completions { shell } => {
-            cmd::docs::completions(out, shell, <Cli as clap::CommandFactory>::command())?;
-            Ok(0)
-        }
-        Commands::Man { dir } => {
-            cmd::docs::man(
-                out,
-                dir.as_deref(),
-                <Cli as clap::CommandFactory>::command(),
-            )?;
-            Ok(0)
-        }
-        Commands::Calendar { at } => {
-            let (cfg, _) = load_config(&cli.global)?;
-            let cal = tej_core::Calendar::from_config(&cfg)?;
-            let now = match at {
-                Some(s) => s
-                    .parse::<jiff::Timestamp>()
-                    .with_context(|| format!("parse --at {s:?} as an RFC 3339 instant"))?,
-                None => jiff::Timestamp::now(),
-            };
-            cmd::calendar::show(out, &cal, now, format)?;
-            Ok(0)
-        }
-        Commands::Health(check) => {
-            run_checks_cmd(out, &cli.global, "daily".into(), false, None, &check, None)
-        }
-        Commands::Run {
-            what,
-            if_due,
-            at,
-            scheduled,
-            check,
-            run,
-        } => run_checks_cmd(
-            out,
-            &cli.global,
-            what,
-            if_due,
-            at,
-            &check,
-            Some((&run, scheduled)),
-        ),
-        Commands::Daemon {
-            state_file,
-            no_catch_up,
-            run,
-        } => {
-            let (cfg, _) = load_config(&cli.global)?;
-            let ex = executor(&cfg, &run)?;
-            let args = cmd::daemon::DaemonArgs {
-                state_file,
-                no_catch_up,
-                config_path: config_path(&cli.global),
-            };
-            runtime()?.block_on(cmd::daemon::daemon(out, &cfg, ex, args, format))?;
-            Ok(0)
-        }
-    }
-}
-
-/// `tej health` and `tej run`: the report's Nagios exit code, or 0 when not due.
-fn run_checks_cmd(
-    out: &mut dyn Write,
-    global: &GlobalArgs,
-    what: String,
-    if_due: bool,
-    at: Option<String>,
-    check: &CheckArgs,
-    run: Option<(&RunArgs, bool)>,
-) -> Result<i32> {
-    let (cfg, _) = load_config(global)?;
-    let executor = match run {
-        Some((r, _)) => Some(executor(&cfg, r)?),
-        None => None,
-    };
-    let now = match at {
-        Some(s) => s
-            .parse::<jiff::Timestamp>()
-            .with_context(|| format!("parse --at {s:?} as an RFC 3339 instant"))?,
-        None => jiff::Timestamp::now(),
-    };
-    let req = cmd::run::RunRequest {
-        what,
-        if_due,
-        check_timeout: std::time::Duration::from_secs(check.timeout.max(1)),
-        jobs: check.jobs,
-        config_path: config_path(global),
-        scheduled: run.is_some_and(|(_, s)| s),
-    };
-    match runtime()?.block_on(cmd::run::run(&cfg, &req, now, executor))? {
-        cmd::run::RunResult::Report(report) => finish_report(out, global, &report),
-        cmd::run::RunResult::NotDue(message) => {
-            cmd::run::render_not_due(out, &message, global.output)?;
-            Ok(0)
         }
     }
 }

@@ -126,3 +126,23 @@ maintenance window: closed; next opens 2025-01-19 02:00 IST
         assert_eq!(text.lines().count(), 16);
     }
 }
+
+/// `tej calendar`.
+#[derive(Debug, clap::Args)]
+pub struct CalendarArgs {
+    /// Compute from this instant instead of now (RFC 3339, e.g. 2025-01-16T09:00:00+05:30).
+    #[arg(long)]
+    pub at: Option<String>,
+}
+
+/// Runs `tej calendar`.
+pub fn dispatch(
+    ctx: &crate::context::Context,
+    out: &mut dyn Write,
+    args: CalendarArgs,
+) -> anyhow::Result<i32> {
+    let cal = Calendar::from_config(ctx.config()?)?;
+    let now = crate::context::instant(args.at.as_deref())?;
+    show(out, &cal, now, ctx.format())?;
+    Ok(0)
+}

@@ -71,3 +71,21 @@ mod tests {
         }
     }
 }
+
+/// `tej config`.
+#[derive(Debug, clap::Subcommand)]
+pub enum ConfigCmd {
+    /// Validate tej.toml and print what it manages (secrets redacted).
+    Check,
+}
+
+/// Runs `tej config check`.
+pub fn dispatch(
+    ctx: &crate::context::Context,
+    out: &mut dyn Write,
+    cmd: ConfigCmd,
+) -> anyhow::Result<i32> {
+    let ConfigCmd::Check = cmd;
+    check(out, ctx.config()?, ctx.config_source()?, ctx.format())?;
+    Ok(0)
+}

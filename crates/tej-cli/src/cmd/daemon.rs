@@ -15,15 +15,31 @@ use tej_runbook::{
     RunContext, RunLock, RunOptions, WebhookNotifier, WebhookOptions,
 };
 
-/// What `tej daemon` was asked.
-#[derive(Debug, Clone)]
+/// `tej daemon`.
+#[derive(Debug, clap::Args)]
 pub struct DaemonArgs {
-    /// `--state-file` (default: `STATE_DIR/daemon-state.json`).
+    /// The daemon's state file (default: STATE_DIR/daemon-state.json).
+    #[arg(long)]
     pub state_file: Option<PathBuf>,
-    /// `--no-catch-up`: do not run entries missed while the daemon was down.
+    /// Do not run, once, the entries missed while the daemon was down.
+    #[arg(long)]
     pub no_catch_up: bool,
-    /// The configuration file, passed to `tej wal fetch` by the PITR drill.
-    pub config_path: Option<PathBuf>,
+    /// --yes pre-confirms the destructive steps of scheduled procedures (the quarterly
+    /// rotation); without it they are refused and reported.
+    #[command(flatten)]
+    pub run: crate::args::RunArgs,
+}
+
+/// Runs `tej daemon` until SIGINT/SIGTERM.
+pub fn dispatch(
+    ctx: &crate::context::Context,
+    out: &mut dyn Write,
+    args: DaemonArgs,
+) -> Result<i32> {
+    let cfg = ctx.config()?;
+    let ex = ctx.executor(&args.run)?;
+    ctx.block_on(daemon(out, cfg, ex, args, ctx.config_path(), ctx.format()))??;
+    Ok(0)
 }
 
 async fn shutdown_signal() {
@@ -80,6 +96,7 @@ pub async fn daemon(
     cfg: &Config,
     ex: Executor,
     args: DaemonArgs,
+    config_path: Option<PathBuf>,
     format: OutputFormat,
 ) -> Result<()> {
     let calendar = tej_core::Calendar::from_config(cfg)?;
@@ -92,7 +109,7 @@ pub async fn daemon(
     );
     // The quarterly drill is a PITR drill when the repository holds base backups.
     runner.tej_program = Some(std::env::current_exe().context("find the tej binary")?);
-    runner.config_path = args.config_path.clone();
+    runner.config_path = config_path;
     // The daemon is the scheduler: each entry's destructive steps are confirmed by the
     // schedule inside the entry's slot, and audited as such.
     runner.scheduled = true;

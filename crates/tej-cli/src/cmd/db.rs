@@ -1,5 +1,6 @@
 //! `tej db health|vacuum|size|bloat|slow-queries|indexes|reindex|amcheck|force-password-reset`.
 
+use crate::args::{DbArgs, RunArgs};
 use crate::output::{OutputFormat, json_line};
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -208,4 +209,133 @@ pub async fn maintain(
     let r = ex.run(&p).await;
     super::host::render_procedure(out, &r, format)?;
     Ok(r.succeeded())
+}
+
+/// `tej db`.
+#[derive(Debug, clap::Subcommand)]
+pub enum DbCmd {
+    /// Daily check: reachability, connections, wraparound, xmin horizon, locks, archiver, checksums, sequences.
+    Health(DbArgs),
+    /// VACUUM (ANALYZE) without blocking writers; `--full` rewrites tables (destructive).
+    Vacuum {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Tables (default: the whole database; required with --full).
+        #[arg(long = "table")]
+        tables: Vec<String>,
+        /// VACUUM FULL (exclusive lock): confirmation and, in production, the maintenance window.
+        #[arg(long)]
+        full: bool,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Database size and largest relations (table, indexes, TOAST).
+    Size(DbArgs),
+    /// Bloat of tables and btree indexes (estimate, confirmed with pgstattuple).
+    Bloat(DbArgs),
+    /// Slowest statements from pg_stat_statements.
+    SlowQueries(DbArgs),
+    /// Unused, duplicate and missing indexes; foreign keys without an index.
+    Indexes(DbArgs),
+    /// REINDEX INDEX CONCURRENTLY where bloat exceeds the threshold.
+    Reindex {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Bloat percent above which an index is rebuilt.
+        #[arg(long, default_value_t = 20.0)]
+        threshold: f64,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Corruption check with amcheck (heap and btree).
+    Amcheck(DbArgs),
+    /// Set the password-reset flag for every user, in one transaction (destructive).
+    ForcePasswordReset {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Users table.
+        #[arg(long, default_value = "users")]
+        table: String,
+        /// Boolean flag column.
+        #[arg(long, default_value = "password_reset_required")]
+        column: String,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+}
+
+/// Runs `tej db ...`: a check's Nagios exit code, or a maintenance step's 0 (applied or
+/// planned) or 1.
+pub fn dispatch(ctx: &crate::context::Context, out: &mut dyn Write, cmd: DbCmd) -> Result<i32> {
+    let format = ctx.format();
+    let cfg = ctx.config()?;
+    let (db, what, run) = match cmd {
+        DbCmd::Health(a) => return check(ctx, out, a, Check::Health),
+        DbCmd::Size(a) => return check(ctx, out, a, Check::Size),
+        DbCmd::Bloat(a) => return check(ctx, out, a, Check::Bloat),
+        DbCmd::SlowQueries(a) => return check(ctx, out, a, Check::SlowQueries),
+        DbCmd::Indexes(a) => return check(ctx, out, a, Check::Indexes),
+        DbCmd::Amcheck(a) => return check(ctx, out, a, Check::Amcheck),
+        DbCmd::Vacuum {
+            db,
+            tables,
+            full,
+            run,
+        } => {
+            anyhow::ensure!(
+                !full || !tables.is_empty(),
+                "VACUUM FULL needs the tables to rewrite: pass --table NAME (repeatable)"
+            );
+            let what = if full {
+                Maintenance::VacuumFull(tables)
+            } else {
+                Maintenance::Vacuum(tables)
+            };
+            (db, what, run)
+        }
+        DbCmd::Reindex { db, threshold, run } => (db, Maintenance::Reindex(threshold), run),
+        DbCmd::ForcePasswordReset {
+            db,
+            table,
+            column,
+            run,
+        } => (db, Maintenance::ForcePasswordReset { table, column }, run),
+    };
+    let c = client(cfg, db.db.as_deref())?;
+    let ex = ctx.executor(&run)?;
+    let ok = ctx.block_on(maintain(out, &ex, c, what, format))??;
+    Ok(crate::context::exit_code(ok))
+}
+
+/// The read-only checks of `tej db`.
+#[derive(Debug, Clone, Copy)]
+enum Check {
+    Health,
+    Size,
+    Bloat,
+    SlowQueries,
+    Indexes,
+    Amcheck,
+}
+
+/// Runs one check against `--db` (else the configured database) and renders its report.
+fn check(
+    ctx: &crate::context::Context,
+    out: &mut dyn Write,
+    db: DbArgs,
+    which: Check,
+) -> Result<i32> {
+    let format = ctx.format();
+    let c = client(ctx.config()?, db.db.as_deref())?;
+    let report = ctx.block_on(async {
+        match which {
+            Check::Health => health(out, &c, format).await,
+            Check::Size => size(out, &c, format).await,
+            Check::Bloat => bloat(out, &c, format).await,
+            Check::SlowQueries => slow(out, &c, format).await,
+            Check::Indexes => indexes(out, &c, format).await,
+            Check::Amcheck => check_corruption(out, &c, format).await,
+        }
+    })??;
+    ctx.finish_report(out, &report)
 }

@@ -4,6 +4,7 @@
 //! The gates that need other domains are wired here: "a fresh backup exists" reads the
 //! catalogue of `[backup] repositories` through tej-backup.
 
+use crate::args::{ComposeArgs, RunArgs};
 use crate::output::{OutputFormat, json_line};
 use anyhow::{Context, Result, bail};
 use async_trait::async_trait;
@@ -23,6 +24,85 @@ use tej_deploy::{
     DeployReport, DeployStep, Deployer, FreshBackupGate, HealthProbe, HealthWait, HttpHealthGate,
     LogErrorsGate, NginxUpstream,
 };
+
+/// `tej deploy`.
+#[derive(Debug, clap::Args)]
+pub struct DeployArgs {
+    /// The service.
+    pub service: String,
+    /// The image to deploy (built or loaded on the Docker host).
+    #[arg(long)]
+    pub image: String,
+    #[command(flatten)]
+    pub compose: ComposeArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// `tej rollback`.
+#[derive(Debug, clap::Args)]
+pub struct RollbackArgs {
+    /// The service.
+    pub service: String,
+    #[command(flatten)]
+    pub compose: ComposeArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Runs `tej deploy`: 0 when the new container serves, else an error.
+pub fn dispatch(ctx: &crate::context::Context, out: &mut dyn Write, a: DeployArgs) -> Result<i32> {
+    let image = Some(a.image);
+    deploy_cmd(
+        ctx,
+        out,
+        DeployKind::Deploy,
+        a.service,
+        image,
+        &a.compose,
+        &a.run,
+    )
+}
+
+/// Runs `tej rollback`: 0 when the previous image serves again, else an error.
+pub fn dispatch_rollback(
+    ctx: &crate::context::Context,
+    out: &mut dyn Write,
+    a: RollbackArgs,
+) -> Result<i32> {
+    deploy_cmd(
+        ctx,
+        out,
+        DeployKind::Rollback,
+        a.service,
+        None,
+        &a.compose,
+        &a.run,
+    )
+}
+
+fn deploy_cmd(
+    ctx: &crate::context::Context,
+    out: &mut dyn Write,
+    kind: DeployKind,
+    service: String,
+    image: Option<String>,
+    compose: &ComposeArgs,
+    run: &RunArgs,
+) -> Result<i32> {
+    let cfg = ctx.config()?;
+    let (project, docker_host) = ctx.compose_target(compose)?;
+    let ex = ctx.executor(run)?;
+    let req = DeployRequest {
+        kind,
+        service,
+        image,
+        project,
+        docker_host,
+    };
+    ctx.block_on(self::run(out, cfg, &ex, req, ctx.format()))??;
+    Ok(0)
+}
 
 /// What to deploy: the service, the image (ignored by a rollback) and where.
 #[derive(Debug, Clone)]

@@ -63,3 +63,19 @@ fn write_pages(dir: &Path, cmd: Command, written: &mut Vec<std::path::PathBuf>) 
     }
     Ok(())
 }
+
+/// `tej completions`.
+#[derive(Debug, clap::Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `tej man`.
+#[derive(Debug, clap::Args)]
+pub struct ManArgs {
+    /// Write `tej.1`, `tej-backup.1`, `tej-backup-create.1`, ... here instead of printing `tej.1`.
+    #[arg(long)]
+    pub dir: Option<std::path::PathBuf>,
+}

@@ -2,6 +2,7 @@
 //! runbook's guided emergency procedures from tej-runbook, run under the command's executor
 //! (dry run, confirmation, maintenance window, audit log).
 
+use crate::args::{ComposeArgs, RunArgs};
 use crate::output::{OutputFormat, json_line};
 use anyhow::{Context, Result};
 use std::io::Write;
@@ -33,19 +34,81 @@ fn render(out: &mut dyn Write, r: &ProcedureReport, format: OutputFormat) -> Res
     Ok(())
 }
 
-/// What `tej emergency security-breach` was asked.
-#[derive(Debug, Clone)]
+/// `tej emergency`.
+#[derive(Debug, clap::Subcommand)]
+pub enum EmergencyCmd {
+    /// Service down: check, restart, force-recreate if still unhealthy; report each step
+    /// (destructive: the plan, then --yes; audited).
+    ServiceDown {
+        #[command(flatten)]
+        compose: ComposeArgs,
+        /// Service.
+        service: String,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Database corruption: stop the application, amcheck, restore the newest backup (when
+    /// damaged), verify (amcheck, sanity queries), start the application.
+    DbCorruption(CorruptionArgs),
+    /// Security breach: block the address, rotate every secret, drop every session, force
+    /// password resets, search the logs for the address.
+    SecurityBreach(BreachArgs),
+}
+
+/// Runs `tej emergency ...`; 0 when every step succeeded (or was planned), else 1.
+pub fn dispatch(
+    ctx: &crate::context::Context,
+    out: &mut dyn Write,
+    cmd: EmergencyCmd,
+) -> Result<i32> {
+    let format = ctx.format();
+    let ok = match cmd {
+        EmergencyCmd::ServiceDown {
+            compose,
+            service,
+            run,
+        } => {
+            let (project, host) = ctx.compose_target(&compose)?;
+            let ex = ctx.executor(&run)?;
+            ctx.block_on(async {
+                let docker = super::services::connect(host.as_deref()).await?;
+                super::services::service_down(out, &ex, docker, &project, &service, format).await
+            })??
+        }
+        EmergencyCmd::DbCorruption(args) => {
+            let cfg = ctx.config()?;
+            let ex = ctx.executor(&args.run)?;
+            ctx.block_on(db_corruption(out, cfg, &ex, args, format))??
+        }
+        EmergencyCmd::SecurityBreach(args) => {
+            let cfg = ctx.config()?;
+            let ex = ctx.executor(&args.run)?;
+            ctx.block_on(security_breach(out, cfg, &ex, args, format))??
+        }
+    };
+    Ok(crate::context::exit_code(ok))
+}
+
+/// `tej emergency security-breach`.
+#[derive(Debug, clap::Args)]
 pub struct BreachArgs {
-    /// `--address`.
+    /// The attacker's address or network (`203.0.113.7`, `203.0.113.0/24`).
+    #[arg(long)]
     pub address: String,
-    /// `--db`: the `[[database]]` whose users must reset their password.
-    pub database: Option<String>,
-    /// `--users-table`.
-    pub table: String,
-    /// `--reset-column`.
-    pub column: String,
-    /// `--sudo`: run ufw through `sudo -n`.
+    /// The `[[database]]` whose users must reset their password (default: the first).
+    #[arg(long)]
+    pub db: Option<String>,
+    /// Users table.
+    #[arg(long, default_value = "users")]
+    pub users_table: String,
+    /// Boolean column set to true.
+    #[arg(long, default_value = "password_reset_required")]
+    pub reset_column: String,
+    /// Run ufw through `sudo -n`.
+    #[arg(long)]
     pub sudo: bool,
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 /// Blocks the address, rotates every secret, drops every session, forces password resets and
@@ -59,9 +122,9 @@ pub async fn security_breach(
 ) -> Result<bool> {
     let ctx = RunContext::from_config(cfg, RunOptions::default()).context("read tej.toml")?;
     let mut opts = BreachOptions::new(args.address);
-    opts.database = args.database;
-    opts.password_reset.table = args.table;
-    opts.password_reset.column = args.column;
+    opts.database = args.db;
+    opts.password_reset.table = args.users_table;
+    opts.password_reset.column = args.reset_column;
     opts.firewall.use_sudo = args.sudo;
     let p = security_breach_from_context(
         &ctx,
@@ -77,17 +140,23 @@ pub async fn security_breach(
     Ok(r.succeeded())
 }
 
-/// What `tej emergency db-corruption` was asked.
-#[derive(Debug, Clone, Default)]
+/// `tej emergency db-corruption`.
+#[derive(Debug, clap::Args)]
 pub struct CorruptionArgs {
-    /// `--db`.
-    pub database: Option<String>,
-    /// `--service` (repeatable).
+    /// The `[[database]]` (default: the first).
+    #[arg(long)]
+    pub db: Option<String>,
+    /// Application services stopped meanwhile (repeatable; default: [compose] backend_service).
+    #[arg(long = "service")]
     pub services: Vec<String>,
-    /// `--jobs`.
+    /// pg_restore -j.
+    #[arg(long, default_value_t = 2)]
     pub jobs: u32,
-    /// `--restore-anyway`.
+    /// Restore even when amcheck finds no damage.
+    #[arg(long)]
     pub restore_anyway: bool,
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 /// Stops the application, assesses with amcheck, restores the newest backup, verifies, starts
@@ -104,7 +173,7 @@ pub async fn db_corruption(
         &ctx,
         Arc::new(TokioCommandRunner),
         &CorruptionOptions {
-            database: args.database,
+            database: args.db,
             services: args.services,
             jobs: args.jobs,
             restore_anyway: args.restore_anyway,

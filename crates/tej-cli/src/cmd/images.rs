@@ -17,7 +17,7 @@ pub async fn prune(
     older_than: &str,
     format: OutputFormat,
 ) -> Result<bool> {
-    let age = super::host::parse_since(older_than)
+    let age = super::logs::parse_since(older_than)
         .with_context(|| format!("parse --older-than {older_than:?}"))?;
     anyhow::ensure!(
         !age.is_negative(),
@@ -36,4 +36,36 @@ pub async fn prune(
     let report = ex.run(&Procedure::new("images prune").step(step)).await;
     super::host::render_procedure(out, &report, format)?;
     Ok(report.succeeded())
+}
+
+/// `tej images`.
+#[derive(Debug, clap::Subcommand)]
+pub enum ImagesCmd {
+    /// Remove unused images built longer ago than --older-than (`docker image prune -af
+    /// --filter until=168h`); destructive: the plan, then --yes; audited.
+    Prune {
+        /// Only images at least this old (168h, 7d, 0s for any age).
+        #[arg(long, default_value = "168h")]
+        older_than: String,
+        #[command(flatten)]
+        compose: crate::args::ComposeArgs,
+        #[command(flatten)]
+        run: crate::args::RunArgs,
+    },
+}
+
+/// Runs `tej images ...`; 0 when it was applied or planned, else 1.
+pub fn dispatch(ctx: &crate::context::Context, out: &mut dyn Write, cmd: ImagesCmd) -> Result<i32> {
+    let ImagesCmd::Prune {
+        older_than,
+        compose,
+        run,
+    } = cmd;
+    let host = ctx.docker_host(&compose)?;
+    let ex = ctx.executor(&run)?;
+    let ok = ctx.block_on(async {
+        let docker = super::services::connect(host.as_deref()).await?;
+        prune(out, &ex, docker, &older_than, ctx.format()).await
+    })??;
+    Ok(crate::context::exit_code(ok))
 }

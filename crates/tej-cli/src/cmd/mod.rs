@@ -2,6 +2,7 @@
 
 pub mod backup;
 pub mod calendar;
+pub mod cleanup;
 pub mod config;
 pub mod daemon;
 pub mod db;
@@ -10,11 +11,12 @@ pub mod docs;
 pub mod emergency;
 pub mod host;
 pub mod images;
+pub mod logs;
 pub mod pitr;
 pub mod redis;
-pub mod rotate;
 pub mod run;
 pub mod schedule;
+pub mod secrets;
 pub mod services;
 pub mod tls;
 

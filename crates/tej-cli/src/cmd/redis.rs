@@ -160,3 +160,85 @@ pub async fn flush(
     super::host::render_procedure(out, &report, format)?;
     Ok(report.succeeded())
 }
+
+/// Which Redis.
+#[derive(Debug, clap::Args)]
+pub struct RedisArgs {
+    /// Connection URL (default: [[redis]] in tej.toml, then REDIS_URL).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// The [[redis]] entry by name.
+    #[arg(long)]
+    pub instance: Option<String>,
+}
+
+/// `tej redis`.
+#[derive(Debug, clap::Subcommand)]
+pub enum RedisCmd {
+    /// PING latency, INFO, and memory-doctor findings.
+    Info(RedisArgs),
+    /// The biggest keys (SCAN + MEMORY USAGE under a budget; never KEYS).
+    Bigkeys {
+        #[command(flatten)]
+        redis: RedisArgs,
+        /// How many to show.
+        #[arg(long, default_value_t = 20)]
+        top: usize,
+    },
+    /// Remove session keys by pattern with SCAN + UNLINK; other keys stay.
+    InvalidateSessions {
+        #[command(flatten)]
+        redis: RedisArgs,
+        /// Key pattern (default: session_pattern in tej.toml, `sess:*`).
+        #[arg(long)]
+        pattern: Option<String>,
+        #[command(flatten)]
+        run: crate::args::RunArgs,
+    },
+    /// FLUSHDB of one database (destructive; refused when tej.toml says production).
+    Flush {
+        #[command(flatten)]
+        redis: RedisArgs,
+        /// The database number.
+        #[arg(long)]
+        db: i64,
+        #[command(flatten)]
+        run: crate::args::RunArgs,
+    },
+}
+
+/// Runs `tej redis ...`: the info report's Nagios exit code, else 0 (or 1 when a mutating
+/// step failed or was refused).
+pub fn dispatch(ctx: &crate::context::Context, out: &mut dyn Write, cmd: RedisCmd) -> Result<i32> {
+    let format = ctx.format();
+    let cfg = ctx.config()?;
+    let target_of = |a: RedisArgs| target(cfg, a.url, a.instance.as_deref());
+    match cmd {
+        RedisCmd::Info(a) => {
+            let t = target_of(a)?;
+            let report = ctx.block_on(info(out, &t, format))??;
+            ctx.finish_report(out, &report)
+        }
+        RedisCmd::Bigkeys { redis, top } => {
+            let t = target_of(redis)?;
+            ctx.block_on(bigkeys(out, &t, top, format))??;
+            Ok(0)
+        }
+        RedisCmd::InvalidateSessions {
+            redis,
+            pattern,
+            run,
+        } => {
+            let t = target_of(redis)?;
+            let ex = ctx.executor(&run)?;
+            let ok = ctx.block_on(invalidate_sessions(out, &ex, &t, pattern, format))??;
+            Ok(crate::context::exit_code(ok))
+        }
+        RedisCmd::Flush { redis, db, run } => {
+            let t = target_of(redis)?;
+            let ex = ctx.executor(&run)?;
+            let ok = ctx.block_on(flush(out, &ex, &t, db, format))??;
+            Ok(crate::context::exit_code(ok))
+        }
+    }
+}

@@ -3,6 +3,7 @@
 //! notified like the daemon's runs (a failure, and the first good run after one) when
 //! `notify_url` is set.
 
+use crate::args::{CheckArgs, RunArgs};
 use anyhow::{Context, Result, bail};
 use std::io::Write;
 use tej_core::{Calendar, Config, Report, SystemClock, TokioCommandRunner};
@@ -11,6 +12,74 @@ use tej_runbook::{
     WebhookNotifier, WebhookOptions, due_occurrence, implements, notify_run, resolve_entries,
     run_procedure,
 };
+
+/// `tej run`.
+#[derive(Debug, clap::Args)]
+pub struct RunCmd {
+    /// `daily`, `performance`, `weekly` or a calendar entry id (`security-review`...).
+    pub what: String,
+    /// Run only if an occurrence is due now (what the emitted crontab and timers call).
+    #[arg(long)]
+    pub if_due: bool,
+    /// With --if-due: decide as if now were this instant (RFC 3339), e.g. to replay a timer.
+    #[arg(long, requires = "if_due")]
+    pub at: Option<String>,
+    /// A run of the calendar (what the emitted crontab, timers and CronJobs pass): inside
+    /// the entry's slot (its time plus its duration) its destructive steps are confirmed
+    /// by the schedule and audited as such; outside it they are refused.
+    #[arg(long)]
+    pub scheduled: bool,
+    #[command(flatten)]
+    pub check: CheckArgs,
+    /// For the mutating monthly and quarterly procedures (deep maintenance, rotation, drill).
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Runs `tej run`: the report's Nagios exit code, or 0 when not due.
+pub fn dispatch(ctx: &crate::context::Context, out: &mut dyn Write, cmd: RunCmd) -> Result<i32> {
+    ctx.config()?;
+    let executor = ctx.executor(&cmd.run)?;
+    let now = crate::context::instant(cmd.at.as_deref())?;
+    let req = RunRequest {
+        what: cmd.what,
+        if_due: cmd.if_due,
+        check_timeout: std::time::Duration::from_secs(cmd.check.timeout.max(1)),
+        jobs: cmd.check.jobs,
+        config_path: ctx.config_path(),
+        scheduled: cmd.scheduled,
+    };
+    render(ctx, out, &req, now, Some(executor))
+}
+
+/// Runs `tej health` (= `tej run daily`, without an executor): the report's Nagios exit code.
+pub fn health(ctx: &crate::context::Context, out: &mut dyn Write, check: CheckArgs) -> Result<i32> {
+    let req = RunRequest {
+        what: "daily".into(),
+        if_due: false,
+        check_timeout: std::time::Duration::from_secs(check.timeout.max(1)),
+        jobs: check.jobs,
+        config_path: ctx.config_path(),
+        scheduled: false,
+    };
+    render(ctx, out, &req, jiff::Timestamp::now(), None)
+}
+
+fn render(
+    ctx: &crate::context::Context,
+    out: &mut dyn Write,
+    req: &RunRequest,
+    now: jiff::Timestamp,
+    executor: Option<tej_core::Executor>,
+) -> Result<i32> {
+    match ctx.block_on(run(ctx.config()?, req, now, executor))?? {
+        RunResult::Report(report) => ctx.finish_report(out, &report),
+        RunResult::NotDue(message) => {
+            render_not_due(out, &message, ctx.format())?;
+            Ok(0)
+        }
+    }
+}
 
 /// What `tej run` was asked to do, after parsing.
 #[derive(Debug, Clone)]

@@ -106,3 +106,58 @@ pub fn emit(
     }
     Ok(())
 }
+
+/// `tej schedule`.
+#[derive(Debug, clap::Args)]
+pub struct ScheduleArgs {
+    /// crontab, systemd or kubernetes.
+    #[arg(long, value_enum)]
+    pub emit: Emit,
+    /// Write into this directory (systemd units, a cron.d file named `tej`, or
+    /// `cronjobs.yaml`) instead of stdout.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// The user the jobs run as: systemd `User=`, and the user field of cron lines
+    /// (written with --dir, the /etc/cron.d format, `root` unless given).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// systemd: `OnFailure=` unit started when a run fails (e.g. `notify-failure@%n.service`).
+    #[arg(long, value_name = "UNIT")]
+    pub on_failure: Option<String>,
+    /// systemd: `EnvironmentFile=` holding the credentials (DATABASE_URL, AWS keys...).
+    #[arg(long, value_name = "FILE", default_value = "/etc/tej/tej.env")]
+    pub environment_file: PathBuf,
+    /// Kubernetes: the container image with tej and the PostgreSQL 15 client tools.
+    #[arg(long, default_value = "tej:latest")]
+    pub image: String,
+    /// Kubernetes: the namespace of the CronJobs.
+    #[arg(long, default_value = "tej")]
+    pub namespace: String,
+}
+
+/// Runs `tej schedule`.
+pub fn dispatch(
+    ctx: &crate::context::Context,
+    out: &mut dyn Write,
+    args: ScheduleArgs,
+) -> Result<i32> {
+    let cal = Calendar::from_config(ctx.config()?)?;
+    emit(
+        out,
+        &cal,
+        args.emit,
+        ctx.config_path().as_deref(),
+        UnitOptions {
+            user: args.user,
+            on_failure: args.on_failure,
+            environment_file: Some(args.environment_file),
+        },
+        args.dir.as_deref(),
+        KubernetesOptions {
+            image: args.image,
+            namespace: args.namespace,
+            ..KubernetesOptions::default()
+        },
+    )?;
+    Ok(0)
+}

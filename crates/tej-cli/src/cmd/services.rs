@@ -1,5 +1,7 @@
 //! `tej services status|logs|restart` and `tej emergency service-down`.
 
+use crate::args::{ComposeArgs, RunArgs};
+use crate::context::exit_code;
 use crate::output::{OutputFormat, json_line};
 use anyhow::{Context, Result};
 use async_trait::async_trait;
@@ -238,4 +240,74 @@ pub async fn service_down(
         }
     }
     Ok(report.succeeded())
+}
+
+/// `tej services`.
+#[derive(Debug, clap::Subcommand)]
+pub enum ServicesCmd {
+    /// What `docker compose ps` shows and more: state, health, restarts, uptime, image age.
+    Status(ComposeArgs),
+    /// The last lines of one service's logs (or all), timestamped, in time order.
+    Logs {
+        #[command(flatten)]
+        compose: ComposeArgs,
+        /// Service (default: all).
+        service: Option<String>,
+        /// How many lines per container.
+        #[arg(long, default_value_t = 100)]
+        tail: usize,
+    },
+    /// Restart a service's containers (destructive: the plan, then --yes; audited).
+    Restart {
+        #[command(flatten)]
+        compose: ComposeArgs,
+        /// Service.
+        service: String,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+}
+
+/// Runs `tej services ...`; the exit code.
+pub fn dispatch(
+    ctx: &crate::context::Context,
+    out: &mut dyn Write,
+    cmd: ServicesCmd,
+) -> Result<i32> {
+    let format = ctx.format();
+    match cmd {
+        ServicesCmd::Status(c) => {
+            let (project, host) = ctx.compose_target(&c)?;
+            let report = ctx.block_on(async {
+                let docker = connect(host.as_deref()).await?;
+                status(out, &docker, &project, format).await
+            })??;
+            ctx.finish_report(out, &report)
+        }
+        ServicesCmd::Logs {
+            compose,
+            service,
+            tail,
+        } => {
+            let (project, host) = ctx.compose_target(&compose)?;
+            ctx.block_on(async {
+                let docker = connect(host.as_deref()).await?;
+                logs(out, &docker, &project, service.as_deref(), tail, format).await
+            })??;
+            Ok(0)
+        }
+        ServicesCmd::Restart {
+            compose,
+            service,
+            run,
+        } => {
+            let (project, host) = ctx.compose_target(&compose)?;
+            let ex = ctx.executor(&run)?;
+            let ok = ctx.block_on(async {
+                let docker = connect(host.as_deref()).await?;
+                restart(out, &ex, docker, &project, &service, format).await
+            })??;
+            Ok(exit_code(ok))
+        }
+    }
 }

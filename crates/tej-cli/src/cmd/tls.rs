@@ -1,4 +1,4 @@
-//! `tej tls check|renew` and `tej secrets generate`.
+//! `tej tls check|renew`.
 
 use crate::output::{OutputFormat, json_line};
 use anyhow::{Context, Result, bail};
@@ -6,8 +6,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use tej_core::{Config, Report, TokioCommandRunner};
 use tej_secrets::{
-    ExpiryThresholds, RenewOptions, RenewTarget, SecretFormat, TlsProbeOptions, generate_secret,
-    probe_tls, renew_certificates, tls_report,
+    ExpiryThresholds, RenewOptions, RenewTarget, TlsProbeOptions, probe_tls, renew_certificates,
+    tls_report,
 };
 
 /// Endpoints and options for a probe: from the command line, else every `[[tls]]` in tej.toml.
@@ -136,9 +136,42 @@ pub async fn renew(
     Ok(report)
 }
 
-/// Prints one new secret from the OS CSPRNG (the one place a secret value is printed, on request).
-pub fn generate(out: &mut dyn Write, bytes: usize) -> Result<()> {
-    let s = generate_secret(&SecretFormat::Hex { bytes })?;
-    writeln!(out, "{}", s.expose())?;
-    Ok(())
+/// `tej tls`.
+#[derive(Debug, clap::Subcommand)]
+pub enum TlsCmd {
+    /// Probe HOST:PORT (default: every [[tls]] in tej.toml): chain, expiry, hostname, validity.
+    Check {
+        /// Endpoints.
+        endpoints: Vec<String>,
+        /// Trust only this CA (PEM) instead of the system roots.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// The certificate file the server should serve (catches a renewal never reloaded).
+        #[arg(long)]
+        cert_file: Option<PathBuf>,
+    },
+    /// certbot renew, nginx -t, reload nginx, probe again.
+    Renew {
+        /// certbot renew --dry-run; nginx is not reloaded.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// Runs `tej tls ...`; the report's Nagios exit code.
+pub fn dispatch(ctx: &crate::context::Context, out: &mut dyn Write, cmd: TlsCmd) -> Result<i32> {
+    let format = ctx.format();
+    let cfg = ctx.config()?;
+    let report = match cmd {
+        TlsCmd::Check {
+            endpoints,
+            ca,
+            cert_file,
+        } => {
+            let targets = targets(cfg, &endpoints, ca, cert_file)?;
+            ctx.block_on(check(out, targets, format))??
+        }
+        TlsCmd::Renew { dry_run } => ctx.block_on(renew(out, cfg, dry_run, format))??,
+    };
+    ctx.finish_report(out, &report)
 }

@@ -1,4 +1,4 @@
-//! `tej secrets rotate`: the staged rotation of tej-secrets over tej-db's Redis (sessions)
+//! `tej secrets rotate` and `tej secrets generate`. The rotation is the staged rotation of tej-secrets over tej-db's Redis (sessions)
 //! and tej-deploy's force-recreate (service), with the application probed over HTTP.
 //!
 //! The adapters ([`RedisSessions`], [`ComposeService`]) live in tej-runbook, shared with the
@@ -18,18 +18,63 @@ use tej_secrets::{
     SessionInvalidation,
 };
 
-/// What the command line asked for.
+/// `tej secrets`.
+#[derive(Debug, clap::Subcommand)]
+pub enum SecretsCmd {
+    /// Staged, resumable rotation: new values in .env, recreate the backend, drop sessions, verify.
+    Rotate(RotateArgs),
+    /// Print a new secret from the OS CSPRNG (hex).
+    Generate {
+        /// Random bytes (printed as twice as many hex digits).
+        #[arg(long, default_value_t = 64)]
+        bytes: usize,
+    },
+}
+
+/// `tej secrets rotate`.
+#[derive(Debug, clap::Args)]
 pub struct RotateArgs {
-    /// `--env-file`.
+    /// The .env file (default: [secrets] env_file).
+    #[arg(long)]
     pub env_file: Option<PathBuf>,
-    /// `--keys`.
+    /// Keys to rotate (default: [secrets] rotate, JWT_SECRET,JWT_REFRESH_SECRET).
+    #[arg(long, value_delimiter = ',')]
     pub keys: Vec<String>,
-    /// `--graceful`.
+    /// Keep the previous values as KEY_PREVIOUS for a grace period; sessions stay.
+    #[arg(long)]
     pub graceful: bool,
-    /// `--emergency`.
+    /// A breach: rotate every configured key and drop every session.
+    #[arg(long)]
     pub emergency: bool,
-    /// `--dry-run`.
-    pub dry_run: bool,
+    #[command(flatten)]
+    pub run: crate::args::RunArgs,
+}
+
+/// Runs `tej secrets ...`: 0 when the rotation completed (or was planned), else 1.
+pub fn dispatch(
+    ctx: &crate::context::Context,
+    out: &mut dyn Write,
+    cmd: SecretsCmd,
+) -> Result<i32> {
+    match cmd {
+        SecretsCmd::Rotate(args) => {
+            let cfg = ctx.config()?;
+            let ex = ctx.executor(&args.run)?;
+            let ok = ctx.block_on(rotate(out, cfg, &ex, args, ctx.format()))??;
+            Ok(crate::context::exit_code(ok))
+        }
+        SecretsCmd::Generate { bytes } => {
+            generate(out, bytes)?;
+            Ok(0)
+        }
+    }
+}
+
+/// Prints one new secret from the OS CSPRNG (the one place a secret value is printed, on request).
+pub fn generate(out: &mut dyn Write, bytes: usize) -> Result<()> {
+    let s = tej_secrets::generate_secret(&tej_secrets::SecretFormat::Hex { bytes })?;
+    writeln!(out, "{}", s.expose())?;
+    Ok(())
 }
 
 /// Runs the rotation; true when it completed (or was planned in a dry run).
@@ -60,7 +105,7 @@ pub async fn rotate(
         (false, true) => RotationMode::Emergency,
         _ => RotationMode::Standard,
     };
-    opts.dry_run = args.dry_run;
+    opts.dry_run = args.run.dry_run;
     let compose = cfg
         .compose
         .as_ref()
