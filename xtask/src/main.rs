@@ -1,7 +1,8 @@
 //! `cargo xtask`: project automation in plain Rust.
 //!
 //! - `cargo xtask test`: installs what the tests need on a fresh Debian machine (when root),
-//!   then runs `cargo fmt --check`, `cargo clippy -D warnings` and every test of the workspace.
+//!   then runs `cargo fmt --check`, `cargo clippy -D warnings`, every test of the workspace
+//!   and each micro-benchmark of `benches/` once.
 //! - `cargo xtask demo`: runs tej's main job against a sandbox stack started from the test kit.
 //! - `cargo xtask bench <name>`: runs one benchmark in release mode (`list` shows them).
 
@@ -64,6 +65,12 @@ const BENCHES: &[(&str, &str, &str, &str)] = &[
         "tej-host",
         "bench_log_review",
         "one-pass log review vs four grep -i passes on a 1 GiB log",
+    ),
+    (
+        "micro",
+        "tej-benches",
+        "benches/: pipeline, retention, log_review",
+        "criterion: backup pipeline throughput, retention over 10 000 manifests, log-review loop",
     ),
 ];
 
@@ -244,6 +251,11 @@ fn test(extra: &[String]) -> Result<()> {
     let mut c = cargo(&["test", "--workspace", "--no-fail-fast"]);
     c.args(extra).env("TEJ_S3S_FS", s3s_fs_path());
     status(c, "cargo test")?;
+    step("cargo test --benches (each micro-benchmark of benches/ once, as a test)");
+    status(
+        cargo(&["test", "-p", "tej-benches", "--benches"]),
+        "cargo test -p tej-benches --benches",
+    )?;
     println!("\nall checks passed");
     Ok(())
 }
@@ -263,6 +275,9 @@ fn bench(args: &[String]) -> Result<()> {
     if name == "pitr" {
         return pitr::run(&args[1..]);
     }
+    if name == "micro" {
+        return micro(&args[1..]);
+    }
     install_deps()?;
     step(&format!("bench {name}: {what}"));
     let mut c = cargo(&[
@@ -277,4 +292,88 @@ fn bench(args: &[String]) -> Result<()> {
     ]);
     c.args(&args[1..]).env("TEJ_S3S_FS", s3s_fs_path());
     status(c, &format!("benchmark {name}"))
+}
+
+/// `cargo xtask bench micro [FILTER...]`: the criterion benchmarks of `benches/`
+/// (`cargo bench -p tej-benches`; FILTER and criterion's options pass through), then the
+/// median and its throughput of every benchmark this run measured, as a Markdown table.
+fn micro(args: &[String]) -> Result<()> {
+    step("bench micro: criterion benchmarks of benches/ (release)");
+    let home = target_dir().join("criterion");
+    let started = std::time::SystemTime::now();
+    let mut c = cargo(&["bench", "-p", "tej-benches", "--"]);
+    c.args(args).env("CRITERION_HOME", &home);
+    status(c, "cargo bench -p tej-benches")?;
+    let mut rows = Vec::new();
+    collect_medians(&home, started, &mut rows)?;
+    rows.sort();
+    step("medians");
+    println!("| benchmark | median | throughput at the median |");
+    println!("|---|---|---|");
+    for (id, line) in &rows {
+        println!("| {id} | {line}");
+    }
+    if rows.is_empty() {
+        bail!("no benchmark results under {}", home.display());
+    }
+    Ok(())
+}
+
+/// Finds `new/benchmark.json` and `new/estimates.json` written since `since` under `dir`.
+fn collect_medians(
+    dir: &Path,
+    since: std::time::SystemTime,
+    rows: &mut Vec<(String, String)>,
+) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if !p.is_dir() {
+            continue;
+        }
+        let estimates = p.join("estimates.json");
+        let fresh = std::fs::metadata(&estimates)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t >= since);
+        if p.file_name().is_some_and(|n| n == "new") && fresh {
+            let read = |f: &Path| -> Result<serde_json::Value> {
+                let text =
+                    std::fs::read_to_string(f).with_context(|| format!("read {}", f.display()))?;
+                serde_json::from_str(&text).with_context(|| format!("parse {}", f.display()))
+            };
+            let bench = read(&p.join("benchmark.json"))?;
+            let est = read(&estimates)?;
+            let ns = est["median"]["point_estimate"]
+                .as_f64()
+                .with_context(|| format!("no median in {}", estimates.display()))?;
+            let id = bench["full_id"].as_str().unwrap_or("?").to_string();
+            let per_sec = |n: f64| n / (ns / 1e9);
+            let throughput = match (
+                bench["throughput"]["Bytes"].as_f64(),
+                bench["throughput"]["Elements"].as_f64(),
+            ) {
+                (Some(b), _) => format!("{:.0} MiB/s", per_sec(b) / f64::from(1 << 20)),
+                (None, Some(n)) => format!("{:.2} M elements/s", per_sec(n) / 1e6),
+                _ => String::new(),
+            };
+            rows.push((id, format!("{} | {throughput} |", human_ns(ns))));
+        } else {
+            collect_medians(&p, since, rows)?;
+        }
+    }
+    Ok(())
+}
+
+fn human_ns(ns: f64) -> String {
+    if ns >= 1e9 {
+        format!("{:.3} s", ns / 1e9)
+    } else if ns >= 1e6 {
+        format!("{:.2} ms", ns / 1e6)
+    } else if ns >= 1e3 {
+        format!("{:.2} µs", ns / 1e3)
+    } else {
+        format!("{ns:.0} ns")
+    }
 }
