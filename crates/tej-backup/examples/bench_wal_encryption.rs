@@ -1,15 +1,19 @@
 //! Benchmark: what encryption costs a WAL push. The same real 16 MiB pgbench segments of a
 //! PostgreSQL 15 cluster are pushed without encryption, with a passphrase (scrypt at the
 //! default work factor, 2^18) and to an age X25519 recipient, interleaved segment by
-//! segment:
+//! segment (the order of the three modes rotates):
 //!
 //! - a new process per segment, as `archive_command` runs `tej wal push --repo R %p` (this
-//!   example starts itself with `push`: the same library call the binary makes);
+//!   example starts itself with `push`: the same library call the binary makes); median
+//!   over the segments;
 //! - then every segment pushed by one process, as the asynchronous mode and a long-lived
-//!   archiver do: the passphrase is derived once per process.
+//!   archiver do (the passphrase is derived once per process), ROUNDS times per mode into
+//!   a fresh repository each; median over the rounds of the time per segment.
+//!
+//! Ratios are to the push without encryption measured in the same run.
 //!
 //! ```text
-//! cargo run --release -p tej-backup --example bench_wal_encryption [-- SEGMENTS]
+//! cargo run --release -p tej-backup --example bench_wal_encryption [-- SEGMENTS [ROUNDS]]
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -18,7 +22,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use tej_backup::{
-    EncryptionOptions, PushOptions, Repository, WalArchive, system_identifier_from_pgdata,
+    DEFAULT_WAL_ZSTD_LEVEL, EncryptionOptions, PushOptions, Repository, WalArchive,
+    system_identifier_from_pgdata,
 };
 use tej_core::SecretRef;
 
@@ -87,6 +92,12 @@ fn main() -> Result<()> {
         ));
     }
     let n: usize = args.first().map(|a| a.parse()).transpose()?.unwrap_or(10);
+    let rounds: usize = args.get(1).map(|a| a.parse()).transpose()?.unwrap_or(5);
+    if n == 0 || rounds == 0 {
+        bail!(
+            "usage: bench_wal_encryption [SEGMENTS (default 10) [ROUNDS (default 5)]], both above 0"
+        );
+    }
     let (pg, segs) = pgbench_segments(n)?;
     let work = tempfile::tempdir()?;
     let keys = work.path().join("keys");
@@ -121,43 +132,58 @@ fn main() -> Result<()> {
         }
         Ok(secs)
     };
-    // A new process per segment.
+    // The three modes take turns in a rotating order, so that a burst of load from
+    // elsewhere falls on each of them alike.
+    let order = |k: usize| (0..MODES.len()).map(move |j| (k + j) % MODES.len());
+    // A new process per segment, into a repository of its own per mode.
     let mut per_process: Vec<Vec<f64>> = vec![Vec::new(); MODES.len()];
-    for f in &files {
-        for (i, mode) in MODES.iter().enumerate() {
-            let repo = work.path().join(format!("repo-process-{mode}"));
+    for (k, f) in files.iter().enumerate() {
+        for i in order(k) {
+            let repo = work.path().join(format!("repo-process-{}", MODES[i]));
             std::fs::create_dir_all(&repo)?;
-            per_process[i].push(run(&repo, mode, std::slice::from_ref(f))?);
+            per_process[i].push(run(&repo, MODES[i], std::slice::from_ref(f))?);
         }
     }
-    // One process for every segment.
-    let mut one_process = Vec::new();
-    for mode in MODES {
-        let repo = work.path().join(format!("repo-one-{mode}"));
-        std::fs::create_dir_all(&repo)?;
-        one_process.push(run(&repo, mode, &files)? / files.len() as f64);
+    // One process for every segment, `rounds` times per mode (a fresh repository each).
+    let mut one_process: Vec<Vec<f64>> = vec![Vec::new(); MODES.len()];
+    for round in 0..rounds {
+        for i in order(round) {
+            let repo = work.path().join(format!("repo-one-{}-{round}", MODES[i]));
+            std::fs::create_dir_all(&repo)?;
+            one_process[i].push(run(&repo, MODES[i], &files)? / files.len() as f64);
+            std::fs::remove_dir_all(&repo)?;
+        }
     }
-    println!("WAL push, {n} real 16 MiB pgbench segments, zstd 3:");
-    println!("| | no encryption | passphrase (scrypt 2^18) | age X25519 recipient |");
-    println!("|---|---|---|---|");
     let meds: Vec<f64> = per_process.iter_mut().map(|v| median(v)).collect();
+    let one: Vec<f64> = one_process.iter_mut().map(|v| median(v)).collect();
     println!(
-        "| a process per segment (archive_command), median | {:.1} ms | {:.1} ms | {:.1} ms |",
-        meds[0] * 1e3,
-        meds[1] * 1e3,
-        meds[2] * 1e3
+        "WAL push, {n} real 16 MiB pgbench segments, zstd level {DEFAULT_WAL_ZSTD_LEVEL}, one thread:"
     );
     println!(
-        "| one process for all {n} segments, mean per segment | {:.1} ms | {:.1} ms | {:.1} ms |",
-        one_process[0] * 1e3,
-        one_process[1] * 1e3,
-        one_process[2] * 1e3
+        "| | no encryption | passphrase (scrypt 2^18) | ratio | age X25519 recipient | ratio |"
+    );
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| a process per segment (archive_command), median of {n} | {:.1} ms | {:.1} ms | {:.2} | {:.1} ms | {:.2} |",
+        meds[0] * 1e3,
+        meds[1] * 1e3,
+        meds[1] / meds[0],
+        meds[2] * 1e3,
+        meds[2] / meds[0]
+    );
+    println!(
+        "| one process for all {n} segments, per segment, median of {rounds} | {:.1} ms | {:.1} ms | {:.2} | {:.1} ms | {:.2} |",
+        one[0] * 1e3,
+        one[1] * 1e3,
+        one[1] / one[0],
+        one[2] * 1e3,
+        one[2] / one[0]
     );
     println!(
         "xtask-summary: {}",
-        serde_json::json!({"bench": "wal_encryption", "segments": n,
+        serde_json::json!({"bench": "wal_encryption", "segments": n, "rounds": rounds,
             "process_ms": {"off": meds[0] * 1e3, "passphrase": meds[1] * 1e3, "recipient": meds[2] * 1e3},
-            "one_process_ms": {"off": one_process[0] * 1e3, "passphrase": one_process[1] * 1e3, "recipient": one_process[2] * 1e3}})
+            "one_process_ms": {"off": one[0] * 1e3, "passphrase": one[1] * 1e3, "recipient": one[2] * 1e3}})
     );
     Ok(())
 }
