@@ -10,9 +10,12 @@
 //! failure before the end leaves the old container serving and prints the new one's last logs.
 //! `--rollback` deploys the previous image the same way.
 //!
-//! Library calls: [`tej_deploy::Deployer`] over [`tej_deploy::BollardRuntime`] (the Docker
-//! Engine API) with an [`tej_deploy::NginxUpstream`] switch and the gates of `tej_deploy`; the
-//! backup gate reads [`tej_backup::list_backups`].
+//! Library calls: [`tej_runbook::deploy_service`] runs the deploy as one step under a
+//! [`tej_core::Executor`] (dry run, guard, the audit log: one entry per deploy, as `tej deploy`
+//! writes it), over [`tej_deploy::BollardRuntime`] (the Docker Engine API). The deployer is
+//! [`tej_deploy::Deployer::from_config`] (an [`tej_deploy::NginxUpstream`] switch and the
+//! gates of `tej_deploy`) plus the fresh-backup gate of tej-runbook, which reads
+//! [`tej_backup::list_backups`].
 //!
 //! ## Run it
 //!
@@ -38,19 +41,15 @@
 //! `tej deploy SERVICE --image IMAGE [--dry-run]` and `tej rollback SERVICE`.
 
 use anyhow::{Context, Result};
-use async_trait::async_trait;
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
-use tej_backup::{BackupKind, Repository, list_backups};
-use tej_core::{AuditLog, CommandSpec, Config, Step, StepError, SystemClock, TokioCommandRunner};
-use tej_deploy::{
-    BackupFreshness, BlueGreenPorts, BollardRuntime, CommandGate, DeployKind, DeployOptions,
-    DeployStep, Deployer, FreshBackupGate, HealthProbe, HealthWait, HttpHealthGate, LogErrorsGate,
-    NginxUpstream,
+use tej_core::{
+    AuditLog, Calendar, Config, Executor, Fixed, Guard, SystemClock, TokioCommandRunner,
 };
+use tej_deploy::{BollardRuntime, DeployKind};
+use tej_runbook::{DeployEngine, DeployRequest, deploy_service};
 
 /// Zero-downtime deploy (or rollback) of one `[[deploy.service]]`.
 #[derive(Debug, Parser)]
@@ -71,157 +70,58 @@ struct Args {
     dry_run: bool,
 }
 
-/// The newest verified database backup in the repositories ("Backup created").
-struct Repositories(Vec<Repository>);
-
-#[async_trait]
-impl BackupFreshness for Repositories {
-    async fn latest_backup(&self) -> Result<Option<jiff::Timestamp>, StepError> {
-        let mut latest = None;
-        for repo in &self.0 {
-            for b in list_backups(repo)
-                .await
-                .map_err(|e| format!("list backups in {}: {e}", repo.name()))?
-            {
-                if b.kind != BackupKind::Files && b.verification.as_ref().is_none_or(|v| v.ok) {
-                    latest = latest.max(Some(b.finished_at));
-                }
-            }
-        }
-        Ok(latest)
-    }
-}
-
 async fn run(args: Args) -> Result<bool> {
     let config = Config::load_or_env(args.config.as_deref()).context("load the configuration")?;
+    tej_deploy::deploy_service(&config, &args.service)?;
     let compose = config
         .compose
         .as_ref()
         .context("set [compose] project in tej.toml")?;
-    let svc = config
-        .deploy
-        .service(&args.service)
-        .with_context(|| format!("no [[deploy.service]] named {:?} in tej.toml", args.service))?;
     let docker = Arc::new(
         BollardRuntime::connect(compose.docker_host.as_deref())
             .await
             .context("connect to the Docker engine")?,
     );
-    let runner = Arc::new(TokioCommandRunner);
-    let switch = Arc::new(NginxUpstream {
-        conf_path: svc.nginx_upstream_file.clone(),
-        upstream_name: svc.upstream_name().to_string(),
-        runner: runner.clone(),
-        program: svc.nginx_program.clone(),
-        drain_grace: Duration::from_secs(svc.drain_timeout_secs),
+    let engine = DeployEngine {
+        containers: docker.clone(),
+        images: docker,
+        runner: Arc::new(TokioCommandRunner),
+    };
+    // A deploy is a mutating (not destructive) step: the guard asks no confirmation.
+    let mut executor = Executor::new(Guard {
+        environment: config.environment,
+        calendar: Calendar::from_config(&config)?,
+        clock: Arc::new(SystemClock),
+        confirmer: Arc::new(Fixed(false)),
+        override_window: false,
     });
-    let lock_dir = config
-        .deploy
-        .lock_dir
-        .clone()
-        .or_else(|| config.state_dir.as_ref().map(|d| d.join("locks")));
-    let mut d = Deployer::new(
-        docker.clone(),
-        docker.clone(),
-        switch,
-        lock_dir.unwrap_or_else(|| "/var/lib/tej/locks".into()),
-    );
-    d.environment = config.environment.to_string();
-    d.audit = config.audit_log.as_ref().map(AuditLog::new);
-    if let Some((program, rest)) = svc.test_command.as_ref().and_then(|c| c.split_first()) {
-        let mut spec = CommandSpec::new(program.clone())
-            .args(rest.iter().cloned())
-            .timeout(Duration::from_secs(svc.test_timeout_secs));
-        if let Some(dir) = &svc.test_dir {
-            spec = spec.cwd(dir.clone());
-        }
-        d.pre_gates.push(Box::new(CommandGate {
-            name: "tests".into(),
-            runner: runner.clone(),
-            spec,
-        }));
-    }
-    if let Some(hours) = svc.backup_max_age_hours {
-        let mut repos = Vec::new();
-        for spec in &config.backup.repositories {
-            repos.push(
-                Repository::open(spec)
-                    .await
-                    .with_context(|| format!("open repository {spec}"))?,
-            );
-        }
-        let max_age = Duration::from_secs(hours.saturating_mul(3600));
-        d.pre_gates.push(Box::new(FreshBackupGate {
-            source: Arc::new(Repositories(repos)),
-            max_age,
-            clock: Arc::new(SystemClock),
-        }));
-    }
-    if let (Some(addr), Some(path)) = (&svc.public_addr, &svc.health_path) {
-        let addr = addr
-            .parse()
-            .with_context(|| format!("public_addr {addr:?} is not IP:PORT"))?;
-        d.post_gates.push(Box::new(HttpHealthGate {
-            addr: Some(addr),
-            path: path.clone(),
-            timeout: Duration::from_secs(10),
-        }));
-    }
-    if let Some(secs) = svc.log_window_secs.filter(|s| *s > 0) {
-        let window = Duration::from_secs(secs);
-        d.post_gates.push(Box::new(LogErrorsGate {
-            containers: docker.clone(),
-            window,
-            pattern: LogErrorsGate::default_pattern(),
-        }));
-    }
-
-    let ports = BlueGreenPorts {
-        env: svc.port_env.clone(),
-        ports: svc.ports,
+    executor.dry_run = args.dry_run;
+    executor.audit = config.audit_log.as_ref().map(AuditLog::new);
+    let request = DeployRequest {
+        kind: if args.rollback {
+            DeployKind::Rollback
+        } else {
+            DeployKind::Deploy
+        },
+        service: args.service,
+        image: args.image,
+        project: None,
     };
-    let mut opts = DeployOptions::new(
-        &compose.project,
-        &svc.name,
-        args.image.unwrap_or_default(),
-        ports,
-    );
-    opts.probe = svc
-        .health_path
-        .clone()
-        .map_or(HealthProbe::Docker, |path| HealthProbe::Http { path });
-    opts.health = HealthWait {
-        deadline: Duration::from_secs(svc.health_timeout_secs),
-        ..HealthWait::default()
-    };
-    opts.migration = svc.migrate.clone();
-    opts.migration_timeout = Duration::from_secs(svc.migrate_timeout_secs);
-    opts.stop_timeout = Duration::from_secs(svc.stop_timeout_secs);
-    opts.drain_timeout = Duration::from_secs(svc.drain_timeout_secs);
-    let kind = if args.rollback {
-        DeployKind::Rollback
-    } else {
-        DeployKind::Deploy
-    };
+    let done = deploy_service(&config, &executor, &engine, &request).await?;
 
     if args.dry_run {
-        let step = DeployStep {
-            deployer: Arc::new(d),
-            options: opts,
-            kind,
-        };
-        let plan = step
-            .plan()
-            .await
-            .map_err(|e| anyhow::anyhow!("plan the deploy: {e}"))?;
-        for a in &plan.actions {
-            println!("plan: {a}");
+        for s in &done.procedure.steps {
+            for a in &s.actions {
+                println!("plan: {a}");
+            }
         }
-        return Ok(true);
+        return Ok(done.procedure.succeeded());
     }
-    let report = match kind {
-        DeployKind::Deploy => d.deploy(&opts).await,
-        DeployKind::Rollback => d.rollback(&opts).await,
+    let Some(report) = done.deploy else {
+        for s in &done.procedure.steps {
+            println!("{} {}: {:?}", s.step, s.target, s.outcome);
+        }
+        return Ok(false);
     };
     for e in &report.events {
         println!("{} {:?} {}", e.at.strftime("%H:%M:%S"), e.stage, e.detail);

@@ -768,6 +768,22 @@ drain_timeout_secs = 1
     assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
     assert!(out.contains(&format!("on port {p1}")), "{out}");
     assert_eq!(http_get(p1).as_deref(), Some("v1"));
+    // Audited as `tej deploy` and `tej rollback` audit: by the executor, one entry per run
+    // (the dry run changed nothing and is not one).
     let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
-    assert!(audit.lines().count() >= 2, "{audit}");
+    let entries: Vec<(String, String, String)> = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["target"] == "shop/web")
+        .map(|e| {
+            let field = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+            (field("procedure"), field("step"), field("outcome"))
+        })
+        .collect();
+    let expected = [
+        ("deploy web", "deploy-service", "applied"),
+        ("rollback web", "rollback-service", "applied"),
+    ]
+    .map(|(p, s, o)| (p.to_string(), s.to_string(), o.to_string()));
+    assert_eq!(entries, expected, "{audit}");
 }

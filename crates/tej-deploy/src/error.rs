@@ -109,6 +109,14 @@ pub enum DeployError {
         /// Why.
         reason: String,
     },
+    /// tej.toml has no `[[deploy.service]]` of this name.
+    #[error("no [[deploy.service]] named {name:?} in tej.toml (configured: {configured})")]
+    UnknownService {
+        /// The name asked for.
+        name: String,
+        /// The configured services, comma-separated (`none` when there is none).
+        configured: String,
+    },
     /// The options or the service's configuration do not allow the operation.
     #[error("invalid configuration: {reason}")]
     Config {

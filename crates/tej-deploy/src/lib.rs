@@ -17,6 +17,9 @@
 //!   reports the reclaimable space; never an image a container or the rollback path uses.
 //! - [`recover_service`]: the "service down" emergency (check, restart, force-recreate).
 //! - [`Deployer`]: zero-downtime deploy and rollback with gates, a lock and the audit log.
+//! - [`DeployOptions::from_config`] and [`Deployer::from_config`]: a `[[deploy.service]]` of
+//!   `tej.toml` as options and a deployer (switch, lock directory, gates), the one place
+//!   configuration becomes a deploy.
 //!
 //! ## Zero downtime with host networking
 //!
@@ -83,6 +86,7 @@ pub mod health;
 pub mod images;
 pub mod lock;
 pub mod model;
+pub mod options;
 pub mod recover;
 pub mod runtime;
 pub mod switch;
@@ -107,6 +111,7 @@ pub use images::{
     prune_images, rollback_repo,
 };
 pub use lock::DeployLock;
+pub use options::{deploy_lock_dir, deploy_service};
 pub use model::{
     ContainerDetails, ContainerListing, ContainerSpec, ContainerState, Control, ExecOutput,
     HealthStatus, HealthcheckSpec, ImageDefaults, ImageInfo, LABEL_NUMBER, LABEL_ONEOFF,

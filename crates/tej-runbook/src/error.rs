@@ -93,6 +93,9 @@ pub enum RunbookError {
     /// The configuration cannot be run with (a malformed URL, an unreadable password file).
     #[error("configuration: {0}")]
     InvalidConfig(String),
+    /// A deploy could not be prepared (no such `[[deploy.service]]`, a bad gate setting).
+    #[error(transparent)]
+    Deploy(#[from] tej_deploy::DeployError),
 }
 
 impl Retryable for RunbookError {

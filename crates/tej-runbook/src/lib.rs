@@ -37,6 +37,8 @@
 //!   capacity history in the managed database's `tej` schema.
 //! - [`adapters`]: glue between domain crates ([`RedisSessions`],
 //!   [`ComposeService`], [`RotateSecretsStep`], service stop/start steps).
+//! - [`deploy`]: a `[[deploy.service]]` deployed or rolled back as one audited step
+//!   ([`deploy_service`]), with the fresh-backup gate over tej-backup's catalogue.
 //!
 //! The scheduling, daemon, notification, capacity and runner modules depend on
 //! no domain crate (they come in through traits); [`procedures`] composes the
@@ -75,6 +77,7 @@ pub mod adapters;
 pub mod capacity;
 pub mod custom_checks;
 pub mod daemon;
+pub mod deploy;
 pub mod error;
 pub mod notify;
 pub mod pg_history;
@@ -100,6 +103,9 @@ pub use daemon::{
     RunLock, RunOutcome, SkipReason, StateFile, TokioClock, lock_key,
 };
 pub use daemon::{RunHistory, notify_run};
+pub use deploy::{
+    DeployEngine, DeployRequest, DeployRun, RepositoryFreshness, deploy_service, deployer_from_config,
+};
 pub use error::{Result, RunbookError};
 pub use notify::{
     Notifier, NotifyOutcome, WebhookNotifier, WebhookOptions, notify_failure_finding,
