@@ -1,0 +1,629 @@
+//! The workspace's architecture rules (ARCHITECTURE.md), checked on the source tree.
+//!
+//! **Layering.** The crates below tej-runbook (tej-core, tej-db, tej-backup, tej-secrets,
+//! tej-deploy, tej-host) depend, through `[dependencies]`, `[build-dependencies]` and
+//! `[target.*.dependencies]`, on no tej crate but tej-core, except the documented edges in
+//! [`ALLOWED_EDGES`]. `[dev-dependencies]` are free (tej-testkit, mocks of tej-core). tej-core
+//! depends on no tej crate and on no service client nor the CLI parser ([`CORE_FORBIDDEN`]).
+//!
+//! **SQL lives in tej-db.** No string literal that reads as SQL ([`sql_marker`]) appears in the
+//! non-test sources of the other crates (`crates/*/src/**/*.rs`) or in the library examples
+//! (`examples/examples/*.rs`). Test code may keep SQL as fixtures: files under a `tests/`
+//! directory, `tests.rs` files, modules declared `#[cfg(test)]` and items marked `#[cfg(test)]`
+//! (brace-matched) are not read. tej-db's own sources, tej-testkit (it seeds fixture servers),
+//! xtask (its demo seeds a database) and benches (log-line fixtures) are out of scope.
+//! Comments are not SQL and are skipped. SQL that an operator writes in `tej.toml` (custom
+//! checks, sanity queries) is configuration, not source, and never appears here.
+//!
+//! Each failure names `file:line` and the offending literal or dependency.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// The crates below tej-runbook.
+const DOMAIN: &[&str] = &[
+    "tej-core",
+    "tej-db",
+    "tej-backup",
+    "tej-secrets",
+    "tej-deploy",
+    "tej-host",
+];
+
+/// Edges between crates below tej-runbook that ARCHITECTURE.md documents.
+const ALLOWED_EDGES: &[(&str, &str)] = &[
+    // Physical backups run pg_backup_start/stop on a tej-db session; logical backups and
+    // restore tests take their SQL from tej-db.
+    ("tej-backup", "tej-db"),
+];
+
+/// Dependencies tej-core must not have (service clients and the CLI parser); a trailing `*`
+/// matches a prefix.
+const CORE_FORBIDDEN: &[&str] = &[
+    "tokio-postgres",
+    "postgres",
+    "deadpool-postgres",
+    "redis",
+    "bollard",
+    "aws-*",
+    "reqwest",
+    "hyper",
+    "clap",
+];
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root")
+}
+
+/// The dependency names (package names, honouring `package = "..."` renames) of one table.
+fn dep_names(table: Option<&toml::Value>) -> Vec<String> {
+    let Some(toml::Value::Table(t)) = table else {
+        return Vec::new();
+    };
+    t.iter()
+        .map(|(key, v)| {
+            v.get("package")
+                .and_then(|p| p.as_str())
+                .unwrap_or(key)
+                .to_string()
+        })
+        .collect()
+}
+
+/// Normal and build dependencies of a manifest, including target-specific ones.
+fn runtime_deps(manifest: &toml::Value) -> Vec<String> {
+    let mut out = dep_names(manifest.get("dependencies"));
+    out.extend(dep_names(manifest.get("build-dependencies")));
+    if let Some(toml::Value::Table(targets)) = manifest.get("target") {
+        for t in targets.values() {
+            out.extend(dep_names(t.get("dependencies")));
+            out.extend(dep_names(t.get("build-dependencies")));
+        }
+    }
+    out
+}
+
+fn forbidden_in_core(dep: &str) -> bool {
+    CORE_FORBIDDEN.iter().any(|f| match f.strip_suffix('*') {
+        Some(prefix) => dep.starts_with(prefix),
+        None => dep == *f,
+    })
+}
+
+/// Layering violations: `crate -> dependency (rule)`.
+fn layering_violations(root: &Path) -> Vec<String> {
+    let mut bad = Vec::new();
+    for name in DOMAIN {
+        let path = root.join("crates").join(name).join("Cargo.toml");
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        let manifest: toml::Value =
+            toml::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()));
+        for dep in runtime_deps(&manifest) {
+            let rel = format!("crates/{name}/Cargo.toml");
+            if dep.starts_with("tej-") || dep == "xtask" {
+                let allowed = dep == "tej-core" && *name != "tej-core"
+                    || ALLOWED_EDGES.contains(&(*name, dep.as_str()));
+                if !allowed {
+                    bad.push(format!(
+                        "{rel}: {name} depends on {dep} (crates below tej-runbook depend only on \
+                         tej-core and the edges ARCHITECTURE.md documents)"
+                    ));
+                }
+            }
+            if *name == "tej-core" && forbidden_in_core(&dep) {
+                bad.push(format!(
+                    "{rel}: tej-core depends on {dep} (tej-core talks to no service and parses no \
+                     command line)"
+                ));
+            }
+        }
+    }
+    bad
+}
+
+/// A string literal of a Rust source file, with the line it starts on.
+#[derive(Debug, PartialEq)]
+struct Literal {
+    line: usize,
+    text: String,
+}
+
+/// What a scan of one file found: its string literals outside test code, and the child
+/// modules declared `#[cfg(test)] mod name;`.
+#[derive(Debug, Default, PartialEq)]
+struct Scan {
+    literals: Vec<Literal>,
+    test_modules: Vec<String>,
+}
+
+fn is_ident(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}
+
+/// Scans Rust source: skips comments, reads string literals (plain, raw, byte, C), and leaves
+/// out items marked `#[cfg(test)]` (up to their `;` or their matching `}`).
+fn scan(src: &str) -> Scan {
+    let chars: Vec<char> = src.chars().collect();
+    let mut out = Scan::default();
+    let mut i = 0;
+    let mut line = 1;
+    // After `#[cfg(test)]`: the depth at which the marked item starts, until it ends.
+    let mut pending_test = false;
+    let mut pending_text = String::new();
+    let mut depth = 0usize;
+    let mut skip_until_depth: Option<usize> = None;
+    let at = |j: usize| chars.get(j).copied().unwrap_or('\0');
+    while i < chars.len() {
+        let c = chars[i];
+        let skipping = skip_until_depth.is_some();
+        // Comments.
+        if c == '/' && at(i + 1) == '/' {
+            while i < chars.len() && chars[i] != '\n' {
+                i += 1;
+            }
+            continue;
+        }
+        if c == '/' && at(i + 1) == '*' {
+            let mut nest = 0;
+            while i < chars.len() {
+                if chars[i] == '/' && at(i + 1) == '*' {
+                    nest += 1;
+                    i += 2;
+                } else if chars[i] == '*' && at(i + 1) == '/' {
+                    nest -= 1;
+                    i += 2;
+                    if nest == 0 {
+                        break;
+                    }
+                } else {
+                    if chars[i] == '\n' {
+                        line += 1;
+                    }
+                    i += 1;
+                }
+            }
+            continue;
+        }
+        // Raw strings: r"..", r#".."#, br"..", cr"..".
+        let prev_ident = i > 0 && is_ident(chars[i - 1]);
+        let raw_start = if !prev_ident && c == 'r' {
+            Some(i + 1)
+        } else if !prev_ident && (c == 'b' || c == 'c') && at(i + 1) == 'r' {
+            Some(i + 2)
+        } else {
+            None
+        };
+        if let Some(mut j) = raw_start {
+            let mut hashes = 0;
+            while at(j) == '#' {
+                hashes += 1;
+                j += 1;
+            }
+            if at(j) == '"' {
+                let start_line = line;
+                j += 1;
+                let mut text = String::new();
+                loop {
+                    if j >= chars.len() {
+                        break;
+                    }
+                    if chars[j] == '"' && (0..hashes).all(|k| at(j + 1 + k) == '#') {
+                        j += 1 + hashes;
+                        break;
+                    }
+                    if chars[j] == '\n' {
+                        line += 1;
+                    }
+                    text.push(chars[j]);
+                    j += 1;
+                }
+                if !skipping {
+                    out.literals.push(Literal {
+                        line: start_line,
+                        text,
+                    });
+                }
+                i = j;
+                continue;
+            }
+        }
+        // Plain, byte and C strings.
+        let plain = c == '"' || (!prev_ident && (c == 'b' || c == 'c') && at(i + 1) == '"');
+        if plain {
+            let start_line = line;
+            let mut j = if c == '"' { i + 1 } else { i + 2 };
+            let mut text = String::new();
+            while j < chars.len() && chars[j] != '"' {
+                if chars[j] == '\\' {
+                    // Keep escapes readable; a line continuation joins lines.
+                    let n = at(j + 1);
+                    match n {
+                        'n' => text.push('\n'),
+                        't' => text.push('\t'),
+                        '\n' => {
+                            line += 1;
+                            j += 2;
+                            while j < chars.len() && chars[j].is_whitespace() {
+                                if chars[j] == '\n' {
+                                    line += 1;
+                                }
+                                j += 1;
+                            }
+                            continue;
+                        }
+                        other => text.push(other),
+                    }
+                    j += 2;
+                    continue;
+                }
+                if chars[j] == '\n' {
+                    line += 1;
+                }
+                text.push(chars[j]);
+                j += 1;
+            }
+            if !skipping {
+                out.literals.push(Literal {
+                    line: start_line,
+                    text,
+                });
+            }
+            i = j + 1;
+            continue;
+        }
+        // Char literals ('x', '\n', '"') versus lifetimes ('a).
+        if c == '\'' {
+            if at(i + 1) == '\\' {
+                let mut j = i + 2;
+                while j < chars.len() && chars[j] != '\'' {
+                    j += 1;
+                }
+                i = j + 1;
+                continue;
+            }
+            if at(i + 2) == '\'' {
+                i += 3;
+                continue;
+            }
+            i += 1;
+            continue;
+        }
+        // Attributes: `#[cfg(test)]` marks the next item.
+        if c == '#' && at(i + 1) == '[' {
+            let mut j = i + 2;
+            let mut attr = String::new();
+            let mut nest = 1;
+            while j < chars.len() {
+                match chars[j] {
+                    '[' => nest += 1,
+                    ']' => {
+                        nest -= 1;
+                        if nest == 0 {
+                            break;
+                        }
+                    }
+                    '\n' => line += 1,
+                    _ => {}
+                }
+                attr.push(chars[j]);
+                j += 1;
+            }
+            let attr: String = attr.chars().filter(|c| !c.is_whitespace()).collect();
+            if attr == "cfg(test)" && !skipping {
+                pending_test = true;
+                pending_text.clear();
+            }
+            i = j + 1;
+            continue;
+        }
+        match c {
+            '\n' => line += 1,
+            '{' => {
+                if pending_test {
+                    pending_test = false;
+                    skip_until_depth = Some(depth);
+                }
+                depth += 1;
+            }
+            '}' => {
+                depth = depth.saturating_sub(1);
+                if skip_until_depth == Some(depth) {
+                    skip_until_depth = None;
+                }
+            }
+            ';' if pending_test => {
+                pending_test = false;
+                let words: Vec<&str> = pending_text.split_whitespace().collect();
+                if let Some(pos) = words.iter().position(|w| *w == "mod")
+                    && let Some(name) = words.get(pos + 1)
+                {
+                    out.test_modules.push(name.to_string());
+                }
+            }
+            _ => {}
+        }
+        if pending_test {
+            pending_text.push(c);
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Why `text` reads as SQL (the marker found), or `None`. Case-sensitive, as SQL is written
+/// in this code base; tuned to pass English messages that name a statement ("VACUUM FULL
+/// needs...", "the ALTER SYSTEM command").
+fn sql_marker(text: &str) -> Option<&'static str> {
+    const ANYWHERE: &[&str] = &[
+        "INSERT INTO ",
+        "DELETE FROM ",
+        "ALTER SYSTEM SET",
+        "ALTER SYSTEM RESET",
+        "ALTER TABLE ",
+        "ALTER ROLE ",
+        "ALTER DATABASE ",
+        "CREATE TABLE ",
+        "CREATE SCHEMA ",
+        "CREATE INDEX ",
+        "CREATE UNIQUE INDEX ",
+        "CREATE DATABASE ",
+        "CREATE EXTENSION ",
+        "CREATE ROLE ",
+        "DROP DATABASE ",
+        "DROP TABLE ",
+        "DROP INDEX ",
+        "DROP SCHEMA ",
+        "DROP EXTENSION ",
+        "REINDEX INDEX ",
+        "REINDEX TABLE ",
+        "VACUUM (",
+        "VACUUM ANALYZE",
+        "COMMENT ON ",
+        "TRUNCATE TABLE ",
+        "current_setting(",
+    ];
+    if let Some(m) = ANYWHERE.iter().find(|m| text.contains(**m)) {
+        return Some(m);
+    }
+    if let Some(pos) = text.find("SELECT ")
+        && text[pos..].contains(" FROM ")
+    {
+        return Some("SELECT ... FROM");
+    }
+    let t = text.trim_start();
+    // A whole statement: `SELECT 1`, `SHOW server_version`, `UPDATE "t" SET ...`.
+    for kw in [
+        "SELECT ", "SHOW ", "SET ", "ANALYZE ", "VACUUM ", "REINDEX ", "UPDATE ",
+    ] {
+        if let Some(rest) = t.strip_prefix(kw) {
+            let statement_like = !rest.contains(": ")
+                && !rest.ends_with('.')
+                && (rest.split_whitespace().count() == 1
+                    || rest.contains(" SET ")
+                    || rest.contains('$')
+                    || rest.contains("::"));
+            if statement_like {
+                return Some(kw.trim_end());
+            }
+        }
+    }
+    // A PostgreSQL function call: `pg_switch_wal()`, `pg_backup_start($1, true)`.
+    let b = text.as_bytes();
+    let mut from = 0;
+    while let Some(p) = text[from..].find("pg_") {
+        let start = from + p;
+        let before_ok = start == 0 || !is_ident(b[start - 1] as char);
+        let mut end = start + 3;
+        while end < b.len() && is_ident(b[end] as char) {
+            end += 1;
+        }
+        if before_ok && end < b.len() && b[end] == b'(' {
+            return Some("pg_*( function call");
+        }
+        from = start + 3;
+    }
+    None
+}
+
+/// The `.rs` files under `dir`, recursively, sorted.
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Where the child module `name` of `file` lives.
+fn child_module_paths(file: &Path, name: &str) -> Vec<PathBuf> {
+    let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+    let dir = file.parent().unwrap_or(Path::new("."));
+    let base = if matches!(stem, "mod" | "lib" | "main") {
+        dir.to_path_buf()
+    } else {
+        dir.join(stem)
+    };
+    vec![
+        base.join(format!("{name}.rs")),
+        base.join(name).join("mod.rs"),
+    ]
+}
+
+/// SQL found outside tej-db: `path:line: literal (marker)`.
+fn sql_violations(root: &Path) -> Vec<String> {
+    let skip_crates = ["tej-db", "tej-testkit"];
+    let mut dirs = Vec::new();
+    for e in std::fs::read_dir(root.join("crates"))
+        .expect("crates/")
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().to_string();
+        if !skip_crates.contains(&name.as_str()) {
+            dirs.push(e.path().join("src"));
+        }
+    }
+    dirs.push(root.join("examples/examples"));
+    dirs.sort();
+    let mut files: Vec<PathBuf> = dirs.iter().flat_map(|d| rust_files(d)).collect();
+    files.sort();
+    // Files of test modules, found while scanning their parents (parents sort first:
+    // `a.rs` < `a/b.rs`, `a/mod.rs` declares its siblings).
+    let mut excluded: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut bad = BTreeMap::new();
+    for f in &files {
+        let rel = f.strip_prefix(root).unwrap_or(f).to_path_buf();
+        let is_test_file = excluded.contains(f)
+            || f.file_name().is_some_and(|n| n == "tests.rs")
+            || rel.components().any(|c| c.as_os_str() == "tests");
+        let src =
+            std::fs::read_to_string(f).unwrap_or_else(|e| panic!("read {}: {e}", f.display()));
+        let s = scan(&src);
+        if is_test_file {
+            // Everything a test module declares is test code too.
+            for m in s.test_modules.iter().chain(declared_modules(&src).iter()) {
+                excluded.extend(child_module_paths(f, m));
+            }
+            continue;
+        }
+        for m in &s.test_modules {
+            excluded.extend(child_module_paths(f, m));
+        }
+        for lit in s.literals {
+            if let Some(marker) = sql_marker(&lit.text) {
+                let shown: String = lit.text.chars().take(90).collect();
+                bad.insert(
+                    (rel.clone(), lit.line),
+                    format!("{}:{}: {shown:?} ({marker})", rel.display(), lit.line),
+                );
+            }
+        }
+    }
+    bad.into_values().collect()
+}
+
+/// Every `mod name;` of a file (for the children of test modules).
+fn declared_modules(src: &str) -> Vec<String> {
+    src.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let l = l.strip_prefix("pub ").unwrap_or(l);
+            let name = l.strip_prefix("mod ")?.strip_suffix(';')?;
+            Some(name.trim().to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn crates_below_the_runbook_depend_only_on_tej_core() {
+    let bad = layering_violations(&workspace_root());
+    assert!(
+        bad.is_empty(),
+        "layering violations ({}):\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
+}
+
+#[test]
+fn sql_lives_in_tej_db_only() {
+    let bad = sql_violations(&workspace_root());
+    assert!(
+        bad.is_empty(),
+        "SQL outside crates/tej-db/src ({} literals):\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
+}
+
+#[test]
+fn the_detector_tells_sql_from_messages() {
+    for sql in [
+        "SELECT 1",
+        "SHOW server_version",
+        "SELECT count(*) FROM users",
+        "SELECT pg_walfile_name(pg_switch_wal())",
+        "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()",
+        "INSERT INTO tej.measurements (metric) VALUES ($1)",
+        "DROP DATABASE IF EXISTS \"x\" WITH (FORCE)",
+        "CREATE DATABASE \"x\"",
+        "ALTER SYSTEM SET archive_command = 'x'",
+        "UPDATE \"users\" SET \"a\" = true",
+        "VACUUM (ANALYZE) t",
+        "pg_backup_start($1, true)",
+    ] {
+        assert!(sql_marker(sql).is_some(), "missed {sql:?}");
+    }
+    for message in [
+        "VACUUM FULL needs the tables to rewrite: pass --table NAME (repeatable)",
+        "# It will be overwritten by the ALTER SYSTEM command.",
+        "cannot read pg_stat_archiver: timeout",
+        "PostgreSQL 14 is too old: base backups need 15 or later (pg_backup_start)",
+        "nothing: no sanity_queries configured for this database (SELECT 1 only)",
+        "read pg_stat_statements",
+        "SELECT privilege on the table",
+    ] {
+        assert_eq!(sql_marker(message), None, "flagged {message:?}");
+    }
+}
+
+#[test]
+fn the_scanner_skips_comments_and_test_code() {
+    let src = r####"
+// "SELECT 1 FROM x" in a comment
+/* "SELECT 2 FROM y" /* nested */ */
+fn f() -> &'static str { let c = '"'; let _l: &'static str = "real"; "SELECT a FROM b" }
+const R: &str = r#"raw "quoted" SELECT c FROM d"#;
+#[cfg(test)]
+mod tests { fn g() { let _ = "SELECT e FROM f"; { } } }
+#[cfg(test)]
+mod more;
+fn h() { let _ = "after\
+    continued"; }
+"####;
+    let s = scan(src);
+    let texts: Vec<(usize, &str)> = s
+        .literals
+        .iter()
+        .map(|l| (l.line, l.text.as_str()))
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            (4, "real"),
+            (4, "SELECT a FROM b"),
+            (5, "raw \"quoted\" SELECT c FROM d"),
+            (10, "aftercontinued"),
+        ]
+    );
+    assert_eq!(s.test_modules, ["more"]);
+}
+
+#[test]
+fn the_layering_rule_sees_renamed_and_target_dependencies() {
+    let m: toml::Value = toml::from_str(
+        "[dependencies]\npg = { package = \"tokio-postgres\", version = \"1\" }\n\
+         [target.'cfg(unix)'.dependencies]\naws-sdk-s3 = \"1\"\n\
+         [dev-dependencies]\nclap = \"4\"\n",
+    )
+    .unwrap();
+    let deps = runtime_deps(&m);
+    assert_eq!(deps, ["tokio-postgres", "aws-sdk-s3"]);
+    assert!(deps.iter().all(|d| forbidden_in_core(d)));
+    assert!(!forbidden_in_core("tokio"));
+}
