@@ -1,6 +1,6 @@
 //! The append-only audit log: one JSON line per applied mutating or destructive step.
 
-use crate::procedure::Risk;
+use crate::procedure::{Outcome, Risk, StepReport};
 use crate::secret::Redactor;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -37,6 +37,60 @@ pub struct AuditEntry {
     pub environment: String,
 }
 
+/// What an audit line carries besides the step itself.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditScope<'a> {
+    /// When the step finished.
+    pub at: Timestamp,
+    /// Environment name (`production`...); empty when unknown.
+    pub environment: &'a str,
+    /// The step was let through by an override of the production maintenance window.
+    pub window_overridden: bool,
+}
+
+/// The note an audit line gets when an override of the production window let its step run.
+pub const WINDOW_OVERRIDE_NOTE: &str =
+    "maintenance window overridden on purpose (--outside-window)";
+
+impl AuditEntry {
+    /// The line for one step's report: `applied` with the output's summary, `failed` with
+    /// the error, `refused` with the reason; `None` for a planned or skipped step (nothing
+    /// happened to record).
+    pub fn for_step(
+        procedure: &str,
+        report: &StepReport,
+        scope: AuditScope<'_>,
+    ) -> Option<AuditEntry> {
+        let (outcome, detail) = match &report.outcome {
+            Outcome::Applied => ("applied", report.output.as_ref().map(|o| o.summary.clone())),
+            Outcome::Failed { error } => ("failed", Some(error.clone())),
+            Outcome::Refused { reason } => ("refused", Some(reason.clone())),
+            Outcome::Planned | Outcome::Skipped { .. } => return None,
+        };
+        // An override of the production window is part of the record of what it allowed.
+        let detail = if scope.window_overridden {
+            Some(match detail {
+                Some(d) => format!("{WINDOW_OVERRIDE_NOTE}: {d}"),
+                None => WINDOW_OVERRIDE_NOTE.to_string(),
+            })
+        } else {
+            detail
+        };
+        Some(AuditEntry {
+            at: scope.at,
+            procedure: procedure.to_string(),
+            step: report.step.clone(),
+            risk: report.risk,
+            target: report.target.clone(),
+            outcome: outcome.to_string(),
+            duration_ms: report.duration_ms,
+            detail,
+            actor: current_actor(),
+            environment: scope.environment.to_string(),
+        })
+    }
+}
+
 /// Where audit lines go.
 #[derive(Debug, Clone)]
 pub struct AuditLog {
@@ -62,6 +116,20 @@ impl AuditLog {
     /// The file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Appends the line for one step's report (see [`AuditEntry::for_step`]): the one way
+    /// the [`Executor`](crate::Executor), rotations and deploys write the audit log.
+    pub fn record_step(
+        &self,
+        procedure: &str,
+        report: &StepReport,
+        scope: AuditScope<'_>,
+    ) -> io::Result<()> {
+        match AuditEntry::for_step(procedure, report, scope) {
+            Some(entry) => self.append(&entry),
+            None => Ok(()),
+        }
     }
 
     /// Appends one entry as a single write, then syncs it to disk.

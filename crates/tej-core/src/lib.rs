@@ -41,7 +41,7 @@ pub mod retry;
 pub mod secret;
 pub mod severity;
 
-pub use audit::{AuditEntry, AuditLog};
+pub use audit::{AuditEntry, AuditLog, AuditScope};
 pub use calendar::{
     Cadence, Calendar, CalendarEntry, MaintenanceWindow, ProcedureKind, Recurrence,
 };

@@ -2,7 +2,7 @@
 //! guarded by risk, confirmation and the production maintenance window, and audited.
 
 use crate::Severity;
-use crate::audit::{AuditEntry, AuditLog, current_actor};
+use crate::audit::{AuditLog, AuditScope};
 use crate::calendar::Calendar;
 use crate::clock::Clock;
 use crate::config::Environment;
@@ -11,6 +11,7 @@ use crate::secret::Redactor;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::io;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -307,6 +308,28 @@ impl fmt::Debug for Guard {
 }
 
 impl Guard {
+    /// Appends `report`'s line to `log` under this guard: its clock's time, its environment,
+    /// and the override note on a destructive step an override of the production window let
+    /// through. The Executor writes every line this way; so do procedures that run their own
+    /// stages (rotations).
+    pub fn record(&self, log: &AuditLog, procedure: &str, report: &StepReport) -> io::Result<()> {
+        let environment = self.environment.to_string();
+        let scope = AuditScope {
+            at: self.clock.now(),
+            environment: &environment,
+            window_overridden: self.overrides_window(report),
+        };
+        log.record_step(procedure, report, scope)
+    }
+
+    /// Whether an override of the production window is what let `report`'s step run.
+    fn overrides_window(&self, report: &StepReport) -> bool {
+        report.risk == Risk::Destructive
+            && self.environment == Environment::Production
+            && self.override_window
+            && !matches!(report.outcome, Outcome::Refused { .. })
+    }
+
     /// Decides whether `plan` may be applied now.
     pub fn authorize(&self, plan: &Plan) -> Result<(), Refusal> {
         if plan.risk != Risk::Destructive {
@@ -361,39 +384,7 @@ impl Executor {
         if report.risk == Risk::ReadOnly && !matches!(report.outcome, Outcome::Refused { .. }) {
             return;
         }
-        let (outcome, detail) = match &report.outcome {
-            Outcome::Applied => ("applied", report.output.as_ref().map(|o| o.summary.clone())),
-            Outcome::Failed { error } => ("failed", Some(error.clone())),
-            Outcome::Refused { reason } => ("refused", Some(reason.clone())),
-            Outcome::Planned | Outcome::Skipped { .. } => return,
-        };
-        // An override of the production window is part of the record of what it allowed.
-        let overridden = report.risk == Risk::Destructive
-            && self.guard.environment == Environment::Production
-            && self.guard.override_window
-            && !matches!(report.outcome, Outcome::Refused { .. });
-        let detail = if overridden {
-            let note = "maintenance window overridden on purpose (--outside-window)";
-            Some(match detail {
-                Some(d) => format!("{note}: {d}"),
-                None => note.to_string(),
-            })
-        } else {
-            detail
-        };
-        let entry = AuditEntry {
-            at: self.guard.clock.now(),
-            procedure: procedure.to_string(),
-            step: report.step.clone(),
-            risk: report.risk,
-            target: report.target.clone(),
-            outcome: outcome.to_string(),
-            duration_ms: report.duration_ms,
-            detail,
-            actor: current_actor(),
-            environment: self.guard.environment.to_string(),
-        };
-        if let Err(e) = log.append(&entry) {
+        if let Err(e) = self.guard.record(log, procedure, report) {
             tracing::error!(path = %log.path().display(), error = %e, "cannot append to the audit log");
         }
     }

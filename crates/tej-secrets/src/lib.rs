@@ -32,6 +32,7 @@ pub mod envfile;
 pub mod error;
 pub mod generate;
 pub mod rotation;
+pub mod rotation_config;
 pub mod tls;
 
 pub use dotenv::{EnvFile, Quote, encode_value, is_valid_key};
@@ -42,7 +43,7 @@ pub use envfile::{
 pub use error::{Result, SecretsError};
 pub use generate::{ALPHANUMERIC, MIN_BITS, SecretFormat, generate_secret};
 pub use rotation::{
-    AppProbe, HttpAppProbe, HttpProbeConfig, RotateOptions, RotationLock, RotationMode,
+    AppProbe, Expiry, HttpAppProbe, HttpProbeConfig, RotateOptions, RotationLock, RotationMode,
     RotationOutcome, RotationReport, RotationState, RotationStep, Rotator, ServiceControl,
     ServiceEnv, ServiceEnvVar, SessionInvalidation, SessionStore, Stage, default_lock_path,
     default_state_path, value_digest,

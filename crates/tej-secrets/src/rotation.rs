@@ -15,7 +15,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tej_core::audit::current_actor;
-use tej_core::{AuditEntry, AuditLog, Guard, Plan, Redactor, Risk, Secret, Severity};
+use tej_core::{
+    AuditLog, Guard, Outcome, Plan, Redactor, Risk, Secret, Severity, StepOutput, StepReport,
+};
 
 /// Invalidates user sessions (implemented over Redis by tej-db).
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
@@ -667,6 +669,141 @@ struct Run<'a> {
 
 const PROCEDURE: &str = "secrets-rotate";
 
+/// What a stage of the rotation does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StageAction {
+    /// Generates the new values and writes them into the `.env`.
+    WriteNewValues,
+    /// Recreates the service with the `.env`'s values.
+    Recreate,
+    /// Invalidates sessions as the mode and options say.
+    InvalidateSessions,
+    /// Checks `/health`, the live environment and a test login.
+    Verify,
+    /// Ends the rotation (the grace period, or the stage record removed).
+    Finish,
+}
+
+/// How a failed stage is undone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Undo {
+    /// Put the backup of the `.env` back (the service never saw the new values).
+    RestoreEnv,
+    /// Put the backup back and recreate the service with it.
+    RestoreEnvAndRecreate,
+}
+
+/// What a stage's failure is called in the rollback reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failing {
+    /// A fixed phrase.
+    Fixed(&'static str),
+    /// The recreate of the service (named).
+    RecreatingService,
+}
+
+impl Failing {
+    fn describe(self, service: &str) -> String {
+        match self {
+            Failing::Fixed(s) => s.to_string(),
+            Failing::RecreatingService => format!("recreating {service}"),
+        }
+    }
+}
+
+/// What the stages of one rotation share.
+struct StageContext {
+    keys: Vec<String>,
+    mode: RotationMode,
+    /// How sessions are invalidated (`None`: kept).
+    sessions: Option<SessionInvalidation>,
+    service: String,
+}
+
+/// One stage of a rotation after the backup: where it starts, what it does, what it records
+/// and how a failure is undone.
+struct StageSpec {
+    /// The recorded stage it runs from.
+    from: Stage,
+    /// The stage recorded when it is done; `None` for the last (it ends the record itself).
+    to: Option<Stage>,
+    /// The step name in the report and the audit log.
+    step: &'static str,
+    /// Its risk.
+    risk: fn(&StageContext) -> Risk,
+    /// What it does.
+    action: StageAction,
+    /// What its failure is called.
+    what: Failing,
+    /// How its failure is undone.
+    undo: Undo,
+}
+
+/// The rotation after the backup, in order; a resumed rotation starts at its recorded stage.
+const STAGES: &[StageSpec] = &[
+    StageSpec {
+        from: Stage::Created,
+        to: Some(Stage::EnvWritten),
+        step: "set",
+        risk: |_| Risk::Mutating,
+        action: StageAction::WriteNewValues,
+        what: Failing::Fixed("writing the .env"),
+        undo: Undo::RestoreEnv,
+    },
+    StageSpec {
+        from: Stage::EnvWritten,
+        to: Some(Stage::Recreated),
+        step: "recreate",
+        risk: |_| Risk::Mutating,
+        action: StageAction::Recreate,
+        what: Failing::RecreatingService,
+        undo: Undo::RestoreEnvAndRecreate,
+    },
+    StageSpec {
+        from: Stage::Recreated,
+        to: Some(Stage::SessionsInvalidated),
+        step: "invalidate-sessions",
+        risk: |c| {
+            if c.sessions.is_some() {
+                Risk::Destructive
+            } else {
+                Risk::ReadOnly
+            }
+        },
+        action: StageAction::InvalidateSessions,
+        what: Failing::Fixed("invalidating sessions"),
+        undo: Undo::RestoreEnvAndRecreate,
+    },
+    StageSpec {
+        from: Stage::SessionsInvalidated,
+        to: Some(Stage::Verified),
+        step: "test",
+        risk: |_| Risk::ReadOnly,
+        action: StageAction::Verify,
+        what: Failing::Fixed("verification"),
+        undo: Undo::RestoreEnvAndRecreate,
+    },
+    StageSpec {
+        from: Stage::Verified,
+        to: None,
+        step: "finish",
+        risk: |_| Risk::Mutating,
+        action: StageAction::Finish,
+        what: Failing::Fixed("finishing"),
+        undo: Undo::RestoreEnvAndRecreate,
+    },
+];
+
+/// When [`Rotator::expire_previous`] removes the previous values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Expiry {
+    /// Only once the grace period is over (otherwise the report is only a plan).
+    #[default]
+    WhenDue,
+    /// Now, even inside the grace period.
+    Now,
+}
+
 impl<S: SessionStore, C: ServiceControl, P: AppProbe> Rotator<S, C, P> {
     /// A rotator with no audit log.
     pub fn new(sessions: S, service: C, probe: P, guard: Guard) -> Self {
@@ -683,32 +820,39 @@ impl<S: SessionStore, C: ServiceControl, P: AppProbe> Rotator<S, C, P> {
         self.guard.clock.now()
     }
 
+    /// Records one stage in the report, the tracing log and the audit log. The audit line
+    /// is written the way the Executor writes its steps ([`Guard::record`]); every stage of a
+    /// rotation is recorded, its read-only checks included, since the rollback rests on them.
     fn record(
         &self,
         run: &mut Run<'_>,
         step: &str,
         risk: Risk,
-        ok: bool,
-        detail: &str,
+        result: std::result::Result<&str, &str>,
         started: Instant,
     ) {
-        let detail = run.redactor.redact(detail);
+        let (outcome, detail) = match result {
+            Ok(d) => ("applied", run.redactor.redact(d)),
+            Err(e) => ("failed", run.redactor.redact(e)),
+        };
         let duration_ms = started.elapsed().as_millis() as u64;
-        let outcome = if ok { "applied" } else { "failed" };
         if let Some(log) = &self.audit {
-            let entry = AuditEntry {
-                at: self.now(),
-                procedure: run.procedure.to_string(),
+            let report = StepReport {
                 step: step.to_string(),
-                risk,
                 target: run.target.display().to_string(),
-                outcome: outcome.to_string(),
+                risk,
+                outcome: if result.is_ok() {
+                    Outcome::Applied
+                } else {
+                    Outcome::Failed {
+                        error: detail.clone(),
+                    }
+                },
+                actions: Vec::new(),
+                output: Some(StepOutput::summary(detail.clone())),
                 duration_ms,
-                detail: Some(detail.clone()),
-                actor: current_actor(),
-                environment: self.guard.environment.to_string(),
             };
-            if let Err(e) = log.append(&entry) {
+            if let Err(e) = self.guard.record(log, run.procedure, &report) {
                 tracing::error!(path = %log.path().display(), error = %e, "cannot append to the audit log");
             }
         }
@@ -863,18 +1007,20 @@ impl<S: SessionStore, C: ServiceControl, P: AppProbe> Rotator<S, C, P> {
         };
         if let Err(refusal) = self.guard.authorize(&p) {
             if let Some(log) = &self.audit {
-                let _ = log.append(&AuditEntry {
-                    at: self.now(),
-                    procedure: PROCEDURE.into(),
+                let report = StepReport {
                     step: PROCEDURE.into(),
+                    target: p.target.clone(),
                     risk,
-                    target: target.display().to_string(),
-                    outcome: "refused".into(),
+                    outcome: Outcome::Refused {
+                        reason: refusal.to_string(),
+                    },
+                    actions: p.actions.clone(),
+                    output: None,
                     duration_ms: 0,
-                    detail: Some(refusal.to_string()),
-                    actor: current_actor(),
-                    environment: self.guard.environment.to_string(),
-                });
+                };
+                if let Err(e) = self.guard.record(log, PROCEDURE, &report) {
+                    tracing::error!(path = %log.path().display(), error = %e, "cannot append to the audit log");
+                }
             }
             return Err(SecretsError::Refused(refusal.to_string()));
         }
@@ -886,13 +1032,14 @@ impl<S: SessionStore, C: ServiceControl, P: AppProbe> Rotator<S, C, P> {
             }
         }
 
-        let mut stage = match &existing {
+        let stage = match &existing {
             Some(st) if st.stage == Stage::RollingBack => {
                 let reason = st
                     .rollback_reason
                     .clone()
                     .unwrap_or_else(|| "resumed rollback".into());
-                self.rollback(&mut run, reason, true).await;
+                self.rollback(&mut run, reason, Undo::RestoreEnvAndRecreate)
+                    .await;
                 return Ok(run.report);
             }
             Some(st) if st.stage == Stage::Created => {
@@ -905,224 +1052,171 @@ impl<S: SessionStore, C: ServiceControl, P: AppProbe> Rotator<S, C, P> {
                 }
             }
             Some(st) => st.stage,
-            None => {
-                // create: the backup and the stage record
-                let started = Instant::now();
-                let at = self.now();
-                let backup = match backup_file(&target, at) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        self.record(
-                            &mut run,
-                            "create",
-                            Risk::Mutating,
-                            false,
-                            &e.to_string(),
-                            started,
-                        );
-                        return Err(e);
-                    }
-                };
-                let st = RotationState {
-                    version: 1,
-                    stage: Stage::Created,
-                    mode,
-                    keys: keys.clone(),
-                    previous_keys: Vec::new(),
-                    env_file: target.clone(),
-                    backup: backup.clone(),
-                    service: opts.service.clone(),
-                    started_at: at,
-                    updated_at: at,
-                    grace_until: None,
-                    rollback_reason: None,
-                };
-                st.save(&run.state_path)?;
-                run.state = Some(st);
-                run.report.backup = Some(backup.clone());
-                self.record(
-                    &mut run,
-                    "create",
-                    Risk::Mutating,
-                    true,
-                    &format!("backed up the .env to {}", backup.display()),
-                    started,
-                );
-                Stage::Created
-            }
+            None => self.begin(&mut run, opts, &keys, mode)?,
         };
         let service = run
             .state
             .as_ref()
             .map(|s| s.service.clone())
             .unwrap_or_else(|| opts.service.clone());
-
-        if stage == Stage::Created {
-            let started = Instant::now();
-            match self.write_new_values(&mut run, opts, &keys, mode) {
-                Ok(detail) => {
-                    self.record(&mut run, "set", Risk::Mutating, true, &detail, started);
-                    self.save_stage(&mut run, Stage::EnvWritten)?;
-                    stage = Stage::EnvWritten;
-                }
-                Err(e) => {
-                    let msg = run.redactor.redact(&e.to_string());
-                    self.record(&mut run, "set", Risk::Mutating, false, &msg, started);
-                    self.rollback(&mut run, format!("writing the .env failed: {msg}"), false)
-                        .await;
-                    return Ok(run.report);
-                }
-            }
-        }
-        if stage == Stage::EnvWritten {
-            let started = Instant::now();
-            let recreated = match self.service_env(&mut run, &keys, &opts.previous_suffix) {
-                Ok(env) => self.service.recreate(&service, &env).await,
-                Err(e) => Err(e),
-            };
-            match recreated {
-                Ok(()) => {
-                    self.record(
-                        &mut run,
-                        "recreate",
-                        Risk::Mutating,
-                        true,
-                        &format!("recreated {service} with the new values"),
-                        started,
-                    );
-                    self.save_stage(&mut run, Stage::Recreated)?;
-                    stage = Stage::Recreated;
-                }
-                Err(e) => {
-                    let msg = run.redactor.redact(&e.to_string());
-                    self.record(&mut run, "recreate", Risk::Mutating, false, &msg, started);
-                    self.rollback(
-                        &mut run,
-                        format!("recreating {service} failed: {msg}"),
-                        true,
-                    )
-                    .await;
-                    return Ok(run.report);
-                }
-            }
-        }
-        if stage == Stage::Recreated {
-            let started = Instant::now();
-            let how = match (mode, &opts.sessions) {
+        let ctx = StageContext {
+            keys,
+            mode,
+            sessions: match (mode, &opts.sessions) {
                 (RotationMode::Emergency, _) => Some(SessionInvalidation::FlushDatabase),
                 (RotationMode::Graceful, _) | (_, SessionInvalidation::Keep) => None,
                 (_, s) => Some(s.clone()),
-            };
-            let result = match &how {
-                None => Ok(None),
-                Some(SessionInvalidation::Pattern(p)) => {
-                    self.sessions.invalidate(p).await.map(Some)
-                }
-                Some(_) => self.sessions.flush_all_sessions().await.map(Some),
-            };
-            match result {
-                Ok(n) => {
-                    run.report.sessions_invalidated = n;
-                    let detail = match (&how, n) {
-                        (Some(SessionInvalidation::Pattern(p)), Some(n)) => {
-                            format!("deleted {n} session keys matching {p}")
-                        }
-                        (Some(_), Some(n)) => format!("flushed the session database ({n} keys)"),
-                        _ => "sessions kept".to_string(),
-                    };
-                    let risk = if how.is_some() {
-                        Risk::Destructive
-                    } else {
-                        Risk::ReadOnly
-                    };
-                    self.record(
-                        &mut run,
-                        "invalidate-sessions",
-                        risk,
-                        true,
-                        &detail,
-                        started,
-                    );
-                    self.save_stage(&mut run, Stage::SessionsInvalidated)?;
-                    stage = Stage::SessionsInvalidated;
-                }
-                Err(e) => {
-                    let msg = run.redactor.redact(&e.to_string());
-                    self.record(
-                        &mut run,
-                        "invalidate-sessions",
-                        Risk::Destructive,
-                        false,
-                        &msg,
-                        started,
-                    );
-                    self.rollback(
-                        &mut run,
-                        format!("invalidating sessions failed: {msg}"),
-                        true,
-                    )
-                    .await;
-                    return Ok(run.report);
-                }
+            },
+            service,
+        };
+        let mut stage = stage;
+        for spec in STAGES {
+            if stage != spec.from {
+                continue;
             }
-        }
-        if stage == Stage::SessionsInvalidated {
             let started = Instant::now();
-            match self.verify(&mut run, opts, &service, &keys).await {
+            let risk = (spec.risk)(&ctx);
+            match self.run_stage(&mut run, opts, &ctx, spec.action).await? {
                 Ok(detail) => {
-                    self.record(&mut run, "test", Risk::ReadOnly, true, &detail, started);
-                    self.save_stage(&mut run, Stage::Verified)?;
-                    stage = Stage::Verified;
+                    self.record(&mut run, spec.step, risk, Ok(&detail), started);
+                    if let Some(next) = spec.to {
+                        self.save_stage(&mut run, next)?;
+                        stage = next;
+                    }
                 }
                 Err(msg) => {
                     let msg = run.redactor.redact(&msg);
-                    self.record(&mut run, "test", Risk::ReadOnly, false, &msg, started);
-                    self.rollback(&mut run, format!("verification failed: {msg}"), true)
-                        .await;
+                    self.record(&mut run, spec.step, risk, Err(&msg), started);
+                    let reason = format!("{} failed: {msg}", spec.what.describe(&ctx.service));
+                    self.rollback(&mut run, reason, spec.undo).await;
                     return Ok(run.report);
                 }
             }
-        }
-        if stage == Stage::Verified {
-            let started = Instant::now();
-            let graceful = mode == RotationMode::Graceful
-                && run
-                    .state
-                    .as_ref()
-                    .is_some_and(|s| !s.previous_keys.is_empty());
-            if graceful {
-                let until = self
-                    .now()
-                    .checked_add(opts.grace)
-                    .unwrap_or_else(|_| self.now());
-                if let Some(st) = run.state.as_mut() {
-                    st.grace_until = Some(until);
-                }
-                self.save_stage(&mut run, Stage::Grace)?;
-                run.report.previous_expires_at = Some(until);
-                self.record(
-                    &mut run,
-                    "finish",
-                    Risk::Mutating,
-                    true,
-                    &format!("rotation complete; previous values valid until {until}"),
-                    started,
-                );
-            } else {
-                remove_state(&run.state_path)?;
-                self.record(
-                    &mut run,
-                    "finish",
-                    Risk::Mutating,
-                    true,
-                    "rotation complete",
-                    started,
-                );
+            if spec.to.is_none() {
+                self.prune(&mut run, opts.backups_keep);
+                run.report.outcome = RotationOutcome::Completed;
             }
-            self.prune(&mut run, opts.backups_keep);
-            run.report.outcome = RotationOutcome::Completed;
         }
         Ok(run.report)
+    }
+
+    /// The first stage: the backup of the `.env` and the stage record.
+    fn begin(
+        &self,
+        run: &mut Run<'_>,
+        opts: &RotateOptions,
+        keys: &[String],
+        mode: RotationMode,
+    ) -> Result<Stage> {
+        let started = Instant::now();
+        let at = self.now();
+        let backup = match backup_file(&run.target, at) {
+            Ok(b) => b,
+            Err(e) => {
+                self.record(run, "create", Risk::Mutating, Err(&e.to_string()), started);
+                return Err(e);
+            }
+        };
+        let st = RotationState {
+            version: 1,
+            stage: Stage::Created,
+            mode,
+            keys: keys.to_vec(),
+            previous_keys: Vec::new(),
+            env_file: run.target.clone(),
+            backup: backup.clone(),
+            service: opts.service.clone(),
+            started_at: at,
+            updated_at: at,
+            grace_until: None,
+            rollback_reason: None,
+        };
+        st.save(&run.state_path)?;
+        run.state = Some(st);
+        run.report.backup = Some(backup.clone());
+        self.record(
+            run,
+            "create",
+            Risk::Mutating,
+            Ok(&format!("backed up the .env to {}", backup.display())),
+            started,
+        );
+        Ok(Stage::Created)
+    }
+
+    /// Does one stage of the table. `Err` stops the rotation as it is (the stage record
+    /// could not be written); `Ok(Err(reason))` is a failure to roll back.
+    async fn run_stage(
+        &self,
+        run: &mut Run<'_>,
+        opts: &RotateOptions,
+        ctx: &StageContext,
+        action: StageAction,
+    ) -> Result<std::result::Result<String, String>> {
+        let service = &ctx.service;
+        Ok(match action {
+            StageAction::WriteNewValues => self
+                .write_new_values(run, opts, &ctx.keys, ctx.mode)
+                .map_err(|e| e.to_string()),
+            StageAction::Recreate => {
+                let recreated = match self.service_env(run, &ctx.keys, &opts.previous_suffix) {
+                    Ok(env) => self.service.recreate(service, &env).await,
+                    Err(e) => Err(e),
+                };
+                recreated
+                    .map(|()| format!("recreated {service} with the new values"))
+                    .map_err(|e| e.to_string())
+            }
+            StageAction::InvalidateSessions => {
+                let result = match &ctx.sessions {
+                    None => Ok(None),
+                    Some(SessionInvalidation::Pattern(p)) => {
+                        self.sessions.invalidate(p).await.map(Some)
+                    }
+                    Some(_) => self.sessions.flush_all_sessions().await.map(Some),
+                };
+                match result {
+                    Ok(n) => {
+                        run.report.sessions_invalidated = n;
+                        Ok(match (&ctx.sessions, n) {
+                            (Some(SessionInvalidation::Pattern(p)), Some(n)) => {
+                                format!("deleted {n} session keys matching {p}")
+                            }
+                            (Some(_), Some(n)) => {
+                                format!("flushed the session database ({n} keys)")
+                            }
+                            _ => "sessions kept".to_string(),
+                        })
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            StageAction::Verify => self.verify(run, opts, service, &ctx.keys).await,
+            StageAction::Finish => {
+                let graceful = ctx.mode == RotationMode::Graceful
+                    && run
+                        .state
+                        .as_ref()
+                        .is_some_and(|s| !s.previous_keys.is_empty());
+                if graceful {
+                    let until = self
+                        .now()
+                        .checked_add(opts.grace)
+                        .unwrap_or_else(|_| self.now());
+                    if let Some(st) = run.state.as_mut() {
+                        st.grace_until = Some(until);
+                    }
+                    self.save_stage(run, Stage::Grace)?;
+                    run.report.previous_expires_at = Some(until);
+                    Ok(format!(
+                        "rotation complete; previous values valid until {until}"
+                    ))
+                } else {
+                    remove_state(&run.state_path)?;
+                    Ok("rotation complete".to_string())
+                }
+            }
+        })
     }
 
     /// The rotated part of the service's environment as the `.env` holds it now.
@@ -1156,25 +1250,17 @@ impl<S: SessionStore, C: ServiceControl, P: AppProbe> Rotator<S, C, P> {
                     run,
                     "prune-backups",
                     Risk::Destructive,
-                    true,
-                    &format!(
+                    Ok(&format!(
                         "overwrote and removed {} old .env backups ({}); kept the newest {keep}",
                         removed.len(),
                         names.join(", ")
-                    ),
+                    )),
                     started,
                 );
             }
             Err(e) => {
                 let msg = run.redactor.redact(&e.to_string());
-                self.record(
-                    run,
-                    "prune-backups",
-                    Risk::Destructive,
-                    false,
-                    &msg,
-                    started,
-                );
+                self.record(run, "prune-backups", Risk::Destructive, Err(&msg), started);
             }
         }
     }
@@ -1358,7 +1444,7 @@ impl<S: SessionStore, C: ServiceControl, P: AppProbe> Rotator<S, C, P> {
         }
     }
 
-    async fn rollback(&self, run: &mut Run<'_>, reason: String, recreate: bool) {
+    async fn rollback(&self, run: &mut Run<'_>, reason: String, undo: Undo) {
         if let Some(st) = run.state.as_mut() {
             st.rollback_reason = Some(reason.clone());
         }
@@ -1381,15 +1467,15 @@ impl<S: SessionStore, C: ServiceControl, P: AppProbe> Rotator<S, C, P> {
                 .map(|()| format!("restored the .env from {}", backup.display()))
         };
         match restored {
-            Ok(d) => self.record(run, "rollback-env", Risk::Mutating, true, &d, started),
+            Ok(d) => self.record(run, "rollback-env", Risk::Mutating, Ok(&d), started),
             Err(e) => {
                 let msg = run.redactor.redact(&e.to_string());
-                self.record(run, "rollback-env", Risk::Mutating, false, &msg, started);
+                self.record(run, "rollback-env", Risk::Mutating, Err(&msg), started);
                 run.report.outcome = RotationOutcome::RollbackFailed { reason, error: msg };
                 return;
             }
         }
-        if recreate {
+        if undo == Undo::RestoreEnvAndRecreate {
             let service = run
                 .state
                 .as_ref()
@@ -1411,20 +1497,12 @@ impl<S: SessionStore, C: ServiceControl, P: AppProbe> Rotator<S, C, P> {
                     run,
                     "rollback-recreate",
                     Risk::Mutating,
-                    true,
-                    &format!("recreated {service} with the previous values"),
+                    Ok(&format!("recreated {service} with the previous values")),
                     started,
                 ),
                 Err(e) => {
                     let msg = run.redactor.redact(&e.to_string());
-                    self.record(
-                        run,
-                        "rollback-recreate",
-                        Risk::Mutating,
-                        false,
-                        &msg,
-                        started,
-                    );
+                    self.record(run, "rollback-recreate", Risk::Mutating, Err(&msg), started);
                     run.report.outcome = RotationOutcome::RollbackFailed { reason, error: msg };
                     return;
                 }
@@ -1441,12 +1519,12 @@ impl<S: SessionStore, C: ServiceControl, P: AppProbe> Rotator<S, C, P> {
     }
 
     /// Removes the previous values kept by a graceful rotation once the grace period
-    /// is over (or at once with `force`), recreates the service and checks `/health`;
+    /// is over (or at once with [`Expiry::Now`]), recreates the service and checks `/health`;
     /// rolls back when it does not answer.
     pub async fn expire_previous(
         &self,
         opts: &RotateOptions,
-        force: bool,
+        when: Expiry,
     ) -> Result<RotationReport> {
         opts.validate()?;
         let state_path = opts.state_path();
@@ -1503,7 +1581,7 @@ impl<S: SessionStore, C: ServiceControl, P: AppProbe> Rotator<S, C, P> {
             previous_suffix: opts.previous_suffix.clone(),
         };
         let due = st.grace_until.is_none_or(|u| self.now() >= u);
-        if opts.dry_run || (!due && !force) {
+        if opts.dry_run || (!due && when == Expiry::WhenDue) {
             return Ok(run.report);
         }
         let started = Instant::now();
@@ -1525,8 +1603,7 @@ impl<S: SessionStore, C: ServiceControl, P: AppProbe> Rotator<S, C, P> {
                     &mut run,
                     "remove-previous",
                     Risk::Mutating,
-                    true,
-                    &format!("removed {}", keys.join(", ")),
+                    Ok(&format!("removed {}", keys.join(", "))),
                     started,
                 );
                 rep.backup
@@ -1537,8 +1614,7 @@ impl<S: SessionStore, C: ServiceControl, P: AppProbe> Rotator<S, C, P> {
                     &mut run,
                     "remove-previous",
                     Risk::Mutating,
-                    false,
-                    &msg,
+                    Err(&msg),
                     started,
                 );
                 return Err(e);
@@ -1561,8 +1637,7 @@ impl<S: SessionStore, C: ServiceControl, P: AppProbe> Rotator<S, C, P> {
                     &mut run,
                     "recreate",
                     Risk::Mutating,
-                    true,
-                    &format!("recreated {}", st.service),
+                    Ok(&format!("recreated {}", st.service)),
                     started,
                 );
                 async {
@@ -1575,8 +1650,7 @@ impl<S: SessionStore, C: ServiceControl, P: AppProbe> Rotator<S, C, P> {
                         &mut run,
                         "test",
                         Risk::ReadOnly,
-                        true,
-                        &format!("/health answered {c}; {detail}"),
+                        Ok(&format!("/health answered {c}; {detail}")),
                         started,
                     );
                     Ok(())
@@ -1592,16 +1666,10 @@ impl<S: SessionStore, C: ServiceControl, P: AppProbe> Rotator<S, C, P> {
                 run.report.outcome = RotationOutcome::Completed;
             }
             Err(msg) => {
-                self.record(
-                    &mut run,
-                    "test",
-                    Risk::ReadOnly,
-                    false,
-                    &msg,
-                    Instant::now(),
-                );
+                self.record(&mut run, "test", Risk::ReadOnly, Err(&msg), Instant::now());
                 if backup.is_some() {
-                    self.rollback(&mut run, msg, true).await;
+                    self.rollback(&mut run, msg, Undo::RestoreEnvAndRecreate)
+                        .await;
                 } else {
                     run.report.outcome = RotationOutcome::RollbackFailed {
                         reason: msg,

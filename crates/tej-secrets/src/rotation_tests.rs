@@ -617,11 +617,11 @@ async fn graceful_keeps_previous_values_and_sessions_until_the_grace_ends() {
     );
     fx.assert_no_leaks(&r, &[]);
     // before the grace ends nothing happens
-    let early = rot.expire_previous(&opts, false).await.unwrap();
+    let early = rot.expire_previous(&opts, Expiry::WhenDue).await.unwrap();
     assert_eq!(early.outcome, RotationOutcome::Planned);
     assert!(fx.value("JWT_SECRET_PREVIOUS").is_some());
     fx.clock.advance(SignedDuration::from_hours(25));
-    let done = rot.expire_previous(&opts, false).await.unwrap();
+    let done = rot.expire_previous(&opts, Expiry::WhenDue).await.unwrap();
     assert_eq!(done.outcome, RotationOutcome::Completed, "{done:?}");
     assert!(fx.value("JWT_SECRET_PREVIOUS").is_none());
     assert!(fx.value("JWT_REFRESH_SECRET_PREVIOUS").is_none());
@@ -819,7 +819,7 @@ async fn expiring_previous_values_is_rolled_back_when_the_service_does_not_come_
         RotationOutcome::Completed
     );
     let with_previous = std::fs::read_to_string(&fx.env).unwrap();
-    let r = rot.expire_previous(&opts, true).await.unwrap();
+    let r = rot.expire_previous(&opts, Expiry::Now).await.unwrap();
     assert!(
         matches!(&r.outcome, RotationOutcome::RolledBack { reason } if reason.contains("not healthy")),
         "{:?}",
@@ -1052,7 +1052,7 @@ async fn the_service_gets_the_new_values_and_graceful_previous_ones() {
     assert_eq!(r.service.get("JWT_SECRET").unwrap(), second);
     assert_eq!(r.service.get("JWT_SECRET_PREVIOUS").unwrap(), first);
     // Expiring the previous values removes them from the running service too.
-    let rep = r.expire_previous(&graceful, true).await.unwrap();
+    let rep = r.expire_previous(&graceful, Expiry::Now).await.unwrap();
     assert_eq!(rep.outcome, RotationOutcome::Completed, "{rep:?}");
     assert_eq!(fx.value("JWT_SECRET_PREVIOUS"), None);
     assert_eq!(r.service.get("JWT_SECRET_PREVIOUS"), None);
@@ -1246,4 +1246,102 @@ async fn completed_rotations_keep_only_the_newest_env_backups() {
         r.rotate(&bad).await,
         Err(SecretsError::InvalidOptions(_))
     ));
+}
+
+/// A step for the Executor that stands beside a rotation stage in the audit log.
+struct ExecutorStep(&'static str, Risk);
+
+#[async_trait]
+impl tej_core::Step for ExecutorStep {
+    fn name(&self) -> String {
+        self.0.into()
+    }
+    fn risk(&self) -> Risk {
+        self.1
+    }
+    fn target(&self) -> String {
+        "db:app".into()
+    }
+    async fn plan(&self) -> std::result::Result<Plan, tej_core::StepError> {
+        Ok(Plan {
+            step: self.0.into(),
+            risk: self.1,
+            target: "db:app".into(),
+            actions: vec![format!("do {}", self.0)],
+        })
+    }
+    async fn apply(&self) -> std::result::Result<tej_core::StepOutput, tej_core::StepError> {
+        Ok(tej_core::StepOutput::summary("done"))
+    }
+}
+
+fn audit_keys(line: &str) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+    k.sort();
+    k
+}
+
+#[tokio::test(start_paused = true)]
+async fn rotation_audit_lines_are_written_as_the_executor_writes_them() {
+    let fx = fixture();
+    // Production, outside the window (a Thursday), let through on purpose.
+    let guard = Guard {
+        environment: Environment::Production,
+        override_window: true,
+        ..fx.guard(true)
+    };
+    let exec_log = AuditLog::new(fx.dir.path().join("executor.jsonl"));
+    let mut ex = tej_core::Executor::new(guard.clone());
+    ex.audit = Some(exec_log.clone());
+    let p = tej_core::Procedure::new("t")
+        .step(ExecutorStep("vacuum", Risk::Mutating))
+        .step(ExecutorStep("vacuum-full", Risk::Destructive));
+    assert!(ex.run(&p).await.succeeded());
+    let exec = exec_log.read_all().unwrap();
+    let exec_raw = std::fs::read_to_string(exec_log.path()).unwrap();
+    let exec_lines: Vec<&str> = exec_raw.lines().collect();
+
+    let mut svc = MockServiceControl::new();
+    svc.expect_recreate().returning(|_| Ok(()));
+    let mut r = Rotator::new(ok_sessions(3), svc, ok_probe(), guard);
+    r.audit = Some(fx.audit.clone());
+    let rep = r.rotate(&fx.opts()).await.unwrap();
+    assert_eq!(rep.outcome, RotationOutcome::Completed, "{rep:?}");
+    let rot = fx.audit.read_all().unwrap();
+    let rot_raw = std::fs::read_to_string(fx.audit.path()).unwrap();
+    assert_eq!(rot.len(), 6, "{rot:?}");
+    for (entry, line) in rot.iter().zip(rot_raw.lines()) {
+        // the same fields and the same context as the Executor's lines
+        let like = if entry.detail.is_some() {
+            exec_lines[1]
+        } else {
+            exec_lines[0]
+        };
+        assert_eq!(audit_keys(line), audit_keys(like), "{line}");
+        assert_eq!(entry.environment, exec[0].environment);
+        assert_eq!(entry.actor, exec[0].actor);
+        assert_eq!(entry.procedure, PROCEDURE);
+        // a destructive stage the override let through says so, as the Executor's does
+        let overridden = entry
+            .detail
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("maintenance window overridden on purpose (--outside-window): ");
+        assert_eq!(
+            overridden,
+            entry.risk == Risk::Destructive,
+            "{}: {:?}",
+            entry.step,
+            entry.detail
+        );
+    }
+    assert!(
+        exec[1]
+            .detail
+            .as_deref()
+            .unwrap()
+            .starts_with("maintenance window overridden on purpose (--outside-window): ")
+    );
+    assert!(rot.iter().any(|e| e.risk == Risk::Destructive));
 }
