@@ -39,8 +39,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tej_core::audit::current_actor;
-use tej_core::{AuditEntry, AuditLog, Clock, Plan, Risk, Severity, Step, StepError, StepOutput};
+use tej_core::{
+    AuditLog, AuditScope, Clock, Outcome, Plan, Risk, Severity, Step, StepError, StepOutput,
+    StepReport,
+};
 
 /// The two loopback ports a service alternates between (blue/green) with host networking,
 /// and the environment variable that tells the service which one to listen on.
@@ -439,21 +441,31 @@ impl Deployer {
         });
     }
 
+    /// Records the deploy as one step in the audit log, through the writer the Executor uses.
     fn audit(&self, opts: &DeployOptions, r: &mut DeployReport) {
         let Some(log) = &self.audit else { return };
-        let entry = AuditEntry {
-            at: self.clock.now(),
-            procedure: r.kind_word().to_string(),
+        let summary = r.summary();
+        let step = StepReport {
             step: format!("{}-service", r.kind_word()),
-            risk: Risk::Mutating,
             target: opts.target(),
-            outcome: if r.succeeded() { "applied" } else { "failed" }.to_string(),
+            risk: Risk::Mutating,
+            outcome: if r.succeeded() {
+                Outcome::Applied
+            } else {
+                Outcome::Failed {
+                    error: summary.clone(),
+                }
+            },
+            actions: Vec::new(),
+            output: Some(StepOutput::summary(summary)),
             duration_ms: r.duration_ms,
-            detail: Some(r.summary()),
-            actor: current_actor(),
-            environment: self.environment.clone(),
         };
-        if let Err(e) = log.append(&entry) {
+        let scope = AuditScope {
+            at: self.clock.now(),
+            environment: &self.environment,
+            window_overridden: false,
+        };
+        if let Err(e) = log.record_step(r.kind_word(), &step, scope) {
             r.warnings.push(format!(
                 "could not write the audit log {}: {e}",
                 log.path().display()
