@@ -10,6 +10,30 @@
 //! Stages ([`pipeline`]) and the manifest are shared with physical backups, so a
 //! manifest carries a [`BackupKind`].
 //!
+//! [`Backups`] is the front door for programs that embed the crate: opened from `tej.toml`
+//! (its `[backup]` becomes [`BackupSettings`] once) or built in code, it creates, lists,
+//! verifies, restores and prunes backups and hands out the WAL archive; backups are picked
+//! with a typed [`BackupSelector`], and long operations stop when their
+//! [`CancellationToken`] is cancelled.
+//!
+//! ```no_run
+//! use tej_backup::{BackupSelector, Backups, CancellationToken, db_target};
+//!
+//! # async fn run() -> Result<(), tej_backup::BackupError> {
+//! let config = tej_core::Config::load_or_env(None).expect("tej.toml");
+//! let backups = Backups::open(&config).await?;
+//! let cancel = CancellationToken::new();
+//! let created = backups.create_logical(db_target(&config.databases[0])?, &cancel).await?;
+//! let newest = BackupSelector::latest_logical(created.database.clone().unwrap_or_default());
+//! backups.verify(&newest, &cancel).await?;
+//! for b in backups.list().await? {
+//!     println!("{} {} {} bytes", b.repository, b.id, b.stored_size);
+//! }
+//! backups.prune(&cancel).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! [`WalArchive`] ([`wal`]) is the WAL archive for point-in-time recovery:
 //! `archive_command` ([`WalArchive::push`], [`WalArchive::push_async`]),
 //! `restore_command` ([`WalArchive::fetch`] with [`fetch_exit_code`]), the continuity of
@@ -63,6 +87,7 @@
 //! # }
 //! ```
 
+pub mod backups;
 pub mod create;
 pub mod db;
 pub mod error;
@@ -79,9 +104,11 @@ mod read;
 pub mod repo;
 pub mod restore;
 pub mod retention;
+pub mod settings;
 pub mod verify;
 pub mod wal;
 
+pub use backups::{Backups, BackupsBuilder};
 pub use create::{CreateReport, RepositoryOutcome, RunOptions};
 pub use db::DbTarget;
 pub use error::BackupError;
@@ -118,8 +145,12 @@ pub use repo::{
 pub use restore::{RestoreOptions, RestoreReport, RestoreStep, restore_backup, restore_manifest};
 pub use retention::{
     Candidate, CandidateState, Decision, PruneOptions, PruneReport, RetentionPlan, RetentionPolicy,
-    plan_retention, plan_series_retention, prune, wal_retained,
+    is_usable, newest_usable, newest_usable_per_series, plan_retention, plan_series_retention,
+    prune, wal_retained,
 };
+pub use settings::{BackupSettings, db_target};
+/// The token long operations take (re-exported from tokio-util).
+pub use tokio_util::sync::CancellationToken;
 pub use verify::{
     ObjectCheck, QueryResult, RestoreTestOptions, RestoreTestReport, VerifyOptions, VerifyReport,
     verify_backup,
@@ -136,7 +167,7 @@ pub use wal::{
 pub mod storage;
 
 pub use storage::{
-    ByteStream, Fault, FaultyStore, LocalStore, MemoryStore, ObjectKey, ObjectMeta, ObjectStore,
-    Op, PutCut, PutOptions, PutResult, RetryingStore, S3Location, S3Options, S3Store, StorageError,
-    bytes_stream, get_bytes, open_repository, put_bytes,
+    ByteStream, CancellableStore, Fault, FaultyStore, LocalStore, MemoryStore, ObjectKey,
+    ObjectMeta, ObjectStore, Op, PutCut, PutOptions, PutResult, RetryingStore, S3Location,
+    S3Options, S3Store, StorageError, bytes_stream, get_bytes, open_repository, put_bytes,
 };

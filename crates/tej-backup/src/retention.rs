@@ -33,7 +33,7 @@ use crate::error::BackupError;
 use crate::id::BackupId;
 use crate::lock::{LockMode, LockOptions, RepoLock};
 use crate::manifest::BackupKind;
-use crate::repo::{Repository, Series};
+use crate::repo::{BackupSelector, BackupSummary, Repository, Series};
 use crate::wal::{BaseBackupRef, WalArchive, WalPruneOptions, WalPruneReport, prune_wal};
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
@@ -303,6 +303,52 @@ pub fn wal_retained<'a>(
         .filter(|id| !gone.contains(id))
         .cloned()
         .collect()
+}
+
+/// Whether a listed backup can be relied on: it is finished (only finished backups are
+/// listed) and its last verification, if any, passed.
+pub fn is_usable(b: &BackupSummary) -> bool {
+    b.verification.as_ref().is_none_or(|v| v.ok)
+}
+
+/// The newest usable backup (see [`is_usable`]) among `backups` that `selector` selects:
+/// the newest of its series for `latest`, the backup itself for an id. Newest is by
+/// manifest time, then id, as [`crate::list_backups`] orders them.
+pub fn newest_usable<'a>(
+    backups: impl IntoIterator<Item = &'a BackupSummary>,
+    selector: &BackupSelector,
+) -> Option<&'a BackupSummary> {
+    backups
+        .into_iter()
+        .filter(|b| {
+            selector.matches(&b.series) && selector.id.as_ref().is_none_or(|id| id == &b.id)
+        })
+        .filter(|b| is_usable(b))
+        .max_by(|a, b| {
+            a.finished_at
+                .cmp(&b.finished_at)
+                .then_with(|| a.id.cmp(&b.id))
+        })
+}
+
+/// The newest usable backup of every series among `backups`, newest first.
+pub fn newest_usable_per_series<'a>(
+    backups: impl IntoIterator<Item = &'a BackupSummary>,
+) -> Vec<&'a BackupSummary> {
+    let mut newest: HashMap<&'a Series, &'a BackupSummary> = HashMap::new();
+    for b in backups.into_iter().filter(|b| is_usable(b)) {
+        let e = newest.entry(&b.series).or_insert(b);
+        if (b.finished_at, &b.id) > (e.finished_at, &e.id) {
+            *e = b;
+        }
+    }
+    let mut out: Vec<_> = newest.into_values().collect();
+    out.sort_by(|a, b| {
+        b.finished_at
+            .cmp(&a.finished_at)
+            .then_with(|| b.id.cmp(&a.id))
+    });
+    out
 }
 
 /// Options of `prune`.
@@ -682,5 +728,96 @@ mod tests {
         // The newest backup is kept as well, verified or not.
         let u = plan.decisions.iter().find(|d| d.id == c[1].id).unwrap();
         assert!(u.keep && u.rules == ["newest"], "{u:?}");
+    }
+}
+
+#[cfg(test)]
+mod newest_usable_tests {
+    use super::*;
+    use crate::repo::VerificationRecord;
+    use proptest::prelude::*;
+
+    fn summary(db: &str, kind: BackupKind, hour: i64, ok: Option<bool>) -> BackupSummary {
+        let at = Timestamp::from_second(1_736_985_600 + hour * 3600).unwrap();
+        let id = BackupId::parse(&format!("{}-{db}", at.strftime("%Y%m%dT%H%M%SZ"))).unwrap();
+        BackupSummary {
+            repository: "mem".into(),
+            id,
+            kind,
+            series: Series {
+                kind,
+                target: db.into(),
+            },
+            database: Some(db.into()),
+            format: None,
+            started_at: at,
+            finished_at: at,
+            raw_size: 1,
+            stored_size: 1,
+            compression: "none".into(),
+            encrypted: false,
+            objects: 1,
+            verification: ok.map(|ok| VerificationRecord {
+                at,
+                ok,
+                restore_tested: false,
+                error: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn the_newest_usable_skips_failed_verifications_and_other_series() {
+        let list = vec![
+            summary("app", BackupKind::Logical, 1, Some(true)),
+            summary("app", BackupKind::Logical, 2, None),
+            summary("app", BackupKind::Logical, 3, Some(false)),
+            summary("other", BackupKind::Logical, 4, Some(true)),
+            summary("files", BackupKind::Files, 5, None),
+        ];
+        let app = BackupSelector::latest_of(&Series::logical("app"));
+        assert_eq!(newest_usable(&list, &app).unwrap().id, list[1].id);
+        let any = BackupSelector::parse("latest").unwrap();
+        assert_eq!(newest_usable(&list, &any).unwrap().id, list[4].id);
+        let logical = BackupSelector::latest_kind(BackupKind::Logical);
+        assert_eq!(newest_usable(&list, &logical).unwrap().id, list[3].id);
+        // An id selects that backup only, and only while it is usable.
+        let failed = BackupSelector::id_in(list[2].id.clone(), &Series::logical("app"));
+        assert!(newest_usable(&list, &failed).is_none());
+        let first = BackupSelector::id_in(list[0].id.clone(), &Series::logical("app"));
+        assert_eq!(newest_usable(&list, &first).unwrap().id, list[0].id);
+        let per: Vec<_> = newest_usable_per_series(&list)
+            .into_iter()
+            .map(|b| b.id.clone())
+            .collect();
+        assert_eq!(
+            per,
+            [list[4].id.clone(), list[3].id.clone(), list[1].id.clone()]
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn per_series_agrees_with_the_selector_of_each_series(
+            raw in proptest::collection::vec((0usize..3, 0i64..200, proptest::option::of(any::<bool>())), 0..40)
+        ) {
+            let dbs = ["a", "b", "c"];
+            let list: Vec<_> = raw
+                .iter()
+                .map(|(d, h, ok)| summary(dbs[*d], BackupKind::Logical, *h, *ok))
+                .collect();
+            let per = newest_usable_per_series(&list);
+            for db in dbs {
+                let sel = BackupSelector::latest_of(&Series::logical(db));
+                let one = newest_usable(&list, &sel);
+                let from_per = per.iter().find(|b| b.series.target == db).copied();
+                prop_assert_eq!(one.map(|b| &b.id), from_per.map(|b| &b.id));
+                if let Some(b) = one {
+                    prop_assert!(is_usable(b));
+                    prop_assert!(list.iter().filter(|x| x.series == b.series && is_usable(x)).all(|x| x.finished_at <= b.finished_at));
+                }
+            }
+            prop_assert!(per.windows(2).all(|w| w[0].finished_at >= w[1].finished_at));
+        }
     }
 }

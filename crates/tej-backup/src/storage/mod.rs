@@ -6,6 +6,7 @@
 //! - [`MemoryStore`]: an in-memory fake for tests of code built on [`ObjectStore`].
 //! - [`FaultyStore`]: wraps a store and injects failures (for retry and crash tests).
 //! - [`RetryingStore`]: wraps a store and retries retryable failures with [`tej_core::retry()`].
+//! - [`CancellableStore`]: wraps a store so that its calls honour a `CancellationToken`.
 //!
 //! [`open_repository`] opens a local path or an `s3://bucket/prefix` URL.
 
@@ -16,12 +17,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+pub mod cancel;
 pub mod faulty;
 pub mod local;
 pub mod memory;
 pub mod retrying;
 pub mod s3;
 
+pub use cancel::CancellableStore;
 pub use faulty::{Fault, FaultyStore, Op, PutCut};
 pub use local::LocalStore;
 pub use memory::MemoryStore;
@@ -162,6 +165,12 @@ pub enum StorageError {
         repo: String,
         /// Detail.
         reason: String,
+    },
+    /// The operation was cancelled (its `CancellationToken`, see [`CancellableStore`]).
+    #[error("{repo}: cancelled")]
+    Cancelled {
+        /// Repository description.
+        repo: String,
     },
     /// Any other failure.
     #[error("{repo}: {reason}")]
