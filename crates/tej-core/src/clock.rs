@@ -1,4 +1,5 @@
-//! Time as a dependency: the system clock in production, a fake one in tests.
+//! Time as a dependency: the system clock in production, a run's fixed instant ([`AsOf`]),
+//! a fake one in tests.
 
 use jiff::{SignedDuration, Timestamp};
 use std::sync::Mutex;
@@ -20,7 +21,18 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that only moves when told to.
+/// A clock standing at one instant: a run evaluated as of a moment (the start of a weekly
+/// audit), so that every part of it agrees on "now".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AsOf(pub Timestamp);
+
+impl Clock for AsOf {
+    fn now(&self) -> Timestamp {
+        self.0
+    }
+}
+
+/// A clock that only moves when told to (for tests).
 #[derive(Debug)]
 pub struct FakeClock {
     now: Mutex<Timestamp>,

@@ -45,7 +45,7 @@ pub use audit::{AuditEntry, AuditLog, AuditScope};
 pub use calendar::{
     Cadence, Calendar, CalendarEntry, MaintenanceWindow, ProcedureKind, Recurrence,
 };
-pub use clock::{Clock, FakeClock, SystemClock};
+pub use clock::{AsOf, Clock, FakeClock, SystemClock};
 pub use command::{
     CommandError, CommandOutput, CommandRunner, CommandSpec, RunningCommand, TokioCommandRunner,
     run_checked,

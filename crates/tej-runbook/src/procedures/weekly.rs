@@ -17,8 +17,8 @@ use tej_backup::{
     EncryptionOptions, PruneOptions, Repository, RetentionPolicy, VerifyOptions, list_backups,
 };
 use tej_core::{
-    Clock, Executor, FakeClock, Finding, Metric, Outcome, Plan, Procedure, Report, Risk, Severity,
-    Step, StepError, StepOutput, Threshold,
+    AsOf, Clock, Executor, Finding, Metric, Outcome, Plan, Procedure, Report, Risk, Severity, Step,
+    StepError, StepOutput, Threshold,
 };
 use tej_db::pg::{VacuumOptions, VacuumStep, WeeklyAuditOptions, weekly_audit as pg_weekly_audit};
 use tej_db::redis::{BigKeysOptions, BigKeysReport, RedisThresholds, find_big_keys, redis_health};
@@ -336,7 +336,7 @@ fn weekly_tasks_with(ctx: &RunContext, now: Timestamp, plans: bool) -> Vec<Check
                             restore_test,
                             progress: None,
                         };
-                        let clock = FakeClock::new(now);
+                        let clock = AsOf(now);
                         let id = b.id.to_string();
                         out.push(
                             match tej_backup::verify_backup(&*commands, &repo, &id, &opts, &clock)
@@ -378,7 +378,7 @@ fn weekly_tasks_with(ctx: &RunContext, now: Timestamp, plans: bool) -> Vec<Check
                     ..PruneOptions::default()
                 };
                 out.push(
-                    match tej_backup::prune(&repo, &prune_opts, &FakeClock::new(now)).await {
+                    match tej_backup::prune(&repo, &prune_opts, &AsOf(now)).await {
                         Ok(p) => {
                             let expired: Vec<String> = p
                                 .plan
