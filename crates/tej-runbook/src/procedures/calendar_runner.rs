@@ -133,14 +133,9 @@ impl CalendarRunner {
             .first()
             .ok_or_else(|| err("no backup repository: set [backup] repositories".into()))?;
         let repo = target.repo.get().await.map_err(err)?;
-        let encryption = self
-            .ctx
-            .config
-            .backup
-            .encryption
-            .as_ref()
-            .map(tej_backup::EncryptionOptions::from_config)
-            .unwrap_or_default();
+        let encryption = tej_backup::BackupSettings::from_config(&self.ctx.config)
+            .map_err(|e| err(e.to_string()))?
+            .encryption;
         if let Some(tej) = &self.tej_program {
             let inv = repo.inventory().await.map_err(|e| err(e.to_string()))?;
             if inv
@@ -192,10 +187,7 @@ impl CalendarRunner {
             .databases
             .first()
             .ok_or_else(|| err("no [[database]] to restore onto".into()))?;
-        let mut server = tej_backup::DbTarget::new(db.url.expose());
-        if let Some(p) = &db.password {
-            server = server.with_password(p.resolve().map_err(|e| err(e.to_string()))?);
-        }
+        let server = tej_backup::db_target(db).map_err(|e| err(e.to_string()))?;
         Ok(Arc::new(LogicalDrill {
             runner: self.runner.clone(),
             repo,
@@ -275,32 +267,34 @@ impl CalendarRunner {
                         ),
                     }
                 }
-                let encryption = ctx
-                    .config
-                    .backup
-                    .encryption
-                    .as_ref()
-                    .map(tej_backup::EncryptionOptions::from_config)
-                    .unwrap_or_default();
+                // The pre-maintenance backup is taken as the nightly one: `[backup]`'s
+                // format, compression and encryption.
+                let settings = match tej_backup::BackupSettings::from_config(&ctx.config) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        report.push(Finding::new(
+                            "database-deep-maintenance",
+                            Severity::Critical,
+                            format!("no maintenance without its backup: {e}"),
+                        ));
+                        return Ok(report);
+                    }
+                };
                 for d in &ctx.databases {
                     let p = match ctx.config.databases.iter().find(|c| c.name == d.name) {
                         Some(cfg) if !repos.is_empty() => {
-                            let mut target = tej_backup::DbTarget::new(cfg.url.expose());
-                            if let Some(pw) = &cfg.password {
-                                match pw.resolve() {
-                                    Ok(s) => target = target.with_password(s),
-                                    Err(e) => {
-                                        report.push(Finding::new(
-                                            "database-deep-maintenance",
-                                            Severity::Critical,
-                                            format!("read the password of {:?}: {e}", cfg.name),
-                                        ));
-                                        continue;
-                                    }
+                            let target = match tej_backup::db_target(cfg) {
+                                Ok(t) => t,
+                                Err(e) => {
+                                    report.push(Finding::new(
+                                        "database-deep-maintenance",
+                                        Severity::Critical,
+                                        e.to_string(),
+                                    ));
+                                    continue;
                                 }
-                            }
-                            let mut options = tej_backup::LogicalBackupOptions::new(target);
-                            options.run.encryption = encryption.clone();
+                            };
+                            let options = settings.logical(target);
                             deep_maintenance_with_backup(
                                 d.admin.clone(),
                                 CreateBackupStep {
@@ -312,7 +306,7 @@ impl CalendarRunner {
                                 Some(VerifyLatestBackupStep {
                                     runner: self.runner.clone(),
                                     repo: repos[0].clone(),
-                                    encryption: encryption.clone(),
+                                    encryption: settings.encryption.clone(),
                                     clock: self.clock.clone(),
                                 }),
                                 &self.deep_maintenance,
