@@ -808,18 +808,13 @@ pub async fn db_corruption_from_context(
         entry: entry(),
         message: format!("open backup repository {}: {e}", repo.name),
     })?;
-    let mut db_target = tej_backup::DbTarget::new(cfg.url.expose());
-    if let Some(p) = &cfg.password {
-        db_target = db_target.with_password(p.resolve().map_err(|e| RunbookError::Procedure {
-            entry: entry(),
-            message: format!("read the password of database {:?}: {e}", cfg.name),
-        })?);
-    }
-    let mut ropts = tej_backup::RestoreOptions::new(db_target);
+    let procedure_error = |e: tej_backup::BackupError| RunbookError::Procedure {
+        entry: entry(),
+        message: e.to_string(),
+    };
+    let settings = tej_backup::BackupSettings::from_config(&ctx.config).map_err(procedure_error)?;
+    let mut ropts = settings.restore(tej_backup::db_target(cfg).map_err(procedure_error)?);
     ropts.jobs = opts.jobs.max(1);
-    if let Some(enc) = &ctx.config.backup.encryption {
-        ropts.encryption = tej_backup::EncryptionOptions::from_config(enc);
-    }
     // The newest dump of this very database: never another database's, never a file or
     // base backup.
     let series = tej_backup::Series::logical(ropts.target.database());

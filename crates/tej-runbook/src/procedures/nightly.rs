@@ -31,13 +31,19 @@ async fn open_repositories(ctx: &RunContext, report: &mut Report) -> Vec<tej_bac
     repos
 }
 
-fn encryption(ctx: &RunContext) -> tej_backup::EncryptionOptions {
-    ctx.config
-        .backup
-        .encryption
-        .as_ref()
-        .map(tej_backup::EncryptionOptions::from_config)
-        .unwrap_or_default()
+/// `[backup]` as options; a table the backup cannot use is a critical finding.
+fn settings(ctx: &RunContext, report: &mut Report) -> Option<tej_backup::BackupSettings> {
+    match tej_backup::BackupSettings::from_config(&ctx.config) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            report.push(Finding::new(
+                "backup.settings",
+                Severity::Critical,
+                e.to_string(),
+            ));
+            None
+        }
+    }
 }
 
 /// The nightly backup: a logical backup of every `[[database]]` into every repository, in
@@ -60,37 +66,21 @@ pub async fn nightly_backup(
     if repos.is_empty() {
         return report;
     }
-    let cfg = &ctx.config;
-    for db in &cfg.databases {
-        let mut target = tej_backup::DbTarget::new(db.url.expose());
-        if let Some(pw) = &db.password {
-            match pw.resolve() {
-                Ok(s) => target = target.with_password(s),
-                Err(e) => {
-                    report.push(
-                        Finding::new(
-                            "backup.create",
-                            Severity::Critical,
-                            format!("read the password of {:?}: {e}", db.name),
-                        )
+    let Some(settings) = settings(ctx, &mut report) else {
+        return report;
+    };
+    for db in &ctx.config.databases {
+        let target = match tej_backup::db_target(db) {
+            Ok(t) => t,
+            Err(e) => {
+                report.push(
+                    Finding::new("backup.create", Severity::Critical, e.to_string())
                         .target(format!("db:{}", db.name)),
-                    );
-                    continue;
-                }
+                );
+                continue;
             }
-        }
-        let mut options = tej_backup::LogicalBackupOptions::new(target);
-        // tej.toml's values were validated when the configuration was loaded.
-        if let Some(f) = tej_backup::DumpFormat::parse(&cfg.backup.format) {
-            options.format = f;
-        }
-        options.run.compression = tej_backup::CompressionOptions {
-            algorithm: tej_backup::CompressionAlgo::parse(&cfg.backup.compression)
-                .unwrap_or_default(),
-            level: cfg.backup.compression_level,
-            ..tej_backup::CompressionOptions::default()
         };
-        options.run.encryption = encryption(ctx);
+        let options = settings.logical(target);
         let p = Procedure::new("nightly-backup").step(CreateBackupStep {
             runner: runner.clone(),
             repos: repos.clone(),
@@ -112,12 +102,15 @@ pub async fn nightly_verify(
     clock: Arc<dyn Clock>,
 ) -> Report {
     let mut report = Report::new("nightly-backup-verify");
+    let Some(settings) = settings(ctx, &mut report) else {
+        return report;
+    };
     for repo in open_repositories(ctx, &mut report).await {
         let name = repo.name();
         let p = Procedure::new("nightly-backup-verify").step(VerifyLatestBackupStep {
             runner: runner.clone(),
             repo,
-            encryption: encryption(ctx),
+            encryption: settings.encryption.clone(),
             clock: clock.clone(),
         });
         let r = ex.run(&p).await;
@@ -129,14 +122,17 @@ pub async fn nightly_verify(
 /// The nightly retention: [`PruneBackupsStep`] on every repository.
 pub async fn nightly_prune(ctx: &RunContext, ex: &Executor, clock: Arc<dyn Clock>) -> Report {
     let mut report = Report::new("nightly-backup-prune");
+    let Some(settings) = settings(ctx, &mut report) else {
+        return report;
+    };
     for repo in open_repositories(ctx, &mut report).await {
         let name = repo.name();
-        let p = Procedure::new("nightly-backup-prune").step(PruneBackupsStep::from_config(
-            Arc::new(repo),
-            name.clone(),
-            &ctx.config.backup,
-            clock.clone(),
-        ));
+        let p = Procedure::new("nightly-backup-prune").step(PruneBackupsStep {
+            repo: Arc::new(repo),
+            name: name.clone(),
+            options: settings.prune(),
+            clock: clock.clone(),
+        });
         let r = ex.run(&p).await;
         report.extend(procedure_findings(&r, &format!("repo:{name}")));
     }
