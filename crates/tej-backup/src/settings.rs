@@ -119,7 +119,7 @@ impl BackupSettings {
             .info()
             .map_err(|e| bad("compression_level", e.to_string()))?;
         for r in &c.repositories {
-            tej_core::config::validate_repository(r).map_err(|why| bad("repositories", why))?;
+            tej_core::config::validate_repository(r).map_err(|why| bad("repositories", why.to_string()))?;
         }
         Ok(BackupSettings {
             repositories: c.repositories.clone(),

@@ -139,12 +139,15 @@ impl Recurrence {
     }
 
     /// Checks that `nth` is in range.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), crate::Error> {
         match *self {
             Recurrence::Month { nth, .. } | Recurrence::Quarter { nth, .. }
                 if !(nth == -1 || (1..=5).contains(&nth)) =>
             {
-                Err(format!("nth must be 1..=5 or -1 (last), got {nth}"))
+                Err(crate::Error::Invalid {
+                    what: "recurrence",
+                    reason: format!("nth must be 1..=5 or -1 (last), got {nth}"),
+                })
             }
             _ => Ok(()),
         }
@@ -243,8 +246,11 @@ pub struct EntryOverride {
 }
 
 /// Parses a local time of day written `HH:MM` (24-hour).
-pub fn parse_time_of_day(s: &str) -> Result<Time, String> {
-    let bad = || format!("expected a time of day as HH:MM (24-hour, e.g. \"02:00\"), got {s:?}");
+pub fn parse_time_of_day(s: &str) -> Result<Time, crate::Error> {
+    let bad = || crate::Error::Invalid {
+        what: "time of day",
+        reason: format!("expected a time of day as HH:MM (24-hour, e.g. \"02:00\"), got {s:?}"),
+    };
     let (h, m) = s.split_once(':').ok_or_else(bad)?;
     if h.len() != 2 || m.len() != 2 || !h.bytes().chain(m.bytes()).all(|b| b.is_ascii_digit()) {
         return Err(bad());
@@ -253,30 +259,9 @@ pub fn parse_time_of_day(s: &str) -> Result<Time, String> {
     Time::new(h, m, 0, 0).map_err(|_| bad())
 }
 
-/// Errors building a calendar.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum CalendarError {
-    /// The time zone name is not in the tz database.
-    #[error("unknown time zone {0:?}")]
-    UnknownZone(String),
-    /// An override names an entry the calendar does not have.
-    #[error("calendar.{id}: no such calendar entry (expected one of: {known})")]
-    UnknownEntry {
-        /// The id in `tej.toml`.
-        id: String,
-        /// The ids the calendar has, comma-separated.
-        known: String,
-    },
-    /// An entry is malformed.
-    #[error("calendar entry {id}: {reason}")]
-    BadEntry {
-        /// Entry id.
-        id: String,
-        /// What is wrong.
-        reason: String,
-    },
-}
+/// Errors building a calendar: tej-core's [`Error`](crate::Error) (its `UnknownZone`,
+/// `UnknownEntry` and `BadEntry` variants).
+pub type CalendarError = crate::Error;
 
 fn entry(
     id: &str,
@@ -443,7 +428,7 @@ impl Calendar {
                 .validate()
                 .map_err(|reason| CalendarError::BadEntry {
                     id: e.id.clone(),
-                    reason,
+                    reason: reason.to_string(),
                 })?;
         }
         Ok(Calendar {

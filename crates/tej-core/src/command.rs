@@ -233,60 +233,12 @@ impl CommandOutput {
     }
 }
 
-/// Why a program could not be run or did not succeed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum CommandError {
-    /// The program is not installed.
-    #[error("{program} not found{}", package.map(|p| format!(" (install the Debian package {p})")).unwrap_or_default())]
-    NotFound {
-        /// The program.
-        program: String,
-        /// The Debian package that provides it, when known.
-        package: Option<&'static str>,
-    },
-    /// The program exists but may not be executed.
-    #[error("permission denied executing {program}")]
-    PermissionDenied {
-        /// The program.
-        program: String,
-    },
-    /// It ran longer than its timeout and was killed.
-    #[error("{command} timed out after {after:?} and was killed")]
-    TimedOut {
-        /// The command line.
-        command: String,
-        /// The timeout.
-        after: Duration,
-    },
-    /// It was cancelled and killed.
-    #[error("{command} was cancelled")]
-    Cancelled {
-        /// The command line.
-        command: String,
-    },
-    /// It ended unsuccessfully.
-    #[error("{command} failed with {status}: {stderr}")]
-    Failed {
-        /// The command line.
-        command: String,
-        /// How it ended.
-        status: ExitInfo,
-        /// The tail of its stderr, redacted.
-        stderr: String,
-    },
-    /// Any other I/O failure talking to the process.
-    #[error("{command}: {reason}")]
-    Io {
-        /// The command line.
-        command: String,
-        /// What went wrong.
-        reason: String,
-    },
-}
+/// Why a program could not be run or did not succeed: tej-core's [`Error`](crate::Error)
+/// (its `NotFound`, `PermissionDenied`, `TimedOut`, `Cancelled`, `Failed` and `Io` variants).
+pub type CommandError = crate::Error;
 
-impl CommandError {
-    /// Turns an unsuccessful output into [`CommandError::Failed`].
+impl crate::Error {
+    /// Turns an unsuccessful output into [`Error::Failed`](crate::Error::Failed).
     pub fn check(command: &CommandSpec, out: CommandOutput) -> Result<CommandOutput, CommandError> {
         if out.status.success() {
             Ok(out)

@@ -657,20 +657,12 @@ pub struct Config {
     pub calendar: BTreeMap<String, crate::calendar::EntryOverride>,
 }
 
-/// A configuration problem: which file, which key, what was expected.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}: {key}: {message}")]
-pub struct ConfigError {
-    /// The file (or `environment` for variables).
-    pub file: String,
-    /// The key path (`backup.retention.daily_days`), or `-` when not about one key.
-    pub key: String,
-    /// What is wrong and what was expected.
-    pub message: String,
-}
+/// A configuration problem: tej-core's [`Error`](crate::Error), its `Config` variant
+/// (which file, which key, what was expected).
+pub type ConfigError = crate::Error;
 
 fn cerr(file: &str, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError {
+    ConfigError::Config {
         file: file.to_string(),
         key: key.into(),
         message: message.into(),
@@ -894,7 +886,7 @@ impl Config {
         }
         for (i, repo) in self.backup.repositories.iter().enumerate() {
             validate_repository(repo)
-                .map_err(|m| cerr(file, format!("backup.repositories[{i}]"), m))?;
+                .map_err(|m| cerr(file, format!("backup.repositories[{i}]"), m.to_string()))?;
         }
         if !["custom", "directory", "plain"].contains(&self.backup.format.as_str()) {
             return Err(cerr(
@@ -1008,7 +1000,7 @@ impl Config {
             }
             c.threshold()
                 .validate()
-                .map_err(|m| cerr(file, format!("{key}.crit"), m))?;
+                .map_err(|m| cerr(file, format!("{key}.crit"), m.to_string()))?;
             if let Some(db) = &c.database
                 && !self.databases.iter().any(|d| &d.name == db)
             {
@@ -1321,7 +1313,14 @@ fn one_line(s: &str) -> String {
 }
 
 /// Checks a repository string: a local path (absolute or relative) or `s3://bucket[/prefix]`.
-pub fn validate_repository(repo: &str) -> Result<(), String> {
+pub fn validate_repository(repo: &str) -> Result<(), crate::Error> {
+    let invalid = |reason: String| crate::Error::Invalid {
+        what: "repository",
+        reason,
+    };
+    if repo.contains('\0') {
+        return Err(invalid(format!("repository {repo:?} contains a NUL byte")));
+    }
     if let Some(rest) = repo.strip_prefix("s3://") {
         let bucket = rest.split('/').next().unwrap_or("");
         let ok = (3..=63).contains(&bucket.len())
@@ -1333,14 +1332,16 @@ pub fn validate_repository(repo: &str) -> Result<(), String> {
         if ok {
             Ok(())
         } else {
-            Err(format!("invalid S3 bucket name {bucket:?} in {repo:?}"))
+            Err(invalid(format!(
+                "invalid S3 bucket name {bucket:?} in {repo:?}"
+            )))
         }
     } else if repo.contains("://") {
-        Err(format!(
+        Err(invalid(format!(
             "unsupported repository {repo:?}: expected a local path or s3://bucket/prefix"
-        ))
+        )))
     } else if repo.trim().is_empty() {
-        Err("empty repository".into())
+        Err(invalid("empty repository".into()))
     } else {
         Ok(())
     }
@@ -1452,18 +1453,23 @@ timeout_secs = 600
     #[test]
     fn errors_name_file_and_key() {
         let e = Config::from_toml_with_env("[backup]\nretention = { daily_days = \"thirty\", weekly_days = 1, monthly_days = 1, yearly_days = 1 }\n", "/etc/tej.toml", &no_env).unwrap_err();
-        assert_eq!(e.file, "/etc/tej.toml");
-        assert_eq!(e.key, "backup.retention.daily_days");
-        assert!(e.message.contains("expected"), "{e}");
+        assert_eq!(e.config_file().unwrap(), "/etc/tej.toml");
+        assert_eq!(e.config_key().unwrap(), "backup.retention.daily_days");
+        assert!(e.config_message().unwrap().contains("expected"), "{e}");
 
         let e = Config::from_toml_with_env("[backup]\ncompresion = \"zstd\"\n", "t.toml", &no_env)
             .unwrap_err();
-        assert!(e.message.contains("unknown field `compresion`"), "{e}");
-        assert_eq!(e.key, "backup.compresion");
+        assert!(
+            e.config_message()
+                .unwrap()
+                .contains("unknown field `compresion`"),
+            "{e}"
+        );
+        assert_eq!(e.config_key().unwrap(), "backup.compresion");
 
         let e = Config::from_toml_with_env("[backup]\ncompression = \"lz4\"\n", "t.toml", &no_env)
             .unwrap_err();
-        assert_eq!(e.key, "backup.compression");
+        assert_eq!(e.config_key().unwrap(), "backup.compression");
 
         let e = Config::from_toml_with_env(
             "[backup]\nrepositories = [\"s3://Bad_Bucket/x\"]\n",
@@ -1471,23 +1477,23 @@ timeout_secs = 600
             &no_env,
         )
         .unwrap_err();
-        assert_eq!(e.key, "backup.repositories[0]");
+        assert_eq!(e.config_key().unwrap(), "backup.repositories[0]");
 
         let e = Config::from_toml_with_env("environment = \"prod-eu\"\n", "t.toml", &no_env)
             .unwrap_err();
-        assert_eq!(e.key, "environment");
+        assert_eq!(e.config_key().unwrap(), "environment");
 
         let e =
             Config::from_toml_with_env("[[tls]]\nendpoint = \"skillswap.in\"\n", "t.toml", &no_env)
                 .unwrap_err();
-        assert_eq!(e.key, "tls[0].endpoint");
+        assert_eq!(e.config_key().unwrap(), "tls[0].endpoint");
 
         let e = Config::from_toml_with_env("timezone = \"India/Delhi\"\n", "t.toml", &no_env)
             .unwrap_err();
-        assert_eq!(e.key, "timezone");
+        assert_eq!(e.config_key().unwrap(), "timezone");
 
         let e = Config::from_toml_with_env("this is = not toml [", "t.toml", &no_env).unwrap_err();
-        assert_eq!(e.file, "t.toml");
+        assert_eq!(e.config_file().unwrap(), "t.toml");
         assert!(e.to_string().starts_with("t.toml: -: "), "{e}");
     }
 
@@ -1499,7 +1505,7 @@ timeout_secs = 600
             &no_env,
         )
         .unwrap_err();
-        assert_eq!(e.key, "database[0].url");
+        assert_eq!(e.config_key().unwrap(), "database[0].url");
         assert!(!e.to_string().contains("hunter22"));
     }
 
@@ -1526,9 +1532,12 @@ timeout_secs = 600
         }
         // The file says production, the variable development: never silently either.
         let e = Config::from_toml_with_env(file, "t.toml", &dev).unwrap_err();
-        assert_eq!(e.key, "environment");
+        assert_eq!(e.config_key().unwrap(), "environment");
         assert!(
-            e.message.contains("production") && e.message.contains("TEJ_ENVIRONMENT=development"),
+            e.config_message().unwrap().contains("production")
+                && e.config_message()
+                    .unwrap()
+                    .contains("TEJ_ENVIRONMENT=development"),
             "{e}"
         );
         assert_eq!(c_summary_source(file), EnvironmentSource::File);
@@ -1560,16 +1569,21 @@ timeout_secs = 600
         assert!(cal.entry("certificate-renewal-pm").is_none());
         let e = Config::from_toml_with_env("[calendar.nightly]\nat = \"01:30\"\n", "t.toml", &none)
             .unwrap_err();
-        assert_eq!(e.key, "calendar.nightly");
-        assert!(e.message.contains("no such calendar entry"), "{e}");
+        assert_eq!(e.config_key().unwrap(), "calendar.nightly");
+        assert!(
+            e.config_message()
+                .unwrap()
+                .contains("no such calendar entry"),
+            "{e}"
+        );
         let e = Config::from_toml_with_env(
             "[calendar.nightly-backup]\nat = \"1:30am\"\n",
             "t.toml",
             &none,
         )
         .unwrap_err();
-        assert_eq!(e.key, "calendar.nightly-backup.at");
-        assert!(e.message.contains("HH:MM"), "{e}");
+        assert_eq!(e.config_key().unwrap(), "calendar.nightly-backup.at");
+        assert!(e.config_message().unwrap().contains("HH:MM"), "{e}");
         let e = Config::from_toml_with_env(
             "[calendar.nightly-backup]\ntime = \"01:30\"\n",
             "t.toml",
@@ -1633,21 +1647,24 @@ timeout_secs = 600
         assert_eq!(
             Config::from_toml_with_env(both, "t.toml", &no_env)
                 .unwrap_err()
-                .key,
+                .config_key()
+                .unwrap(),
             "check[0]"
         );
         let bad = "[[check]]\nname = \"x\"\nsql = \"SELECT 1\"\nwarn = 5\ncrit = 1\n";
         assert_eq!(
             Config::from_toml_with_env(bad, "t.toml", &no_env)
                 .unwrap_err()
-                .key,
+                .config_key()
+                .unwrap(),
             "check[0].crit"
         );
         let nodb = "[[check]]\nname = \"x\"\nsql = \"SELECT 1\"\ndatabase = \"nope\"\nwarn = 1\ncrit = 2\n";
         assert_eq!(
             Config::from_toml_with_env(nodb, "t.toml", &no_env)
                 .unwrap_err()
-                .key,
+                .config_key()
+                .unwrap(),
             "check[0].database"
         );
     }
@@ -1705,9 +1722,9 @@ timeout_secs = 600
             ("[[audit]]\nname = \"a\"\n", "audit[0]", "command"),
         ] {
             let e = Config::from_toml_with_env(toml, "t.toml", &no_env).unwrap_err();
-            assert_eq!(e.key, key, "{toml}: {e}");
-            assert_eq!(e.file, "t.toml");
-            assert!(e.message.contains(needle), "{toml}: {e}");
+            assert_eq!(e.config_key().unwrap(), key, "{toml}: {e}");
+            assert_eq!(e.config_file().unwrap(), "t.toml");
+            assert!(e.config_message().unwrap().contains(needle), "{toml}: {e}");
         }
     }
 
@@ -1815,20 +1832,24 @@ nginx_upstream = "web"
         ] {
             let e = Config::from_toml_with_env(&format!("{base}{extra}"), "t.toml", &no_env)
                 .unwrap_err();
-            assert_eq!(e.key, key, "{extra}: {e}");
-            assert_eq!(e.file, "t.toml");
-            assert!(e.message.contains(needle), "{extra}: {e}");
+            assert_eq!(e.config_key().unwrap(), key, "{extra}: {e}");
+            assert_eq!(e.config_file().unwrap(), "t.toml");
+            assert!(e.config_message().unwrap().contains(needle), "{extra}: {e}");
         }
         let dup = format!("{base}ports = [1, 2]\n{base}ports = [3, 4]\n");
         assert_eq!(
             Config::from_toml_with_env(&dup, "t.toml", &no_env)
                 .unwrap_err()
-                .key,
+                .config_key()
+                .unwrap(),
             "deploy.service[1].name"
         );
         let missing = "[[deploy.service]]\nname = \"api\"\nports = [1, 2]\n";
         let e = Config::from_toml_with_env(missing, "t.toml", &no_env).unwrap_err();
-        assert!(e.message.contains("nginx_upstream_file"), "{e}");
+        assert!(
+            e.config_message().unwrap().contains("nginx_upstream_file"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -60,9 +60,13 @@ impl Threshold {
     }
 
     /// Checks that the critical threshold is beyond the warning one.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), crate::Error> {
+        let invalid = |reason: String| crate::Error::Invalid {
+            what: "threshold",
+            reason,
+        };
         if !self.warn.is_finite() || !self.crit.is_finite() {
-            return Err("thresholds must be finite numbers".into());
+            return Err(invalid("thresholds must be finite numbers".into()));
         }
         let ordered = match self.direction {
             Direction::HigherIsWorse => self.crit >= self.warn,
@@ -71,10 +75,10 @@ impl Threshold {
         if ordered {
             Ok(())
         } else {
-            Err(format!(
+            Err(invalid(format!(
                 "critical threshold {} must be beyond warning threshold {} ({:?})",
                 self.crit, self.warn, self.direction
-            ))
+            )))
         }
     }
 }

@@ -34,6 +34,7 @@ pub mod calendar;
 pub mod clock;
 pub mod command;
 pub mod config;
+pub mod error;
 pub mod finding;
 pub mod fsutil;
 pub mod procedure;
@@ -51,6 +52,7 @@ pub use command::{
     run_checked,
 };
 pub use config::{Config, ConfigError, CustomCheckConfig, Environment};
+pub use error::Error;
 pub use finding::{Direction, Finding, Metric, Report, Threshold};
 pub use fsutil::{atomic_write, atomic_write_owned};
 pub use procedure::{

@@ -60,22 +60,9 @@ pub enum SecretRef {
     },
 }
 
-/// Why a secret could not be resolved. Never contains the value.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum SecretError {
-    /// The environment variable is not set (or not UTF-8).
-    #[error("environment variable {0} is not set")]
-    EnvMissing(String),
-    /// The file could not be read.
-    #[error("cannot read secret file {path}: {reason}")]
-    File {
-        /// The file.
-        path: PathBuf,
-        /// The OS error, as text.
-        reason: String,
-    },
-}
+/// Why a secret could not be resolved: tej-core's [`Error`](crate::Error) (its `EnvMissing`
+/// and `SecretFile` variants). Never contains the value.
+pub type SecretError = crate::Error;
 
 impl SecretRef {
     /// Reads the secret.
@@ -86,7 +73,7 @@ impl SecretRef {
                 .map_err(|_| SecretError::EnvMissing(env.clone())),
             SecretRef::File { file } => std::fs::read_to_string(file)
                 .map(|s| Secret::new(s.trim_end_matches(['\n', '\r']).to_string()))
-                .map_err(|e| SecretError::File {
+                .map_err(|e| SecretError::SecretFile {
                     path: file.clone(),
                     reason: e.kind().to_string(),
                 }),

@@ -434,7 +434,7 @@ impl RunContext {
             ctx.compose = Some(compose_target(c));
         }
         for spec in &config.backup.repositories {
-            validate_repository(spec).map_err(config_error)?;
+            validate_repository(spec).map_err(|e| config_error(e.to_string()))?;
             let owned = spec.clone();
             ctx.repositories.push(RepositoryTarget {
                 name: tej_core::secret::redact_url_passwords(spec),
