@@ -119,7 +119,8 @@ impl BackupSettings {
             .info()
             .map_err(|e| bad("compression_level", e.to_string()))?;
         for r in &c.repositories {
-            tej_core::config::validate_repository(r).map_err(|why| bad("repositories", why.to_string()))?;
+            tej_core::config::validate_repository(r)
+                .map_err(|why| bad("repositories", why.to_string()))?;
         }
         Ok(BackupSettings {
             repositories: c.repositories.clone(),
