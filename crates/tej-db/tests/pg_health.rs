@@ -3,7 +3,10 @@
 use std::time::Duration;
 use tej_core::Severity;
 use tej_db::pg::health::HorizonHolderKind;
-use tej_db::pg::{DbError, HealthOptions, PgAdmin, PgClient, PgConnectOptions, check_health};
+use tej_db::pg::{
+    DbError, HealthOptions, PgAdmin, PgClient, PgConnectOptions, PgValue, ReindexOptions,
+    check_health, reindex_index, run_configured_query,
+};
 use tej_testkit::PgCluster;
 use tokio_postgres::NoTls;
 
@@ -242,7 +245,7 @@ async fn errors_are_typed_for_the_operator() {
     pg.create_database("app").unwrap();
     pg.psql(
         "app",
-        "CREATE TABLE secrets (v text); CREATE ROLE intern LOGIN; REVOKE ALL ON secrets FROM PUBLIC;",
+        "CREATE TABLE secrets (v text); CREATE INDEX secrets_v ON secrets (v); CREATE ROLE intern LOGIN; REVOKE ALL ON secrets FROM PUBLIC;",
     )
     .unwrap();
 
@@ -252,7 +255,7 @@ async fn errors_are_typed_for_the_operator() {
         "postgres://postgres:pw1234@127.0.0.1:{port}/app"
     )))
     .unwrap();
-    let e = dead.query("SELECT 1", &[]).await.unwrap_err();
+    let e = dead.ping().await.unwrap_err();
     assert!(matches!(e, DbError::Unreachable { .. }), "{e:?}");
     assert!(!e.to_string().contains("pw1234"));
     let r = check_health(&dead, &HealthOptions::default()).await;
@@ -264,10 +267,7 @@ async fn errors_are_typed_for_the_operator() {
         r.findings[0].summary
     );
 
-    let e = client(&pg, "nope")
-        .query("SELECT 1", &[])
-        .await
-        .unwrap_err();
+    let e = client(&pg, "nope").ping().await.unwrap_err();
     assert_eq!(
         e,
         DbError::DatabaseMissing {
@@ -280,8 +280,7 @@ async fn errors_are_typed_for_the_operator() {
         pg.port()
     )))
     .unwrap();
-    match intern
-        .query("SELECT * FROM secrets", &[])
+    match run_configured_query(&intern, "SELECT * FROM secrets")
         .await
         .unwrap_err()
     {
@@ -291,29 +290,32 @@ async fn errors_are_typed_for_the_operator() {
         }
         other => panic!("expected permission denied, got {other:?}"),
     }
-    let e = intern
-        .maintenance("REINDEX TABLE secrets", Default::default())
-        .await
-        .unwrap_err();
+    let opts = ReindexOptions {
+        free_disk_bytes: Some(1 << 40),
+        ..ReindexOptions::default()
+    };
+    let r = reindex_index(&intern, "secrets_v", &opts).await;
+    assert_eq!(r.outcome, "failed", "{r:?}");
+    let reason = r.reason.unwrap_or_default();
     assert!(
-        matches!(&e, DbError::PermissionDenied { privilege, .. } if privilege.contains("owner")),
-        "{e:?}"
+        reason.starts_with("permission denied") && reason.contains("ownership"),
+        "{reason}"
     );
 
     let mut quick_opts = PgConnectOptions::new(pg.url("app"));
     quick_opts.query_timeout = Duration::from_millis(200);
     let quick = PgClient::new(&quick_opts).unwrap();
-    let e = quick
-        .query("SELECT pg_sleep(5)::text AS s", &[])
+    let e = run_configured_query(&quick, "SELECT pg_sleep(5)::text AS s")
         .await
         .unwrap_err();
     assert!(matches!(e, DbError::Timeout { .. }), "{e:?}");
     // The connection is still usable after the timeout.
     assert_eq!(
-        quick.query("SELECT 1::int8 AS one", &[]).await.unwrap()[0]
-            .i64("one")
-            .unwrap(),
-        1
+        run_configured_query(&quick, "SELECT 1::int8 AS one")
+            .await
+            .unwrap()
+            .first,
+        Some(PgValue::Int(1))
     );
 
     let e = PgClient::new(&PgConnectOptions::new("postgres://x@h:notaport/db")).unwrap_err();

@@ -5,9 +5,9 @@ use tej_core::{
     Calendar, Environment, Executor, FakeClock, Fixed, Guard, Outcome, Procedure, Severity,
 };
 use tej_db::pg::{
-    BloatMethod, BloatOptions, IndexAuditOptions, PgAdmin, PgClient, PgConnectOptions,
-    ReindexOptions, RelationKind, SizeOptions, SlowQueryOptions, VacuumFullStep, VacuumOptions,
-    bloat_report, index_audit, reindex_bloated, size_report, slow_queries, vacuum,
+    BloatMethod, BloatOptions, IndexAuditOptions, PgClient, PgConnectOptions, ReindexOptions,
+    RelationKind, SizeOptions, SlowQueryOptions, VacuumFullStep, VacuumOptions, bloat_report,
+    index_audit, reindex_bloated, size_report, slow_queries, vacuum,
 };
 use tej_testkit::{PgCluster, PgClusterOptions};
 
@@ -305,11 +305,11 @@ async fn vacuum_reports_progress_and_dead_tuples_and_vacuum_full_needs_confirmat
     assert_eq!(r.tables[0].live_after, 50_000);
     assert_eq!(*seen.lock().unwrap(), r.progress.len());
     // The maintenance session's lock_timeout does not leak into pooled sessions.
-    let rows = c
-        .query("SELECT current_setting('lock_timeout') AS v", &[])
-        .await
-        .unwrap();
-    assert_eq!(rows[0].str("v").unwrap(), "0");
+    let r =
+        tej_db::pg::run_configured_query(c.as_ref(), "SELECT current_setting('lock_timeout') AS v")
+            .await
+            .unwrap();
+    assert_eq!(r.first, Some(tej_db::pg::PgValue::Text("0".into())));
     let missing = vacuum(
         c.as_ref(),
         &VacuumOptions {

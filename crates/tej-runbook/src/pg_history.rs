@@ -11,32 +11,16 @@ use crate::error::{Result, RunbookError};
 use async_trait::async_trait;
 use jiff::Timestamp;
 use std::sync::Arc;
-use tej_db::pg::{PgAdmin, PgParam, PgStatement};
+use tej_db::pg::{MeasurementRow, PgAdmin};
 
-/// The migration, statement by statement (each idempotent).
-pub const HISTORY_MIGRATION: &[&str] = &[
-    "CREATE SCHEMA IF NOT EXISTS tej",
-    "CREATE TABLE IF NOT EXISTS tej.measurements (\
-     id bigserial PRIMARY KEY, \
-     metric text NOT NULL, \
-     target text NOT NULL DEFAULT '', \
-     at timestamptz NOT NULL, \
-     value double precision NOT NULL, \
-     unit text NOT NULL DEFAULT '')",
-    "CREATE INDEX IF NOT EXISTS measurements_series_idx ON tej.measurements (metric, target, at)",
-    "CREATE INDEX IF NOT EXISTS measurements_at_idx ON tej.measurements (at)",
-    "COMMENT ON TABLE tej.measurements IS 'tej capacity history (tej-runbook PgHistoryStore)'",
-];
-
-/// Rows per INSERT statement.
-const BATCH: usize = 500;
+pub use tej_db::pg::HISTORY_MIGRATION;
 
 /// The advisory lock id serialising migrations (`tej-runbook/history-migration`).
 fn migration_lock_id() -> i64 {
     crate::pg_lock::advisory_lock_id("tej-runbook/history-migration")
 }
 
-/// A [`HistoryStore`] in PostgreSQL (table `tej.measurements`).
+/// A [`HistoryStore`] in PostgreSQL (table `tej.measurements`, tej-db's [`tej_db::pg::history`]).
 pub struct PgHistoryStore {
     admin: Arc<dyn PgAdmin>,
     migrated: tokio::sync::OnceCell<()>,
@@ -55,21 +39,14 @@ fn q(e: impl std::fmt::Display) -> RunbookError {
     RunbookError::Query(e.to_string())
 }
 
-fn ts_text(t: Timestamp) -> String {
-    t.to_string()
-}
-
-fn parse_row(r: &tej_db::pg::PgRow) -> Result<Measurement> {
-    let at_us = r.i64("at_us").map_err(q)?;
-    let at = Timestamp::from_microsecond(at_us)
-        .map_err(|e| RunbookError::Query(format!("time out of range: {e}")))?;
-    Ok(Measurement {
-        metric: r.str("metric").map_err(q)?,
-        target: r.str("target").map_err(q)?,
-        at,
-        value: r.f64("value").map_err(q)?,
-        unit: r.str("unit").map_err(q)?,
-    })
+fn from_row(r: MeasurementRow) -> Measurement {
+    Measurement {
+        metric: r.metric,
+        target: r.target,
+        at: r.at,
+        value: r.value,
+        unit: r.unit,
+    }
 }
 
 impl PgHistoryStore {
@@ -86,23 +63,14 @@ impl PgHistoryStore {
     pub async fn migrate(&self) -> Result<()> {
         self.migrated
             .get_or_try_init(|| async {
-                let mut st = vec![PgStatement {
-                    sql: "SELECT pg_advisory_xact_lock($1::int8)".into(),
-                    params: vec![PgParam::Int(migration_lock_id())],
-                }];
-                st.extend(HISTORY_MIGRATION.iter().map(|s| PgStatement {
-                    sql: (*s).to_string(),
-                    params: Vec::new(),
-                }));
-                self.admin.transaction(&st).await.map_err(q).map(|_| ())
+                tej_db::pg::migrate_history(self.admin.as_ref(), migration_lock_id())
+                    .await
+                    .map_err(q)
             })
             .await
             .copied()
     }
 }
-
-const SELECT_COLS: &str =
-    "metric, target, (extract(epoch FROM at) * 1000000)::int8 AS at_us, value, unit";
 
 #[async_trait]
 impl HistoryStore for PgHistoryStore {
@@ -117,37 +85,19 @@ impl HistoryStore for PgHistoryStore {
             return Ok(());
         }
         self.migrate().await?;
-        let mut statements = Vec::new();
-        for chunk in measurements.chunks(BATCH) {
-            let mut sql = String::from(
-                "INSERT INTO tej.measurements (metric, target, at, value, unit) VALUES ",
-            );
-            let mut params = Vec::with_capacity(chunk.len() * 5);
-            for (i, m) in chunk.iter().enumerate() {
-                let b = i * 5;
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push_str(&format!(
-                    "(${}::text, ${}::text, ${}::text::timestamptz, ${}::float8, ${}::text)",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5
-                ));
-                params.extend([
-                    PgParam::Text(m.metric.clone()),
-                    PgParam::Text(m.target.clone()),
-                    PgParam::Text(ts_text(m.at)),
-                    PgParam::Float(m.value),
-                    PgParam::Text(m.unit.clone()),
-                ]);
-            }
-            statements.push(PgStatement { sql, params });
-        }
-        self.admin.transaction(&statements).await.map_err(q)?;
-        Ok(())
+        let rows: Vec<MeasurementRow> = measurements
+            .iter()
+            .map(|m| MeasurementRow {
+                metric: m.metric.clone(),
+                target: m.target.clone(),
+                at: m.at,
+                value: m.value,
+                unit: m.unit.clone(),
+            })
+            .collect();
+        tej_db::pg::insert_measurements(self.admin.as_ref(), &rows)
+            .await
+            .map_err(q)
     }
 
     async fn series(
@@ -157,52 +107,25 @@ impl HistoryStore for PgHistoryStore {
         since: Option<Timestamp>,
     ) -> Result<Vec<Measurement>> {
         self.migrate().await?;
-        let mut params = vec![
-            PgParam::Text(metric.to_string()),
-            PgParam::Text(target.to_string()),
-        ];
-        let sql = match since {
-            Some(s) => {
-                params.push(PgParam::Text(ts_text(s)));
-                format!(
-                    "SELECT {SELECT_COLS} FROM tej.measurements WHERE metric = $1::text AND target = $2::text \
-                     AND at >= $3::text::timestamptz ORDER BY at, id"
-                )
-            }
-            None => format!(
-                "SELECT {SELECT_COLS} FROM tej.measurements WHERE metric = $1::text AND target = $2::text ORDER BY at, id"
-            ),
-        };
-        let rows = self.admin.query(&sql, &params).await.map_err(q)?;
-        rows.iter().map(parse_row).collect()
+        let rows = tej_db::pg::measurement_series(self.admin.as_ref(), metric, target, since)
+            .await
+            .map_err(q)?;
+        Ok(rows.into_iter().map(from_row).collect())
     }
 
     async fn series_keys(&self) -> Result<Vec<(String, String)>> {
         self.migrate().await?;
-        let rows = self
-            .admin
-            .query(
-                "SELECT DISTINCT metric, target FROM tej.measurements ORDER BY metric, target",
-                &[],
-            )
+        tej_db::pg::measurement_keys(self.admin.as_ref())
             .await
-            .map_err(q)?;
-        rows.iter()
-            .map(|r| Ok((r.str("metric").map_err(q)?, r.str("target").map_err(q)?)))
-            .collect()
+            .map_err(q)
     }
 
     async fn prune(&self, before: Timestamp) -> Result<usize> {
         self.migrate().await?;
-        let n = self
-            .admin
-            .transaction(&[PgStatement {
-                sql: "DELETE FROM tej.measurements WHERE at < $1::text::timestamptz".into(),
-                params: vec![PgParam::Text(ts_text(before))],
-            }])
+        let n = tej_db::pg::delete_measurements_before(self.admin.as_ref(), before)
             .await
             .map_err(q)?;
-        Ok(n.first().copied().unwrap_or(0) as usize)
+        Ok(n as usize)
     }
 }
 
@@ -220,15 +143,15 @@ mod tests {
             .times(1)
             .in_sequence(&mut seq)
             .withf(|st| {
-                st[0].sql.contains("pg_advisory_xact_lock")
-                    && st[1].sql == "CREATE SCHEMA IF NOT EXISTS tej"
+                st[0].sql().contains("pg_advisory_xact_lock")
+                    && st[1].sql() == "CREATE SCHEMA IF NOT EXISTS tej"
                     && st.len() == HISTORY_MIGRATION.len() + 1
             })
             .returning(|st| Ok(vec![0; st.len()]));
         m.expect_transaction()
             .times(1)
             .in_sequence(&mut seq)
-            .withf(|st| st.len() == 3 && st[2].params.len() == 5 * 2)
+            .withf(|st| st.len() == 3 && st[2].params().len() == 5 * 2)
             .returning(|st| Ok(vec![1; st.len()]));
         m.expect_query().returning(|_, _| {
             Ok(vec![PgRow::from_pairs([
@@ -241,7 +164,7 @@ mod tests {
         });
         let store = PgHistoryStore::new(Arc::new(m));
         let at: Timestamp = "2025-01-01T00:00:00Z".parse().unwrap();
-        let batch: Vec<Measurement> = (0..(BATCH * 2 + 2))
+        let batch: Vec<Measurement> = (0..(tej_db::pg::history::HISTORY_BATCH * 2 + 2))
             .map(|i| Measurement::new("m", "t", at, i as f64))
             .collect();
         store.append(&batch).await.unwrap();

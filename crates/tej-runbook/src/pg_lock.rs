@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 use tej_core::Secret;
 use tej_core::secret::redact_url_passwords;
-use tej_db::pg::{PgParam, PgSession};
+use tej_db::pg::PgSession;
 use tej_db::{PgClient, PgConnectOptions};
 
 /// The advisory lock id of `key`: 64-bit FNV-1a of its UTF-8 bytes, as a signed bigint.
@@ -103,34 +103,35 @@ impl PgAdvisoryRunLock {
         if s.is_closed() {
             return false;
         }
-        let sql = "SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted \
-                   AND ((classid::int8 << 32) | objid::int8) = $1::int8";
-        let params = [PgParam::Int(advisory_lock_id(key))];
+        let id = advisory_lock_id(key);
         matches!(
-            tokio::time::timeout(self.timeout, s.query(sql, &params)).await,
-            Ok(Ok(rows)) if rows.first().and_then(|r| r.i64("n").ok()).unwrap_or(0) > 0
+            tokio::time::timeout(self.timeout, s.holds_advisory_lock(id)).await,
+            Ok(Ok(true))
         )
     }
 
-    /// Runs `sql` (one boolean column `ok`) with the lock id of `key` on `session`.
-    async fn lock_call(&self, session: &PgSession, sql: &str, key: &str) -> Result<bool> {
-        let what = sql
-            .split('(')
-            .next()
-            .unwrap_or(sql)
-            .trim_start_matches("SELECT ");
-        let params = [PgParam::Int(advisory_lock_id(key))];
-        let rows = tokio::time::timeout(self.timeout, session.query(sql, &params))
+    /// Takes (`lock`) or releases the advisory lock of `key` on `session`, within the timeout.
+    async fn lock_call(&self, session: &PgSession, lock: bool, key: &str) -> Result<bool> {
+        let id = advisory_lock_id(key);
+        let what = if lock {
+            "pg_try_advisory_lock"
+        } else {
+            "pg_advisory_unlock"
+        };
+        let call = async {
+            if lock {
+                session.try_advisory_lock(id).await
+            } else {
+                session.advisory_unlock(id).await
+            }
+        };
+        tokio::time::timeout(self.timeout, call)
             .await
             .map_err(|_| RunbookError::Timeout {
                 what: format!("{what} on {}", self.target),
                 after: self.timeout,
             })?
-            .map_err(|e| lock_err(what, e))?;
-        rows.first()
-            .ok_or_else(|| lock_err(what, "no row"))?
-            .bool("ok")
-            .map_err(|e| lock_err(&format!("{what} reply"), e))
+            .map_err(|e| lock_err(what, e))
     }
 }
 
@@ -149,9 +150,7 @@ impl RunLock for PgAdvisoryRunLock {
             self.client.session().await.map_err(|e| {
                 lock_err(&format!("connect to {} for the run lock", self.target), e)
             })?;
-        let got = self
-            .lock_call(&session, "SELECT pg_try_advisory_lock($1::int8) AS ok", key)
-            .await?;
+        let got = self.lock_call(&session, true, key).await?;
         if got {
             tracing::debug!(key, id = advisory_lock_id(key), "run lock taken");
             sessions.insert(key.to_string(), session);
@@ -168,9 +167,7 @@ impl RunLock for PgAdvisoryRunLock {
             // The session is gone, and with it the lock.
             return Ok(());
         }
-        let r = self
-            .lock_call(&session, "SELECT pg_advisory_unlock($1::int8) AS ok", key)
-            .await;
+        let r = self.lock_call(&session, false, key).await;
         // Whatever the answer, dropping the session closes it, which releases the lock too.
         drop(session);
         r.map(|_| ())

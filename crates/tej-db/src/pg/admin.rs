@@ -20,13 +20,76 @@ pub struct SessionLimits {
     pub lock_timeout: Option<Duration>,
 }
 
+/// SQL text. Only tej-db writes it: other crates call tej-db's typed functions, and SQL an
+/// operator writes in `tej.toml` runs through [`run_configured_query`](super::run_configured_query).
+/// A [`PgAdmin`] mock sees it as a `str`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sql(std::borrow::Cow<'static, str>);
+
+impl Sql {
+    /// SQL written in tej-db.
+    pub(crate) const fn new(sql: &'static str) -> Sql {
+        Sql(std::borrow::Cow::Borrowed(sql))
+    }
+
+    /// SQL assembled in tej-db (quoted identifiers, a batch of rows).
+    pub(crate) fn owned(sql: String) -> Sql {
+        Sql(std::borrow::Cow::Owned(sql))
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Sql {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Sql {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl PartialEq<str> for Sql {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for Sql {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
 /// One statement of a transaction.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PgStatement {
-    /// SQL with `$n` placeholders (cast them: `$1::text`).
-    pub sql: String,
-    /// Parameters.
-    pub params: Vec<PgParam>,
+    sql: Sql,
+    params: Vec<PgParam>,
+}
+
+impl PgStatement {
+    /// `sql` (with `$n` placeholders; cast them: `$1::text`) with `params`.
+    pub(crate) fn new(sql: Sql, params: Vec<PgParam>) -> PgStatement {
+        PgStatement { sql, params }
+    }
+
+    /// The SQL.
+    pub fn sql(&self) -> &Sql {
+        &self.sql
+    }
+
+    /// The parameters.
+    pub fn params(&self) -> &[PgParam] {
+        &self.params
+    }
 }
 
 /// The answer to a reachability probe.
@@ -47,10 +110,11 @@ pub trait PgAdmin: Send + Sync {
     /// Connects (if needed) and runs `SELECT 1`, the way `pg_isready` probes a server.
     async fn ping(&self) -> Result<Ping, DbError>;
     /// Runs a read query on a pooled connection; may run concurrently with other calls.
-    async fn query(&self, sql: &str, params: &[PgParam]) -> Result<Vec<PgRow>, DbError>;
+    /// The transport of tej-db's typed functions: only tej-db can make an [`Sql`].
+    async fn query(&self, sql: Sql, params: &[PgParam]) -> Result<Vec<PgRow>, DbError>;
     /// Runs a maintenance statement (VACUUM, REINDEX, ANALYZE...) outside a transaction block,
     /// with the session's `statement_timeout`/`lock_timeout` set to `limits`; returns rows affected.
-    async fn maintenance(&self, sql: &str, limits: SessionLimits) -> Result<u64, DbError>;
+    async fn maintenance(&self, sql: Sql, limits: SessionLimits) -> Result<u64, DbError>;
     /// Runs statements in one transaction, committed only if all succeed; rows affected by each.
     async fn transaction(&self, statements: &[PgStatement]) -> Result<Vec<u64>, DbError>;
     /// Free bytes on the file system of the data directory, when the server is local and readable.
@@ -190,7 +254,7 @@ impl std::fmt::Debug for PgSession {
 
 impl PgSession {
     /// Runs a query on this session.
-    pub async fn query(&self, sql: &str, params: &[PgParam]) -> Result<Vec<PgRow>, DbError> {
+    pub(crate) async fn query(&self, sql: &str, params: &[PgParam]) -> Result<Vec<PgRow>, DbError> {
         let ctx = ErrorContext {
             sql: sql.to_string(),
             ..self.ctx.clone()
@@ -307,12 +371,13 @@ impl PgAdmin for PgClient {
         })
     }
 
-    async fn query(&self, sql: &str, params: &[PgParam]) -> Result<Vec<PgRow>, DbError> {
-        let c = self.conn(sql).await?;
-        run_query(&c, sql, params, &self.ctx(sql)).await
+    async fn query(&self, sql: Sql, params: &[PgParam]) -> Result<Vec<PgRow>, DbError> {
+        let c = self.conn(&sql).await?;
+        run_query(&c, &sql, params, &self.ctx(&sql)).await
     }
 
-    async fn maintenance(&self, sql: &str, limits: SessionLimits) -> Result<u64, DbError> {
+    async fn maintenance(&self, sql: Sql, limits: SessionLimits) -> Result<u64, DbError> {
+        let sql = sql.as_str();
         // Taken out of the pool: if this future is dropped mid-statement, the session with its
         // timeouts is closed instead of being handed to the next caller.
         let c = deadpool_postgres::Object::take(self.conn(sql).await?);
@@ -368,7 +433,10 @@ impl PgAdmin for PgClient {
             return Ok(None);
         }
         let rows = match self
-            .query("SELECT current_setting('data_directory') AS dir", &[])
+            .query(
+                Sql::new("SELECT current_setting('data_directory') AS dir"),
+                &[],
+            )
             .await
         {
             Ok(r) => r,

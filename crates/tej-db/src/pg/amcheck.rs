@@ -1,6 +1,7 @@
 //! Corruption check with amcheck: `verify_heapam` for tables and `bt_index_check` (with
 //! `heapallindexed`) for btree indexes, reporting each damaged relation.
 
+use super::Sql;
 use super::bloat::extension_installed;
 use super::{DbError, PgAdmin, PgParam, SessionLimits};
 use futures::StreamExt;
@@ -75,6 +76,9 @@ pub(crate) const VERIFY_HEAPAM_SQL: &str = "SELECT blkno::int8 AS blkno, offnum:
 pub(crate) const BT_INDEX_CHECK_SQL: &str =
     "SELECT bt_index_check($1::int8::oid::regclass, $2::bool)";
 
+/// Installs amcheck when [`AmcheckOptions::create_extension`] asks for it.
+pub const CREATE_AMCHECK_SQL: &str = "CREATE EXTENSION IF NOT EXISTS amcheck";
+
 /// Checks tables and btree indexes; a relation amcheck rejects is reported, not an error.
 pub async fn amcheck<A: PgAdmin + ?Sized>(
     admin: &A,
@@ -83,10 +87,7 @@ pub async fn amcheck<A: PgAdmin + ?Sized>(
     if !extension_installed(admin, "amcheck").await? {
         if opts.create_extension {
             admin
-                .maintenance(
-                    "CREATE EXTENSION IF NOT EXISTS amcheck",
-                    SessionLimits::default(),
-                )
+                .maintenance(Sql::new(CREATE_AMCHECK_SQL), SessionLimits::default())
                 .await?;
         } else {
             return Err(DbError::ExtensionMissing {
@@ -97,8 +98,8 @@ pub async fn amcheck<A: PgAdmin + ?Sized>(
     }
     let cat = [PgParam::Bool(opts.include_catalogs)];
     let (tables, indexes) = tokio::join!(
-        admin.query(AMCHECK_TABLES_SQL, &cat),
-        admin.query(AMCHECK_INDEXES_SQL, &cat)
+        admin.query(Sql::new(AMCHECK_TABLES_SQL), &cat),
+        admin.query(Sql::new(AMCHECK_INDEXES_SQL), &cat)
     );
     let mut jobs: Vec<(i64, String, bool)> = Vec::new();
     if opts.heap {
@@ -117,7 +118,7 @@ pub async fn amcheck<A: PgAdmin + ?Sized>(
             let kind = if is_table { "table" } else { "index" };
             let r = if is_table {
                 admin
-                    .query(VERIFY_HEAPAM_SQL, &[PgParam::Int(oid)])
+                    .query(Sql::new(VERIFY_HEAPAM_SQL), &[PgParam::Int(oid)])
                     .await
                     .and_then(|rows| {
                         rows.iter()
@@ -136,7 +137,7 @@ pub async fn amcheck<A: PgAdmin + ?Sized>(
             } else {
                 admin
                     .query(
-                        BT_INDEX_CHECK_SQL,
+                        Sql::new(BT_INDEX_CHECK_SQL),
                         &[PgParam::Int(oid), PgParam::Bool(heapallindexed)],
                     )
                     .await

@@ -2,6 +2,7 @@
 //! `pg_stats`), confirmed for the top candidates with `pgstattuple_approx`/`pgstatindex`
 //! when the pgstattuple extension is installed.
 
+use super::Sql;
 use super::util::human_bytes;
 use super::{DbError, PgAdmin, PgParam, PgRow};
 use serde::Serialize;
@@ -211,7 +212,7 @@ pub async fn extension_installed<A: PgAdmin + ?Sized>(
     name: &str,
 ) -> Result<bool, DbError> {
     Ok(!admin
-        .query(EXTENSION_SQL, &[PgParam::Text(name.into())])
+        .query(Sql::new(EXTENSION_SQL), &[PgParam::Text(name.into())])
         .await?
         .is_empty())
 }
@@ -224,7 +225,7 @@ pub(crate) async fn measure<A: PgAdmin + ?Sized>(
     match b.kind {
         RelationKind::Table => {
             let rows = admin
-                .query(PGSTATTUPLE_APPROX_SQL, &[PgParam::Int(b.oid)])
+                .query(Sql::new(PGSTATTUPLE_APPROX_SQL), &[PgParam::Int(b.oid)])
                 .await?;
             if let Some(r) = rows.first() {
                 let bytes = r.i64("bytes")?;
@@ -240,7 +241,9 @@ pub(crate) async fn measure<A: PgAdmin + ?Sized>(
             }
         }
         RelationKind::Index => {
-            let rows = admin.query(PGSTATINDEX_SQL, &[PgParam::Int(b.oid)]).await?;
+            let rows = admin
+                .query(Sql::new(PGSTATINDEX_SQL), &[PgParam::Int(b.oid)])
+                .await?;
             if let Some(r) = rows.first() {
                 let bytes = r.i64("bytes")?;
                 let density = r.opt_f64("density")?.unwrap_or(f64::NAN);
@@ -263,8 +266,8 @@ pub async fn bloat_report<A: PgAdmin + ?Sized>(
     let min = [PgParam::Int(opts.min_bytes)];
     let (ext, tables, indexes) = tokio::join!(
         extension_installed(admin, "pgstattuple"),
-        admin.query(TABLE_ESTIMATE_SQL, &min),
-        admin.query(INDEX_ESTIMATE_SQL, &min)
+        admin.query(Sql::new(TABLE_ESTIMATE_SQL), &min),
+        admin.query(Sql::new(INDEX_ESTIMATE_SQL), &min)
     );
     let pgstattuple = ext?;
     let mut t = Vec::new();

@@ -2,6 +2,7 @@
 //! wraparound, the xmin horizon and who pins it, blocking locks, archiver, checksums,
 //! invalid indexes and sequences. Its queries run concurrently.
 
+use super::Sql;
 use super::util::{human_bytes, human_duration, truncate};
 use super::{DbError, PgAdmin, PgRow, Ping};
 use serde::Serialize;
@@ -1105,17 +1106,17 @@ pub async fn check_health<A: PgAdmin + ?Sized>(admin: &A, opts: &HealthOptions) 
         invalid,
         sequences,
     ) = tokio::join!(
-        admin.query(SERVER_SQL, &[]),
-        admin.query(WRAPAROUND_SQL, &[]),
-        admin.query(OLDEST_FROZEN_SQL, &limit),
-        admin.query(SESSIONS_SQL, &[]),
-        admin.query(PREPARED_SQL, &[]),
-        admin.query(SLOTS_SQL, &[]),
-        admin.query(BLOCKED_SQL, &[]),
-        admin.query(ARCHIVER_SQL, &[]),
-        admin.query(CHECKSUMS_SQL, &[]),
-        admin.query(INVALID_INDEXES_SQL, &[]),
-        admin.query(SEQUENCES_SQL, &[]),
+        admin.query(Sql::new(SERVER_SQL), &[]),
+        admin.query(Sql::new(WRAPAROUND_SQL), &[]),
+        admin.query(Sql::new(OLDEST_FROZEN_SQL), &limit),
+        admin.query(Sql::new(SESSIONS_SQL), &[]),
+        admin.query(Sql::new(PREPARED_SQL), &[]),
+        admin.query(Sql::new(SLOTS_SQL), &[]),
+        admin.query(Sql::new(BLOCKED_SQL), &[]),
+        admin.query(Sql::new(ARCHIVER_SQL), &[]),
+        admin.query(Sql::new(CHECKSUMS_SQL), &[]),
+        admin.query(Sql::new(INVALID_INDEXES_SQL), &[]),
+        admin.query(Sql::new(SEQUENCES_SQL), &[]),
     );
     let mut failures = Vec::new();
     let mut take = |check: &str, r: Result<Vec<PgRow>, DbError>| -> Vec<PgRow> {
@@ -1294,7 +1295,7 @@ mod tests {
                 connect_ms: 3.0,
             })
         });
-        m.expect_query().returning(move |sql, _| rows(sql));
+        m.expect_query().returning(move |sql, _| rows(&sql));
         m
     }
 

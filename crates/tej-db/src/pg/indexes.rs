@@ -1,6 +1,7 @@
 //! Index audit: unused indexes (with the age of the statistics), duplicates, foreign keys
 //! without a supporting index, and large tables read mostly by sequential scans.
 
+use super::Sql;
 use super::util::{human_bytes, human_duration};
 use super::{DbError, PgAdmin, PgParam, PgRow};
 use serde::Serialize;
@@ -188,11 +189,11 @@ pub async fn index_audit<A: PgAdmin + ?Sized>(
     let unused_min = [PgParam::Int(opts.unused_min_bytes)];
     let seq_min = [PgParam::Int(opts.seq_scan_min_bytes)];
     let (reset, unused, dups, fks, seq) = tokio::join!(
-        admin.query(STATS_RESET_SQL, &[]),
-        admin.query(UNUSED_SQL, &unused_min),
-        admin.query(DUPLICATES_SQL, &[]),
-        admin.query(UNINDEXED_FK_SQL, &[]),
-        admin.query(SEQ_SCAN_SQL, &seq_min),
+        admin.query(Sql::new(STATS_RESET_SQL), &[]),
+        admin.query(Sql::new(UNUSED_SQL), &unused_min),
+        admin.query(Sql::new(DUPLICATES_SQL), &[]),
+        admin.query(Sql::new(UNINDEXED_FK_SQL), &[]),
+        admin.query(Sql::new(SEQ_SCAN_SQL), &seq_min),
     );
     let reset = reset?;
     let (stats_reset, stats_age_s) = match reset.first() {

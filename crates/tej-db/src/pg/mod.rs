@@ -13,18 +13,30 @@
 //! - `reindex`: [`reindex_bloated`] / [`ReindexStep`]
 //! - `amcheck`: [`amcheck()`]
 //! - `force-password-reset`: [`ForcePasswordResetStep`]
+//!
+//! What the runbooks and tej-backup read besides: [`archiver_state`], [`buffer_cache_counts`],
+//! the capacity history ([`history`]), session advisory locks ([`PgSession::try_advisory_lock`]),
+//! the base-backup session ([`base_backup::BaseBackupSession`]), the SQL tej-backup runs
+//! through `psql` ([`psql`]), and SQL an operator configured ([`run_configured_query`]).
+//! Only tej-db makes an [`Sql`]: [`PgAdmin::query`] is the transport of these functions, not a
+//! way for other crates to send their own.
 
 mod admin;
+mod advisory;
 pub mod amcheck;
+pub mod base_backup;
 pub mod bloat;
 mod connect;
 mod error;
 pub mod health;
+pub mod history;
 pub mod indexes;
 pub mod password_reset;
+pub mod psql;
 pub mod reindex;
 pub mod size;
 pub mod slow;
+mod stats;
 mod util;
 pub mod vacuum;
 mod value;
@@ -32,8 +44,8 @@ pub mod weekly;
 
 #[cfg(any(test, feature = "mock"))]
 pub use admin::MockPgAdmin;
-pub use admin::{PgAdmin, PgClient, PgSession, PgStatement, Ping, SessionLimits};
-pub use amcheck::{AmcheckOptions, AmcheckReport, DamagedRelation, amcheck};
+pub use admin::{PgAdmin, PgClient, PgSession, PgStatement, Ping, SessionLimits, Sql};
+pub use amcheck::{AmcheckOptions, AmcheckReport, CREATE_AMCHECK_SQL, DamagedRelation, amcheck};
 pub use bloat::{
     BloatMethod, BloatOptions, BloatReport, RelationBloat, RelationKind, bloat_report,
     extension_installed,
@@ -41,6 +53,10 @@ pub use bloat::{
 pub use connect::PgConnectOptions;
 pub use error::DbError;
 pub use health::{HealthOptions, HealthReport, check_health};
+pub use history::{
+    HISTORY_MIGRATION, MeasurementRow, delete_measurements_before, insert_measurements,
+    measurement_keys, measurement_series, migrate_history,
+};
 pub use indexes::{IndexAudit, IndexAuditOptions, index_audit};
 pub use password_reset::{ForcePasswordResetStep, PasswordResetOptions, PasswordResetOutcome};
 pub use reindex::{
@@ -51,6 +67,10 @@ pub use size::{RelationSize, SizeOptions, SizeReport, size_report};
 pub use slow::{
     ENABLE_PG_STAT_STATEMENTS, SlowQuery, SlowQueryOptions, SlowQueryOrder, SlowQueryReport,
     slow_queries,
+};
+pub use stats::{
+    ARCHIVER_STATE_SQL, ArchiverState, BUFFER_CACHE_SQL, BufferCacheCounts, ConfiguredQuery,
+    archiver_state, buffer_cache_counts, run_configured_query,
 };
 pub use util::{human_bytes, human_duration};
 pub use vacuum::{

@@ -1,7 +1,7 @@
 //! The security-breach step: force every user to reset their password, in one transaction,
 //! as a destructive (confirmed, audited) step.
 
-use super::{DbError, PgAdmin, PgStatement, quote_ident, quote_qualified};
+use super::{DbError, PgAdmin, PgStatement, Sql, quote_ident, quote_qualified};
 use async_trait::async_trait;
 use serde::Serialize;
 use std::sync::Arc;
@@ -75,7 +75,7 @@ impl Step for ForcePasswordResetStep {
     }
     async fn plan(&self) -> Result<Plan, StepError> {
         let (count, update) = self.statements()?;
-        let rows = self.admin.query(&count, &[]).await?;
+        let rows = self.admin.query(Sql::owned(count), &[]).await?;
         let r = rows
             .first()
             .ok_or_else(|| DbError::UnexpectedReply("count returned no row".into()))?;
@@ -94,10 +94,7 @@ impl Step for ForcePasswordResetStep {
         let (_, update) = self.statements()?;
         let counts = self
             .admin
-            .transaction(&[PgStatement {
-                sql: update,
-                params: Vec::new(),
-            }])
+            .transaction(&[PgStatement::new(Sql::owned(update), Vec::new())])
             .await?;
         let outcome = PasswordResetOutcome {
             table: self.options.table.clone(),
@@ -145,7 +142,7 @@ mod tests {
             m.expect_transaction().times(1).returning(|st| {
                 assert_eq!(st.len(), 1);
                 assert_eq!(
-                    st[0].sql,
+                    st[0].sql(),
                     "UPDATE \"auth\".\"accounts\" SET \"must_reset\" = true WHERE \"must_reset\" IS DISTINCT FROM true"
                 );
                 Ok(vec![7])

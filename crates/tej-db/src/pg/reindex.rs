@@ -1,6 +1,7 @@
 //! `REINDEX INDEX CONCURRENTLY` only where it pays: indexes above a bloat threshold, with
 //! `lock_timeout` and retries, a free-disk check first, and cleanup of `_ccnew` leftovers.
 
+use super::Sql;
 use super::bloat::{BloatMethod, BloatOptions, bloat_report};
 use super::util::human_bytes;
 use super::{DbError, PgAdmin, PgParam, SessionLimits};
@@ -138,13 +139,13 @@ pub async fn drop_reindex_leftovers<A: PgAdmin + ?Sized>(
     admin: &A,
     lock_timeout: Duration,
 ) -> Result<Vec<String>, DbError> {
-    let rows = admin.query(LEFTOVERS_SQL, &[]).await?;
+    let rows = admin.query(Sql::new(LEFTOVERS_SQL), &[]).await?;
     let mut dropped = Vec::new();
     for r in &rows {
         let idx = r.str("index")?;
         admin
             .maintenance(
-                &format!("DROP INDEX CONCURRENTLY IF EXISTS {idx}"),
+                Sql::owned(format!("DROP INDEX CONCURRENTLY IF EXISTS {idx}")),
                 SessionLimits {
                     statement_timeout: None,
                     lock_timeout: Some(lock_timeout),
@@ -158,7 +159,7 @@ pub async fn drop_reindex_leftovers<A: PgAdmin + ?Sized>(
 
 async fn index_size<A: PgAdmin + ?Sized>(admin: &A, index: &str) -> Result<(i64, String), DbError> {
     let rows = admin
-        .query(INDEX_SIZE_SQL, &[PgParam::Text(index.into())])
+        .query(Sql::new(INDEX_SIZE_SQL), &[PgParam::Text(index.into())])
         .await?;
     let r = rows
         .first()
@@ -226,7 +227,7 @@ pub async fn reindex_index<A: PgAdmin + ?Sized>(
             attempts = n;
             let sql = sql.clone();
             async move {
-                let r = admin.maintenance(&sql, limits).await;
+                let r = admin.maintenance(Sql::owned(sql.clone()), limits).await;
                 if r.is_err() {
                     // A failed concurrent rebuild leaves an invalid _ccnew index behind.
                     let _ = drop_reindex_leftovers(admin, opts.lock_timeout).await;

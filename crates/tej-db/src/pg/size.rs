@@ -1,5 +1,6 @@
 //! Database size and the largest relations, with table, index and TOAST bytes apart.
 
+use super::Sql;
 use super::util::human_bytes;
 use super::{DbError, PgAdmin, PgParam};
 use serde::Serialize;
@@ -69,8 +70,8 @@ pub async fn size_report<A: PgAdmin + ?Sized>(
 ) -> Result<SizeReport, DbError> {
     let top = [PgParam::Int(opts.top)];
     let (db, largest) = tokio::join!(
-        admin.query(DB_SIZE_SQL, &[]),
-        admin.query(LARGEST_SQL, &top)
+        admin.query(Sql::new(DB_SIZE_SQL), &[]),
+        admin.query(Sql::new(LARGEST_SQL), &top)
     );
     let db = db?;
     let row = db

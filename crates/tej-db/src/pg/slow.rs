@@ -3,7 +3,7 @@
 
 use super::bloat::extension_installed;
 use super::util::truncate;
-use super::{DbError, PgAdmin, PgParam};
+use super::{DbError, PgAdmin, PgParam, Sql};
 use serde::Serialize;
 use tej_core::{Finding, Metric, Severity, Threshold};
 
@@ -119,7 +119,7 @@ pub async fn slow_queries<A: PgAdmin + ?Sized>(
         SlowQueryOrder::MeanTime => SLOW_SQL_MEAN,
         SlowQueryOrder::TotalTime => SLOW_SQL_TOTAL,
     };
-    let rows = match admin.query(sql, &[PgParam::Int(opts.top)]).await {
+    let rows = match admin.query(Sql::new(sql), &[PgParam::Int(opts.top)]).await {
         Ok(r) => r,
         // 55000: "pg_stat_statements must be loaded via shared_preload_libraries"
         Err(DbError::Server { code, message }) if code == "55000" => {

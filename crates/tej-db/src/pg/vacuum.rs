@@ -1,6 +1,7 @@
 //! `VACUUM (ANALYZE)` with progress and before/after dead tuples, `ANALYZE` alone, and
 //! `VACUUM FULL` as a destructive step that needs a table list and confirmation.
 
+use super::Sql;
 use super::util::{human_bytes, human_duration};
 use super::{DbError, PgAdmin, PgParam, SessionLimits, quote_qualified};
 use async_trait::async_trait;
@@ -144,7 +145,7 @@ async fn dead_tuples<A: PgAdmin + ?Sized>(
     admin: &A,
     wanted: &[String],
 ) -> Result<Vec<(String, i64, i64)>, DbError> {
-    let rows = admin.query(DEAD_TUPLES_SQL, &[]).await?;
+    let rows = admin.query(Sql::new(DEAD_TUPLES_SQL), &[]).await?;
     let mut v = Vec::new();
     for r in &rows {
         let name = r.str("table_name")?;
@@ -192,7 +193,7 @@ pub async fn vacuum<A: PgAdmin + ?Sized>(
     let started = Instant::now();
     let mut progress = Vec::new();
     let run_sql = statement.clone();
-    let run = admin.maintenance(&run_sql, limits);
+    let run = admin.maintenance(Sql::owned(run_sql.clone()), limits);
     tokio::pin!(run);
     let mut ticker = tokio::time::interval(opts.progress_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -201,7 +202,7 @@ pub async fn vacuum<A: PgAdmin + ?Sized>(
         tokio::select! {
             r = &mut run => break r,
             _ = ticker.tick() => {
-                if let Ok(rows) = admin.query(PROGRESS_SQL, &[]).await {
+                if let Ok(rows) = admin.query(Sql::new(PROGRESS_SQL), &[]).await {
                     for r in &rows {
                         let p = VacuumProgress {
                             pid: r.i64("pid")?,
@@ -374,7 +375,7 @@ impl Step for AnalyzeStep {
         let t = Instant::now();
         self.admin
             .maintenance(
-                &sql,
+                Sql::owned(sql.clone()),
                 SessionLimits {
                     statement_timeout: None,
                     lock_timeout: Some(self.lock_timeout),
@@ -433,7 +434,7 @@ impl Step for VacuumFullStep {
             let q = quote_qualified(t)?;
             let rows = self
                 .admin
-                .query(TOTAL_SIZE_SQL, &[PgParam::Text(q.clone())])
+                .query(Sql::new(TOTAL_SIZE_SQL), &[PgParam::Text(q.clone())])
                 .await?;
             let bytes = rows
                 .first()
@@ -473,12 +474,12 @@ impl Step for VacuumFullStep {
             };
             let bytes_before = size(
                 self.admin
-                    .query(TOTAL_SIZE_SQL, &[PgParam::Text(q.clone())])
+                    .query(Sql::new(TOTAL_SIZE_SQL), &[PgParam::Text(q.clone())])
                     .await?,
             )?;
             self.admin
                 .maintenance(
-                    &format!("VACUUM (FULL, ANALYZE) {q}"),
+                    Sql::owned(format!("VACUUM (FULL, ANALYZE) {q}")),
                     SessionLimits {
                         statement_timeout: None,
                         lock_timeout: Some(self.lock_timeout),
@@ -487,7 +488,7 @@ impl Step for VacuumFullStep {
                 .await?;
             let bytes_after = size(
                 self.admin
-                    .query(TOTAL_SIZE_SQL, &[PgParam::Text(q.clone())])
+                    .query(Sql::new(TOTAL_SIZE_SQL), &[PgParam::Text(q.clone())])
                     .await?,
             )?;
             results.push(VacuumFullResult {

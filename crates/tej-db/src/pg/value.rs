@@ -21,6 +21,19 @@ pub enum PgValue {
     Text(String),
 }
 
+impl PgValue {
+    /// The value as a number: integers, floats, numeric text; `true`/`false` as 1/0; NULL none.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            PgValue::Int(i) => Some(*i as f64),
+            PgValue::Float(f) => Some(*f),
+            PgValue::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
+            PgValue::Text(t) => t.trim().parse().ok(),
+            PgValue::Null => None,
+        }
+    }
+}
+
 impl From<i64> for PgValue {
     fn from(v: i64) -> Self {
         PgValue::Int(v)

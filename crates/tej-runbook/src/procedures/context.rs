@@ -540,16 +540,14 @@ impl QueryRunner for ContextQueries {
                 kind: "database",
                 name: database.to_string(),
             })?;
-        let rows = db
-            .admin
-            .query(sql, &[])
+        let r = tej_db::pg::run_configured_query(db.admin.as_ref(), sql)
             .await
             .map_err(|e| RunbookError::Query(e.to_string()))?;
-        let value = rows
-            .first()
-            .and_then(|r| r.columns().first().and_then(|c| r.get(c)))
+        let value = r
+            .first
             .ok_or_else(|| RunbookError::Query("the query returned no rows".into()))?;
-        super::support::pg_value_f64(value)
+        value
+            .as_f64()
             .ok_or_else(|| RunbookError::Query(format!("not a number: {value:?}")))
     }
 

@@ -10,12 +10,11 @@ use super::context::RunContext;
 use super::support::{human_secs, redis_task, retarget, tls_tasks, unknown, unreachable};
 use crate::runner::{CheckTask, run_checks};
 use jiff::{SignedDuration, Timestamp};
-use serde::Serialize;
 use std::collections::BTreeMap;
 use tej_backup::{BackupKind, BackupSummary, Inventory, WalFileName};
 use tej_core::{Clock, Finding, Metric, Report, Severity, Threshold};
 use tej_db::PgAdmin;
-use tej_db::pg::{HealthOptions, PgValue, check_health};
+use tej_db::pg::{HealthOptions, check_health};
 use tej_db::redis::{RedisThresholds, redis_health};
 use tej_host::{LogReviewOptions, LogThresholds, ResourceThresholds};
 
@@ -528,55 +527,8 @@ pub fn backup_freshness(
     out
 }
 
-/// `pg_stat_archiver` with ages measured by the server's clock.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ArchiverState {
-    /// `archive_mode`.
-    pub archive_mode: String,
-    /// WAL files archived since the statistics were reset.
-    pub archived_count: i64,
-    /// Last WAL file archived.
-    pub last_archived_wal: Option<String>,
-    /// Seconds since the last successful archive.
-    pub archived_age_s: Option<f64>,
-    /// Failed attempts since the statistics were reset.
-    pub failed_count: i64,
-    /// Seconds since the last failure.
-    pub failed_age_s: Option<f64>,
-    /// The last attempt failed (a failure after the last success).
-    pub failing: bool,
-    /// The WAL file being written (none on a standby).
-    pub current_wal: Option<String>,
-    /// `wal_segment_size` in bytes.
-    pub segment_size: i64,
-}
-
-/// The query behind [`ArchiverState`].
-pub const ARCHIVER_STATE_SQL: &str = "SELECT current_setting('archive_mode') AS archive_mode, \
- archived_count::int8 AS archived_count, last_archived_wal, \
- extract(epoch FROM now() - last_archived_time)::float8 AS archived_age_s, \
- failed_count::int8 AS failed_count, \
- extract(epoch FROM now() - last_failed_time)::float8 AS failed_age_s, \
- (last_failed_time IS NOT NULL AND (last_archived_time IS NULL OR last_failed_time > last_archived_time)) AS failing, \
- CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_walfile_name(pg_current_wal_lsn()) END AS current_wal, \
- pg_size_bytes(current_setting('wal_segment_size'))::int8 AS segment_size \
- FROM pg_stat_archiver";
-
-fn archiver_state(rows: &[tej_db::pg::PgRow]) -> Result<ArchiverState, String> {
-    let r = rows.first().ok_or("pg_stat_archiver returned no row")?;
-    let e = |e: tej_db::DbError| e.to_string();
-    Ok(ArchiverState {
-        archive_mode: r.str("archive_mode").map_err(e)?,
-        archived_count: r.i64("archived_count").map_err(e)?,
-        last_archived_wal: r.opt_str("last_archived_wal").map_err(e)?,
-        archived_age_s: r.opt_f64("archived_age_s").map_err(e)?,
-        failed_count: r.i64("failed_count").map_err(e)?,
-        failed_age_s: r.opt_f64("failed_age_s").map_err(e)?,
-        failing: matches!(r.get("failing"), Some(PgValue::Bool(true))),
-        current_wal: r.opt_str("current_wal").map_err(e)?,
-        segment_size: r.i64("segment_size").map_err(e)?,
-    })
-}
+/// `pg_stat_archiver` with ages measured by the server's clock (read by tej-db).
+pub use tej_db::pg::ArchiverState;
 
 /// WAL archiving current: on, not failing, and no completed segment waiting longer than
 /// `max_age`. Failures within the last day that have since recovered are a warning.
@@ -669,15 +621,13 @@ pub fn wal_archiving_finding(s: &ArchiverState, target: &str, max_age: SignedDur
 }
 
 async fn wal_archiving(admin: &dyn PgAdmin, target: &str, max_age: SignedDuration) -> Finding {
-    match admin.query(ARCHIVER_STATE_SQL, &[]).await {
-        Ok(rows) => match archiver_state(&rows) {
-            Ok(s) => wal_archiving_finding(&s, target, max_age),
-            Err(e) => unknown(
-                "backups.wal-archiving",
-                target,
-                format!("unexpected pg_stat_archiver reply: {e}"),
-            ),
-        },
+    match tej_db::pg::archiver_state(admin).await {
+        Ok(s) => wal_archiving_finding(&s, target, max_age),
+        Err(e @ tej_db::DbError::UnexpectedReply(_)) => unknown(
+            "backups.wal-archiving",
+            target,
+            format!("unexpected pg_stat_archiver reply: {e}"),
+        ),
         Err(e) => Finding::new(
             "backups.wal-archiving",
             Severity::Critical,

@@ -90,7 +90,7 @@ impl Step for AmcheckStep {
             }
         )];
         if self.options.create_extension {
-            actions.insert(0, "CREATE EXTENSION IF NOT EXISTS amcheck".into());
+            actions.insert(0, tej_db::pg::CREATE_AMCHECK_SQL.into());
         }
         if self.fail_on_damage {
             actions.push("fail if any relation is damaged".into());
@@ -171,17 +171,14 @@ impl Step for SanityQueriesStep {
             self.admin.ping().await?;
         }
         for q in &self.queries {
-            let rows = self
-                .admin
-                .query(q, &[])
+            let r = tej_db::pg::run_configured_query(self.admin.as_ref(), q)
                 .await
                 .map_err(|e| format!("sanity query {q:?} failed: {e}"))?;
-            let first = rows
-                .first()
-                .and_then(|r| r.columns().first().and_then(|c| r.get(c)))
+            let first = r
+                .first
                 .map(|v| format!("{v:?}"))
                 .unwrap_or_else(|| "no rows".into());
-            results.push(serde_json::json!({ "query": q, "rows": rows.len(), "first": first }));
+            results.push(serde_json::json!({ "query": q, "rows": r.rows, "first": first }));
         }
         Ok(StepOutput {
             summary: format!("{} sanity queries succeeded", self.queries.len()),

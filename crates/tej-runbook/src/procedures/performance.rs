@@ -7,7 +7,7 @@
 use super::access_log::{AccessLogStats, analyze_access_log, percentile};
 use super::context::{HttpProber, RunContext};
 use super::daily::{blocking, custom_check_tasks};
-use super::support::{pg_value_f64, redis_task, retarget, unknown, unreachable};
+use super::support::{redis_task, retarget, unknown, unreachable};
 use crate::runner::{CheckTask, run_checks};
 use jiff::{SignedDuration, Timestamp};
 use std::sync::Arc;
@@ -143,10 +143,8 @@ pub async fn probe_health_url(
 
 /// The PostgreSQL buffer cache hit ratio of the connected database.
 pub async fn pg_cache_hit(admin: &dyn PgAdmin, target: &str) -> Finding {
-    const SQL: &str = "SELECT coalesce(sum(blks_hit), 0)::float8 AS hit, coalesce(sum(blks_read), 0)::float8 AS read \
-                       FROM pg_stat_database WHERE datname = current_database()";
-    let rows = match admin.query(SQL, &[]).await {
-        Ok(r) => r,
+    let counts = match tej_db::pg::buffer_cache_counts(admin).await {
+        Ok(c) => c,
         Err(e) => {
             return unreachable(
                 "performance.pg-cache-hit",
@@ -156,8 +154,7 @@ pub async fn pg_cache_hit(admin: &dyn PgAdmin, target: &str) -> Finding {
             );
         }
     };
-    let get = |c: &str| rows.first().and_then(|r| r.get(c)).and_then(pg_value_f64);
-    let (Some(hit), Some(read)) = (get("hit"), get("read")) else {
+    let Some(tej_db::pg::BufferCacheCounts { hits, reads }) = counts else {
         return unknown(
             "performance.pg-cache-hit",
             target,
@@ -168,8 +165,8 @@ pub async fn pg_cache_hit(admin: &dyn PgAdmin, target: &str) -> Finding {
         "performance.pg-cache-hit",
         "pg_cache_hit_ratio",
         "PostgreSQL buffer cache",
-        hit,
-        read,
+        hits,
+        reads,
         pg_cache_threshold(),
         target,
     )

@@ -81,7 +81,7 @@ fn pg(calls: &Calls) -> MockPgAdmin {
     });
     let c = calls.clone();
     m.expect_transaction().returning(move |st| {
-        push(&c, &format!("pg {}", st[0].sql));
+        push(&c, &format!("pg {}", st[0].sql()));
         Ok(vec![3])
     });
     m
