@@ -96,6 +96,13 @@ pub enum RunbookError {
     /// A deploy could not be prepared (no such `[[deploy.service]]`, a bad gate setting).
     #[error(transparent)]
     Deploy(#[from] tej_deploy::DeployError),
+    /// A run cannot go ahead as asked (a disabled entry, a mutating procedure without an
+    /// executor, a notifier that cannot be prepared); the message says why.
+    #[error("{0}")]
+    Refused(String),
+    /// A rotation could not be prepared (a `[secrets]` setting missing, the probe's TLS).
+    #[error(transparent)]
+    Secrets(#[from] tej_secrets::SecretsError),
 }
 
 impl Retryable for RunbookError {

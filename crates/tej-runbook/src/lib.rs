@@ -12,6 +12,8 @@
 //!   running a [`ProcedureRunner`], never overlapping a procedure in-process or,
 //!   through a [`RunLock`], across hosts; missed runs catch up once; state in a
 //!   JSON file written atomically.
+//! - [`calendar_daemon`]: the daemon put together from `tej.toml`
+//!   ([`calendar_daemon`]: runner, cross-host run lock, notifier).
 //! - [`notify`]: reports that need attention to a Slack-compatible webhook
 //!   ([`WebhookNotifier`]), retried, the URL kept secret, failures reported.
 //! - [`capacity`]: measurement history ([`HistoryStore`], [`JsonlHistoryStore`]),
@@ -37,6 +39,10 @@
 //!   capacity history in the managed database's `tej` schema.
 //! - [`adapters`]: glue between domain crates ([`RedisSessions`],
 //!   [`ComposeService`], [`RotateSecretsStep`], service stop/start steps).
+//! - [`run_entry`]: one run of calendar entries outside the daemon (`tej run`, `tej
+//!   health`): what is due, one report, notified as the daemon notifies ([`run_entry`]).
+//! - [`rotation`]: the secret rotation from `tej.toml` ([`rotation_from_config`]),
+//!   shared by `tej secrets rotate`, the quarterly rotation and the breach emergency.
 //! - [`deploy`]: a `[[deploy.service]]` deployed or rolled back as one audited step
 //!   ([`deploy_service`]), with the fresh-backup gate over tej-backup's catalogue.
 //!
@@ -74,6 +80,7 @@
 //! ```
 
 pub mod adapters;
+pub mod calendar_daemon;
 pub mod capacity;
 pub mod custom_checks;
 pub mod daemon;
@@ -83,6 +90,8 @@ pub mod notify;
 pub mod pg_history;
 pub mod pg_lock;
 pub mod procedures;
+pub mod rotation;
+pub mod run_entry;
 pub mod runner;
 pub mod schedule;
 
@@ -90,6 +99,7 @@ pub use adapters::{
     ComposeService, LazyContainerRuntime, RedisSessions, RotateSecretsStep, StartServicesStep,
     StopServicesStep,
 };
+pub use calendar_daemon::{CalendarDaemon, CalendarDaemonOptions, calendar_daemon};
 pub use capacity::{
     CapacityForecast, CapacityOptions, CapacitySeries, ChartOptions, HistoryStore,
     JsonlHistoryStore, Limit, LinearFit, Measurement, SeriesForecast, capacity_review, fit_linear,
@@ -151,6 +161,10 @@ pub use procedures::quarterly::{
 pub use procedures::weekly::{
     PruneBackupsStep, security_findings, security_review, weekly_audit, weekly_maintenance,
     weekly_maintenance_procedure, weekly_tasks,
+};
+pub use rotation::{ConfiguredRotator, rotation_from_config};
+pub use run_entry::{
+    EntryRequest, EntryResult, EntryRun, history_key, run_entries, run_entry,
 };
 pub use runner::{CheckTask, RunnerOptions, run_checks, timeout_finding};
 pub use schedule::{

@@ -60,6 +60,9 @@ pub enum SecretsError {
     /// Options are inconsistent or out of range.
     #[error("invalid options: {0}")]
     InvalidOptions(String),
+    /// tej.toml lacks a setting the operation needs (the message names it).
+    #[error("{0}")]
+    NotConfigured(String),
     /// The operating system's random number generator failed.
     #[error("the operating system's random number generator failed: {0}")]
     Random(String),

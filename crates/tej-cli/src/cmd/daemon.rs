@@ -1,19 +1,14 @@
-//! `tej daemon`: the maintenance calendar run in-process (for a container deployment), with
-//! tej-runbook's [`Daemon`] and [`CalendarRunner`]. Runs are serialised across hosts by
-//! PostgreSQL advisory locks when a database is configured ([`PgAdvisoryRunLock`]), else only
-//! within this process ([`InMemoryRunLock`]). Stops on SIGINT or SIGTERM after the runs in
-//! progress finish.
+//! `tej daemon`: the maintenance calendar run in-process (for a container deployment):
+//! tej-runbook's [`calendar_daemon`] (runner, cross-host run lock, notifier), its events
+//! rendered here. Stops on SIGINT or SIGTERM after the runs in progress finish.
 
 use crate::output::{OutputFormat, json_line};
 use anyhow::{Context, Result};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tej_core::{Config, Executor, SystemClock, TokioCommandRunner};
-use tej_runbook::{
-    CalendarRunner, Daemon, DaemonEvent, DaemonOptions, InMemoryRunLock, PgAdvisoryRunLock,
-    RunContext, RunLock, RunOptions, WebhookNotifier, WebhookOptions,
-};
+use tej_core::{Config, Executor};
+use tej_runbook::{CalendarDaemon, CalendarDaemonOptions, DaemonEvent, calendar_daemon};
 
 /// `tej daemon`.
 #[derive(Debug, clap::Args)]
@@ -99,59 +94,23 @@ pub async fn daemon(
     config_path: Option<PathBuf>,
     format: OutputFormat,
 ) -> Result<()> {
-    let calendar = tej_core::Calendar::from_config(cfg)?;
-    let ctx = RunContext::from_config(cfg, RunOptions::default()).context("read tej.toml")?;
-    let mut runner = CalendarRunner::new(
-        Arc::new(ctx),
+    let CalendarDaemon {
+        daemon,
+        calendar,
+        state_file,
+        lock: lock_name,
+    } = calendar_daemon(
+        cfg,
         ex,
-        Arc::new(TokioCommandRunner),
-        Arc::new(SystemClock),
-    );
-    // The quarterly drill is a PITR drill when the repository holds base backups.
-    runner.tej_program = Some(std::env::current_exe().context("find the tej binary")?);
-    runner.config_path = config_path;
-    // The daemon is the scheduler: each entry's destructive steps are confirmed by the
-    // schedule inside the entry's slot, and audited as such.
-    runner.scheduled = true;
-    let state_file = args
-        .state_file
-        .unwrap_or_else(|| runner.state_dir.join("daemon-state.json"));
-    if let Some(dir) = state_file.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("create the state directory {}", dir.display()))?;
-    }
-    let (lock, lock_name): (Arc<dyn RunLock>, String) = match cfg.databases.first() {
-        Some(db) => (
-            Arc::new(PgAdvisoryRunLock::from_database(db).context("prepare the run lock")?),
-            format!("postgres advisory locks on database {:?}", db.name),
-        ),
-        None => (
-            Arc::new(InMemoryRunLock::new()),
-            "in-process only (no [[database]] configured)".into(),
-        ),
-    };
-    let opts = DaemonOptions {
-        catch_up: !args.no_catch_up,
-        ..DaemonOptions::default()
-    };
+        CalendarDaemonOptions {
+            state_file: args.state_file,
+            catch_up: !args.no_catch_up,
+            config_path,
+            tej_program: Some(std::env::current_exe().context("find the tej binary")?),
+        },
+    )?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut d = Daemon::new(
-        calendar.clone(),
-        Arc::new(runner),
-        lock,
-        Arc::new(SystemClock),
-        &state_file,
-        opts,
-    )
-    .with_context(|| format!("load the daemon state {}", state_file.display()))?
-    .with_events(tx);
-    if let Some(url) = &cfg.notify_url {
-        let secret = url.resolve().context("read notify_url")?;
-        d = d.with_notifier(Arc::new(
-            WebhookNotifier::new(secret, WebhookOptions::default())
-                .context("prepare the webhook notifier")?,
-        ));
-    }
+    let d = daemon.with_events(tx);
     let started = serde_json::json!({
         "entries": calendar.entries.len(),
         "lock": lock_name,

@@ -1,8 +1,7 @@
-//! `tej secrets rotate` and `tej secrets generate`. The rotation is the staged rotation of tej-secrets over tej-db's Redis (sessions)
-//! and tej-deploy's force-recreate (service), with the application probed over HTTP.
-//!
-//! The adapters ([`RedisSessions`], [`ComposeService`]) live in tej-runbook, shared with the
-//! quarterly rotation and the security-breach procedure.
+//! `tej secrets rotate` and `tej secrets generate`. The rotation is tej-runbook's
+//! [`rotation_from_config`] (tej-secrets' staged rotation over tej-db's Redis sessions and
+//! tej-deploy's force-recreate, the application probed over HTTP), the same the quarterly
+//! procedure runs, rendered here.
 
 use crate::output::{OutputFormat, json_line};
 use anyhow::{Context, Result, bail};
@@ -10,13 +9,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tej_core::Config;
-use tej_db::redis::RedisClient;
-use tej_deploy::{BollardRuntime, Project};
-use tej_runbook::{ComposeService, RedisSessions};
-use tej_secrets::{
-    HttpAppProbe, HttpProbeConfig, RotateOptions, RotationMode, RotationOutcome, Rotator,
-    SessionInvalidation,
-};
+use tej_runbook::{RunContext, RunOptions, rotation_from_config};
+use tej_secrets::{RotateOptions, RotationMode, RotationOutcome};
 
 /// `tej secrets`.
 #[derive(Debug, clap::Subcommand)]
@@ -77,7 +71,8 @@ pub fn generate(out: &mut dyn Write, bytes: usize) -> Result<()> {
     Ok(())
 }
 
-/// Runs the rotation; true when it completed (or was planned in a dry run).
+/// Runs the rotation tej.toml describes (tej-runbook's [`rotation_from_config`]), with the
+/// command line's `.env`, keys, mode and dry run; true when it completed (or was planned).
 pub async fn rotate(
     out: &mut dyn Write,
     cfg: &Config,
@@ -85,67 +80,42 @@ pub async fn rotate(
     args: RotateArgs,
     format: OutputFormat,
 ) -> Result<bool> {
-    let sc = cfg.secrets.as_ref();
-    let env_file = args
-        .env_file
-        .or_else(|| sc.map(|s| s.env_file.clone()))
-        .context("no .env: pass --env-file or set [secrets] env_file in tej.toml")?;
-    let mut opts = RotateOptions::new(env_file);
-    if !args.keys.is_empty() {
-        opts.keys = args.keys;
-    } else if let Some(s) = sc {
-        opts.keys = s.rotate.clone();
-    }
-    if let Some(s) = sc {
-        opts.backups_keep = s.env_backups_keep;
-    }
-    opts.mode = match (args.graceful, args.emergency) {
+    let mode = match (args.graceful, args.emergency) {
         (true, true) => bail!("--graceful and --emergency exclude each other"),
         (true, false) => RotationMode::Graceful,
         (false, true) => RotationMode::Emergency,
         _ => RotationMode::Standard,
     };
-    opts.dry_run = args.run.dry_run;
-    let compose = cfg
-        .compose
-        .as_ref()
-        .context("rotation recreates the backend: set [compose] project in tej.toml")?;
-    opts.service = compose.backend_service.clone();
-    let redis = cfg
+    // The configuration's own error first: what is missing for a rotation.
+    RotateOptions::from_config(cfg, mode)?;
+    let ctx = RunContext::from_config(cfg, RunOptions::default()).context("read tej.toml")?;
+    let redis = ctx
         .redis
         .first()
-        .context("rotation invalidates sessions: add [[redis]] to tej.toml")?;
-    opts.sessions = SessionInvalidation::Pattern(redis.session_pattern.clone());
-
-    let mut ropts = tej_db::redis::RedisConnectOptions::new(redis.url.expose());
-    ropts.username = redis.username.clone();
-    if let Some(p) = &redis.password {
-        ropts.password = Some(p.resolve().context("read the Redis password")?);
-    }
-    let sessions = RedisSessions(Arc::new(
-        RedisClient::connect(&ropts)
-            .await
-            .context("connect to Redis")?,
-    ));
-    let docker = BollardRuntime::connect(compose.docker_host.as_deref())
+        .context("rotation drops sessions: add [[redis]] to tej.toml")?;
+    let sessions = redis
+        .client
+        .get()
         .await
-        .context("connect to the Docker engine")?;
-    let service = ComposeService::new(Arc::new(docker), Project::new(compose.project.clone()));
-    let base = sc.and_then(|s| s.app_url.clone()).context(
-        "set [secrets] app_url (the application's base URL) for the post-rotation checks",
+        .map_err(anyhow::Error::msg)
+        .context("connect to Redis")?;
+    let docker_host = cfg.compose.as_ref().and_then(|c| c.docker_host.clone());
+    let docker = super::services::connect(docker_host.as_deref()).await?;
+    let (rotator, mut opts) = rotation_from_config(
+        cfg,
+        mode,
+        sessions,
+        Arc::new(docker),
+        &ex.guard,
+        ex.audit.clone(),
     )?;
-    let email = sc
-        .and_then(|s| s.test_email.clone())
-        .context("set [secrets] test_email for the post-rotation login")?;
-    let password = match sc.and_then(|s| s.test_password.as_ref()) {
-        Some(r) => r.resolve().context("read the test account's password")?,
-        None => {
-            bail!("set [secrets] test_password = {{ env = \"...\" }} for the post-rotation login")
-        }
-    };
-    let probe = HttpAppProbe::new(HttpProbeConfig::for_base_url(&base, email, password))?;
-    let mut rotator = Rotator::new(sessions, service, probe, ex.guard.clone());
-    rotator.audit = ex.audit.clone();
+    if let Some(env_file) = args.env_file {
+        opts.env_file = env_file;
+    }
+    if !args.keys.is_empty() {
+        opts.keys = args.keys;
+    }
+    opts.dry_run = args.run.dry_run;
     let report = rotator.rotate(&opts).await.context("rotate secrets")?;
     if format == OutputFormat::Json {
         json_line(out, "rotation", &report)?;

@@ -9,7 +9,7 @@
 //!   recovery (the newest physical base backup plus every archived WAL file replayed into a
 //!   scratch cluster, tej-backup's [`tej_backup::run_drill`]).
 
-use crate::adapters::{ComposeService, LazyContainerRuntime, RedisSessions, RotateSecretsStep};
+use crate::adapters::{LazyContainerRuntime, RotateSecretsStep};
 use crate::error::{Result, RunbookError};
 use crate::procedures::context::RunContext;
 use async_trait::async_trait;
@@ -21,7 +21,6 @@ use tej_core::{
     AuditLog, Clock, CommandRunner, Finding, Guard, Procedure, Report, Severity, Step, Threshold,
 };
 use tej_db::redis::RedisAdmin;
-use tej_deploy::Project;
 use tej_secrets::RotationMode;
 
 /// The rotation step for `ctx`'s `[secrets]`, `[compose]` backend and first Redis instance,
@@ -33,50 +32,25 @@ pub fn rotation_from_context(
     audit: Option<AuditLog>,
     mode: RotationMode,
 ) -> std::result::Result<Box<dyn Step>, String> {
-    let sc = ctx
-        .config
-        .secrets
-        .as_ref()
-        .ok_or("no [secrets] in tej.toml: the secrets cannot be rotated")?;
-    let compose = ctx
+    let Some(sessions) = sessions else {
+        // The configuration's own error first (no [secrets], [compose] or [[redis]]).
+        tej_secrets::RotateOptions::from_config(&ctx.config, mode).map_err(|e| e.to_string())?;
+        return Err("rotation drops sessions: add [[redis]] to tej.toml".into());
+    };
+    let docker = ctx
         .config
         .compose
         .as_ref()
-        .ok_or("rotation recreates the backend: set [compose] project in tej.toml")?;
-    let sessions = sessions.ok_or("rotation drops sessions: add [[redis]] to tej.toml")?;
-    let base = sc
-        .app_url
-        .clone()
-        .ok_or("set [secrets] app_url for the post-rotation checks")?;
-    let email = sc
-        .test_email
-        .clone()
-        .ok_or("set [secrets] test_email for the post-rotation login")?;
-    let password = sc
-        .test_password
-        .as_ref()
-        .ok_or("set [secrets] test_password for the post-rotation login")?
-        .resolve()
-        .map_err(|e| format!("read [secrets] test_password: {e}"))?;
-    let probe = tej_secrets::HttpAppProbe::new(tej_secrets::HttpProbeConfig::for_base_url(
-        &base, email, password,
-    ))
+        .and_then(|c| c.docker_host.clone());
+    let (rotator, opts) = crate::rotation::rotation_from_config(
+        &ctx.config,
+        mode,
+        sessions,
+        Arc::new(LazyContainerRuntime::new(docker)),
+        guard,
+        audit,
+    )
     .map_err(|e| e.to_string())?;
-    let service = ComposeService::new(
-        Arc::new(LazyContainerRuntime::new(compose.docker_host.clone())),
-        Project::new(compose.project.clone()),
-    );
-    let mut rotator =
-        tej_secrets::Rotator::new(RedisSessions(sessions), service, probe, guard.clone());
-    rotator.audit = audit;
-    let mut opts = tej_secrets::RotateOptions::new(sc.env_file.clone());
-    opts.keys = sc.rotate.clone();
-    opts.backups_keep = sc.env_backups_keep;
-    opts.mode = mode;
-    opts.service = compose.backend_service.clone();
-    if let Some(r) = ctx.config.redis.first() {
-        opts.sessions = tej_secrets::SessionInvalidation::Pattern(r.session_pattern.clone());
-    }
     Ok(Box::new(RotateSecretsStep::new(rotator, opts)))
 }
 
@@ -246,7 +220,9 @@ pub fn tej_wal_command(
     repository: &str,
     verb_and_placeholders: &str,
 ) -> String {
-    let q = |v: &str| shell_quote(&v.replace('%', "%%"));
+    // A NUL byte cannot reach here from a path or a validated repository; it would be
+    // written as `\0` (tej_core::shell::display_word).
+    let q = |v: &str| tej_core::shell::display_word(&v.replace('%', "%%"));
     let (verb, rest) = verb_and_placeholders
         .split_once(' ')
         .unwrap_or((verb_and_placeholders, ""));
@@ -264,17 +240,6 @@ pub fn tej_wal_command(
         cmd.push_str(rest);
     }
     cmd
-}
-
-fn shell_quote(v: &str) -> String {
-    let plain = !v.is_empty()
-        && v.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/._-:=@+,%".contains(c));
-    if plain {
-        v.to_string()
-    } else {
-        format!("'{}'", v.replace('\'', "'\\''"))
-    }
 }
 
 /// A drill of point-in-time recovery: tej-backup's physical drill ([`tej_backup::run_drill`])
@@ -588,7 +553,7 @@ pub(crate) mod tests {
                 "s3://b/db 100%",
                 Some(Path::new("/etc/tej/it's.toml"))
             ),
-            "'/opt/my tools/tej' --config '/etc/tej/it'\\''s.toml' wal fetch --repo 's3://b/db 100%%' %f %p"
+            "'/opt/my tools/tej' --config \"/etc/tej/it's.toml\" wal fetch --repo 's3://b/db 100%%' %f %p"
         );
     }
 
