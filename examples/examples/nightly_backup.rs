@@ -11,8 +11,9 @@
 //! `--prune`, the "Backup Retention" rules (daily 30 days, weekly 90, monthly 365, yearly
 //! 7 years) are applied.
 //!
-//! Library calls: [`tej_backup::create_logical_backup`], [`tej_backup::create_file_backup`],
-//! [`tej_backup::verify_backup`], [`tej_backup::prune`].
+//! Library calls: [`tej_backup::BackupSettings::from_config`] (`[backup]` as options, once),
+//! [`tej_backup::Backups`] (`create_files`, `create_logical` into every repository),
+//! [`tej_backup::verify_backup`] of each copy and [`tej_backup::prune`] of each repository.
 //!
 //! ## Run it
 //!
@@ -45,9 +46,7 @@ use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tej_backup::{
-    CompressionAlgo, CompressionOptions, DbTarget, DumpFormat, EncryptionOptions,
-    FileBackupOptions, LogicalBackupOptions, PruneOptions, Repository, RetentionPolicy,
-    VerifyOptions, create_file_backup, create_logical_backup, prune, verify_backup,
+    BackupSettings, Backups, CancellationToken, DbTarget, db_target, prune, verify_backup,
 };
 use tej_core::{Config, SystemClock, TokioCommandRunner};
 
@@ -75,54 +74,34 @@ fn database(config: &Config, db: Option<String>) -> Result<DbTarget> {
     let d = config.databases.first().context(
         "no database: pass --db, set DATABASE_URL or PG*, or add [[database]] to tej.toml",
     )?;
-    let target = DbTarget::new(d.url.expose());
-    Ok(match &d.password {
-        Some(p) => target.with_password(p.resolve().context("read the database password")?),
-        None => target,
-    })
+    Ok(db_target(d)?)
 }
 
 async fn run(args: Args) -> Result<bool> {
     let config = Config::load_or_env(args.config.as_deref()).context("load the configuration")?;
-    let specs = if args.repos.is_empty() {
-        config.backup.repositories.clone()
-    } else {
-        args.repos
-    };
-    if specs.is_empty() {
+    // Format, compression, encryption, retention: `[backup]`, turned into options once.
+    let mut settings = BackupSettings::from_config(&config)?;
+    if !args.repos.is_empty() {
+        settings.repositories = args.repos;
+    }
+    if settings.repositories.is_empty() {
         bail!("no repository: pass --repo or set [backup] repositories in tej.toml");
     }
-    let mut repos = Vec::new();
-    for spec in &specs {
-        repos.push(
-            Repository::open(spec)
-                .await
-                .with_context(|| format!("open repository {spec}"))?,
-        );
-    }
-    let encryption = config
-        .backup
-        .encryption
-        .as_ref()
-        .map(EncryptionOptions::from_config);
-    let mut opts = LogicalBackupOptions::new(database(&config, args.db)?);
-    opts.format = DumpFormat::parse(&config.backup.format).context("[backup] format")?;
-    opts.run.compression = CompressionOptions {
-        algorithm: CompressionAlgo::parse(&config.backup.compression).unwrap_or_default(),
-        level: config.backup.compression_level,
-        ..CompressionOptions::default()
-    };
-    opts.run.encryption = encryption.clone().unwrap_or_default();
+    let backups = Backups::builder()
+        .settings(settings)
+        .build()
+        .await
+        .context("open the repositories")?;
+    let cancel = CancellationToken::new();
+    let db = database(&config, args.db)?;
 
     // "File Backups (Daily)": uploads and configuration, when `[backup] files` lists them.
     // First, so that the newest backup is the database's: the one the weekly audit's
     // restore test picks.
     let mut runs = Vec::new();
-    if !config.backup.files.is_empty() {
-        let mut fopts = FileBackupOptions::from_config(&config.backup);
-        fopts.run.compression = opts.run.compression;
-        fopts.run.encryption = opts.run.encryption.clone();
-        let f = create_file_backup(&repos, &fopts, &SystemClock)
+    if !backups.settings().files.is_empty() {
+        let f = backups
+            .create_files(&cancel)
             .await
             .context("back up the files")?;
         println!(
@@ -131,7 +110,8 @@ async fn run(args: Args) -> Result<bool> {
         );
         runs.push(f.backup);
     }
-    let created = create_logical_backup(&TokioCommandRunner, &repos, &opts, &SystemClock)
+    let created = backups
+        .create_logical(db, &cancel)
         .await
         .context("create the backup")?;
     println!(
@@ -139,15 +119,12 @@ async fn run(args: Args) -> Result<bool> {
         created.id, created.raw_size, created.stored_size
     );
     runs.push(created);
-    let verify = VerifyOptions {
-        encryption: encryption.unwrap_or_default(),
-        record: true,
-        ..VerifyOptions::default()
-    };
+    // Every copy is verified, not only the primary's.
+    let verify = backups.settings().verify();
     let mut all_good = true;
     for run in &runs {
         let id = run.id.to_string();
-        for (repo, outcome) in repos.iter().zip(&run.repositories) {
+        for (repo, outcome) in backups.repositories().iter().zip(&run.repositories) {
             if !outcome.ok {
                 all_good = false;
                 let why = outcome.error.as_deref().unwrap_or("unknown");
@@ -169,12 +146,9 @@ async fn run(args: Args) -> Result<bool> {
         }
     }
     if args.prune {
-        let popts = PruneOptions {
-            policy: RetentionPolicy::from_config(&config.backup.retention),
-            pitr_window_days: config.backup.pitr_window_days,
-            ..PruneOptions::default()
-        };
-        for repo in &repos {
+        // Each repository on its own: one that fails does not keep the others unpruned.
+        let popts = backups.settings().prune();
+        for repo in backups.repositories() {
             match prune(repo, &popts, &SystemClock).await {
                 Ok(r) => {
                     let kept = r.plan.decisions.iter().filter(|d| d.keep).count();

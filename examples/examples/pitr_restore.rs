@@ -50,8 +50,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use tej_backup::{
-    EncryptionOptions, PitrRestoreOptions, PitrRestoreStep, RecoveryConfig, RecoveryTarget,
-    Repository, RepositorySource, ServerOptions, WalArchive, fetch_exit_code,
+    BackupSettings, PitrRestoreOptions, PitrRestoreStep, RecoveryConfig, RecoveryTarget,
+    Repository, RepositorySource, ServerOptions, fetch_exit_code,
 };
 use tej_core::{
     AuditLog, Calendar, Config, Executor, Fixed, Guard, Outcome, Procedure, SystemClock,
@@ -112,8 +112,8 @@ enum Fetch {
 }
 
 /// A word for `sh`, which runs `restore_command`.
-fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
+fn quote(s: &str) -> Result<String> {
+    Ok(tej_core::shell::quote(s, "a restore_command word")?.into_owned())
 }
 
 fn target(a: &Args) -> Result<RecoveryTarget> {
@@ -147,17 +147,10 @@ async fn run(args: Args) -> Result<i32> {
     let repo = Repository::open(&spec)
         .await
         .with_context(|| format!("open repository {spec}"))?;
-    let encryption = config
-        .backup
-        .encryption
-        .as_ref()
-        .map(EncryptionOptions::from_config)
-        .unwrap_or_default();
+    let settings = BackupSettings::from_config(&config)?;
+    let encryption = settings.encryption.clone();
     if let Some(Fetch::WalFetch { name, dest }) = &args.fetch {
-        let result = WalArchive::new(repo)
-            .with_encryption(encryption)
-            .fetch(name, dest)
-            .await;
+        let result = settings.wal(repo).fetch(name, dest).await;
         if let Err(e) = &result {
             eprintln!("error: fetch {name}: {e}");
         }
@@ -167,12 +160,12 @@ async fn run(args: Args) -> Result<i32> {
     let exe = std::env::current_exe().context("find this program")?;
     let mut restore_command = format!(
         "{} wal-fetch --repo {}",
-        quote(&exe.to_string_lossy()),
-        quote(&spec)
+        quote(&exe.to_string_lossy())?,
+        quote(&spec)?
     );
     if let Some(c) = &args.config {
         let c = std::path::absolute(c).context("resolve --config")?;
-        restore_command.push_str(&format!(" --config {}", quote(&c.to_string_lossy())));
+        restore_command.push_str(&format!(" --config {}", quote(&c.to_string_lossy())?));
     }
     restore_command.push_str(" %f %p");
     let mut opts = PitrRestoreOptions::new(
