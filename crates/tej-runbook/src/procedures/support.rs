@@ -7,20 +7,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tej_core::{Finding, Severity};
-use tej_db::pg::PgValue;
 use tej_db::redis::RedisAdmin;
 use tej_db::redis::RedisConnectOptions;
-
-/// A numeric SQL value as `f64` (integers, floats, numeric rendered as text, booleans as 0/1).
-pub(crate) fn pg_value_f64(v: &PgValue) -> Option<f64> {
-    match v {
-        PgValue::Int(i) => Some(*i as f64),
-        PgValue::Float(f) => Some(*f),
-        PgValue::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
-        PgValue::Text(t) => t.trim().parse().ok(),
-        PgValue::Null => None,
-    }
-}
 
 /// Runs one Redis command on its own connection and returns its integer reply.
 pub(crate) async fn redis_integer(opts: &RedisConnectOptions, argv: &[String]) -> Result<f64> {
