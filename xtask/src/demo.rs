@@ -480,18 +480,10 @@ fn server_dir() -> Result<tempfile::TempDir> {
     Ok(dir)
 }
 
-/// `arg` as a shell word: unchanged when plain, else in single quotes (so a printed command
+/// `arg` as a shell word, quoted by `tej_core::shell` only when needed (so a printed command
 /// line can be pasted).
 fn shell_quote(arg: &str) -> String {
-    let plain = !arg.is_empty()
-        && arg
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_./:=@%+,-".contains(c));
-    if plain {
-        arg.to_string()
-    } else {
-        format!("'{}'", arg.replace('\'', "'\\''"))
-    }
+    tej_core::shell::display_word(arg)
 }
 
 /// The CGI program of the demo backend: `/health` and `POST /api/v1/auth/login` answer 200.
@@ -756,7 +748,7 @@ mod tests {
             shell_quote("SELECT count(*) FROM users"),
             "'SELECT count(*) FROM users'"
         );
-        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote("it's"), "\"it's\"");
         assert_eq!(shell_quote(""), "''");
     }
 

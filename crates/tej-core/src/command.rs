@@ -143,12 +143,10 @@ impl CommandSpec {
 
     /// The command line for logs: program and arguments, shell-quoted, no environment.
     pub fn display(&self) -> String {
-        let mut s = shell_quote(&self.program);
-        for a in &self.args {
-            s.push(' ');
-            s.push_str(&shell_quote(&a.to_string_lossy()));
-        }
-        crate::secret::redact_url_passwords(&s)
+        let args: Vec<std::borrow::Cow<'_, str>> =
+            self.args.iter().map(|a| a.to_string_lossy()).collect();
+        let line = crate::shell::display_command(&self.program, args.iter().map(|a| a.as_ref()));
+        crate::secret::redact_url_passwords(&line)
     }
 
     fn secrets(&self) -> Redactor {
@@ -159,17 +157,6 @@ impl CommandSpec {
             }
         }
         r
-    }
-}
-
-fn shell_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,%@+".contains(c))
-    {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
     }
 }
 

@@ -41,6 +41,7 @@ pub mod procedure;
 pub mod retry;
 pub mod secret;
 pub mod severity;
+pub mod shell;
 
 pub use audit::{AuditEntry, AuditLog, AuditScope};
 pub use calendar::{
