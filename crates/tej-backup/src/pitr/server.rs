@@ -128,8 +128,8 @@ impl ServerOptions {
 }
 
 /// `pg_ctl -o` is run by a shell: quote each word.
-fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
+fn sh_quote(s: &str) -> Result<String, BackupError> {
+    Ok(tej_core::shell::quote(s, "a server setting for pg_ctl -o")?.into_owned())
 }
 
 /// How recovery ended, as the server log tells it.
@@ -403,8 +403,8 @@ pub async fn run_recovery(
     let server_opts = opts
         .server_settings()
         .iter()
-        .map(|(k, v)| format!("-c {}", sh_quote(&format!("{k}={v}"))))
-        .collect::<Vec<_>>()
+        .map(|(k, v)| Ok(format!("-c {}", sh_quote(&format!("{k}={v}"))?)))
+        .collect::<Result<Vec<_>, BackupError>>()?
         .join(" ");
     let start = opts
         .command("pg_ctl")
@@ -625,8 +625,8 @@ mod tests {
     #[test]
     fn server_options_quote_for_pg_ctl_and_wrap_runuser() {
         assert_eq!(
-            sh_quote("unix_socket_directories=/a b/it's"),
-            "'unix_socket_directories=/a b/it'\\''s'"
+            sh_quote("unix_socket_directories=/a b/it's").unwrap(),
+            "\"unix_socket_directories=/a b/it's\""
         );
         let mut o = ServerOptions::new("/tmp/x.log");
         o.port = Some(5999);
