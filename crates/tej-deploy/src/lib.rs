@@ -88,6 +88,7 @@ pub mod lock;
 pub mod model;
 pub mod options;
 pub mod recover;
+pub mod restart;
 pub mod runtime;
 pub mod switch;
 
@@ -120,6 +121,7 @@ pub use model::{
 pub use recover::{
     RecoverOptions, RecoverServiceStep, RecoveryAction, RecoveryReport, recover_service,
 };
+pub use restart::RestartServiceStep;
 pub use runtime::{ContainerRuntime, ImageStore};
 pub use switch::{NginxUpstream, TcpProxy, TrafficSwitch};
 

@@ -6,6 +6,7 @@
 //! - [`StopServicesStep`] / [`StartServicesStep`]: stop and start Compose services
 //!   (the runbook's `docker-compose stop backend frontend` and `up -d`).
 //! - [`LazyContainerRuntime`]: the Docker engine, connected on first use.
+//! - [`AsDestructive`]: a step run as destructive whatever its own risk.
 
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -461,6 +462,31 @@ impl Step for StartServicesStep {
             findings: Vec::new(),
             data: serde_json::json!({ "started": started }),
         })
+    }
+}
+
+/// A step run as destructive whatever its own risk: what `tej emergency service-down`
+/// does to the service (restart, force-recreate) takes it down meanwhile.
+pub struct AsDestructive<S>(pub S);
+
+#[async_trait]
+impl<S: Step> Step for AsDestructive<S> {
+    fn name(&self) -> String {
+        self.0.name()
+    }
+    fn risk(&self) -> Risk {
+        Risk::Destructive
+    }
+    fn target(&self) -> String {
+        self.0.target()
+    }
+    async fn plan(&self) -> Result<Plan, StepError> {
+        let mut p = self.0.plan().await?;
+        p.risk = Risk::Destructive;
+        Ok(p)
+    }
+    async fn apply(&self) -> Result<StepOutput, StepError> {
+        self.0.apply().await
     }
 }
 

@@ -96,8 +96,8 @@ pub mod runner;
 pub mod schedule;
 
 pub use adapters::{
-    ComposeService, LazyContainerRuntime, RedisSessions, RotateSecretsStep, StartServicesStep,
-    StopServicesStep,
+    AsDestructive, ComposeService, LazyContainerRuntime, RedisSessions, RotateSecretsStep,
+    StartServicesStep, StopServicesStep,
 };
 pub use calendar_daemon::{CalendarDaemon, CalendarDaemonOptions, calendar_daemon};
 pub use capacity::{
@@ -114,7 +114,8 @@ pub use daemon::{
 };
 pub use daemon::{RunHistory, notify_run};
 pub use deploy::{
-    DeployEngine, DeployRequest, DeployRun, RepositoryFreshness, deploy_service, deployer_from_config,
+    DeployEngine, DeployRequest, DeployRun, RepositoryFreshness, deploy_service,
+    deployer_from_config,
 };
 pub use error::{Result, RunbookError};
 pub use notify::{
@@ -163,9 +164,7 @@ pub use procedures::weekly::{
     weekly_maintenance_procedure, weekly_tasks,
 };
 pub use rotation::{ConfiguredRotator, rotation_from_config};
-pub use run_entry::{
-    EntryRequest, EntryResult, EntryRun, history_key, run_entries, run_entry,
-};
+pub use run_entry::{EntryRequest, EntryResult, EntryRun, history_key, run_entries, run_entry};
 pub use runner::{CheckTask, RunnerOptions, run_checks, timeout_finding};
 pub use schedule::{
     CronJob, CronZone, DueWindow, ScheduleOptions, SystemdUnit, cron_jobs, due_occurrence,

@@ -4,14 +4,11 @@ use crate::args::{ComposeArgs, RunArgs};
 use crate::context::exit_code;
 use crate::output::{OutputFormat, json_line};
 use anyhow::{Context, Result};
-use async_trait::async_trait;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
-use tej_core::{Executor, Plan, Procedure, Report, Risk, Step, StepError, StepOutput};
-use tej_deploy::{
-    BollardRuntime, ContainerRuntime, LogQuery, Project, RecoverOptions, RecoverServiceStep,
-};
+use tej_core::{Executor, Procedure, Report};
+use tej_deploy::{BollardRuntime, LogQuery, Project, RecoverOptions, RecoverServiceStep};
 
 /// Connects to the engine (`--docker-host`, else tej.toml, else `DOCKER_HOST`, else the local socket).
 pub async fn connect(host: Option<&str>) -> Result<BollardRuntime> {
@@ -101,100 +98,6 @@ pub async fn logs(
     Ok(())
 }
 
-/// A service's containers restarted, as a destructive step (the service is briefly down):
-/// the plan lists the containers, applying needs `--yes` and, in production, the window.
-pub struct RestartServiceStep {
-    /// The engine.
-    pub containers: Arc<dyn ContainerRuntime>,
-    /// The Compose project.
-    pub project: Project,
-    /// The service.
-    pub service: String,
-    /// How long each container may take to stop.
-    pub stop_timeout: Duration,
-}
-
-#[async_trait]
-impl Step for RestartServiceStep {
-    fn name(&self) -> String {
-        "restart-service".into()
-    }
-    fn risk(&self) -> Risk {
-        Risk::Destructive
-    }
-    fn target(&self) -> String {
-        format!("{}/{}", self.project.name, self.service)
-    }
-    async fn plan(&self) -> Result<Plan, StepError> {
-        let list = self
-            .project
-            .containers(&*self.containers, Some(&self.service))
-            .await?;
-        let mut actions: Vec<String> = list
-            .iter()
-            .map(|c| {
-                format!(
-                    "restart container {} (stop timeout {} s)",
-                    c.name,
-                    self.stop_timeout.as_secs()
-                )
-            })
-            .collect();
-        if actions.is_empty() {
-            actions.push(format!(
-                "nothing to restart: service {} of project {} has no containers",
-                self.service, self.project.name
-            ));
-        }
-        Ok(Plan {
-            step: self.name(),
-            risk: self.risk(),
-            target: self.target(),
-            actions,
-        })
-    }
-    async fn apply(&self) -> Result<StepOutput, StepError> {
-        let names = self
-            .project
-            .restart(&*self.containers, &self.service, self.stop_timeout)
-            .await?;
-        Ok(StepOutput {
-            summary: if names.is_empty() {
-                "restarted nothing (no containers)".to_string()
-            } else {
-                format!("restarted {}", names.join(", "))
-            },
-            data: serde_json::to_value(&names).unwrap_or_default(),
-            ..StepOutput::default()
-        })
-    }
-}
-
-/// A step run as destructive whatever its own risk: what `tej emergency service-down`
-/// does to the service (restart, force-recreate) takes it down meanwhile.
-pub struct AsDestructive<S>(pub S);
-
-#[async_trait]
-impl<S: Step> Step for AsDestructive<S> {
-    fn name(&self) -> String {
-        self.0.name()
-    }
-    fn risk(&self) -> Risk {
-        Risk::Destructive
-    }
-    fn target(&self) -> String {
-        self.0.target()
-    }
-    async fn plan(&self) -> Result<Plan, StepError> {
-        let mut p = self.0.plan().await?;
-        p.risk = Risk::Destructive;
-        Ok(p)
-    }
-    async fn apply(&self) -> Result<StepOutput, StepError> {
-        self.0.apply().await
-    }
-}
-
 /// `tej services restart SERVICE`, through the executor (plan, `--yes`, window, audit);
 /// true when it was applied or planned.
 pub async fn restart(
@@ -205,7 +108,7 @@ pub async fn restart(
     service: &str,
     format: OutputFormat,
 ) -> Result<bool> {
-    let p = Procedure::new("services restart").step(RestartServiceStep {
+    let p = Procedure::new("services restart").step(tej_deploy::RestartServiceStep {
         containers: Arc::new(rt),
         project: Project::new(project),
         service: service.to_string(),
@@ -226,12 +129,14 @@ pub async fn service_down(
     service: &str,
     format: OutputFormat,
 ) -> Result<bool> {
-    let p = Procedure::new("emergency service-down").step(AsDestructive(RecoverServiceStep {
-        containers: Arc::new(rt),
-        project: Project::new(project),
-        service: service.to_string(),
-        options: RecoverOptions::default(),
-    }));
+    let p = Procedure::new("emergency service-down").step(tej_runbook::AsDestructive(
+        RecoverServiceStep {
+            containers: Arc::new(rt),
+            project: Project::new(project),
+            service: service.to_string(),
+            options: RecoverOptions::default(),
+        },
+    ));
     let report = ex.run(&p).await;
     super::host::render_procedure(out, &report, format)?;
     if format == OutputFormat::Text {
