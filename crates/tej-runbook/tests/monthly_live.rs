@@ -259,6 +259,7 @@ async fn deep_maintenance_runs_on_a_real_database() {
         Some(VerifyLatestBackupStep {
             runner,
             repo: repo.clone(),
+            selector: tej_backup::BackupSelector::latest_logical("deep"),
             encryption: Default::default(),
             clock,
         }),

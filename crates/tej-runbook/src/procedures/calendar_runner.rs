@@ -294,6 +294,9 @@ impl CalendarRunner {
                                     continue;
                                 }
                             };
+                            // The backup verified afterwards is the one taken first.
+                            let selector =
+                                tej_backup::BackupSelector::latest_logical(target.database());
                             let options = settings.logical(target);
                             deep_maintenance_with_backup(
                                 d.admin.clone(),
@@ -306,6 +309,7 @@ impl CalendarRunner {
                                 Some(VerifyLatestBackupStep {
                                     runner: self.runner.clone(),
                                     repo: repos[0].clone(),
+                                    selector,
                                     encryption: settings.encryption.clone(),
                                     clock: self.clock.clone(),
                                 }),

@@ -522,13 +522,16 @@ impl tej_core::Step for CreateBackupStep {
     }
 }
 
-/// The runbook's "verify backup integrity": re-reads the newest backup of a repository
-/// (checksums, decryption, decompression) and records the result beside it.
+/// The runbook's "verify backup integrity": re-reads the newest backup a selector selects
+/// in a repository (checksums, decryption, decompression) and records the result beside it.
 pub struct VerifyLatestBackupStep {
     /// Starts the decoders.
     pub runner: Arc<dyn CommandRunner>,
     /// The repository.
     pub repo: tej_backup::Repository,
+    /// Which backup: [`tej_backup::BackupSelector::latest`] for the newest of any series,
+    /// [`tej_backup::BackupSelector::latest_logical`] for the newest dump of one database.
+    pub selector: tej_backup::BackupSelector,
     /// Keys for encrypted backups.
     pub encryption: tej_backup::EncryptionOptions,
     /// Verification times.
@@ -551,7 +554,10 @@ impl tej_core::Step for VerifyLatestBackupStep {
             step: self.name(),
             risk: self.risk(),
             target: self.target(),
-            actions: vec!["re-read the newest backup: SHA-256, decrypt, decompress".into()],
+            actions: vec![format!(
+                "re-read backup {}: SHA-256, decrypt, decompress",
+                self.selector
+            )],
         })
     }
     async fn apply(&self) -> std::result::Result<tej_core::StepOutput, tej_core::StepError> {
@@ -564,7 +570,7 @@ impl tej_core::Step for VerifyLatestBackupStep {
         let r = tej_backup::verify_backup(
             self.runner.as_ref(),
             &self.repo,
-            "latest",
+            &self.selector.to_string(),
             &opts,
             self.clock.as_ref(),
         )

@@ -110,6 +110,7 @@ pub async fn nightly_verify(
         let p = Procedure::new("nightly-backup-verify").step(VerifyLatestBackupStep {
             runner: runner.clone(),
             repo,
+            selector: tej_backup::BackupSelector::latest(),
             encryption: settings.encryption.clone(),
             clock: clock.clone(),
         });
