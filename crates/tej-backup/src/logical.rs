@@ -43,7 +43,7 @@ async fn versions(
 ) -> Result<(String, String), BackupError> {
     let out = tej_core::run_checked(runner, CommandSpec::new("pg_dump").arg("--version")).await?;
     let pg_dump = out.stdout_text().trim().to_string();
-    let out = tej_core::run_checked(runner, db.psql("SHOW server_version")).await?;
+    let out = tej_core::run_checked(runner, db.psql(tej_db::pg::psql::SERVER_VERSION)).await?;
     Ok((pg_dump, out.stdout_text().trim().to_string()))
 }
 

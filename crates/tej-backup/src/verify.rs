@@ -194,7 +194,12 @@ async fn restore_test(
         std::process::id(),
         SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     );
-    tej_core::run_checked(runner, t.server.psql(&format!("CREATE DATABASE \"{db}\""))).await?;
+    let sql = |r: Result<String, tej_db::DbError>| {
+        r.map_err(|e| BackupError::InvalidOptions(format!("restore-test database {db:?}: {e}")))
+    };
+    let create = sql(tej_db::pg::psql::create_database(&db))?;
+    let drop = sql(tej_db::pg::psql::drop_database_force(&db))?;
+    tej_core::run_checked(runner, t.server.psql(&create)).await?;
     let target = t.server.with_database(&db);
     let result = async {
         let mut ro = RestoreOptions::new(target.clone());
@@ -223,12 +228,7 @@ async fn restore_test(
         })
     }
     .await;
-    let dropped = tej_core::run_checked(
-        runner,
-        t.server
-            .psql(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)")),
-    )
-    .await;
+    let dropped = tej_core::run_checked(runner, t.server.psql(&drop)).await;
     let report = result?;
     dropped?;
     Ok(report)

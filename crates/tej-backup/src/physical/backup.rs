@@ -99,24 +99,7 @@ async fn wait_archived(
     }
 }
 
-/// What the server says about itself before a base backup.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ServerFacts {
-    /// `server_version` (`15.8 (Debian 15.8-0+deb12u1)`).
-    pub server_version: String,
-    /// `server_version_num` (`150008`).
-    pub server_version_num: u32,
-    /// `data_directory`.
-    pub data_directory: String,
-    /// WAL segment size, bytes.
-    pub wal_segment_size: u64,
-    /// `pg_control_system().system_identifier`.
-    pub system_identifier: u64,
-    /// Timeline of the latest checkpoint.
-    pub timeline: u32,
-    /// The server is a standby.
-    pub in_recovery: bool,
-}
+pub use tej_db::pg::base_backup::{ArchiverStatus, ServerFacts};
 
 /// What `pg_backup_stop` returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,60 +110,6 @@ pub struct BackupStop {
     pub backup_label: String,
     /// The `tablespace_map` file's contents (empty without tablespaces).
     pub tablespace_map: String,
-}
-
-/// What `pg_stat_archiver` (and `archive_mode`) say about archiving.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
-pub struct ArchiverStatus {
-    /// `archive_mode` (`on`, `always`, `off`).
-    pub archive_mode: String,
-    /// Files archived since the statistics were reset.
-    pub archived_count: i64,
-    /// The last file archived.
-    pub last_archived_wal: Option<String>,
-    /// When it was archived.
-    pub last_archived_time: Option<String>,
-    /// Failed attempts since the statistics were reset.
-    pub failed_count: i64,
-    /// The last file whose archiving failed.
-    pub last_failed_wal: Option<String>,
-    /// When it failed.
-    pub last_failed_time: Option<String>,
-}
-
-impl ArchiverStatus {
-    /// Whether `pg_stat_archiver` reports `wal` (a segment name) or a later file archived.
-    pub fn has_archived(&self, wal: &str) -> bool {
-        let last = self.last_archived_wal.as_deref().and_then(|l| l.get(..24));
-        let (Some(last), Some(want)) = (last, wal.get(..24)) else {
-            return false;
-        };
-        // (segment, timeline), as replay orders them.
-        (last.get(8..), last.get(..8)) >= (want.get(8..), want.get(..8))
-    }
-
-    /// One line quoting the archiver's state, its last failure first.
-    pub fn describe(&self) -> String {
-        let failed = match (&self.last_failed_wal, &self.last_failed_time) {
-            (Some(w), t) => format!(
-                "pg_stat_archiver: last failure archiving {w}{} ({} failures)",
-                t.as_deref().map(|t| format!(" at {t}")).unwrap_or_default(),
-                self.failed_count
-            ),
-            (None, _) => "pg_stat_archiver: no failure recorded (an archive_command that \
-                          cannot be run at all, exit 126 or 127, or is killed by a signal makes \
-                          the archiver exit before it records one: see the server log)"
-                .to_string(),
-        };
-        let archived = match (&self.last_archived_wal, &self.last_archived_time) {
-            (Some(w), t) => format!(
-                "last archived {w}{}",
-                t.as_deref().map(|t| format!(" at {t}")).unwrap_or_default()
-            ),
-            (None, _) => "nothing archived yet".to_string(),
-        };
-        format!("{failed}, {archived}; archive_mode = {}", self.archive_mode)
-    }
 }
 
 /// How a base backup makes sure the WAL it needs reaches the archive, before the copy
@@ -214,11 +143,10 @@ pub trait BackupSession: Send {
     async fn archiver(&mut self) -> Result<ArchiverStatus, BackupError>;
 }
 
-/// A [`BackupSession`] over one PostgreSQL connection (no TLS: the data directory is
-/// local, so the server is too).
+/// A [`BackupSession`] over tej-db's [`BaseBackupSession`](tej_db::pg::base_backup::BaseBackupSession)
+/// (one PostgreSQL connection, no TLS: the data directory is local, so the server is too).
 pub struct PgBackupSession {
-    client: tokio_postgres::Client,
-    connection: tokio::task::JoinHandle<()>,
+    session: tej_db::pg::base_backup::BaseBackupSession,
 }
 
 impl std::fmt::Debug for PgBackupSession {
@@ -227,27 +155,11 @@ impl std::fmt::Debug for PgBackupSession {
     }
 }
 
-impl Drop for PgBackupSession {
-    fn drop(&mut self) {
-        self.connection.abort();
-    }
-}
-
-fn pg_error(context: &str) -> impl Fn(tokio_postgres::Error) -> BackupError + '_ {
-    move |e| {
-        let (reason, sqlstate) = match e.as_db_error() {
-            Some(db) => (db.message().to_string(), Some(db.code().code().to_string())),
-            None => (
-                // A connection-string parse error may quote the string.
-                tej_core::secret::redact_url_passwords(&e.to_string()),
-                e.code().map(|c| c.code().to_string()),
-            ),
-        };
-        BackupError::Postgres {
-            context: context.to_string(),
-            reason,
-            sqlstate,
-        }
+fn pg_error(context: &str) -> impl Fn(tej_db::DbError) -> BackupError + '_ {
+    move |e| BackupError::Postgres {
+        context: context.to_string(),
+        sqlstate: e.sqlstate().map(str::to_string),
+        reason: e.to_string(),
     }
 }
 
@@ -265,121 +177,57 @@ impl PgBackupSession {
     /// [`DbTarget::password`]). Needs a superuser, or a role allowed to run
     /// `pg_backup_start`/`pg_backup_stop` and to read `data_directory`.
     pub async fn connect(db: &DbTarget) -> Result<PgBackupSession, BackupError> {
-        let mut cfg: tokio_postgres::Config = db
-            .conn
-            .parse()
-            .map_err(pg_error("parse the connection string"))?;
-        if let Some(p) = &db.password {
-            cfg.password(p.expose());
-        }
-        cfg.application_name("tej base backup");
-        let (client, conn) = cfg
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(pg_error("connect"))?;
-        let connection = tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::warn!(error = %e, "base backup session ended");
-            }
-        });
-        Ok(PgBackupSession { client, connection })
+        let session =
+            tej_db::pg::base_backup::BaseBackupSession::connect(&db.conn, db.password.as_ref())
+                .await
+                .map_err(pg_error("connect"))?;
+        Ok(PgBackupSession { session })
     }
 }
 
 #[async_trait]
 impl BackupSession for PgBackupSession {
     async fn facts(&mut self) -> Result<ServerFacts, BackupError> {
-        let row = self
-            .client
-            .query_one(
-                "SELECT current_setting('server_version'), \
-                        current_setting('server_version_num')::int, \
-                        current_setting('data_directory'), \
-                        (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'), \
-                        (SELECT system_identifier FROM pg_control_system()), \
-                        (SELECT timeline_id FROM pg_control_checkpoint()), \
-                        pg_is_in_recovery()",
-                &[],
-            )
+        self.session
+            .server_facts()
             .await
-            .map_err(pg_error("read the server's settings"))?;
-        let get = |e| pg_error("read the server's settings")(e);
-        Ok(ServerFacts {
-            server_version: row.try_get(0).map_err(get)?,
-            server_version_num: row.try_get::<_, i32>(1).map_err(get)?.max(0) as u32,
-            data_directory: row.try_get(2).map_err(get)?,
-            wal_segment_size: row.try_get::<_, i64>(3).map_err(get)?.max(0) as u64,
-            system_identifier: row.try_get::<_, i64>(4).map_err(get)? as u64,
-            timeline: row.try_get::<_, i32>(5).map_err(get)?.max(0) as u32,
-            in_recovery: row.try_get(6).map_err(get)?,
-        })
+            .map_err(pg_error("read the server's settings"))
     }
 
     async fn start_backup(&mut self, label: &str) -> Result<Lsn, BackupError> {
-        let row = self
-            .client
-            .query_one("SELECT pg_backup_start($1, true)::text", &[&label])
+        let text = self
+            .session
+            .backup_start(label)
             .await
             .map_err(pg_error("pg_backup_start"))?;
-        let text: String = row.try_get(0).map_err(pg_error("pg_backup_start"))?;
         parse_lsn("pg_backup_start", &text)
     }
 
     async fn stop_backup(&mut self, wait_for_archive: bool) -> Result<BackupStop, BackupError> {
         let row = self
-            .client
-            .query_one(
-                "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop($1)",
-                &[&wait_for_archive],
-            )
+            .session
+            .backup_stop(wait_for_archive)
             .await
             .map_err(pg_error("pg_backup_stop"))?;
-        let get = |e| pg_error("pg_backup_stop")(e);
-        let lsn: String = row.try_get(0).map_err(get)?;
         Ok(BackupStop {
-            stop_lsn: parse_lsn("pg_backup_stop", &lsn)?,
-            backup_label: row
-                .try_get::<_, Option<String>>(1)
-                .map_err(get)?
-                .unwrap_or_default(),
-            tablespace_map: row
-                .try_get::<_, Option<String>>(2)
-                .map_err(get)?
-                .unwrap_or_default(),
+            stop_lsn: parse_lsn("pg_backup_stop", &row.lsn)?,
+            backup_label: row.backup_label,
+            tablespace_map: row.tablespace_map,
         })
     }
 
     async fn switch_wal(&mut self) -> Result<String, BackupError> {
-        let row = self
-            .client
-            .query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
+        self.session
+            .switch_wal()
             .await
-            .map_err(pg_error("pg_switch_wal"))?;
-        row.try_get(0).map_err(pg_error("pg_switch_wal"))
+            .map_err(pg_error("pg_switch_wal"))
     }
 
     async fn archiver(&mut self) -> Result<ArchiverStatus, BackupError> {
-        let row = self
-            .client
-            .query_one(
-                "SELECT current_setting('archive_mode'), archived_count, last_archived_wal, \
-                        last_archived_time::text, failed_count, last_failed_wal, \
-                        last_failed_time::text \
-                 FROM pg_stat_archiver",
-                &[],
-            )
+        self.session
+            .archiver_status()
             .await
-            .map_err(pg_error("read pg_stat_archiver"))?;
-        let get = |e| pg_error("read pg_stat_archiver")(e);
-        Ok(ArchiverStatus {
-            archive_mode: row.try_get(0).map_err(get)?,
-            archived_count: row.try_get(1).map_err(get)?,
-            last_archived_wal: row.try_get(2).map_err(get)?,
-            last_archived_time: row.try_get(3).map_err(get)?,
-            failed_count: row.try_get(4).map_err(get)?,
-            last_failed_wal: row.try_get(5).map_err(get)?,
-            last_failed_time: row.try_get(6).map_err(get)?,
-        })
+            .map_err(pg_error("read pg_stat_archiver"))
     }
 }
 

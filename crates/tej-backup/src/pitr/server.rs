@@ -326,9 +326,8 @@ struct Status {
     timeline: Option<u32>,
 }
 
-const STATUS_SQL: &str = "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn(), \
-     extract(epoch FROM pg_last_xact_replay_timestamp()), \
-     CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_walfile_name(pg_current_wal_lsn()) END";
+/// The status query (its columns are what [`parse_status`] reads).
+const STATUS_SQL: &str = tej_db::pg::psql::RECOVERY_STATUS;
 
 fn parse_epoch(s: &str) -> Option<Timestamp> {
     let s = s.trim();
