@@ -292,3 +292,112 @@ fn missing_paths_are_errors_and_unreadable_files_are_reported() {
     assert!(r.files.is_empty());
     assert_eq!(r.lines, 0);
 }
+
+/// Lines built from fragments that start like a needle without being one ("logi" of
+/// `/auth/login`, "erro" of "errno", "slo" of "slots"), real needles in any case, needles cut
+/// by the end of the line, JSON bodies and plain text.
+fn fragment() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    prop_oneof![
+        Just("GET /api/auth/login 200".to_string()),
+        Just("errno=5".to_string()),
+        Just("{\"level\":30,\"msg\":\"slots ok\"}".to_string()),
+        Just("warmup".to_string()),
+        Just("Login Failed from 203.0.113.9".to_string()),
+        Just("ERROR".to_string()),
+        Just("eRrOr".to_string()),
+        Just("warn".to_string()),
+        Just("slow query".to_string()),
+        Just("slow  query".to_string()),
+        Just("login faile".to_string()),
+        Just("logi".to_string()),
+        Just("{\"level\":40,\"msg\":\"Login failed for bob\",\"ip\":\"198.51.100.4\"}".to_string()),
+        "[a-z ]{0,12}",
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Every class counts exactly the lines that contain its needle (ASCII case-insensitively),
+    /// with one thread and with several asked for.
+    #[test]
+    fn counts_equal_a_naive_case_insensitive_search(
+        lines in proptest::collection::vec(proptest::collection::vec(fragment(), 0..6), 1..60),
+        repeat in 1usize..3,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("app.log");
+        let mut text = String::new();
+        for l in &lines {
+            text.push_str(&format!("{} {}\n", at(1), l.join(" ")));
+        }
+        let text = text.repeat(repeat);
+        write(&p, text.as_bytes());
+        let mut expected = [0u64; 4];
+        for l in text.lines() {
+            let low = l.to_ascii_lowercase();
+            for (i, c) in LogClass::ALL.iter().enumerate() {
+                if low.contains(c.needle()) {
+                    expected[i] += 1;
+                }
+            }
+        }
+        for threads in [1, 3] {
+            let opts = LogReviewOptions { threads, ..LogReviewOptions::all_time(now()) };
+            let r = review_logs(std::slice::from_ref(&p), &opts).unwrap();
+            let got: Vec<u64> = LogClass::ALL.iter().map(|c| r.count(*c)).collect();
+            proptest::prop_assert_eq!(&got[..], &expected[..], "threads {}", threads);
+        }
+    }
+}
+
+#[test]
+fn pino_lines_behind_an_engine_timestamp_group_by_their_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("backend.log");
+    let mut text = String::new();
+    for i in 0..40 {
+        text.push_str(&format!(
+            "{} {{\"level\":40,\"time\":{},\"reqId\":\"req-{i:x}\",\"msg\":\"Login failed for user u{i}@example.com\",\"ip\":\"198.51.100.{}\"}}\n",
+            at(1),
+            1_700_000_000_000u64 + i,
+            i % 3
+        ));
+    }
+    text.push_str(&format!(
+        "{} {{\"level\":50,\"msg\":\"Error: connect \\\"db\\\" refused\",\"err\":{{\"msg\":\"inner\"}}}}\n",
+        at(1)
+    ));
+    write(&p, text.as_bytes());
+    let r = all(std::slice::from_ref(&p));
+    assert_eq!(r.count(LogClass::LoginFailed), 40);
+    assert_eq!(r.count(LogClass::Error), 1);
+    let top = &r.top_patterns[0];
+    assert_eq!(top.count, 40, "{:#?}", r.top_patterns);
+    assert!(
+        top.pattern.starts_with("Login failed for user") && !top.pattern.contains("reqId"),
+        "grouped by the msg field: {top:?}"
+    );
+    assert!(
+        r.top_patterns
+            .iter()
+            .any(|p| p.pattern.contains("connect") && p.pattern.contains("refused")),
+        "an escaped quote does not end the message: {:#?}",
+        r.top_patterns
+    );
+    // The address is in another field: it is still counted per address.
+    assert_eq!(
+        r.failed_logins_by_address.len(),
+        3,
+        "{:?}",
+        r.failed_logins_by_address
+    );
+    assert_eq!(
+        r.failed_logins_by_address
+            .iter()
+            .map(|a| a.count)
+            .sum::<u64>(),
+        40
+    );
+}
