@@ -757,24 +757,13 @@ impl Config {
                     password: None,
                     sanity_queries: Vec::new(),
                 });
-            } else if env("PGHOST").is_some() || env("PGDATABASE").is_some() {
-                let mut parts = Vec::new();
-                for (var, key) in [
-                    ("PGHOST", "host"),
-                    ("PGPORT", "port"),
-                    ("PGUSER", "user"),
-                    ("PGDATABASE", "dbname"),
-                ] {
-                    if let Some(v) = env(var) {
-                        parts.push(format!("{key}={v}"));
-                    }
-                }
-                let password = env("PGPASSWORD").map(|_| SecretRef::Env {
-                    env: "PGPASSWORD".into(),
+            } else if let Some(conninfo) = crate::libpq::conninfo_from_env(env) {
+                let password = env(crate::libpq::PASSWORD_VAR).map(|_| SecretRef::Env {
+                    env: crate::libpq::PASSWORD_VAR.into(),
                 });
                 self.databases.push(DatabaseConfig {
                     name: "default".into(),
-                    url: ConnUrl::new(parts.join(" ")),
+                    url: ConnUrl::new(conninfo),
                     password,
                     sanity_queries: Vec::new(),
                 });

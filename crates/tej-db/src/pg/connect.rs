@@ -75,31 +75,14 @@ impl PgConnectOptions {
         let get = |k: &str| env(k).filter(|v| !v.is_empty());
         let mut opts = if let Some(url) = get("DATABASE_URL") {
             PgConnectOptions::new(url)
+        } else if let Some(conninfo) = tej_core::libpq::conninfo_from_env(env) {
+            PgConnectOptions::new(conninfo)
         } else {
-            let mut parts = Vec::new();
-            for (var, key) in [
-                ("PGHOST", "host"),
-                ("PGPORT", "port"),
-                ("PGUSER", "user"),
-                ("PGDATABASE", "dbname"),
-                ("PGSSLMODE", "sslmode"),
-                ("PGAPPNAME", "application_name"),
-            ] {
-                if let Some(v) = get(var) {
-                    parts.push(format!(
-                        "{key}='{}'",
-                        v.replace('\\', "\\\\").replace('\'', "\\'")
-                    ));
-                }
-            }
-            if parts.is_empty() {
-                return Err(DbError::InvalidConfig(
-                    "no database given: pass --db, or set DATABASE_URL or PGHOST/PGDATABASE".into(),
-                ));
-            }
-            PgConnectOptions::new(parts.join(" "))
+            return Err(DbError::InvalidConfig(
+                "no database given: pass --db, or set DATABASE_URL or PGHOST/PGDATABASE".into(),
+            ));
         };
-        if let Some(pw) = get("PGPASSWORD") {
+        if let Some(pw) = get(tej_core::libpq::PASSWORD_VAR) {
             opts.password = Some(Secret::new(pw));
         }
         Ok(opts)

@@ -109,18 +109,10 @@ pub(crate) fn unreachable(
     .target(target)
 }
 
-/// A human duration (`3h 12m`, `2d 4h`, `45s`).
+/// A human duration (`3h 12m`, `2d 04h`, `45s`): [`tej_core::fmt::duration`], a negative
+/// age (a clock ahead of the server's) as `0s`.
 pub(crate) fn human_secs(secs: f64) -> String {
-    let s = secs.max(0.0).round() as u64;
-    if s < 60 {
-        format!("{s}s")
-    } else if s < 3600 {
-        format!("{}m {}s", s / 60, s % 60)
-    } else if s < 2 * 86_400 {
-        format!("{}h {}m", s / 3600, (s % 3600) / 60)
-    } else {
-        format!("{}d {}h", s / 86_400, (s % 86_400) / 3600)
-    }
+    tej_core::fmt::duration(secs.max(0.0))
 }
 
 /// The finding of a check that could not produce its result (`Unknown`).
