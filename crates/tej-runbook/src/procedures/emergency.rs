@@ -812,13 +812,20 @@ pub async fn db_corruption_from_context(
     let settings = tej_backup::BackupSettings::from_config(&ctx.config).map_err(procedure_error)?;
     let mut ropts = settings.restore(tej_backup::db_target(cfg).map_err(procedure_error)?);
     ropts.jobs = opts.jobs.max(1);
-    // The newest dump of this very database: never another database's, never a file or
-    // base backup.
+    // The newest usable dump of this very database: never another database's, never a file
+    // or base backup, never one whose verification failed. With none usable (or the
+    // repository unreadable now) the newest dump, whose restore then says what is wrong.
     let series = tej_backup::Series::logical(ropts.target.database());
+    let newest = tej_backup::BackupSelector::latest_of(&series);
+    let listed = tej_backup::list_backups(&repo).await.unwrap_or_default();
+    let selector = match tej_backup::newest_usable(&listed, &newest) {
+        Some(b) => tej_backup::BackupSelector::id_in(b.id.clone(), &series),
+        None => newest,
+    };
     let restore = tej_backup::RestoreStep {
         runner,
         repo: (*repo).clone(),
-        selector: tej_backup::BackupSelector::latest_of(&series).to_string(),
+        selector: selector.to_string(),
         opts: ropts,
     };
     let app = ctx.config.compose.as_ref().map(|c| AppServices {
