@@ -852,9 +852,7 @@ impl<S: SessionStore, C: ServiceControl, P: AppProbe> Rotator<S, C, P> {
                 output: Some(StepOutput::summary(detail.clone())),
                 duration_ms,
             };
-            if let Err(e) = self.guard.record(log, run.procedure, &report) {
-                tracing::error!(path = %log.path().display(), error = %e, "cannot append to the audit log");
-            }
+            audit_through_guard(&self.guard, log, run.procedure, &report);
         }
         tracing::info!(step, outcome, detail = %detail, "rotation step");
         run.report.steps.push(RotationStep {
@@ -1018,9 +1016,7 @@ impl<S: SessionStore, C: ServiceControl, P: AppProbe> Rotator<S, C, P> {
                     output: None,
                     duration_ms: 0,
                 };
-                if let Err(e) = self.guard.record(log, PROCEDURE, &report) {
-                    tracing::error!(path = %log.path().display(), error = %e, "cannot append to the audit log");
-                }
+                audit_through_guard(&self.guard, log, PROCEDURE, &report);
             }
             return Err(SecretsError::Refused(refusal.to_string()));
         }
@@ -1679,6 +1675,14 @@ impl<S: SessionStore, C: ServiceControl, P: AppProbe> Rotator<S, C, P> {
             }
         }
         Ok(run.report)
+    }
+}
+
+/// Writes `report`'s audit line the way the Executor does; a failure to write is logged
+/// (the rotation's own report still holds the step).
+fn audit_through_guard(guard: &Guard, log: &AuditLog, procedure: &str, report: &StepReport) {
+    if let Err(e) = guard.record(log, procedure, report) {
+        tracing::error!(path = %log.path().display(), error = %e, "cannot append to the audit log");
     }
 }
 
