@@ -22,6 +22,7 @@
 //! ```
 
 pub mod cleanup;
+pub mod cleanup_config;
 mod error;
 pub mod firewall;
 pub mod log_line;

@@ -35,16 +35,8 @@ pub fn dispatch(
 ) -> Result<i32> {
     let cfg = ctx.config()?;
     let ex = ctx.executor(&args.run)?;
-    let mut opts = CleanupOptions::new(args.root, args.pattern, args.older_than);
+    let mut opts = CleanupOptions::from_config(cfg, args.root, args.pattern, args.older_than);
     opts.keep_newest = args.keep_newest;
-    // The local backup repositories of tej.toml are never cleaned by pattern.
-    opts.protected = cfg
-        .backup
-        .repositories
-        .iter()
-        .filter(|r| !r.starts_with("s3://"))
-        .map(PathBuf::from)
-        .collect();
     let ok = ctx.block_on(cleanup(out, &ex, opts, ctx.format()))??;
     Ok(crate::context::exit_code(ok))
 }

@@ -712,18 +712,9 @@ pub async fn weekly_maintenance_procedure(ctx: &RunContext, clock: Arc<dyn Clock
             options: VacuumOptions::default(),
         });
     }
-    let protected: Vec<std::path::PathBuf> = ctx
-        .config
-        .backup
-        .repositories
-        .iter()
-        .filter(|r| !r.starts_with("s3://"))
-        .map(std::path::PathBuf::from)
-        .collect();
     for dir in ctx.logs.paths.iter().filter(|p| p.is_dir()) {
-        let mut opts = CleanupOptions::new(dir, "*.log*", LOG_RETENTION_DAYS);
+        let mut opts = CleanupOptions::from_config(&ctx.config, dir, "*.log*", LOG_RETENTION_DAYS);
         opts.now = Some(now);
-        opts.protected = protected.clone();
         p = p.step_continue(CleanupStep::new(opts));
     }
     if let Some(c) = &ctx.compose {
