@@ -1,12 +1,13 @@
-//! The backup service example, run as its binary against a real PostgreSQL: it binds
-//! 127.0.0.1:0, takes a backup on `POST /backups` in the configured format and compression,
-//! lists it on `GET /backups`, and the backup verifies; it stops on SIGTERM.
+//! The backup service example, run as its binary against a real PostgreSQL and an
+//! S3-compatible server: it binds 127.0.0.1:0, takes a backup on `POST /backups` into a
+//! local and an S3 repository in the configured format and compression, lists both copies
+//! on `GET /backups`, and the backup verifies; it stops on SIGTERM.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use tej_backup::{BackupId, BackupSelector, Backups, CancellationToken};
-use tej_testkit::PgCluster;
+use tej_testkit::{PgCluster, S3Server};
 
 /// The service's process, killed if the test ends before it stopped.
 struct Running(Child);
@@ -68,10 +69,13 @@ async fn the_service_takes_lists_and_the_backup_verifies() {
          INSERT INTO orders (total) SELECT g * 1.5 FROM generate_series(1, 500) g;",
     )
     .unwrap();
+    let s3 = S3Server::start().unwrap();
+    let bucket = s3.unique_bucket("service").unwrap();
     let repo = dir.path().join("backups");
     let toml = format!(
         "[[database]]\nname = \"main\"\nurl = \"{url}\"\n\
-         [backup]\nrepositories = [\"{}\"]\nformat = \"plain\"\ncompression = \"none\"\n",
+         [backup]\nrepositories = [\"{}\", \"s3://{bucket}/db\"]\n\
+         format = \"plain\"\ncompression = \"none\"\n",
         repo.display()
     );
     let config_path = dir.path().join("tej.toml");
@@ -86,6 +90,10 @@ async fn the_service_takes_lists_and_the_backup_verifies() {
         ])
         .env_remove("TEJ_CONFIG")
         .env_remove("DATABASE_URL")
+        .env("AWS_ACCESS_KEY_ID", s3.access_key())
+        .env("AWS_SECRET_ACCESS_KEY", s3.secret_key())
+        .env("AWS_REGION", s3.region())
+        .env("AWS_ENDPOINT_URL", s3.endpoint())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -110,18 +118,32 @@ async fn the_service_takes_lists_and_the_backup_verifies() {
     assert_eq!(created["format"], "plain", "{created:#}");
     assert_eq!(created["compression"]["algorithm"], "none", "{created:#}");
     assert_eq!(created["repositories"][0]["ok"], true, "{created:#}");
+    assert_eq!(created["repositories"][1]["ok"], true, "{created:#}");
+    assert!(!created.to_string().contains(s3.secret_key()));
 
     let (status, list) = get(&addr, "/backups");
     assert_eq!(status, 200, "{list}");
     let listed = list.as_array().expect("a JSON array");
-    assert_eq!(listed.len(), 1, "{list:#}");
-    assert_eq!(listed[0]["id"], id.as_str());
-    assert_eq!(listed[0]["compression"], "none");
-    assert_eq!(listed[0]["series"]["target"], "shop");
+    assert_eq!(listed.len(), 2, "one copy per repository: {list:#}");
+    let mut where_: Vec<&str> = listed
+        .iter()
+        .map(|b| b["repository"].as_str().unwrap())
+        .collect();
+    where_.sort();
+    let mut expected = vec![repo.display().to_string(), format!("s3://{bucket}/db")];
+    expected.sort();
+    assert_eq!(where_, expected);
+    for b in listed {
+        assert_eq!(b["id"], id.as_str());
+        assert_eq!(b["compression"], "none");
+        assert_eq!(b["series"]["target"], "shop");
+    }
 
-    // The backup the service took is a good one.
+    // The backup the service took is a good one (the local copy, read here).
     let config = tej_core::Config::load(&config_path).unwrap();
-    let backups = Backups::open(&config).await.unwrap();
+    let mut settings = tej_backup::BackupSettings::from_config(&config).unwrap();
+    settings.repositories.truncate(1);
+    let backups = Backups::builder().settings(settings).build().await.unwrap();
     let report = backups
         .verify(
             &BackupSelector::by_id(BackupId::parse(&id).unwrap()),
