@@ -22,7 +22,9 @@
 //! # }
 //! ```
 
+mod error;
 pub mod pg;
 pub mod redis;
 
-pub use pg::{DbError, PgAdmin, PgClient, PgConnectOptions, PgSession};
+pub use error::DbError;
+pub use pg::{PgAdmin, PgClient, PgConnectOptions, PgSession};

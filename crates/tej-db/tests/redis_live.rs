@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 use tej_core::{Environment, Secret, Severity, Step};
+use tej_db::DbError;
 use tej_db::redis::{
     BigKeysOptions, FlushScope, FlushStep, InfoReport, InvalidateOptions, RedisAdmin, RedisClient,
-    RedisConnectOptions, RedisError, RedisThresholds, find_big_keys, invalidate_sessions,
-    redis_health,
+    RedisConnectOptions, RedisThresholds, find_big_keys, invalidate_sessions, redis_health,
 };
 use tej_testkit::RedisServer;
 
@@ -262,12 +262,12 @@ async fn auth_acl_users_and_error_kinds() {
         Ok(c) => c.ping().await.unwrap_err(),
         Err(e) => e,
     };
-    assert!(matches!(e, RedisError::AuthRefused { .. }), "{e:?}");
+    assert!(matches!(e, DbError::RedisAuthRefused { .. }), "{e:?}");
 
     // Wrong password.
     o.password = Some(Secret::new("wrong-one"));
     let e = RedisClient::connect(&o).await.unwrap_err();
-    assert!(matches!(e, RedisError::AuthRefused { .. }), "{e:?}");
+    assert!(matches!(e, DbError::RedisAuthRefused { .. }), "{e:?}");
     assert!(!format!("{e:?} {e}").contains("wrong-one"));
 
     // Right password as a Secret.
@@ -308,13 +308,13 @@ async fn auth_acl_users_and_error_kinds() {
     ops.ping().await.unwrap();
     let e = ops.flush_db().await.unwrap_err();
     assert!(
-        matches!(e, RedisError::PermissionDenied { ref command } if command == "FLUSHDB"),
+        matches!(e, DbError::RedisPermissionDenied { ref command } if command == "FLUSHDB"),
         "{e:?}"
     );
     let e = RedisClient::connect_url(&server.url(), Some("ops"), Some(Secret::new("nope")))
         .await
         .unwrap_err();
-    assert!(matches!(e, RedisError::AuthRefused { .. }), "{e:?}");
+    assert!(matches!(e, DbError::RedisAuthRefused { .. }), "{e:?}");
 
     // BUSY: a script that never ends blocks the server until SCRIPT KILL.
     let _: () = redis::cmd("CONFIG")
@@ -335,7 +335,7 @@ async fn auth_acl_users_and_error_kinds() {
     let mut saw_busy = None;
     for _ in 0..200 {
         match admin.ping().await {
-            Err(e @ RedisError::Busy(_)) => {
+            Err(e @ DbError::RedisBusy(_)) => {
                 saw_busy = Some(e);
                 break;
             }
@@ -359,7 +359,7 @@ async fn unreachable_and_tls_urls() {
     let mut o = RedisConnectOptions::new(format!("redis://:pw-in-url@127.0.0.1:{port}/"));
     o.timeout = std::time::Duration::from_secs(5);
     let e = RedisClient::connect(&o).await.unwrap_err();
-    assert!(matches!(e, RedisError::Unreachable { .. }), "{e:?}");
+    assert!(matches!(e, DbError::RedisUnreachable { .. }), "{e:?}");
     assert!(tej_core::Retryable::is_retryable(&e));
     assert!(!format!("{e:?} {e}").contains("pw-in-url"));
 
@@ -374,7 +374,7 @@ async fn unreachable_and_tls_urls() {
     assert!(
         matches!(
             e,
-            RedisError::Unreachable { .. } | RedisError::Timeout { .. }
+            DbError::RedisUnreachable { .. } | DbError::RedisTimeout { .. }
         ),
         "{e:?}"
     );
@@ -382,5 +382,5 @@ async fn unreachable_and_tls_urls() {
     let e = RedisClient::connect(&RedisConnectOptions::new("http://nope"))
         .await
         .unwrap_err();
-    assert!(matches!(e, RedisError::InvalidConfig(_)), "{e:?}");
+    assert!(matches!(e, DbError::RedisInvalidConfig(_)), "{e:?}");
 }

@@ -1,126 +1,6 @@
-//! The one error type of tej-db's PostgreSQL half, with SQLSTATE codes mapped to what an operator can act on.
+//! PostgreSQL errors mapped to [`DbError`]: SQLSTATE codes turned into what an operator can act on.
 
-use tej_core::Retryable;
-
-/// What went wrong talking to PostgreSQL, in terms an operator can act on.
-///
-/// No variant carries a password: server messages and connection strings are redacted.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[non_exhaustive]
-pub enum DbError {
-    /// The connection string or options are invalid.
-    #[error("invalid PostgreSQL connection settings: {0}")]
-    InvalidConfig(String),
-    /// Nothing answered at the address (refused, DNS failure, network unreachable).
-    #[error("PostgreSQL at {target} is unreachable: {reason}")]
-    Unreachable {
-        /// `host:port` or socket directory.
-        target: String,
-        /// The operating system's reason.
-        reason: String,
-    },
-    /// The server is up but not accepting connections yet (starting, shutting down, in recovery).
-    #[error("PostgreSQL at {target} is rejecting connections: {reason}")]
-    Rejecting {
-        /// `host:port`.
-        target: String,
-        /// The server's message.
-        reason: String,
-    },
-    /// The server refused the credentials (or no password was supplied when one is needed).
-    #[error("PostgreSQL refused authentication for user {user:?}: {reason}")]
-    AuthRefused {
-        /// The role name used.
-        user: String,
-        /// The server's message.
-        reason: String,
-    },
-    /// The database named in the connection string does not exist.
-    #[error("database {database:?} does not exist")]
-    DatabaseMissing {
-        /// The database name.
-        database: String,
-    },
-    /// The role lacks a privilege.
-    #[error("permission denied: {message} (needs {privilege})")]
-    PermissionDenied {
-        /// The server's message.
-        message: String,
-        /// The privilege or role that would allow it.
-        privilege: String,
-    },
-    /// A timeout: connecting, `statement_timeout` or `lock_timeout`.
-    #[error("timed out {what}")]
-    Timeout {
-        /// What timed out (`connecting`, `waiting for a lock`, `running the statement`).
-        what: String,
-    },
-    /// A required extension is not installed in the database.
-    #[error("extension {extension} is not installed: {hint}")]
-    ExtensionMissing {
-        /// Extension name.
-        extension: String,
-        /// How to install it.
-        hint: String,
-    },
-    /// Too many connections, or out of resources; retrying later may help.
-    #[error("PostgreSQL is out of resources: {0}")]
-    Overloaded(String),
-    /// TLS could not be set up or the handshake failed.
-    #[error("TLS to PostgreSQL failed: {0}")]
-    Tls(String),
-    /// The connection broke during the conversation.
-    #[error("connection to PostgreSQL lost: {0}")]
-    ConnectionLost(String),
-    /// Data corruption reported by the server (`XX001`, `XX002`).
-    #[error("data corruption reported by PostgreSQL: {0}")]
-    Corruption(String),
-    /// Any other error the server reported.
-    #[error("PostgreSQL error {code}: {message}")]
-    Server {
-        /// SQLSTATE.
-        code: String,
-        /// The server's message.
-        message: String,
-    },
-    /// A reply had an unexpected shape (missing column, wrong type).
-    #[error("unexpected reply from PostgreSQL: {0}")]
-    UnexpectedReply(String),
-    /// A guarded operation was refused before touching the server.
-    #[error("refused: {0}")]
-    Refused(String),
-}
-
-impl Retryable for DbError {
-    fn is_retryable(&self) -> bool {
-        match self {
-            DbError::Unreachable { .. }
-            | DbError::Rejecting { .. }
-            | DbError::Overloaded(_)
-            | DbError::ConnectionLost(_) => true,
-            DbError::Timeout { what } => what.contains("lock") || what.contains("connect"),
-            DbError::Server { code, .. } => matches!(code.as_str(), "40001" | "40P01"),
-            _ => false,
-        }
-    }
-}
-
-impl DbError {
-    /// True for `lock_timeout` expiries (`55P03`), which a retry later may get past.
-    pub fn is_lock_timeout(&self) -> bool {
-        matches!(self, DbError::Timeout { what } if what.contains("lock"))
-    }
-
-    /// The SQLSTATE behind this error, when the server sent one.
-    pub fn sqlstate(&self) -> Option<&str> {
-        match self {
-            DbError::Server { code, .. } => Some(code),
-            DbError::PermissionDenied { .. } => Some("42501"),
-            DbError::DatabaseMissing { .. } => Some("3D000"),
-            _ => None,
-        }
-    }
-}
+pub use crate::error::DbError;
 
 /// Context used to turn a driver error into a [`DbError`].
 #[derive(Debug, Clone, Default)]
@@ -282,6 +162,7 @@ pub(crate) fn redact_url_passwords_public(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tej_core::Retryable;
 
     #[test]
     fn retryable_classification() {

@@ -1,6 +1,7 @@
 //! The narrow trait tej uses to administer Redis, and its implementation over the redis crate.
 
-use super::error::{RedisError, classify};
+use super::error::classify;
+use crate::DbError;
 use async_trait::async_trait;
 use serde::Serialize;
 use std::fmt;
@@ -21,24 +22,24 @@ pub struct KeyStat {
 #[async_trait]
 pub trait RedisAdmin: Send + Sync {
     /// `PING`, returning the round-trip time.
-    async fn ping(&self) -> Result<Duration, RedisError>;
+    async fn ping(&self) -> Result<Duration, DbError>;
     /// The text of `INFO` (default sections).
-    async fn info(&self) -> Result<String, RedisError>;
+    async fn info(&self) -> Result<String, DbError>;
     /// One `SCAN cursor MATCH pattern COUNT count`; returns the next cursor (0: done) and keys.
     async fn scan(
         &self,
         cursor: u64,
         pattern: &str,
         count: u32,
-    ) -> Result<(u64, Vec<Vec<u8>>), RedisError>;
+    ) -> Result<(u64, Vec<Vec<u8>>), DbError>;
     /// `TYPE` and `MEMORY USAGE` for each key, pipelined; `None` for keys that vanished.
-    async fn key_stats(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<KeyStat>>, RedisError>;
+    async fn key_stats(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<KeyStat>>, DbError>;
     /// `UNLINK` the keys; returns how many existed.
-    async fn unlink(&self, keys: &[Vec<u8>]) -> Result<u64, RedisError>;
+    async fn unlink(&self, keys: &[Vec<u8>]) -> Result<u64, DbError>;
     /// `FLUSHDB` on the connection's database.
-    async fn flush_db(&self) -> Result<(), RedisError>;
+    async fn flush_db(&self) -> Result<(), DbError>;
     /// `FLUSHALL`.
-    async fn flush_all(&self) -> Result<(), RedisError>;
+    async fn flush_all(&self) -> Result<(), DbError>;
 }
 
 /// How to reach a server. `Debug` hides the password (also one inside the URL).
@@ -104,7 +105,7 @@ impl fmt::Debug for RedisClient {
 
 impl RedisClient {
     /// Connects (and authenticates, and selects the database) now.
-    pub async fn connect(opts: &RedisConnectOptions) -> Result<RedisClient, RedisError> {
+    pub async fn connect(opts: &RedisConnectOptions) -> Result<RedisClient, DbError> {
         // The redis crate builds its TLS configuration from rustls's process-wide provider.
         // When several providers are compiled in (aws-lc-rs through the AWS SDK, ring here)
         // rustls cannot choose one by itself; make ring the default unless one is installed.
@@ -116,7 +117,7 @@ impl RedisClient {
         }
         let redact = |s: &str| redactor.redact(&tej_core::secret::redact_url_passwords(s));
         let info = redis::IntoConnectionInfo::into_connection_info(opts.url.as_str())
-            .map_err(|e| RedisError::InvalidConfig(redact(&e.to_string())))?;
+            .map_err(|e| DbError::RedisInvalidConfig(redact(&e.to_string())))?;
         if let Some(url_password) = info.redis_settings().password() {
             redactor.add(&Secret::new(url_password));
         }
@@ -130,7 +131,7 @@ impl RedisClient {
         }
         if let Some(db) = opts.db {
             if db < 0 {
-                return Err(RedisError::InvalidConfig(format!(
+                return Err(DbError::RedisInvalidConfig(format!(
                     "database index must not be negative, got {db}"
                 )));
             }
@@ -158,7 +159,7 @@ impl RedisClient {
         url: &str,
         username: Option<&str>,
         password: Option<Secret>,
-    ) -> Result<RedisClient, RedisError> {
+    ) -> Result<RedisClient, DbError> {
         let mut opts = RedisConnectOptions::new(url);
         opts.username = username.map(str::to_string);
         opts.password = password;
@@ -170,7 +171,7 @@ impl RedisClient {
         &self.target
     }
 
-    fn err(&self, e: redis::RedisError, command: &str) -> RedisError {
+    fn err(&self, e: redis::RedisError, command: &str) -> DbError {
         let redact = |s: &str| {
             self.redactor
                 .redact(&tej_core::secret::redact_url_passwords(s))
@@ -182,7 +183,7 @@ impl RedisClient {
         &self,
         cmd: &redis::Cmd,
         name: &str,
-    ) -> Result<T, RedisError> {
+    ) -> Result<T, DbError> {
         let mut conn = self.conn.clone();
         cmd.query_async(&mut conn)
             .await
@@ -192,11 +193,11 @@ impl RedisClient {
 
 #[async_trait]
 impl RedisAdmin for RedisClient {
-    async fn ping(&self) -> Result<Duration, RedisError> {
+    async fn ping(&self) -> Result<Duration, DbError> {
         let start = std::time::Instant::now();
         let reply: String = self.query(&redis::cmd("PING"), "PING").await?;
         if reply != "PONG" {
-            return Err(RedisError::Server {
+            return Err(DbError::RedisServer {
                 command: "PING".into(),
                 message: format!("unexpected reply {reply:?}"),
             });
@@ -204,13 +205,13 @@ impl RedisAdmin for RedisClient {
         Ok(start.elapsed())
     }
 
-    async fn info(&self) -> Result<String, RedisError> {
+    async fn info(&self) -> Result<String, DbError> {
         let v: redis::Value = self.query(&redis::cmd("INFO"), "INFO").await?;
         match v {
             redis::Value::BulkString(b) => Ok(String::from_utf8_lossy(&b).into_owned()),
             redis::Value::VerbatimString { text, .. } => Ok(text),
             redis::Value::SimpleString(s) => Ok(s),
-            other => Err(RedisError::Server {
+            other => Err(DbError::RedisServer {
                 command: "INFO".into(),
                 message: format!("unexpected reply type {other:?}"),
             }),
@@ -222,7 +223,7 @@ impl RedisAdmin for RedisClient {
         cursor: u64,
         pattern: &str,
         count: u32,
-    ) -> Result<(u64, Vec<Vec<u8>>), RedisError> {
+    ) -> Result<(u64, Vec<Vec<u8>>), DbError> {
         let mut cmd = redis::cmd("SCAN");
         cmd.arg(cursor)
             .arg("MATCH")
@@ -230,14 +231,14 @@ impl RedisAdmin for RedisClient {
             .arg("COUNT")
             .arg(count.max(1));
         let (next, keys): (String, Vec<Vec<u8>>) = self.query(&cmd, "SCAN").await?;
-        let next = next.parse().map_err(|_| RedisError::Server {
+        let next = next.parse().map_err(|_| DbError::RedisServer {
             command: "SCAN".into(),
             message: format!("cursor {next:?} is not a number"),
         })?;
         Ok((next, keys))
     }
 
-    async fn key_stats(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<KeyStat>>, RedisError> {
+    async fn key_stats(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<KeyStat>>, DbError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -274,7 +275,7 @@ impl RedisAdmin for RedisClient {
         Ok(out)
     }
 
-    async fn unlink(&self, keys: &[Vec<u8>]) -> Result<u64, RedisError> {
+    async fn unlink(&self, keys: &[Vec<u8>]) -> Result<u64, DbError> {
         if keys.is_empty() {
             return Ok(0);
         }
@@ -285,12 +286,12 @@ impl RedisAdmin for RedisClient {
         self.query(&cmd, "UNLINK").await
     }
 
-    async fn flush_db(&self) -> Result<(), RedisError> {
+    async fn flush_db(&self) -> Result<(), DbError> {
         let _: () = self.query(&redis::cmd("FLUSHDB"), "FLUSHDB").await?;
         Ok(())
     }
 
-    async fn flush_all(&self) -> Result<(), RedisError> {
+    async fn flush_all(&self) -> Result<(), DbError> {
         let _: () = self.query(&redis::cmd("FLUSHALL"), "FLUSHALL").await?;
         Ok(())
     }

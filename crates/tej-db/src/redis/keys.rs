@@ -1,7 +1,7 @@
 //! Key-space work done with `SCAN` (never `KEYS`): big keys, and session invalidation.
 
 use super::admin::RedisAdmin;
-use super::error::RedisError;
+use crate::DbError;
 use serde::Serialize;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -80,7 +80,7 @@ pub struct BigKeysReport {
 pub async fn find_big_keys(
     admin: &dyn RedisAdmin,
     opts: &BigKeysOptions,
-) -> Result<BigKeysReport, RedisError> {
+) -> Result<BigKeysReport, DbError> {
     let started = tokio::time::Instant::now();
     let mut heap: BinaryHeap<Reverse<(u64, Vec<u8>, String)>> = BinaryHeap::new();
     let mut cursor = 0u64;
@@ -211,9 +211,9 @@ fn has_literal(pattern: &str) -> bool {
 
 /// Refuses patterns that can match every key (judged by what they can match, not by their
 /// spelling: `*`, `?*`, `**`, `[a-z]*`...): that is `FLUSHDB`, which has its own step.
-pub fn validate_session_pattern(pattern: &str) -> Result<(), RedisError> {
+pub fn validate_session_pattern(pattern: &str) -> Result<(), DbError> {
     if pattern.trim().is_empty() || !has_literal(pattern) {
-        return Err(RedisError::Refused {
+        return Err(DbError::RedisRefused {
             command: "UNLINK".into(),
             reason: format!(
                 "pattern {pattern:?} has no literal part, so it can match every key; \
@@ -228,7 +228,7 @@ pub fn validate_session_pattern(pattern: &str) -> Result<(), RedisError> {
 pub async fn invalidate_sessions(
     admin: &dyn RedisAdmin,
     opts: &InvalidateOptions,
-) -> Result<InvalidationReport, RedisError> {
+) -> Result<InvalidationReport, DbError> {
     validate_session_pattern(&opts.pattern)?;
     let batch = opts.batch.max(1);
     let mut report = InvalidationReport {
@@ -267,7 +267,7 @@ pub async fn count_matching(
     admin: &dyn RedisAdmin,
     pattern: &str,
     scan_count: u32,
-) -> Result<u64, RedisError> {
+) -> Result<u64, DbError> {
     let mut cursor = 0;
     let mut n = 0;
     loop {
@@ -334,7 +334,7 @@ mod tests {
                 ..InvalidateOptions::default()
             };
             let e = invalidate_sessions(&m, &opts).await.unwrap_err();
-            assert!(matches!(e, RedisError::Refused { .. }), "{p:?}: {e}");
+            assert!(matches!(e, DbError::RedisRefused { .. }), "{p:?}: {e}");
         }
     }
 
@@ -373,11 +373,11 @@ mod tests {
     async fn errors_propagate_and_stop() {
         let mut m = MockRedisAdmin::new();
         m.expect_scan()
-            .returning(|_, _, _| Err(RedisError::Loading));
+            .returning(|_, _, _| Err(DbError::RedisLoading));
         let e = invalidate_sessions(&m, &InvalidateOptions::default())
             .await
             .unwrap_err();
-        assert_eq!(e, RedisError::Loading);
+        assert_eq!(e, DbError::RedisLoading);
         assert!(tej_core::Retryable::is_retryable(&e));
     }
 

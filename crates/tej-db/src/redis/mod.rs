@@ -9,11 +9,12 @@
 //! - [`find_big_keys`] and [`invalidate_sessions`]: `SCAN`-based, never `KEYS`.
 //! - [`FlushStep`] (destructive, refused in production unless overridden) and
 //!   [`InvalidateSessionsStep`] (mutating).
+//! - Errors are tej-db's one [`DbError`](crate::DbError), its `Redis*` variants.
 //!
 //! ```no_run
 //! use tej_db::redis::{InvalidateOptions, RedisAdmin, RedisClient, invalidate_sessions};
 //!
-//! # async fn run() -> Result<(), tej_db::redis::RedisError> {
+//! # async fn run() -> Result<(), tej_db::DbError> {
 //! let redis = RedisClient::connect_url("redis://127.0.0.1:6379/0", None, None).await?;
 //! println!("PING {:?}", redis.ping().await?);
 //! let report = invalidate_sessions(&redis, &InvalidateOptions::default()).await?;
@@ -28,7 +29,6 @@ mod keys;
 mod steps;
 
 pub use admin::{KeyStat, RedisAdmin, RedisClient, RedisConnectOptions};
-pub use error::RedisError;
 pub use info::{
     ClientsInfo, InfoReport, KeyspaceDb, MemoryInfo, PersistenceInfo, RedisThresholds,
     ReplicationInfo, ServerInfo, StatsInfo, redis_findings,
@@ -42,6 +42,7 @@ pub use steps::{FlushScope, FlushStep, InvalidateSessionsStep};
 #[cfg(any(test, feature = "mock"))]
 pub use admin::MockRedisAdmin;
 
+use crate::DbError;
 use tej_core::{Finding, Severity};
 
 /// A health check: PING latency plus [`redis_findings`] on `INFO`. An unreachable server or
@@ -55,7 +56,7 @@ pub async fn redis_health(
         Ok(d) => d,
         Err(e) => {
             let sev = match e {
-                RedisError::Loading | RedisError::Busy(_) => Severity::Warning,
+                DbError::RedisLoading | DbError::RedisBusy(_) => Severity::Warning,
                 _ => Severity::Critical,
             };
             return (

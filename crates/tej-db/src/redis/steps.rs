@@ -2,10 +2,10 @@
 //! `FLUSHDB`/`FLUSHALL` (destructive, refused in production unless overridden on purpose).
 
 use super::admin::RedisAdmin;
-use super::error::RedisError;
 use super::keys::{
     InvalidateOptions, count_matching, invalidate_sessions, validate_session_pattern,
 };
+use crate::DbError;
 use async_trait::async_trait;
 use serde::Serialize;
 use std::sync::Arc;
@@ -65,9 +65,9 @@ impl FlushStep {
         self
     }
 
-    fn check(&self) -> Result<(), RedisError> {
+    fn check(&self) -> Result<(), DbError> {
         if self.environment == Environment::Production && !self.allow_production {
-            return Err(RedisError::Refused {
+            return Err(DbError::RedisRefused {
                 command: self.scope.command().into(),
                 reason: "the environment is production; the runbook allows it only in \
                          development/staging (override on purpose to proceed)"
