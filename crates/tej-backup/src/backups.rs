@@ -170,6 +170,18 @@ impl Backups {
         })
     }
 
+    /// The text form of `selector` that the crate's string-taking functions read back as
+    /// the same selector (a target without a kind, or an empty one, has none: refused).
+    fn selector_text(selector: &BackupSelector) -> Result<String, BackupError> {
+        let text = selector.to_string();
+        if BackupSelector::parse(&text).ok().as_ref() != Some(selector) {
+            return Err(BackupError::InvalidOptions(format!(
+                "backup selector {selector:?}: a target needs a kind (logical, physical or files) and may not be empty"
+            )));
+        }
+        Ok(text)
+    }
+
     /// Runs `op` over the repositories made cancellable by `cancel`; an error after the
     /// cancellation is reported as the cancellation.
     async fn run<T, F, Fut>(&self, cancel: &CancellationToken, op: F) -> Result<T, BackupError>
@@ -298,7 +310,7 @@ impl Backups {
         opts: &VerifyOptions,
         cancel: &CancellationToken,
     ) -> Result<VerifyReport, BackupError> {
-        let sel = selector.to_string();
+        let sel = Backups::selector_text(selector)?;
         self.run(cancel, |repos| async move {
             verify_backup(
                 self.runner.as_ref(),
@@ -332,7 +344,7 @@ impl Backups {
         opts: &RestoreOptions,
         cancel: &CancellationToken,
     ) -> Result<RestoreReport, BackupError> {
-        let sel = selector.to_string();
+        let sel = Backups::selector_text(selector)?;
         self.run(cancel, |repos| async move {
             restore_backup(self.runner.as_ref(), &repos[0], &sel, opts).await
         })
@@ -342,13 +354,17 @@ impl Backups {
     /// The restore of the selected backup into `target` as a destructive
     /// [`tej_core::Step`], for a [`tej_core::Executor`] (confirmation, the maintenance
     /// window, the audit log).
-    pub fn restore_step(&self, selector: &BackupSelector, target: DbTarget) -> RestoreStep {
-        RestoreStep {
+    pub fn restore_step(
+        &self,
+        selector: &BackupSelector,
+        target: DbTarget,
+    ) -> Result<RestoreStep, BackupError> {
+        Ok(RestoreStep {
             runner: self.runner.clone(),
             repo: self.primary().clone(),
-            selector: selector.to_string(),
+            selector: Backups::selector_text(selector)?,
             opts: self.settings.restore(target),
-        }
+        })
     }
 
     /// Applies the configured retention to every repository; one report per repository,
@@ -407,5 +423,88 @@ impl BackupSelector {
     /// The newest physical base backup of any cluster.
     pub fn latest_physical() -> BackupSelector {
         BackupSelector::latest_kind(BackupKind::Physical)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn selector() -> impl Strategy<Value = BackupSelector> {
+        let id = proptest::option::of((0i64..4_000_000_000, "[a-z][a-z0-9_]{0,10}").prop_map(
+            |(secs, target)| {
+                let at = jiff::Timestamp::from_second(secs).unwrap();
+                BackupId::parse(&format!("{}-{target}", at.strftime("%Y%m%dT%H%M%SZ"))).unwrap()
+            },
+        ));
+        let kind = proptest::option::of(prop_oneof![
+            Just(BackupKind::Logical),
+            Just(BackupKind::Physical),
+            Just(BackupKind::Files),
+        ]);
+        let target = proptest::option::of("[a-z0-9_/,@:.-]{0,20}");
+        (id, kind, target).prop_map(|(id, kind, target)| BackupSelector { id, kind, target })
+    }
+
+    proptest! {
+        #[test]
+        fn a_typed_selector_reaches_the_functions_unchanged_or_is_refused(sel in selector()) {
+            match Backups::selector_text(&sel) {
+                Ok(text) => prop_assert_eq!(BackupSelector::parse(&text).unwrap(), sel),
+                Err(e) => {
+                    let target = sel.target.as_deref();
+                    prop_assert!(target == Some("") || (sel.kind.is_none() && target.is_some()), "{e}");
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_selector_without_a_text_form_is_refused_before_any_work() {
+        let b = Backups::builder()
+            .repository(Repository::from_store(Arc::new(
+                crate::storage::MemoryStore::new(),
+            )))
+            .build()
+            .await
+            .unwrap();
+        let sel = BackupSelector {
+            id: None,
+            kind: None,
+            target: Some("app".into()),
+        };
+        assert!(b.restore_step(&sel, DbTarget::new("")).is_err());
+        let cancel = CancellationToken::new();
+        let e = b.verify(&sel, &cancel).await.unwrap_err();
+        assert!(e.to_string().contains("needs a kind"), "{e}");
+        // A selector with a text form reaches the repository (empty: nothing found).
+        let e = b
+            .verify(&BackupSelector::latest(), &cancel)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, BackupError::NotFound { .. }), "{e}");
+        assert!(
+            b.restore_step(&BackupSelector::latest(), DbTarget::new(""))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn the_constructors_select_what_they_say() {
+        assert_eq!(BackupSelector::latest().to_string(), "latest");
+        assert_eq!(
+            BackupSelector::latest_logical("app").to_string(),
+            "latest@logical:app"
+        );
+        assert_eq!(
+            BackupSelector::latest_physical().to_string(),
+            "latest@physical"
+        );
+        let id = BackupId::parse("20250116T020000Z-app").unwrap();
+        assert_eq!(
+            BackupSelector::by_id(id).to_string(),
+            "20250116T020000Z-app"
+        );
     }
 }
