@@ -1028,7 +1028,7 @@ impl<S: SessionStore, C: ServiceControl, P: AppProbe> Rotator<S, C, P> {
             }
         }
 
-        let stage = match &existing {
+        let mut stage = match &existing {
             Some(st) if st.stage == Stage::RollingBack => {
                 let reason = st
                     .rollback_reason
@@ -1065,7 +1065,6 @@ impl<S: SessionStore, C: ServiceControl, P: AppProbe> Rotator<S, C, P> {
             },
             service,
         };
-        let mut stage = stage;
         for spec in STAGES {
             if stage != spec.from {
                 continue;
