@@ -493,29 +493,46 @@ fn sql_violations(root: &Path) -> Vec<String> {
     dirs.sort();
     let mut files: Vec<PathBuf> = dirs.iter().flat_map(|d| rust_files(d)).collect();
     files.sort();
-    // Files of test modules, found while scanning their parents (parents sort first:
-    // `a.rs` < `a/b.rs`, `a/mod.rs` declares its siblings).
+    let scans: Vec<(PathBuf, String, Scan)> = files
+        .iter()
+        .map(|f| {
+            let src =
+                std::fs::read_to_string(f).unwrap_or_else(|e| panic!("read {}: {e}", f.display()));
+            let s = scan(&src);
+            (f.clone(), src, s)
+        })
+        .collect();
+    let is_test_path = |f: &Path| {
+        let rel = f.strip_prefix(root).unwrap_or(f);
+        f.file_name().is_some_and(|n| n == "tests.rs")
+            || rel.components().any(|c| c.as_os_str() == "tests")
+    };
+    // Files of test modules: declared `#[cfg(test)] mod x;`, or declared by a test module;
+    // to a fixed point, whatever order the files come in.
     let mut excluded: BTreeSet<PathBuf> = BTreeSet::new();
-    let mut bad = BTreeMap::new();
-    let mut seen_known = BTreeSet::new();
-    for f in &files {
-        let rel = f.strip_prefix(root).unwrap_or(f).to_path_buf();
-        let is_test_file = excluded.contains(f)
-            || f.file_name().is_some_and(|n| n == "tests.rs")
-            || rel.components().any(|c| c.as_os_str() == "tests");
-        let src =
-            std::fs::read_to_string(f).unwrap_or_else(|e| panic!("read {}: {e}", f.display()));
-        let s = scan(&src);
-        if is_test_file {
-            // Everything a test module declares is test code too.
-            for m in s.test_modules.iter().chain(declared_modules(&src).iter()) {
+    loop {
+        let before = excluded.len();
+        for (f, src, s) in &scans {
+            let test_file = excluded.contains(f) || is_test_path(f);
+            let mut children = s.test_modules.clone();
+            if test_file {
+                children.extend(declared_modules(src));
+            }
+            for m in &children {
                 excluded.extend(child_module_paths(f, m));
             }
+        }
+        if excluded.len() == before {
+            break;
+        }
+    }
+    let mut bad = BTreeMap::new();
+    let mut seen_known = BTreeSet::new();
+    for (f, _, s) in scans {
+        if excluded.contains(&f) || is_test_path(&f) {
             continue;
         }
-        for m in &s.test_modules {
-            excluded.extend(child_module_paths(f, m));
-        }
+        let rel = f.strip_prefix(root).unwrap_or(&f).to_path_buf();
         for lit in s.literals {
             let rel_text = rel.to_string_lossy().replace('\\', "/");
             if let Some(known) = KNOWN_SQL_OUTSIDE
