@@ -6,7 +6,9 @@
 //! Long operations take a [`CancellationToken`]: once it is cancelled, every storage call
 //! of the operation fails with [`StorageError::Cancelled`] (through [`CancellableStore`]),
 //! the operation ends through its ordinary error path (locks released, an unfinished run
-//! never listed) and returns that error.
+//! never listed) and returns that error. A cancelled verify records nothing beside the
+//! backup (a check that did not finish says nothing about it); an operation that had
+//! finished its storage work when the token was cancelled returns its result.
 
 use crate::create::CreateReport;
 use crate::db::DbTarget;

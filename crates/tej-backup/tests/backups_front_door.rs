@@ -193,3 +193,87 @@ async fn a_builder_without_repository_or_with_bad_settings_is_refused() -> Resul
     ensure!(e.to_string().contains("[backup] repositories"), "{e}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_verify_records_nothing_and_a_cancelled_restore_leaves_the_target_untouched()
+-> Result<()> {
+    let pg = cluster_with_source()?;
+    // About 25 MiB stored (no compression): far more than the pipeline's bounded buffers
+    // hold, so a cancellation at the first progress event finds most of it still unread.
+    pg.psql(
+        "src",
+        "CREATE TABLE big (id int PRIMARY KEY, v text);
+         INSERT INTO big SELECT g, repeat(md5(g::text), 20) FROM generate_series(1, 40000) g;",
+    )?;
+    pg.create_database("copy")?;
+    pg.psql(
+        "copy",
+        "CREATE TABLE marker (x int); INSERT INTO marker VALUES (7);",
+    )?;
+    let dir = tempfile::tempdir()?;
+    let cfg = config(&pg, &dir.path().join("repo"), "compression = \"none\"\n")?;
+    let backups = Backups::open(&cfg).await?;
+    let created = backups
+        .create_logical(db_target(&cfg.databases[0])?, &CancellationToken::new())
+        .await?;
+    let sel = BackupSelector::by_id(created.id.clone());
+
+    // Cancelled while the object is read back: an error, and no failed verification
+    // recorded (a cancelled check says nothing about the backup).
+    let token = CancellationToken::new();
+    let mut vopts = backups.settings().verify();
+    let t = token.clone();
+    vopts.progress = Some(Arc::new(move |_| t.cancel()));
+    let e = backups
+        .verify_with(&sel, &vopts, &token)
+        .await
+        .expect_err("cancelled");
+    ensure!(is_cancelled(&e), "{e}");
+    let listed = backups.list().await?;
+    ensure!(listed[0].verification.is_none(), "{listed:?}");
+    ensure!(
+        backups
+            .newest_usable(&BackupSelector::latest())
+            .await?
+            .is_some()
+    );
+
+    // Cancelled while the dump is decoded: the target database is as it was.
+    let token = CancellationToken::new();
+    let mut ropts = backups
+        .settings()
+        .restore(tej_backup::DbTarget::new(pg.url("copy")));
+    let t = token.clone();
+    ropts.progress = Some(Arc::new(move |_| t.cancel()));
+    let e = backups
+        .restore_with(&sel, &ropts, &token)
+        .await
+        .expect_err("cancelled");
+    ensure!(is_cancelled(&e), "{e}");
+    ensure!(pg.psql("copy", "SELECT x FROM marker")? == "7");
+    ensure!(
+        pg.psql(
+            "copy",
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename = 'users'"
+        )? == "0",
+        "nothing of the dump reached the target"
+    );
+
+    // Not cancelled, both go through, and the verification is recorded.
+    let cancel = CancellationToken::new();
+    backups.verify(&sel, &cancel).await?;
+    ensure!(
+        backups.list().await?[0]
+            .verification
+            .as_ref()
+            .is_some_and(|v| v.ok)
+    );
+    backups
+        .restore(&sel, tej_backup::DbTarget::new(pg.url("copy")), &cancel)
+        .await?;
+    ensure!(
+        pg.psql("copy", "SELECT count(*) FROM users")? == "1500",
+        "restored"
+    );
+    Ok(())
+}
