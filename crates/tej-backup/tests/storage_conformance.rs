@@ -513,3 +513,21 @@ async fn local_objects_are_private_and_a_setgid_root_shares_with_its_group() -> 
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn cancellable_store_conforms_while_its_token_is_live() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let token = tej_backup::CancellationToken::new();
+    let store = Arc::new(tej_backup::CancellableStore::new(
+        LocalStore::open(dir.path())?,
+        token.clone(),
+    ));
+    run_suite(store.clone(), local_suite()).await?;
+    ensure!(store.cleanup_incomplete(Duration::ZERO).await? == 0);
+    token.cancel();
+    ensure!(matches!(
+        store.list("").await,
+        Err(StorageError::Cancelled { .. })
+    ));
+    Ok(())
+}
