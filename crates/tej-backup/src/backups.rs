@@ -71,8 +71,10 @@ impl std::fmt::Debug for BackupsBuilder {
 }
 
 impl BackupsBuilder {
-    /// The settings (default: [`BackupSettings::default`]). Their `repositories` are opened
-    /// by [`build`](Self::build), after those given with [`repository`](Self::repository).
+    /// The settings (default: [`BackupSettings::default`]), replacing earlier ones and the
+    /// specs of earlier [`repository_spec`](Self::repository_spec) calls: call it first.
+    /// Their `repositories` are opened by [`build`](Self::build), after those given with
+    /// [`repository`](Self::repository).
     pub fn settings(mut self, settings: BackupSettings) -> BackupsBuilder {
         self.settings = settings;
         self

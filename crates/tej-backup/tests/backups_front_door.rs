@@ -148,6 +148,17 @@ async fn a_cancelled_create_stores_no_backup_and_releases_its_lock() -> Result<(
         backups.list().await?.is_empty(),
         "a cancelled run is never listed"
     );
+    // It is marked as a failed run (the record is written despite the cancellation).
+    let inv = backups.primary().inventory().await?;
+    ensure!(inv.incomplete.len() == 1, "{inv:?}");
+    let cancelled_run = inv.incomplete[0].clone();
+    ensure!(
+        cancelled_run
+            .failure
+            .as_ref()
+            .is_some_and(|f| f.reason.ends_with("cancelled")),
+        "{cancelled_run:?}"
+    );
 
     let e = backups
         .verify(&BackupSelector::latest(), &cancelled)
@@ -165,6 +176,12 @@ async fn a_cancelled_create_stores_no_backup_and_releases_its_lock() -> Result<(
     ensure!(
         listed.len() == 1 && listed[0].id == created.id,
         "{listed:?}"
+    );
+    // ... and cleans what the cancelled run left behind.
+    let inv = backups.primary().inventory().await?;
+    ensure!(
+        inv.incomplete.iter().all(|r| r.objects == 0),
+        "leftovers of the cancelled run: {inv:?}"
     );
     Ok(())
 }
