@@ -515,3 +515,186 @@ pub async fn prune_repos(
     }
     Ok(ok)
 }
+
+/// `tej backup`.
+#[derive(Debug, clap::Subcommand)]
+pub enum BackupCmd {
+    /// Dump, compress, encrypt, checksum and store a backup in every repository.
+    Create {
+        #[command(flatten)]
+        repo: crate::args::RepoArgs,
+        #[command(flatten)]
+        db: crate::args::DbArgs,
+        /// custom (default from tej.toml), directory or plain.
+        #[arg(long)]
+        format: Option<String>,
+        /// pg_dump -j for the directory format; objects copied at once for --physical.
+        #[arg(long, default_value_t = 2)]
+        jobs: u32,
+        /// A physical base backup of the whole cluster (for `tej restore` to a point in
+        /// time) instead of a logical dump of one database.
+        #[arg(long, conflicts_with_all = ["format", "files"])]
+        physical: bool,
+        /// With --physical: how long to wait for WAL to reach the repository, before the
+        /// copy and after pg_backup_stop, in seconds (default `[backup]
+        /// archive_timeout_secs`, else 60).
+        #[arg(long, value_name = "SECS", requires = "physical")]
+        archive_timeout: Option<u64>,
+        /// A file backup of these directories (none given: `[backup] files` in tej.toml),
+        /// as a compressed tar with the same manifest and storage.
+        #[arg(long, num_args = 0.., value_name = "DIR", conflicts_with = "format")]
+        files: Option<Vec<std::path::PathBuf>>,
+    },
+    /// Backups newest first, by manifest time.
+    List(crate::args::RepoArgs),
+    /// Re-read every object: SHA-256, decrypt, decompress; optionally a restore test.
+    Verify {
+        /// A backup id, or `latest`: the newest dump of the database (--db, else the
+        /// configured one); `ID@KIND[:TARGET]` or `latest@KIND[:TARGET]` name a series.
+        #[arg(default_value = "latest")]
+        id: String,
+        #[command(flatten)]
+        repo: crate::args::RepoArgs,
+        /// Restore into a scratch database on this server and run the sanity queries.
+        #[arg(long)]
+        restore_test: bool,
+        #[command(flatten)]
+        db: crate::args::DbArgs,
+    },
+    /// Restore a backup into a database (destructive: confirmation, maintenance window).
+    Restore {
+        /// A backup id of the configured database's dumps, or `latest`: the newest of them;
+        /// `ID@logical:DATABASE` restores another database's dump on purpose.
+        #[arg(default_value = "latest")]
+        id: String,
+        #[command(flatten)]
+        repo: crate::args::RepoArgs,
+        /// The database restored into (connection string; default: the configured database).
+        #[arg(long)]
+        target: Option<String>,
+        /// pg_restore -j.
+        #[arg(long, default_value_t = 2)]
+        jobs: u32,
+        /// Restore a file backup (`backup create --files`) into this directory instead
+        /// (`latest`: the newest file backup); replacing existing files needs --yes.
+        #[arg(long, value_name = "DIR", conflicts_with = "target")]
+        into: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        run: crate::args::RunArgs,
+    },
+    /// Grandfather-father-son retention per series; destructive: the plan lists each
+    /// decision and its rule, deleting needs --yes (and the production window); audited.
+    Prune {
+        #[command(flatten)]
+        repo: crate::args::RepoArgs,
+        #[command(flatten)]
+        run: crate::args::RunArgs,
+    },
+}
+
+/// Runs `tej backup ...`; the exit code.
+pub fn dispatch(ctx: &crate::context::Context, out: &mut dyn Write, cmd: BackupCmd) -> Result<i32> {
+    let format = ctx.format();
+    let cfg = ctx.config()?;
+    ctx.block_on(async {
+        match cmd {
+            BackupCmd::Create {
+                repo,
+                files: Some(dirs),
+                ..
+            } => {
+                let repos = repositories(cfg, &repo.repos).await?;
+                let ok = create_files(out, cfg, &repos, dirs, format).await?;
+                anyhow::ensure!(ok, "the backup did not reach every repository");
+                Ok(0)
+            }
+            BackupCmd::Create {
+                repo,
+                db,
+                jobs,
+                physical: true,
+                archive_timeout,
+                ..
+            } => {
+                let repos = repositories(cfg, &repo.repos).await?;
+                let target = db_target(cfg, db.db.as_deref())?;
+                let ok = create_physical(out, cfg, &repos, target, jobs, archive_timeout, format)
+                    .await?;
+                anyhow::ensure!(ok, "the backup did not reach every repository");
+                Ok(0)
+            }
+            BackupCmd::Create {
+                repo,
+                db,
+                format: fmt,
+                jobs,
+                ..
+            } => {
+                let repos = repositories(cfg, &repo.repos).await?;
+                let target = db_target(cfg, db.db.as_deref())?;
+                let ok = create(out, cfg, &repos, target, fmt, jobs, format).await?;
+                anyhow::ensure!(ok, "the backup did not reach every repository");
+                Ok(0)
+            }
+            BackupCmd::List(repo) => {
+                let repos = repositories(cfg, &repo.repos).await?;
+                list(out, &repos, format).await?;
+                Ok(0)
+            }
+            BackupCmd::Verify {
+                id,
+                repo,
+                restore_test,
+                db,
+            } => {
+                let repos = repositories(cfg, &repo.repos).await?;
+                let server = if restore_test {
+                    Some(db_target(cfg, db.db.as_deref())?)
+                } else {
+                    None
+                };
+                let id = verify_selector(cfg, db.db.as_deref(), &id)?;
+                let ok = verify(out, cfg, &repos, &id, server, format).await?;
+                anyhow::ensure!(ok, "verification failed");
+                Ok(0)
+            }
+            BackupCmd::Restore {
+                id,
+                repo,
+                into: Some(dir),
+                run,
+                ..
+            } => {
+                let mut repos = repositories(cfg, &repo.repos).await?;
+                let repo = repos.remove(0);
+                let ex = ctx.executor(&run)?;
+                let ok = restore_files(out, cfg, &ex, repo, &id, dir, format).await?;
+                Ok(crate::context::exit_code(ok))
+            }
+            BackupCmd::Restore {
+                id,
+                repo,
+                target,
+                jobs,
+                run,
+                ..
+            } => {
+                let mut repos = repositories(cfg, &repo.repos).await?;
+                let repo = repos.remove(0);
+                let target = db_target(cfg, target.as_deref())?;
+                let id = logical_selector(cfg, &repo, &id, &target).await?;
+                let ex = ctx.executor(&run)?;
+                let mut opts = restore_options(cfg, target, jobs);
+                opts.progress = crate::progress::sink(format);
+                let ok = restore(out, &ex, repo, &id, opts, format).await?;
+                Ok(crate::context::exit_code(ok))
+            }
+            BackupCmd::Prune { repo, run } => {
+                let repos = repositories(cfg, &repo.repos).await?;
+                let ex = ctx.executor(&run)?;
+                let ok = prune_repos(out, cfg, &ex, repos, format).await?;
+                Ok(crate::context::exit_code(ok))
+            }
+        }
+    })?
+}

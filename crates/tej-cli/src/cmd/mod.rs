@@ -8,17 +8,20 @@ pub mod daemon;
 pub mod db;
 pub mod deploy;
 pub mod docs;
+pub mod drill;
 pub mod emergency;
 pub mod host;
 pub mod images;
 pub mod logs;
 pub mod pitr;
 pub mod redis;
+pub mod restore;
 pub mod run;
 pub mod schedule;
 pub mod secrets;
 pub mod services;
 pub mod tls;
+pub mod wal;
 
 use anyhow::{Context, Result};
 

@@ -1,0 +1,147 @@
+//! `tej wal push|fetch|init|list|verify`: the WAL archive as PostgreSQL's `archive_command`
+//! and `restore_command`, and its listing and chain check (handlers in [`super::pitr`]).
+
+use crate::args::{DbArgs, RepoArgs};
+use crate::context::Context;
+use anyhow::Result;
+use std::io::Write;
+use std::path::PathBuf;
+
+/// `tej wal`.
+#[derive(Debug, clap::Subcommand)]
+pub enum WalCmd {
+    /// archive_command: compress, encrypt, checksum and store one WAL file durably
+    /// (`archive_command = 'tej wal push --repo R %p'`). Exit 0 stored or already stored
+    /// with the same content; 1 otherwise (the stored file is never replaced).
+    Push {
+        #[command(flatten)]
+        repo: RepoArgs,
+        /// `%p`: the file, relative to the data directory (the server's working directory).
+        path: PathBuf,
+        /// The data directory (default: the working directory).
+        #[arg(long)]
+        pgdata: Option<PathBuf>,
+        /// Asynchronous mode: also push up to 64 other ready segments, this many at once.
+        #[arg(long = "async", value_name = "PARALLEL", default_value_t = 0)]
+        parallel: usize,
+        /// The spool directory of the asynchronous mode (default: PGDATA/pg_wal/tej-spool).
+        #[arg(long)]
+        spool: Option<PathBuf>,
+        /// zstd level (default 1).
+        #[arg(long)]
+        level: Option<i32>,
+    },
+    /// restore_command: fetch one archived file to a path, checked in full, atomically
+    /// (`restore_command = 'tej wal fetch --repo R %f %p'`). Exit 0 fetched, 1 not in the
+    /// archive, 255 any other failure (PostgreSQL then stops instead of promoting early).
+    Fetch {
+        #[command(flatten)]
+        repo: RepoArgs,
+        /// `%f`: the WAL file name.
+        name: String,
+        /// `%p`: where to write it.
+        dest: PathBuf,
+    },
+    /// Initialise the WAL archive of a cluster in an existing repository: writes its
+    /// marker (`wal/archive.json`: the cluster's system identifier and segment size).
+    /// `tej wal push` archives only into an initialised repository (a base backup
+    /// initialises it too); idempotent for the same cluster.
+    Init {
+        #[command(flatten)]
+        repo: RepoArgs,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Every archived WAL file.
+    List(RepoArgs),
+    /// The WAL chain from every base backup: gaps (and the backups and window they break),
+    /// timeline switches, the PITR window that exists. Exit 2 when a gap breaks a chain.
+    Verify(RepoArgs),
+}
+
+/// Runs `tej wal ...`; the exit code (`wal fetch`: 0 fetched, 1 not archived, 255 any other
+/// failure, configuration included: recovery must stop rather than promote early).
+pub fn dispatch(ctx: &Context, out: &mut dyn Write, cmd: WalCmd) -> Result<i32> {
+    let format = ctx.format();
+    match cmd {
+        WalCmd::Fetch { repo, name, dest } => {
+            // Every failure, configuration included, must stop recovery (exit > 125):
+            // exit 1 would tell PostgreSQL the file does not exist and it would promote early.
+            let fatal = |e: anyhow::Error| {
+                eprintln!("error: wal fetch {name}: {e:#}");
+                tej_backup::FETCH_FATAL_EXIT_CODE
+            };
+            let cfg = match ctx.config() {
+                Ok(cfg) => cfg,
+                Err(e) => return Ok(fatal(e)),
+            };
+            let rt = match ctx.runtime() {
+                Ok(rt) => rt,
+                Err(e) => return Ok(fatal(e)),
+            };
+            Ok(rt.block_on(async {
+                match super::pitr::repository(cfg, &repo.repos).await {
+                    Ok(r) => {
+                        let wal = super::pitr::archive(cfg, r);
+                        super::pitr::fetch(out, &wal, &name, &dest, format).await
+                    }
+                    Err(e) => fatal(e),
+                }
+            }))
+        }
+        WalCmd::Push {
+            repo,
+            path,
+            pgdata,
+            parallel,
+            spool,
+            level,
+        } => {
+            let push = async {
+                let cfg = ctx.config()?;
+                let r = super::pitr::repository(cfg, &repo.repos).await?;
+                anyhow::Ok(super::pitr::archive(cfg, r))
+            };
+            let rt = ctx.runtime()?;
+            let wal = match rt.block_on(push) {
+                Ok(w) => w,
+                Err(e) => {
+                    eprintln!("error: wal push {}: {e:#}", path.display());
+                    return Ok(1);
+                }
+            };
+            let args = super::pitr::PushArgs {
+                path,
+                pgdata,
+                parallel,
+                spool,
+                level,
+            };
+            rt.block_on(super::pitr::push(out, &wal, args, format))
+        }
+        WalCmd::Init { repo, db } => {
+            let cfg = ctx.config()?;
+            let target = super::backup::db_target(cfg, db.db.as_deref())?;
+            ctx.block_on(async {
+                let r = super::pitr::repository(cfg, &repo.repos).await?;
+                super::pitr::init(out, r, &target, format).await?;
+                Ok(0)
+            })?
+        }
+        WalCmd::List(repo) => {
+            let cfg = ctx.config()?;
+            ctx.block_on(async {
+                let r = super::pitr::repository(cfg, &repo.repos).await?;
+                super::pitr::list(out, &super::pitr::archive(cfg, r), format).await?;
+                Ok(0)
+            })?
+        }
+        WalCmd::Verify(repo) => {
+            let cfg = ctx.config()?;
+            ctx.block_on(async {
+                let source = super::pitr::source(cfg, &repo.repos).await?;
+                super::pitr::verify(out, &source, format).await
+            })?
+        }
+    }
+}
