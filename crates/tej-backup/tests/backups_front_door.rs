@@ -294,3 +294,40 @@ async fn a_cancelled_verify_records_nothing_and_a_cancelled_restore_leaves_the_t
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_base_backup_is_not_listed_and_the_next_one_runs() -> Result<()> {
+    let pg = cluster_with_source()?;
+    let dir = tempfile::tempdir()?;
+    let cfg = config(&pg, &dir.path().join("repo"), "")?;
+    let backups = Backups::open(&cfg).await?;
+    let server = tej_backup::DbTarget::new(pg.url("postgres"));
+    // The cluster does not archive WAL: the copy is under test, not the archive.
+    let mut opts = backups.settings().physical(server.clone());
+    opts.archive_check = tej_backup::ArchiveCheck::Off;
+    opts.jobs = 1;
+    let token = CancellationToken::new();
+    let t = token.clone();
+    opts.run.progress = Some(Arc::new(move |_| t.cancel()));
+    let e = backups
+        .create_physical_with(&opts, &token)
+        .await
+        .expect_err("cancelled mid-copy");
+    ensure!(is_cancelled(&e), "{e}");
+    ensure!(backups.list().await?.is_empty(), "never listed");
+
+    // The server is not left in backup mode and the locks are free: the next one runs.
+    opts.run.progress = None;
+    let fresh = CancellationToken::new();
+    let r = backups.create_physical_with(&opts, &fresh).await?;
+    ensure!(r.backup.succeeded(), "{:?}", r.backup.repositories);
+    let listed = backups.list().await?;
+    ensure!(
+        listed.len() == 1 && listed[0].kind == tej_backup::BackupKind::Physical,
+        "{listed:?}"
+    );
+    backups
+        .verify(&BackupSelector::latest_physical(), &fresh)
+        .await?;
+    Ok(())
+}
