@@ -326,3 +326,58 @@ async fn a_cancelled_base_backup_is_not_listed_and_the_next_one_runs() -> Result
         .await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wal_archive_pushes_and_fetches_with_the_configured_keys() -> Result<()> {
+    let pg = cluster_with_source()?;
+    let dir = tempfile::tempdir()?;
+    let pass = dir.path().join("passphrase");
+    std::fs::write(&pass, "correct horse battery staple\n")?;
+    let cfg = config(
+        &pg,
+        &dir.path().join("repo"),
+        &format!(
+            "encryption = {{ passphrase = {{ file = \"{}\" }} }}\n",
+            pass.display()
+        ),
+    )?;
+    let mut settings = tej_backup::BackupSettings::from_config(&cfg)?;
+    ensure!(settings.encryption.encrypts());
+    // A light scrypt work factor: the test is about which keys are used, not their cost.
+    settings.encryption.scrypt_work_factor = Some(10);
+    let backups = Backups::builder().settings(settings).build().await?;
+
+    // A completed segment of the running server, copied before it can be recycled.
+    pg.psql(
+        "src",
+        "INSERT INTO skills (name) SELECT 'wal-' || g FROM generate_series(1, 500) g;",
+    )?;
+    let name = pg.psql("postgres", "SELECT pg_walfile_name(pg_switch_wal())")?;
+    let segment = dir.path().join(&name);
+    std::fs::copy(pg.data_dir().join("pg_wal").join(&name), &segment)?;
+    let system_identifier = tej_backup::system_identifier_from_pgdata(pg.data_dir())?;
+
+    let wal = backups.wal();
+    let pushed = wal
+        .push(
+            &segment,
+            &tej_backup::PushOptions {
+                system_identifier: Some(system_identifier),
+                ..tej_backup::PushOptions::default()
+            },
+        )
+        .await?;
+    ensure!(
+        pushed.status == tej_backup::PushStatus::Archived,
+        "{pushed:?}"
+    );
+    let fetched = dir.path().join("fetched");
+    ensure!(wal.fetch(&name, &fetched).await? == tej_backup::FetchOutcome::Fetched);
+    ensure!(std::fs::read(&fetched)? == std::fs::read(&segment)?);
+
+    // Stored encrypted: the same archive without the keys cannot read it.
+    let keyless = tej_backup::WalArchive::new(backups.primary().clone());
+    let r = keyless.fetch(&name, &dir.path().join("keyless")).await;
+    ensure!(matches!(r, Err(BackupError::Decrypt { .. })), "{r:?}");
+    Ok(())
+}
