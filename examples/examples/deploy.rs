@@ -45,9 +45,7 @@ use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use tej_core::{
-    AuditLog, Calendar, Config, Executor, Fixed, Guard, SystemClock, TokioCommandRunner,
-};
+use tej_core::{Config, Executor, RunFlags, TokioCommandRunner};
 use tej_deploy::{BollardRuntime, DeployKind};
 use tej_runbook::{DeployEngine, DeployRequest, deploy_service};
 
@@ -88,15 +86,13 @@ async fn run(args: Args) -> Result<bool> {
         runner: Arc::new(TokioCommandRunner),
     };
     // A deploy is a mutating (not destructive) step: the guard asks no confirmation.
-    let mut executor = Executor::new(Guard {
-        environment: config.environment,
-        calendar: Calendar::from_config(&config)?,
-        clock: Arc::new(SystemClock),
-        confirmer: Arc::new(Fixed(false)),
-        override_window: false,
-    });
-    executor.dry_run = args.dry_run;
-    executor.audit = config.audit_log.as_ref().map(AuditLog::new);
+    let executor = Executor::from_config(
+        &config,
+        RunFlags {
+            dry_run: args.dry_run,
+            ..RunFlags::default()
+        },
+    )?;
     let request = DeployRequest {
         kind: if args.rollback {
             DeployKind::Rollback

@@ -43,10 +43,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use tej_core::{
-    AuditLog, Calendar, Config, Executor, Fixed, Guard, OnFailure, Outcome, Procedure, SystemClock,
-};
+use tej_core::{Config, Executor, OnFailure, Outcome, Procedure, RunFlags};
 use tej_runbook::{RunContext, RunOptions, rotation_from_context};
 use tej_secrets::RotationMode;
 
@@ -84,26 +81,29 @@ async fn run(args: Args) -> Result<bool> {
         ),
         None => None,
     };
-    let guard = Guard {
-        environment: config.environment,
-        calendar: Calendar::runbook_in(config.zone())?,
-        clock: Arc::new(SystemClock),
-        confirmer: Arc::new(Fixed(args.yes)),
-        override_window: false,
-    };
-    let audit = config.audit_log.as_ref().map(AuditLog::new);
+    let executor = Executor::from_config(
+        &config,
+        RunFlags {
+            dry_run: args.dry_run,
+            yes: args.yes,
+            outside_window: false,
+        },
+    )?;
     let mode = match (args.graceful, args.emergency) {
         (true, _) => RotationMode::Graceful,
         (_, true) => RotationMode::Emergency,
         _ => RotationMode::Standard,
     };
-    let step = rotation_from_context(&ctx, sessions, &guard, audit.clone(), mode)
-        .map_err(anyhow::Error::msg)?;
+    let step = rotation_from_context(
+        &ctx,
+        sessions,
+        &executor.guard,
+        executor.audit.clone(),
+        mode,
+    )
+    .map_err(anyhow::Error::msg)?;
     let mut procedure = Procedure::new("secret-rotation");
     procedure.push(step, OnFailure::Stop);
-    let mut executor = Executor::new(guard);
-    executor.dry_run = args.dry_run;
-    executor.audit = audit;
 
     let report = executor.run(&procedure).await;
     println!(

@@ -8,7 +8,6 @@ use anyhow::{Context as _, Result};
 use std::cell::OnceCell;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use tej_core::{Config, Executor, Report};
 
 /// What a command's `dispatch` receives besides its own arguments.
@@ -132,17 +131,14 @@ impl Context {
 
 /// The executor every mutating command runs under: guard from tej.toml, audit log, flags.
 pub fn executor(cfg: &Config, run: &RunArgs) -> Result<Executor> {
-    let guard = tej_core::Guard {
-        environment: cfg.environment,
-        calendar: tej_core::Calendar::from_config(cfg)?,
-        clock: Arc::new(tej_core::SystemClock),
-        confirmer: Arc::new(tej_core::Fixed(run.yes)),
-        override_window: run.outside_window,
-    };
-    let mut ex = Executor::new(guard);
-    ex.dry_run = run.dry_run;
-    ex.audit = cfg.audit_log.as_ref().map(tej_core::AuditLog::new);
-    Ok(ex)
+    Ok(Executor::from_config(
+        cfg,
+        tej_core::RunFlags {
+            dry_run: run.dry_run,
+            yes: run.yes,
+            outside_window: run.outside_window,
+        },
+    )?)
 }
 
 /// Parses `--at` (RFC 3339), else now.

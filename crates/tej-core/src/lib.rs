@@ -38,6 +38,7 @@ pub mod error;
 pub mod finding;
 pub mod fmt;
 pub mod fsutil;
+pub mod guard_config;
 pub mod libpq;
 pub mod procedure;
 pub mod retry;
@@ -58,6 +59,7 @@ pub use config::{Config, ConfigError, CustomCheckConfig, Environment};
 pub use error::Error;
 pub use finding::{Direction, Finding, Metric, Report, Threshold};
 pub use fsutil::{atomic_write, atomic_write_owned};
+pub use guard_config::RunFlags;
 pub use procedure::{
     Confirmer, Executor, Fixed, Guard, OnFailure, Outcome, Plan, Procedure, ProcedureReport,
     Refusal, Risk, Step, StepError, StepOutput, StepReport,
