@@ -53,10 +53,7 @@ use tej_backup::{
     BackupSettings, PitrRestoreOptions, PitrRestoreStep, RecoveryConfig, RecoveryTarget,
     Repository, RepositorySource, ServerOptions, fetch_exit_code,
 };
-use tej_core::{
-    AuditLog, Calendar, Config, Executor, Fixed, Guard, Outcome, Procedure, SystemClock,
-    TokioCommandRunner,
-};
+use tej_core::{Config, Executor, Outcome, Procedure, RunFlags, TokioCommandRunner};
 
 /// Point-in-time recovery from a tej repository into a data directory.
 #[derive(Debug, Parser)]
@@ -185,16 +182,14 @@ async fn run(args: Args) -> Result<i32> {
         runner: Arc::new(TokioCommandRunner),
         opts,
     };
-    let guard = Guard {
-        environment: config.environment,
-        calendar: Calendar::runbook_in(config.zone())?,
-        clock: Arc::new(SystemClock),
-        confirmer: Arc::new(Fixed(args.yes)),
-        override_window: false,
-    };
-    let mut executor = Executor::new(guard);
-    executor.dry_run = args.dry_run;
-    executor.audit = config.audit_log.as_ref().map(AuditLog::new);
+    let executor = Executor::from_config(
+        &config,
+        RunFlags {
+            dry_run: args.dry_run,
+            yes: args.yes,
+            outside_window: false,
+        },
+    )?;
     let report = executor
         .run(&Procedure::new("pitr-restore").step(step))
         .await;
