@@ -353,13 +353,34 @@ impl Matcher {
         bits
     }
 
-    /// True when one of the needles starts at `text[0]` (ASCII case-insensitively).
-    fn needle_at(&self, text: &[u8]) -> bool {
-        LogClass::ALL.iter().any(|c| {
+    /// The classes whose needle starts at `text[0]` (ASCII case-insensitively).
+    fn needles_at(&self, text: &[u8]) -> u8 {
+        let mut bits = 0;
+        for c in LogClass::ALL {
             let n = c.needle().as_bytes();
-            text.get(..n.len())
+            if text
+                .get(..n.len())
                 .is_some_and(|t| t.eq_ignore_ascii_case(n))
-        })
+            {
+                bits |= c.bit();
+            }
+        }
+        bits
+    }
+
+    /// Class bits present in `line[at..]`, where a needle starts at `at`: the candidate
+    /// search walks the rest of the line (faster than the automaton on long lines).
+    fn classify_from(&self, line: &[u8], at: usize) -> u8 {
+        const ALL: u8 = (1 << LogClass::ALL.len()) - 1;
+        let mut bits = self.needles_at(&line[at..]);
+        let mut pos = at + 1;
+        while bits != ALL
+            && let Some(c) = self.next_candidate(line, pos)
+        {
+            bits |= self.needles_at(&line[c..]);
+            pos = c + 1;
+        }
+        bits
     }
 
     /// Offset of the next position in `hay[from..]` where a needle may start.
@@ -679,19 +700,18 @@ impl<'a> Scanner<'a> {
             // A candidate is only a needle's first bytes ("logi" of "/auth/login"): confirm a
             // whole needle starts there before classifying the rest of the line, else look
             // for the next candidate in the same line.
-            while !self.m.needle_at(&block[at..end]) {
-                match self.m.next_candidate(&block[..end], at + 1) {
+            let line = &block[..end];
+            while self.m.needles_at(&line[at..]) == 0 {
+                match self.m.next_candidate(line, at + 1) {
                     Some(next) => at = next,
                     None => break,
                 }
             }
-            if self.m.needle_at(&block[at..end]) {
+            if self.m.needles_at(&line[at..]) != 0 {
                 // No needle starts in [start, at): the candidate search would have found it.
-                let bits = self.m.classify(&block[at..end]);
-                if bits != 0 {
-                    let line = &block[start..end];
-                    self.counted_line(line, bits, line);
-                }
+                let bits = self.m.classify_from(line, at);
+                let line = &block[start..end];
+                self.counted_line(line, bits, line);
             }
             pos = end + 1;
         }
