@@ -33,40 +33,25 @@ pub struct DrillCmd {
 }
 
 /// Runs `tej drill`; the exit code.
-pub fn dispatch(ctx: &Context, out: &mut dyn Write, cmd: DrillCmd) -> Result<i32> {
+pub fn dispatch(ctx: &Context, out: &mut dyn Write, mut cmd: DrillCmd) -> Result<i32> {
     let format = ctx.format();
-    let DrillCmd {
-        repo,
-        queries,
-        database,
-        scratch_dir,
-        keep,
-        owner,
-        timeout,
-    } = cmd;
     let cfg = ctx.config()?;
-    let repo_spec = super::pitr::repository_spec(cfg, &repo.repos)?;
+    let repo_spec = super::pitr::repository_spec(cfg, &cmd.repo.repos)?;
     let first_db = cfg.databases.first();
-    let queries = if queries.is_empty() {
-        first_db
+    if cmd.queries.is_empty() {
+        cmd.queries = first_db
             .map(|d| d.sanity_queries.clone())
-            .unwrap_or_default()
-    } else {
-        queries
-    };
-    let database =
-        database.or_else(|| first_db.and_then(|d| super::pitr::database_of_url(d.url.expose())));
+            .unwrap_or_default();
+    }
+    if cmd.database.is_none() {
+        cmd.database = first_db.and_then(|d| super::pitr::database_of_url(d.url.expose()));
+    }
     ctx.block_on(async {
-        let source = super::pitr::source(cfg, &repo.repos).await?;
+        let source = super::pitr::source(cfg, &cmd.repo.repos).await?;
         let args = super::pitr::DrillArgs {
             repo_spec,
             config: ctx.config_path(),
-            queries,
-            database,
-            scratch_dir,
-            keep,
-            owner,
-            timeout,
+            cmd,
         };
         super::pitr::drill(out, &source, args, format).await
     })?

@@ -168,17 +168,22 @@ fn check_server_can_run_tej(owner: &str, config: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
-/// Arguments of `tej wal push`.
+/// Arguments of `tej wal push` (beside its repository).
+#[derive(Debug, clap::Args)]
 pub struct PushArgs {
     /// `%p`: the file, relative to the data directory (the server's working directory).
     pub path: PathBuf,
-    /// The data directory (default: the working directory, as for `archive_command`).
+    /// The data directory (default: the working directory).
+    #[arg(long)]
     pub pgdata: Option<PathBuf>,
-    /// Push other ready segments ahead, this many at once (0: synchronous).
+    /// Asynchronous mode: also push up to 64 other ready segments, this many at once.
+    #[arg(long = "async", value_name = "PARALLEL", default_value_t = 0)]
     pub parallel: usize,
-    /// The spool directory of the asynchronous mode.
+    /// The spool directory of the asynchronous mode (default: PGDATA/pg_wal/tej-spool).
+    #[arg(long)]
     pub spool: Option<PathBuf>,
-    /// zstd level.
+    /// zstd level (default 1).
+    #[arg(long)]
     pub level: Option<i32>,
 }
 
@@ -412,36 +417,16 @@ pub fn database_of_url(url: &str) -> Option<String> {
     (!db.is_empty()).then(|| db.to_string())
 }
 
-/// Arguments of `tej restore`.
+/// Arguments of `tej restore`: the command line, and what the dispatch made of it.
 pub struct RestoreArgs {
     /// The repository spec (written into `restore_command`).
     pub repo_spec: String,
     /// The configuration file passed along to `tej wal fetch`.
     pub config: Option<PathBuf>,
-    /// The data directory.
-    pub pgdata: PathBuf,
-    /// The target.
+    /// The target, from the `--target*` options.
     pub target: RecoveryTarget,
-    /// `promote`, `pause`, `shutdown`.
-    pub action: Option<String>,
-    /// `recovery_target_timeline`.
-    pub timeline: Option<String>,
-    /// Stop just before the target instead of after it.
-    pub exclusive: bool,
-    /// A base backup id instead of the newest that qualifies.
-    pub backup: Option<String>,
-    /// Start the server and follow recovery to its end.
-    pub start: bool,
-    /// With `start`: the port.
-    pub port: Option<u16>,
-    /// With `start`: stop the server once recovery ended.
-    pub stop_after: bool,
-    /// The restored copy keeps archiving into the same repository once promoted.
-    pub archive: bool,
-    /// The OS user that owns the data directory and runs the server.
-    pub owner: String,
-    /// Recovery time limit in seconds.
-    pub timeout: u64,
+    /// The command line.
+    pub cmd: super::restore::RestoreCmd,
 }
 
 /// `tej restore`: point-in-time recovery into a data directory, as a destructive step
@@ -454,39 +439,39 @@ pub async fn restore(
     args: RestoreArgs,
     output: OutputFormat,
 ) -> Result<i32> {
-    check_server_can_run_tej(&args.owner, args.config.as_deref())?;
+    check_server_can_run_tej(&args.cmd.owner, args.config.as_deref())?;
     let restore_command = wal_command(args.config.as_deref(), &args.repo_spec, "fetch %f %p")?;
     let mut recovery = RecoveryConfig::new(restore_command, args.target.clone());
-    if let Some(a) = &args.action {
+    if let Some(a) = &args.cmd.target_action {
         recovery.action = RecoveryAction::parse(a).with_context(|| {
             format!("--target-action {a:?}: expected promote, pause or shutdown")
         })?;
     }
-    if let Some(t) = &args.timeline {
+    if let Some(t) = &args.cmd.target_timeline {
         recovery.timeline = Some(RecoveryTimeline::parse(t).with_context(|| {
             format!("--target-timeline {t:?}: expected latest, current or a timeline id")
         })?);
     }
-    recovery.inclusive = !args.exclusive;
-    if args.archive {
+    recovery.inclusive = !args.cmd.exclusive;
+    if args.cmd.archive {
         recovery.archiving = RestoredArchiving::Command(wal_command(
             args.config.as_deref(),
             &args.repo_spec,
             "push %p",
         )?);
     }
-    let mut opts = PitrRestoreOptions::new(&args.pgdata, recovery);
-    opts.owner = Some(args.owner.clone());
-    opts.base_backup = args.backup.clone();
+    let mut opts = PitrRestoreOptions::new(&args.cmd.pgdata, recovery);
+    opts.owner = Some(args.cmd.owner.clone());
+    opts.base_backup = args.cmd.backup.clone();
     // A gap in the archived chain is refused before anything is touched.
     opts.wal_archive = Some(source.wal().clone());
-    if args.start {
-        let log = log_file_for(&args.pgdata);
+    if args.cmd.start {
+        let log = log_file_for(&args.cmd.pgdata);
         let mut server = ServerOptions::new(log);
-        server.port = args.port;
-        server.run_as = Some(args.owner.clone());
-        server.stop_after = args.stop_after;
-        server.timeout = std::time::Duration::from_secs(args.timeout.max(1));
+        server.port = args.cmd.port;
+        server.run_as = Some(args.cmd.owner.clone());
+        server.stop_after = args.cmd.stop_after;
+        server.timeout = std::time::Duration::from_secs(args.cmd.timeout.max(1));
         opts.start = Some(server);
     }
     let step = PitrRestoreStep {
@@ -509,24 +494,15 @@ fn log_file_for(pgdata: &Path) -> PathBuf {
     pgdata.with_file_name(format!("{name}.log"))
 }
 
-/// Arguments of `tej drill`.
+/// Arguments of `tej drill`: the command line (its queries and database defaulted from
+/// tej.toml), and what the dispatch made of it.
 pub struct DrillArgs {
     /// The repository spec (written into `restore_command`).
     pub repo_spec: String,
     /// The configuration file passed along to `tej wal fetch`.
     pub config: Option<PathBuf>,
-    /// Sanity queries (empty: `SELECT 1`).
-    pub queries: Vec<String>,
-    /// The database the sanity queries run in.
-    pub database: Option<String>,
-    /// Where the scratch cluster is made.
-    pub scratch_dir: PathBuf,
-    /// Keep the scratch cluster.
-    pub keep: bool,
-    /// The server's OS user.
-    pub owner: String,
-    /// Recovery time limit in seconds.
-    pub timeout: u64,
+    /// The command line.
+    pub cmd: super::drill::DrillCmd,
 }
 
 /// `tej drill`: exit 0 when the drill recovered and every sanity query succeeded, else 2.
@@ -536,20 +512,20 @@ pub async fn drill(
     args: DrillArgs,
     output: OutputFormat,
 ) -> Result<i32> {
-    check_server_can_run_tej(&args.owner, args.config.as_deref())?;
+    check_server_can_run_tej(&args.cmd.owner, args.config.as_deref())?;
     let restore_command = wal_command(args.config.as_deref(), &args.repo_spec, "fetch %f %p")?;
-    let mut opts = DrillOptions::new(&args.scratch_dir, restore_command);
-    opts.sanity_queries = if args.queries.is_empty() {
+    let mut opts = DrillOptions::new(&args.cmd.scratch_dir, restore_command);
+    opts.sanity_queries = if args.cmd.queries.is_empty() {
         vec!["SELECT 1".into()]
     } else {
-        args.queries
+        args.cmd.queries
     };
-    if let Some(d) = args.database {
+    if let Some(d) = args.cmd.database {
         opts.database = d;
     }
-    opts.keep = args.keep;
-    opts.run_as = Some(args.owner);
-    opts.timeout = std::time::Duration::from_secs(args.timeout.max(1));
+    opts.keep = args.cmd.keep;
+    opts.run_as = Some(args.cmd.owner);
+    opts.timeout = std::time::Duration::from_secs(args.cmd.timeout.max(1));
     opts.wal_archive = Some(source.wal().clone());
     let r = run_drill(&opts, source, &TokioCommandRunner, &SystemClock)
         .await

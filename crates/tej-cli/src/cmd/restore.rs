@@ -68,56 +68,26 @@ pub struct RestoreCmd {
 /// Runs `tej restore`; the exit code.
 pub fn dispatch(ctx: &Context, out: &mut dyn Write, cmd: RestoreCmd) -> Result<i32> {
     let format = ctx.format();
-    let RestoreCmd {
-        repo,
-        pgdata,
-        target_time,
-        target_lsn,
-        target_xid,
-        target_name,
-        target,
-        target_action,
-        target_timeline,
-        exclusive,
-        backup,
-        start,
-        port,
-        stop_after,
-        archive,
-        owner,
-        timeout,
-        run,
-    } = cmd;
     let cfg = ctx.config()?;
     let target = super::pitr::target_of(
-        target_time.as_deref(),
-        target_lsn.as_deref(),
-        target_xid.as_deref(),
-        target_name.as_deref(),
-        target.as_deref(),
+        cmd.target_time.as_deref(),
+        cmd.target_lsn.as_deref(),
+        cmd.target_xid.as_deref(),
+        cmd.target_name.as_deref(),
+        cmd.target.as_deref(),
     )?;
-    let repo_spec = super::pitr::repository_spec(cfg, &repo.repos)?;
-    let ex = ctx.executor(&run)?;
+    let repo_spec = super::pitr::repository_spec(cfg, &cmd.repo.repos)?;
+    let ex = ctx.executor(&cmd.run)?;
     ctx.block_on(async {
-        let mut source = super::pitr::source(cfg, &repo.repos).await?;
+        let mut source = super::pitr::source(cfg, &cmd.repo.repos).await?;
         if let Some(p) = crate::progress::sink(format) {
             source = source.with_progress(p);
         }
         let args = super::pitr::RestoreArgs {
             repo_spec,
             config: ctx.config_path(),
-            pgdata,
             target,
-            action: target_action,
-            timeline: target_timeline,
-            exclusive,
-            backup,
-            start,
-            port,
-            stop_after,
-            archive,
-            owner,
-            timeout,
+            cmd,
         };
         super::pitr::restore(out, &ex, source, args, format).await
     })?

@@ -16,20 +16,8 @@ pub enum WalCmd {
     Push {
         #[command(flatten)]
         repo: RepoArgs,
-        /// `%p`: the file, relative to the data directory (the server's working directory).
-        path: PathBuf,
-        /// The data directory (default: the working directory).
-        #[arg(long)]
-        pgdata: Option<PathBuf>,
-        /// Asynchronous mode: also push up to 64 other ready segments, this many at once.
-        #[arg(long = "async", value_name = "PARALLEL", default_value_t = 0)]
-        parallel: usize,
-        /// The spool directory of the asynchronous mode (default: PGDATA/pg_wal/tej-spool).
-        #[arg(long)]
-        spool: Option<PathBuf>,
-        /// zstd level (default 1).
-        #[arg(long)]
-        level: Option<i32>,
+        #[command(flatten)]
+        push: super::pitr::PushArgs,
     },
     /// restore_command: fetch one archived file to a path, checked in full, atomically
     /// (`restore_command = 'tej wal fetch --repo R %f %p'`). Exit 0 fetched, 1 not in the
@@ -89,35 +77,21 @@ pub fn dispatch(ctx: &Context, out: &mut dyn Write, cmd: WalCmd) -> Result<i32> 
                 }
             }))
         }
-        WalCmd::Push {
-            repo,
-            path,
-            pgdata,
-            parallel,
-            spool,
-            level,
-        } => {
-            let push = async {
+        WalCmd::Push { repo, push } => {
+            let wal = async {
                 let cfg = ctx.config()?;
                 let r = super::pitr::repository(cfg, &repo.repos).await?;
                 anyhow::Ok(super::pitr::archive(cfg, r))
             };
             let rt = ctx.runtime()?;
-            let wal = match rt.block_on(push) {
+            let wal = match rt.block_on(wal) {
                 Ok(w) => w,
                 Err(e) => {
-                    eprintln!("error: wal push {}: {e:#}", path.display());
+                    eprintln!("error: wal push {}: {e:#}", push.path.display());
                     return Ok(1);
                 }
             };
-            let args = super::pitr::PushArgs {
-                path,
-                pgdata,
-                parallel,
-                spool,
-                level,
-            };
-            rt.block_on(super::pitr::push(out, &wal, args, format))
+            rt.block_on(super::pitr::push(out, &wal, push, format))
         }
         WalCmd::Init { repo, db } => {
             let cfg = ctx.config()?;
