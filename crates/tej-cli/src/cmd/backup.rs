@@ -498,13 +498,14 @@ pub async fn prune_repos(
     repos: Vec<Repository>,
     output: OutputFormat,
 ) -> Result<bool> {
+    let settings = tej_backup::BackupSettings::from_config(cfg)?;
     let mut ok = true;
     for repo in repos {
         let name = repo.name();
-        let step = tej_runbook::PruneBackupsStep::from_config(
+        let step = tej_runbook::PruneBackupsStep::from_settings(
             Arc::new(repo),
             name.clone(),
-            &cfg.backup,
+            &settings,
             Arc::new(SystemClock),
         );
         let report = ex

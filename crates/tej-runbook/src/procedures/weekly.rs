@@ -13,9 +13,7 @@ use crate::runner::{CheckTask, run_checks};
 use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
 use std::sync::Arc;
-use tej_backup::{
-    EncryptionOptions, PruneOptions, Repository, RetentionPolicy, VerifyOptions, list_backups,
-};
+use tej_backup::{PruneOptions, Repository, VerifyOptions, list_backups};
 use tej_core::{
     AsOf, Clock, Executor, Finding, Metric, Outcome, Plan, Procedure, Report, Risk, Severity, Step,
     StepError, StepOutput, Threshold,
@@ -276,16 +274,28 @@ fn weekly_tasks_with(ctx: &RunContext, now: Timestamp, plans: bool) -> Vec<Check
     }
 
     // Backups: verify the newest, encryption on, and what retention would remove.
-    let enc = ctx.config.backup.encryption.clone();
+    let settings = tej_backup::BackupSettings::from_config(&ctx.config);
     for repo in &ctx.repositories {
         let target = format!("repo:{}", repo.name);
+        let settings = match &settings {
+            Ok(s) => s.clone(),
+            Err(e) => {
+                let f = Finding::new("backups.verify", Severity::Critical, e.to_string())
+                    .target(&target);
+                tasks.push(CheckTask::new(
+                    "backups.verify",
+                    format!("backup repository {}", repo.name),
+                    target,
+                    timeout,
+                    async move { vec![f] },
+                ));
+                continue;
+            }
+        };
         let lazy = repo.repo.clone();
         let t = target.clone();
         let commands = ctx.commands.clone();
         let restore_test = ctx.options.restore_test.clone();
-        let enc = enc.clone();
-        let policy = RetentionPolicy::from_config(&ctx.config.backup.retention);
-        let pitr_window_days = ctx.config.backup.pitr_window_days;
         tasks.push(CheckTask::new(
             "backups.verify",
             format!("backup repository {}", repo.name),
@@ -328,13 +338,8 @@ fn weekly_tasks_with(ctx: &RunContext, now: Timestamp, plans: bool) -> Vec<Check
                     ),
                     Some(b) => {
                         let opts = VerifyOptions {
-                            encryption: enc
-                                .as_ref()
-                                .map(EncryptionOptions::from_config)
-                                .unwrap_or_default(),
-                            record: true,
                             restore_test,
-                            progress: None,
+                            ..settings.verify()
                         };
                         let clock = AsOf(now);
                         let id = b.id.to_string();
@@ -372,10 +377,8 @@ fn weekly_tasks_with(ctx: &RunContext, now: Timestamp, plans: bool) -> Vec<Check
                     return out;
                 }
                 let prune_opts = PruneOptions {
-                    policy,
                     dry_run: true,
-                    pitr_window_days,
-                    ..PruneOptions::default()
+                    ..settings.prune()
                 };
                 out.push(
                     match tej_backup::prune(&repo, &prune_opts, &AsOf(now)).await {
@@ -571,20 +574,16 @@ pub struct PruneBackupsStep {
 
 impl PruneBackupsStep {
     /// The prune of `repo` as tej.toml's `[backup]` says (retention, `pitr_window_days`).
-    pub fn from_config(
+    pub fn from_settings(
         repo: Arc<Repository>,
         name: impl Into<String>,
-        config: &tej_core::config::BackupConfig,
+        settings: &tej_backup::BackupSettings,
         clock: Arc<dyn Clock>,
     ) -> PruneBackupsStep {
         PruneBackupsStep {
             repo,
             name: name.into(),
-            options: PruneOptions {
-                policy: RetentionPolicy::from_config(&config.retention),
-                pitr_window_days: config.pitr_window_days,
-                ..PruneOptions::default()
-            },
+            options: settings.prune(),
             clock,
         }
     }
@@ -736,13 +735,25 @@ pub async fn weekly_maintenance_procedure(ctx: &RunContext, clock: Arc<dyn Clock
             }
         }
     }
+    let settings = tej_backup::BackupSettings::from_config(&ctx.config);
     for r in &ctx.repositories {
+        let settings = match &settings {
+            Ok(s) => s,
+            Err(e) => {
+                p = p.step_continue(UnreachableStep {
+                    name: "backup-prune",
+                    target: format!("repo:{}", r.name),
+                    reason: e.to_string(),
+                });
+                continue;
+            }
+        };
         match r.repo.get().await {
             Ok(repo) => {
-                p = p.step_continue(PruneBackupsStep::from_config(
+                p = p.step_continue(PruneBackupsStep::from_settings(
                     repo,
                     r.name.clone(),
-                    &ctx.config.backup,
+                    settings,
                     clock.clone(),
                 ))
             }
