@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tej_backup::{BackupKind, list_backups};
+use tej_backup::{BackupKind, is_usable, list_backups};
 use tej_core::{
     CommandRunner, Config, Executor, Plan, Procedure, ProcedureReport, Risk, Step, StepError,
     StepOutput, SystemClock,
@@ -23,8 +23,8 @@ use tej_deploy::{
     Deployer, FreshBackupGate, ImageStore,
 };
 
-/// The finish time of the newest usable database backup across the repositories: file
-/// backups and backups whose verification failed do not count.
+/// The finish time of the newest usable ([`is_usable`]) database backup across the
+/// repositories: file backups and backups whose verification failed do not count.
 pub struct RepositoryFreshness {
     /// The repositories read.
     pub repositories: Vec<RepositoryTarget>,
@@ -48,10 +48,11 @@ impl BackupFreshness for RepositoryFreshness {
             let backups = list_backups(&repo)
                 .await
                 .map_err(|e| format!("list backups in {}: {e}", target.name))?;
-            for b in backups {
-                if b.kind == BackupKind::Files || b.verification.as_ref().is_some_and(|v| !v.ok) {
-                    continue;
-                }
+            // A database backup: file backups do not restore the database.
+            for b in backups
+                .iter()
+                .filter(|b| b.kind != BackupKind::Files && is_usable(b))
+            {
                 latest = latest.max(Some(b.finished_at));
             }
         }
