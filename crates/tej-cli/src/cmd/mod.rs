@@ -1,4 +1,5 @@
-//! Command handlers: each turns parsed arguments into a library call and renders the result.
+//! One module per noun: its clap arguments and its `dispatch`, which turns them into a
+//! library call under the [`crate::context::Context`] and renders the result.
 
 pub mod backup;
 pub mod calendar;
