@@ -118,13 +118,13 @@ pub async fn deployer_from_config(
     if let Some(hours) = svc.backup_max_age_hours {
         let ctx = RunContext::from_config(cfg, RunOptions::default())?;
         if ctx.repositories.is_empty() {
-            return Err(RunbookError::InvalidConfig(format!(
-                "[[deploy.service]] {service}: backup_max_age_hours needs [backup] repositories for the fresh-backup gate"
+            return Err(RunbookError::Refused(format!(
+                "open the backup repositories for the fresh-backup gate: no repository: set [backup] repositories in tej.toml (backup_max_age_hours of [[deploy.service]] {service})"
             )));
         }
         for r in &ctx.repositories {
             r.repo.get().await.map_err(|e| {
-                RunbookError::InvalidConfig(format!(
+                RunbookError::Refused(format!(
                     "open the backup repositories for the fresh-backup gate: open repository {}: {e}",
                     r.name
                 ))
@@ -214,5 +214,59 @@ impl Step for ReportingDeployStep {
             findings: Vec::new(),
             data,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tej_core::MockCommandRunner;
+    use tej_deploy::{MockContainerRuntime, MockImageStore};
+
+    fn engine() -> DeployEngine {
+        DeployEngine {
+            containers: Arc::new(MockContainerRuntime::new()),
+            images: Arc::new(MockImageStore::new()),
+            runner: Arc::new(MockCommandRunner::new()),
+        }
+    }
+
+    fn cfg(extra: &str) -> Config {
+        let text = format!(
+            "{extra}\n[compose]\nproject = \"shop\"\n[[deploy.service]]\nname = \"web\"\nports = [3000, 3001]\nnginx_upstream_file = \"/u.conf\"\ntest_command = [\"true\"]\nbackup_max_age_hours = 24\n"
+        );
+        Config::from_toml_with_env(&text, "t.toml", &|_| None).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_fresh_backup_gate_reads_the_configured_repositories() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("backups");
+        std::fs::create_dir(&repo).unwrap();
+        let c = cfg(&format!(
+            "[backup]\nrepositories = [\"{}\"]",
+            repo.display()
+        ));
+        let d = deployer_from_config(&c, "web", &engine()).await.unwrap();
+        let gates: Vec<String> = d.pre_gates.iter().map(|g| g.name()).collect();
+        assert_eq!(gates, ["tests", "backup-fresh"]);
+    }
+
+    #[tokio::test]
+    async fn missing_repositories_and_services_are_named() {
+        // tej.toml refuses the gate without repositories; a configuration built in code
+        // is refused here, before anything runs.
+        let mut c = cfg("[backup]\nrepositories = [\"/srv/backups\"]");
+        c.backup.repositories.clear();
+        let e = deployer_from_config(&c, "web", &engine())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[backup] repositories"), "{e}");
+        let e = deployer_from_config(&c, "worker", &engine())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("(configured: web)"), "{e}");
     }
 }
