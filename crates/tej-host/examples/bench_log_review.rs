@@ -8,7 +8,8 @@
 //!   another (the runbook pipes to `tail -50`/`wc -l`; `-c` is the fastest form of the same pass);
 //! - `rg -c` with the four patterns (one pass, lines matching any);
 //! - the release `tej` binary: `tej logs review FILE --since 100000h --output json` (counting
-//!   the same classes plus tails, patterns and failed logins per address, and printing them);
+//!   the same classes plus tails, patterns and failed logins per address, and printing them),
+//!   and the same with the text, nagios and prometheus outputs;
 //! - `tej_host::review_logs` in this process, all threads and one thread, and with
 //!   `--since 24h`.
 //!
@@ -339,17 +340,29 @@ fn tej_binary() -> anyhow::Result<std::path::PathBuf> {
     Ok(tej)
 }
 
-/// `tej logs review FILE --since 100000h --output json`; returns the error count it printed.
-fn tej_cli(tej: &Path, path: &Path) -> anyhow::Result<u64> {
+/// The output formats of `tej logs review`, each with a text its output must contain.
+const FORMATS: [(&str, &str); 4] = [
+    ("json", "log_error_lines"),
+    ("text", "error"),
+    ("nagios", "'log_error_lines'="),
+    ("prometheus", "log_error_lines"),
+];
+
+/// `tej logs review FILE --since 100000h --output FORMAT`; returns the bytes it printed.
+fn tej_cli(tej: &Path, path: &Path, format: &str) -> anyhow::Result<u64> {
     let out = Command::new(tej)
         .args(["logs", "review"])
         .arg(path)
-        .args(["--since", "100000h", "--output", "json"])
+        .args(["--since", "100000h", "--output", format])
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
+    let expect = FORMATS
+        .iter()
+        .find(|(f, _)| *f == format)
+        .map_or("error", |(_, e)| *e);
     anyhow::ensure!(
-        text.contains("log_error_lines"),
-        "tej logs review printed no error count ({}):\n{}{}",
+        text.contains(expect),
+        "tej logs review --output {format} printed no error count ({}):\n{}{}",
         out.status,
         text,
         String::from_utf8_lossy(&out.stderr)
@@ -394,6 +407,7 @@ fn bench_shape(shape: &str, mib: u64, runs: usize, tej: &Path) -> anyhow::Result
     );
     let (mut grep_t, mut rg_t, mut cli_t, mut lib_t, mut one_t, mut since_t) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let mut other_t: [Vec<Duration>; 3] = Default::default();
     let mut grep_counts = Vec::new();
     let mut rg_lines = 0;
     let mut report = None;
@@ -413,8 +427,13 @@ fn bench_shape(shape: &str, mib: u64, runs: usize, tej: &Path) -> anyhow::Result
         rg_lines = rg_count(&path)?;
         rg_t.push(t.elapsed());
         let t = Instant::now();
-        tej_cli(tej, &path)?;
+        tej_cli(tej, &path, "json")?;
         cli_t.push(t.elapsed());
+        for (i, (format, _)) in FORMATS.iter().enumerate().skip(1) {
+            let t = Instant::now();
+            tej_cli(tej, &path, format)?;
+            other_t[i - 1].push(t.elapsed());
+        }
         let t = Instant::now();
         let r = tej_host::review_logs(std::slice::from_ref(&path), &opts)?;
         lib_t.push(t.elapsed());
@@ -455,6 +474,12 @@ fn bench_shape(shape: &str, mib: u64, runs: usize, tej: &Path) -> anyhow::Result
     line("4 x grep -i -c", g);
     line("rg -c -i, four patterns", rg);
     line("tej logs review --since 100000h --output json", cli);
+    for (i, (format, _)) in FORMATS.iter().enumerate().skip(1) {
+        line(
+            &format!("tej logs review ... --output {format}"),
+            median(std::mem::take(&mut other_t[i - 1])),
+        );
+    }
     line("review_logs, all threads", median(lib_t));
     line("review_logs, 1 thread", median(one_t));
     line("review_logs, --since 24h", median(since_t));
