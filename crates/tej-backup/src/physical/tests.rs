@@ -130,6 +130,7 @@ fn archiving(last: &str) -> ArchiverStatus {
         failed_count: 0,
         last_failed_wal: None,
         last_failed_time: None,
+        failing: false,
     }
 }
 
@@ -528,6 +529,7 @@ impl BackupSession for StuckSession {
             failed_count: 7,
             last_failed_wal: Some("000000010000000000000002".into()),
             last_failed_time: Some("2025-01-16 02:00:05+00".into()),
+            failing: true,
             ..archiving(self.archived_until)
         })
     }

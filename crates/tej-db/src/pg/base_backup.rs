@@ -37,24 +37,7 @@ pub struct BackupStopRow {
     pub tablespace_map: String,
 }
 
-/// What `pg_stat_archiver` (and `archive_mode`) say about archiving.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
-pub struct ArchiverStatus {
-    /// `archive_mode` (`on`, `always`, `off`).
-    pub archive_mode: String,
-    /// Files archived since the statistics were reset.
-    pub archived_count: i64,
-    /// The last file archived.
-    pub last_archived_wal: Option<String>,
-    /// When it was archived.
-    pub last_archived_time: Option<String>,
-    /// Failed attempts since the statistics were reset.
-    pub failed_count: i64,
-    /// The last file whose archiving failed.
-    pub last_failed_wal: Option<String>,
-    /// When it failed.
-    pub last_failed_time: Option<String>,
-}
+pub use super::health::ArchiverStatus;
 
 impl ArchiverStatus {
     /// Whether `pg_stat_archiver` reports `wal` (a segment name) or a later file archived.
@@ -101,11 +84,6 @@ const FACTS_SQL: &str = "SELECT current_setting('server_version'), \
 const START_SQL: &str = "SELECT pg_backup_start($1, true)::text";
 const STOP_SQL: &str = "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop($1)";
 const SWITCH_SQL: &str = "SELECT pg_walfile_name(pg_switch_wal())";
-const ARCHIVER_SQL: &str = "SELECT current_setting('archive_mode'), archived_count, last_archived_wal, \
-        last_archived_time::text, failed_count, last_failed_wal, \
-        last_failed_time::text \
- FROM pg_stat_archiver";
-
 /// One PostgreSQL connection for a base backup, without TLS (the data directory being
 /// copied is local, so the server is too) and without `statement_timeout` (the checkpoint
 /// of `pg_backup_start` takes what it takes). Dropping it closes the session, which aborts
@@ -229,7 +207,7 @@ impl BaseBackupSession {
 
     /// `pg_stat_archiver` and `archive_mode`.
     pub async fn archiver_status(&mut self) -> Result<ArchiverStatus, DbError> {
-        let row = self.row(ARCHIVER_SQL, &[]).await?;
+        let row = self.row(super::health::ARCHIVER_SQL, &[]).await?;
         Ok(ArchiverStatus {
             archive_mode: get(&row, 0)?,
             archived_count: get(&row, 1)?,
@@ -238,6 +216,7 @@ impl BaseBackupSession {
             failed_count: get(&row, 4)?,
             last_failed_wal: get(&row, 5)?,
             last_failed_time: get(&row, 6)?,
+            failing: get(&row, 7)?,
         })
     }
 }

@@ -251,8 +251,9 @@ pub struct BlockedQuery {
     pub relation: String,
 }
 
-/// `pg_stat_archiver`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// `pg_stat_archiver` (and `archive_mode`): what the daily check reports and what a base
+/// backup waits on.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct ArchiverStatus {
     /// `archive_mode`.
     pub archive_mode: String,
