@@ -5,9 +5,9 @@ use anyhow::{Context, Result, bail};
 use std::io::Write;
 use std::sync::Arc;
 use tej_backup::{
-    BackupKind, BackupSelector, CompressionAlgo, CompressionOptions, DbTarget, DumpFormat,
-    EncryptionOptions, LogicalBackupOptions, Repository, RestoreOptions, RestoreStep,
-    RestoreTestOptions, Series, VerifyOptions, create_logical_backup, list_backups, verify_backup,
+    BackupKind, BackupSelector, BackupSettings, DbTarget, DumpFormat, Repository, RestoreOptions,
+    RestoreStep, RestoreTestOptions, Series, VerifyOptions, create_logical_backup, list_backups,
+    verify_backup,
 };
 use tej_core::{Config, Executor, Procedure, SystemClock, TokioCommandRunner};
 
@@ -46,29 +46,16 @@ pub fn db_target(cfg: &Config, db: Option<&str>) -> Result<DbTarget> {
             None => t,
         });
     }
-    // libpq reads PG* itself when the connection string is empty.
-    if std::env::var_os("PGHOST").is_some() || std::env::var_os("PGDATABASE").is_some() {
-        return Ok(DbTarget::new(""));
+    if let Some(conninfo) = tej_core::libpq::conninfo_from_env(&|k| std::env::var(k).ok()) {
+        // pg_dump and psql read PGPASSWORD from the environment they inherit.
+        return Ok(DbTarget::new(conninfo));
     }
     bail!("no database: pass --db, set DATABASE_URL or PG*, or add [[database]] to tej.toml")
 }
 
-pub fn encryption(cfg: &Config) -> EncryptionOptions {
-    cfg.backup
-        .encryption
-        .as_ref()
-        .map(EncryptionOptions::from_config)
-        .unwrap_or_default()
-}
-
-pub fn compression(cfg: &Config) -> CompressionOptions {
-    // tej.toml's value was validated when the config was loaded.
-    let algorithm = CompressionAlgo::parse(&cfg.backup.compression).unwrap_or_default();
-    CompressionOptions {
-        algorithm,
-        level: cfg.backup.compression_level,
-        ..CompressionOptions::default()
-    }
+/// tej.toml's `[backup]` as the options of every backup operation.
+pub fn settings(cfg: &Config) -> Result<BackupSettings> {
+    Ok(BackupSettings::from_config(cfg)?)
 }
 
 /// The dump format named on the command line or in tej.toml.
@@ -87,11 +74,11 @@ pub async fn create(
     jobs: u32,
     output: OutputFormat,
 ) -> Result<bool> {
-    let mut opts = LogicalBackupOptions::new(db);
-    opts.format = format_of(format.as_deref().unwrap_or(&cfg.backup.format))?;
+    let mut opts = settings(cfg)?.logical(db);
+    if let Some(f) = format.as_deref() {
+        opts.format = format_of(f)?;
+    }
     opts.jobs = jobs.max(1);
-    opts.run.compression = compression(cfg);
-    opts.run.encryption = encryption(cfg);
     opts.run.progress = crate::progress::sink(output);
     let report = create_logical_backup(&TokioCommandRunner, repos, &opts, &SystemClock)
         .await
@@ -153,15 +140,13 @@ pub async fn create_physical(
     archive_timeout: Option<u64>,
     output: OutputFormat,
 ) -> Result<bool> {
-    let mut opts = tej_backup::PhysicalBackupOptions::new(db);
+    let mut opts = settings(cfg)?.physical(db);
     opts.jobs = jobs as usize;
     // The repositories are the WAL archive (`tej wal push`): its WAL must reach them.
     opts.archive_check = tej_backup::ArchiveCheck::Repository;
-    if let Some(secs) = archive_timeout.or(cfg.backup.archive_timeout_secs) {
+    if let Some(secs) = archive_timeout {
         opts.archive_timeout = Some(std::time::Duration::from_secs(secs.max(1)));
     }
-    opts.run.compression = compression(cfg);
-    opts.run.encryption = encryption(cfg);
     opts.run.progress = crate::progress::sink(output);
     let report = tej_backup::create_physical_backup(repos, &opts, &SystemClock)
         .await
@@ -190,15 +175,13 @@ pub async fn create_files(
     dirs: Vec<std::path::PathBuf>,
     output: OutputFormat,
 ) -> Result<bool> {
-    let mut opts = tej_backup::FileBackupOptions::from_config(&cfg.backup);
+    let mut opts = settings(cfg)?.files();
     if !dirs.is_empty() {
         opts.paths = dirs;
     }
     if opts.paths.is_empty() {
         bail!("no directories: pass --files DIR... or set [backup] files in tej.toml");
     }
-    opts.run.compression = compression(cfg);
-    opts.run.encryption = encryption(cfg);
     opts.run.progress = crate::progress::sink(output);
     let report = tej_backup::create_file_backup(repos, &opts, &SystemClock)
         .await
@@ -298,11 +281,10 @@ pub async fn verify(
     restore_test: Option<DbTarget>,
     output: OutputFormat,
 ) -> Result<bool> {
+    let settings = settings(cfg)?;
     let mut ok = true;
     for repo in repos {
         let opts = VerifyOptions {
-            encryption: encryption(cfg),
-            record: true,
             restore_test: restore_test.clone().map(|server| RestoreTestOptions {
                 server,
                 queries: cfg
@@ -313,6 +295,7 @@ pub async fn verify(
                 jobs: 2,
             }),
             progress: crate::progress::sink(output),
+            ..settings.verify()
         };
         match verify_backup(&TokioCommandRunner, repo, selector, &opts, &SystemClock).await {
             Ok(r) => {
@@ -469,7 +452,7 @@ pub async fn restore_files(
         selector,
         target_dir: dir,
         opts: tej_backup::FileRestoreOptions {
-            encryption: encryption(cfg),
+            encryption: settings(cfg)?.encryption,
             progress: crate::progress::sink(output),
             ..Default::default()
         },
@@ -480,11 +463,10 @@ pub async fn restore_files(
 }
 
 /// Restore options for `target` with the configured keys.
-pub fn restore_options(cfg: &Config, target: DbTarget, jobs: u32) -> RestoreOptions {
-    let mut opts = RestoreOptions::new(target);
+pub fn restore_options(cfg: &Config, target: DbTarget, jobs: u32) -> Result<RestoreOptions> {
+    let mut opts = settings(cfg)?.restore(target);
     opts.jobs = jobs.max(1);
-    opts.encryption = encryption(cfg);
-    opts
+    Ok(opts)
 }
 
 /// GFS retention per series, one guarded destructive step per repository under `ex`: the
@@ -498,7 +480,7 @@ pub async fn prune_repos(
     repos: Vec<Repository>,
     output: OutputFormat,
 ) -> Result<bool> {
-    let settings = tej_backup::BackupSettings::from_config(cfg)?;
+    let settings = settings(cfg)?;
     let mut ok = true;
     for repo in repos {
         let name = repo.name();
@@ -520,7 +502,8 @@ pub async fn prune_repos(
 /// `tej backup`.
 #[derive(Debug, clap::Subcommand)]
 pub enum BackupCmd {
-    /// Dump, compress, encrypt, checksum and store a backup in every repository.
+    /// Take a backup (a dump of the database; --physical: a base backup of the cluster;
+    /// --files: the file sets), compressed, encrypted and checksummed, in every repository.
     Create {
         #[command(flatten)]
         repo: crate::args::RepoArgs,
@@ -562,7 +545,8 @@ pub enum BackupCmd {
         #[command(flatten)]
         db: crate::args::DbArgs,
     },
-    /// Restore a backup into a database (destructive: confirmation, maintenance window).
+    /// Restore a dump into a database, or a file backup into a directory (--into); destructive:
+    /// confirmation, maintenance window.
     Restore {
         /// A backup id of the configured database's dumps, or `latest`: the newest of them;
         /// `ID@logical:DATABASE` restores another database's dump on purpose.
@@ -685,7 +669,7 @@ pub fn dispatch(ctx: &crate::context::Context, out: &mut dyn Write, cmd: BackupC
                 let target = db_target(cfg, target.as_deref())?;
                 let id = logical_selector(cfg, &repo, &id, &target).await?;
                 let ex = ctx.executor(&run)?;
-                let mut opts = restore_options(cfg, target, jobs);
+                let mut opts = restore_options(cfg, target, jobs)?;
                 opts.progress = crate::progress::sink(format);
                 let ok = restore(out, &ex, repo, &id, opts, format).await?;
                 Ok(crate::context::exit_code(ok))

@@ -92,12 +92,12 @@ pub fn repository_spec(cfg: &Config, repos: &[String]) -> Result<String> {
 /// tej.toml's keys: what `tej wal verify`, `tej restore` and `tej drill` read.
 pub async fn source(cfg: &Config, repos: &[String]) -> Result<RepositorySource> {
     Ok(RepositorySource::new(repository(cfg, repos).await?)
-        .with_encryption(super::backup::encryption(cfg)))
+        .with_encryption(super::backup::settings(cfg)?.encryption))
 }
 
 /// The WAL archive of `repo` with tej.toml's keys.
-pub fn archive(cfg: &Config, repo: Repository) -> WalArchive {
-    WalArchive::new(repo).with_encryption(super::backup::encryption(cfg))
+pub fn archive(cfg: &Config, repo: Repository) -> Result<WalArchive> {
+    Ok(super::backup::settings(cfg)?.wal(repo))
 }
 
 /// `tej [--config C] wal VERB --repo R PLACEHOLDERS` as a shell command line, with this
@@ -516,7 +516,7 @@ pub async fn drill(
     let restore_command = wal_command(args.config.as_deref(), &args.repo_spec, "fetch %f %p")?;
     let mut opts = DrillOptions::new(&args.cmd.scratch_dir, restore_command);
     opts.sanity_queries = if args.cmd.queries.is_empty() {
-        vec!["SELECT 1".into()]
+        vec![tej_db::pg::psql::CONNECTION_PROBE.into()]
     } else {
         args.cmd.queries
     };

@@ -50,7 +50,10 @@ pub async fn status(
                     .as_str()
                     .unwrap_or("?")
                     .to_string();
-                let up = c.uptime_secs.map(human_secs).unwrap_or_else(|| "-".into());
+                let up = c
+                    .uptime_secs
+                    .map(|u| tej_core::fmt::duration(u as f64))
+                    .unwrap_or_else(|| "-".into());
                 writeln!(
                     out,
                     "{:<12} {:<28} {:<10} {:<10} {:>8} {:>10}  {}",
@@ -62,16 +65,6 @@ pub async fn status(
         _ => {}
     }
     Ok(report)
-}
-
-/// Seconds as `3d4h`, `5h12m`, `42s`.
-pub fn human_secs(s: u64) -> String {
-    match s {
-        s if s >= 86_400 => format!("{}d{}h", s / 86_400, (s % 86_400) / 3600),
-        s if s >= 3600 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
-        s if s >= 60 => format!("{}m{}s", s / 60, s % 60),
-        s => format!("{s}s"),
-    }
 }
 
 /// `tej services logs [SERVICE] --tail N`.

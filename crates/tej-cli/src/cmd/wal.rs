@@ -68,11 +68,12 @@ pub fn dispatch(ctx: &Context, out: &mut dyn Write, cmd: WalCmd) -> Result<i32> 
                 Err(e) => return Ok(fatal(e)),
             };
             Ok(rt.block_on(async {
-                match super::pitr::repository(cfg, &repo.repos).await {
-                    Ok(r) => {
-                        let wal = super::pitr::archive(cfg, r);
-                        super::pitr::fetch(out, &wal, &name, &dest, format).await
-                    }
+                let wal = match super::pitr::repository(cfg, &repo.repos).await {
+                    Ok(r) => super::pitr::archive(cfg, r),
+                    Err(e) => Err(e),
+                };
+                match wal {
+                    Ok(wal) => super::pitr::fetch(out, &wal, &name, &dest, format).await,
                     Err(e) => fatal(e),
                 }
             }))
@@ -81,7 +82,7 @@ pub fn dispatch(ctx: &Context, out: &mut dyn Write, cmd: WalCmd) -> Result<i32> 
             let wal = async {
                 let cfg = ctx.config()?;
                 let r = super::pitr::repository(cfg, &repo.repos).await?;
-                anyhow::Ok(super::pitr::archive(cfg, r))
+                super::pitr::archive(cfg, r)
             };
             let rt = ctx.runtime()?;
             let wal = match rt.block_on(wal) {
@@ -106,7 +107,7 @@ pub fn dispatch(ctx: &Context, out: &mut dyn Write, cmd: WalCmd) -> Result<i32> 
             let cfg = ctx.config()?;
             ctx.block_on(async {
                 let r = super::pitr::repository(cfg, &repo.repos).await?;
-                super::pitr::list(out, &super::pitr::archive(cfg, r), format).await?;
+                super::pitr::list(out, &super::pitr::archive(cfg, r)?, format).await?;
                 Ok(0)
             })?
         }
