@@ -112,12 +112,12 @@ pub use images::{
     prune_images, rollback_repo,
 };
 pub use lock::DeployLock;
-pub use options::{deploy_lock_dir, deploy_service};
 pub use model::{
     ContainerDetails, ContainerListing, ContainerSpec, ContainerState, Control, ExecOutput,
     HealthStatus, HealthcheckSpec, ImageDefaults, ImageInfo, LABEL_NUMBER, LABEL_ONEOFF,
     LABEL_PROJECT, LABEL_SERVICE, LogLine, LogQuery, LogStream, short_id,
 };
+pub use options::{deploy_lock_dir, deploy_service};
 pub use recover::{
     RecoverOptions, RecoverServiceStep, RecoveryAction, RecoveryReport, recover_service,
 };
