@@ -10,7 +10,10 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for e in entries.flatten() {
         let p = e.path();
         if p.is_dir() {
-            if p.file_name().is_some_and(|n| n == "tests" || n == "target") {
+            // Tests and benchmark targets (`benches/` of a package) may pin the clock.
+            if p.file_name()
+                .is_some_and(|n| n == "tests" || n == "target" || n == "benches")
+            {
                 continue;
             }
             rust_files(&p, out);
