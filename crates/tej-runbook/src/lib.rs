@@ -156,8 +156,8 @@ pub use procedures::performance::{
 };
 pub use procedures::quarterly::{
     DrillRequest, DrillRunner, DrillSummary, DrillTargets, LogicalDrill, PitrDrill,
-    disaster_recovery_drill, rotation_from_context, secret_rotation_from_context, tej_wal_command,
-    wal_fetch_restore_command,
+    disaster_recovery_drill, rotation_from_context, secret_rotation_from_context,
+    server_cannot_run_tej, tej_wal_command, wal_fetch_restore_command,
 };
 pub use procedures::weekly::{
     PruneBackupsStep, security_findings, security_review, weekly_audit, weekly_maintenance,

@@ -150,9 +150,23 @@ repositories = ["{repo_spec}"]
         Arc::new(SystemClock),
     );
     runner.tej_program = Some(tej.clone());
-    // A relative configuration path reaches `tej wal fetch` made absolute.
-    runner.config_path = Some("tej.toml".into());
-    let config_abs = std::path::absolute("tej.toml").unwrap();
+    // A relative configuration path (to a file the server's user can read) reaches
+    // `tej wal fetch` made absolute.
+    let config_abs = state.join("tej.toml");
+    std::fs::write(&config_abs, &toml).unwrap();
+    mode(&config_abs, 0o644);
+    let cwd = std::env::current_dir().unwrap();
+    let up = cwd.components().count() - 1;
+    let relative: std::path::PathBuf = std::iter::repeat_n(std::path::Path::new(".."), up)
+        .collect::<std::path::PathBuf>()
+        .join(config_abs.strip_prefix("/").unwrap());
+    assert!(
+        relative.is_relative() && relative.is_file(),
+        "{}",
+        relative.display()
+    );
+    let config_arg = std::path::absolute(&relative).unwrap();
+    runner.config_path = Some(relative);
 
     let r = runner
         .run_kind(ProcedureKind::DisasterRecoveryDrill)
@@ -192,13 +206,40 @@ repositories = ["{repo_spec}"]
     assert!(
         log.lines().any(|l| l.starts_with(&format!(
             "--config {} wal fetch --repo {repo_spec} 0000000",
-            config_abs.display()
+            config_arg.display()
         ))),
         "{log}"
     );
     // The scratch cluster is gone.
     let drills = state.join("drill");
     assert_eq!(std::fs::read_dir(&drills).unwrap().count(), 0);
+
+    // A tej the server's user cannot run (inside a 0700 directory, as a checkout in root's
+    // home is) fails the drill at once, naming the directory in the way.
+    let private = dir.path().join("private");
+    std::fs::create_dir(&private).unwrap();
+    mode(&private, 0o700);
+    let hidden = private.join("tej");
+    std::fs::copy(&tej, &hidden).unwrap();
+    mode(&hidden, 0o755);
+    runner.tej_program = Some(hidden.clone());
+    let r = runner
+        .run_kind(ProcedureKind::DisasterRecoveryDrill)
+        .await
+        .unwrap();
+    let drill = finding(&r, "dr.drill");
+    assert_eq!(drill.severity, Severity::Critical, "{drill:#?}");
+    assert!(
+        drill.summary.contains("could not run")
+            && drill.summary.contains(&private.display().to_string()),
+        "{}",
+        drill.summary
+    );
+    assert_eq!(
+        std::fs::read_dir(&drills).unwrap().count(),
+        0,
+        "nothing was restored"
+    );
 
     // Without the tej program the runner drills logical backups, and there are none.
     runner.tej_program = None;

@@ -146,26 +146,11 @@ pub fn absolute_repository(spec: &str) -> Result<String> {
 /// read the configuration file passed along to it. A tej built inside a checkout in root's
 /// 0700 home is the usual case.
 fn check_server_can_run_tej(owner: &str, config: Option<&Path>) -> Result<()> {
-    use tej_core::fsutil::{Access, unreachable_for_run_as};
     let exe = std::env::current_exe().context("find the tej binary")?;
-    if let Some(why) = unreachable_for_run_as(&exe, owner, Access::Execute) {
-        bail!(
-            "the server's OS user {owner} could not run {} in restore_command: {why}; \
-             install tej where {owner} can run it (e.g. /usr/local/bin/tej)",
-            exe.display()
-        );
+    match tej_runbook::server_cannot_run_tej(&exe, owner, config) {
+        Some(why) => bail!("{why}"),
+        None => Ok(()),
     }
-    if let Some(c) = config {
-        let c = std::path::absolute(c).with_context(|| format!("resolve {}", c.display()))?;
-        if let Some(why) = unreachable_for_run_as(&c, owner, Access::Read) {
-            bail!(
-                "the server's OS user {owner} could not read {} passed to tej wal fetch: {why}; \
-                 keep tej.toml where {owner} can read it (e.g. /etc/tej/tej.toml)",
-                c.display()
-            );
-        }
-    }
-    Ok(())
 }
 
 /// Arguments of `tej wal push` (beside its repository).

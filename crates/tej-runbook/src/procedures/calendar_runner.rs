@@ -11,7 +11,7 @@ use super::monthly::{
 };
 use super::quarterly::{
     DrillRequest, DrillRunner, DrillTargets, LogicalDrill, PitrDrill, disaster_recovery_drill,
-    secret_rotation_from_context, wal_fetch_restore_command,
+    secret_rotation_from_context, server_cannot_run_tej, wal_fetch_restore_command,
 };
 use crate::capacity::{HistoryStore, JsonlHistoryStore};
 use crate::daemon::ProcedureRunner;
@@ -175,6 +175,12 @@ impl CalendarRunner {
                     self.clock.clone(),
                 );
                 drill.options.wal_archive = Some(wal);
+                // Fail at once, saying why, rather than as a recovery the server cannot feed.
+                if let Some(user) = drill.options.run_as.as_deref()
+                    && let Some(why) = server_cannot_run_tej(tej, user, config.as_deref())
+                {
+                    return Err(err(why));
+                }
                 if let Some(db) = self.ctx.config.databases.first() {
                     drill.options.database = tej_backup::DbTarget::new(db.url.expose()).database();
                 }

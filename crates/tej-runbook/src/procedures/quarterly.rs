@@ -199,6 +199,34 @@ impl DrillRunner for LogicalDrill {
     }
 }
 
+/// Why the server's OS user `run_as` could not run the `tej` commands written into it — the
+/// `tej_program` of `restore_command`/`archive_command` and the `config` file passed along —
+/// or `None` when it can. When tej runs as root the server runs as `run_as`, else as tej's own
+/// user. A tej built inside a checkout in root's 0700 home is the usual case.
+pub fn server_cannot_run_tej(
+    tej_program: &Path,
+    run_as: &str,
+    config: Option<&Path>,
+) -> Option<String> {
+    use tej_core::fsutil::{Access, unreachable_for_run_as};
+    if let Some(why) = unreachable_for_run_as(tej_program, run_as, Access::Execute) {
+        return Some(format!(
+            "the server's OS user {run_as} could not run {} in restore_command: {why}; \
+             install tej where {run_as} can run it (e.g. /usr/local/bin/tej)",
+            tej_program.display()
+        ));
+    }
+    let c = config?;
+    let c = std::path::absolute(c).unwrap_or_else(|_| c.to_path_buf());
+    unreachable_for_run_as(&c, run_as, Access::Read).map(|why| {
+        format!(
+            "the server's OS user {run_as} could not read {} passed to tej wal fetch: {why}; \
+             keep tej.toml where {run_as} can read it (e.g. /etc/tej/tej.toml)",
+            c.display()
+        )
+    })
+}
+
 /// The `restore_command` with which a drill's scratch cluster fetches archived WAL through
 /// tej: `'TEJ' [--config 'CONFIG'] wal fetch --repo 'REPOSITORY' %f %p`, each value quoted
 /// for the shell PostgreSQL runs it with and its `%` doubled (PostgreSQL expands `%f`/`%p`).
