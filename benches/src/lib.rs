@@ -156,7 +156,8 @@ fn words(r: &mut Rng, n: usize) -> String {
     s
 }
 
-fn uuid(r: &mut Rng) -> String {
+/// A random version-4-shaped UUID.
+pub fn uuid(r: &mut Rng) -> String {
     let a = r.next_u64();
     let b = r.next_u64();
     format!(

@@ -63,7 +63,7 @@ const BENCHES: &[(&str, &str, &str, &str)] = &[
     ),
     (
         "logs",
-        "tej-host",
+        "tej-benches",
         "bench_log_review",
         "tej logs review vs four grep -i passes and one rg -c on 1 GiB logs of two shapes",
     ),

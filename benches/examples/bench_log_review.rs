@@ -32,33 +32,7 @@ use std::io::{BufWriter, Read, Write};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn uuid(r: &mut Rng) -> String {
-    let a = r.next();
-    let b = r.next();
-    format!(
-        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-        a as u32,
-        (a >> 32) as u16,
-        (a >> 48) as u16 & 0xfff,
-        b as u16,
-        b >> 16 & 0xffff_ffff_ffff
-    )
-}
+use tej_benches::{Rng, uuid};
 
 fn ip(r: &mut Rng) -> String {
     format!("203.0.{}.{}", r.below(4), r.below(250) + 1)
@@ -67,7 +41,7 @@ fn ip(r: &mut Rng) -> String {
 /// Writes about `bytes` of a free-text application log (timestamps within the last 12 hours).
 fn generate_plain(path: &Path, bytes: u64) -> std::io::Result<u64> {
     let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
-    let mut r = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut r = Rng::new(0x9e37_79b9_7f4a_7c15);
     let start = jiff::Timestamp::now().as_second() - 12 * 3600;
     let mut written = 0u64;
     let mut i = 0u64;
@@ -126,7 +100,7 @@ fn generate_plain(path: &Path, bytes: u64) -> std::io::Result<u64> {
 /// RFC 3339 timestamp first on every line, then mostly pino JSON, interleaved with plain text.
 fn generate_pino_mixed(path: &Path, bytes: u64) -> std::io::Result<u64> {
     let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
-    let mut r = Rng(0x2545_f491_4f6c_dd1d);
+    let mut r = Rng::new(0x2545_f491_4f6c_dd1d);
     let start_ms = jiff::Timestamp::now().as_millisecond() - 12 * 3600 * 1000;
     // A few dozen addresses try passwords; the rest are ordinary clients.
     let attackers: Vec<String> = (0..36)
@@ -153,7 +127,7 @@ fn generate_pino_mixed(path: &Path, bytes: u64) -> std::io::Result<u64> {
             r.below(1_000_000)
         );
         let pid = 17 + r.below(3);
-        let req_id = format!("req-{:x}", r.next() & 0xff_ffff);
+        let req_id = format!("req-{:x}", r.next_u64() & 0xff_ffff);
         let client = format!("203.0.113.{}", r.below(250) + 1);
         let body = match r.below(1000) {
             // Access lines from pino-http: info, with nested req/res objects.
