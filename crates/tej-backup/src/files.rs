@@ -45,11 +45,6 @@ impl FileBackupOptions {
             run: RunOptions::default(),
         }
     }
-
-    /// The paths of `tej.toml`'s `[backup] files`.
-    pub fn from_config(c: &tej_core::config::BackupConfig) -> FileBackupOptions {
-        FileBackupOptions::new(c.files.clone())
-    }
 }
 
 /// What a file backup reports: the run, and what the walk met.

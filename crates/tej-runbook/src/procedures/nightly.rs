@@ -128,12 +128,12 @@ pub async fn nightly_prune(ctx: &RunContext, ex: &Executor, clock: Arc<dyn Clock
     };
     for repo in open_repositories(ctx, &mut report).await {
         let name = repo.name();
-        let p = Procedure::new("nightly-backup-prune").step(PruneBackupsStep {
-            repo: Arc::new(repo),
-            name: name.clone(),
-            options: settings.prune(),
-            clock: clock.clone(),
-        });
+        let p = Procedure::new("nightly-backup-prune").step(PruneBackupsStep::from_settings(
+            Arc::new(repo),
+            name.clone(),
+            &settings,
+            clock.clone(),
+        ));
         let r = ex.run(&p).await;
         report.extend(procedure_findings(&r, &format!("repo:{name}")));
     }
