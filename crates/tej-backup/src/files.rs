@@ -546,11 +546,10 @@ pub async fn restore_file_backup(
     target_dir: &Path,
     opts: &FileRestoreOptions,
 ) -> Result<FileRestoreReport, BackupError> {
-    let lock = crate::lock::RepoLock::reading(repo, "restore", jiff::Timestamp::now()).await?;
-    let m = repo.resolve(selector).await?;
-    let r = restore_file_manifest(repo, &m, target_dir, opts).await;
-    lock.release().await?;
-    r
+    crate::lock::RepoLock::hold_reading(repo, "restore", jiff::Timestamp::now(), async {
+        restore_file_manifest(repo, &repo.resolve(selector).await?, target_dir, opts).await
+    })
+    .await
 }
 
 async fn restore_file_manifest(

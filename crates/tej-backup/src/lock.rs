@@ -396,6 +396,49 @@ impl RepoLock {
         Ok(RepoLock::held(repo, key, me, opts, flock))
     }
 
+    /// Runs `op` holding the repository lock in `mode`: takes the lock, runs `op`, and
+    /// always releases the lock, also when `op` fails. `op`'s error comes first: a release
+    /// failure is returned after a success and logged after a failure.
+    ///
+    /// `op` is not started before the lock is held. A `hold` dropped mid-way (its task
+    /// cancelled) leaves the release to [`RepoLock`]'s `Drop`.
+    pub async fn hold<T>(
+        repo: &Repository,
+        mode: LockMode,
+        purpose: &str,
+        opts: &LockOptions,
+        now: Timestamp,
+        op: impl Future<Output = Result<T, BackupError>>,
+    ) -> Result<T, BackupError> {
+        let lock = RepoLock::acquire_repository(repo, mode, purpose, opts, now).await?;
+        let result = op.await;
+        let key = lock.key.clone();
+        match (result, lock.release().await) {
+            (Ok(v), Ok(())) => Ok(v),
+            (Ok(_), Err(released)) => Err(released),
+            (Err(e), Ok(())) => Err(e),
+            (Err(e), Err(released)) => {
+                tracing::warn!(
+                    repo = %repo.name(), lock = %key, purpose, error = %released,
+                    "cannot release the repository lock after a failed {purpose}"
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// [`RepoLock::hold`] of the shared lock with default options, as verify and restore
+    /// read backups: prune waits for `op`, `op` waits for prune.
+    pub(crate) async fn hold_reading<T>(
+        repo: &Repository,
+        purpose: &str,
+        now: Timestamp,
+        op: impl Future<Output = Result<T, BackupError>>,
+    ) -> Result<T, BackupError> {
+        let opts = LockOptions::default();
+        RepoLock::hold(repo, LockMode::Shared, purpose, &opts, now, op).await
+    }
+
     /// The shared repository lock taken by verify and restore (default options): prune
     /// waits for them, they wait for prune.
     pub async fn reading(

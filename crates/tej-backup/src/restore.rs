@@ -529,11 +529,10 @@ pub async fn restore_backup(
     selector: &str,
     opts: &RestoreOptions,
 ) -> Result<RestoreReport, BackupError> {
-    let lock = crate::lock::RepoLock::reading(repo, "restore", jiff::Timestamp::now()).await?;
-    let m = repo.resolve(selector).await?;
-    let r = restore_manifest(runner, repo, &m, opts).await;
-    lock.release().await?;
-    r
+    crate::lock::RepoLock::hold_reading(repo, "restore", jiff::Timestamp::now(), async {
+        restore_manifest(runner, repo, &repo.resolve(selector).await?, opts).await
+    })
+    .await
 }
 
 /// The restore as a destructive [`Step`]: run it through a [`tej_core::Executor`] so it

@@ -414,19 +414,11 @@ pub async fn prune(
     clock: &dyn Clock,
 ) -> Result<PruneReport, BackupError> {
     let now = clock.now();
-    let lock = if opts.dry_run {
-        None
-    } else {
-        Some(
-            RepoLock::acquire_repository(repo, LockMode::Exclusive, "prune", &opts.lock, now)
-                .await?,
-        )
-    };
-    let result = prune_locked(repo, opts, now).await;
-    if let Some(l) = lock {
-        l.release().await?;
+    if opts.dry_run {
+        return prune_locked(repo, opts, now).await;
     }
-    result
+    let pruning = prune_locked(repo, opts, now);
+    RepoLock::hold(repo, LockMode::Exclusive, "prune", &opts.lock, now, pruning).await
 }
 
 async fn prune_locked(

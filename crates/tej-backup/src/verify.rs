@@ -4,6 +4,7 @@
 
 use crate::db::DbTarget;
 use crate::error::BackupError;
+use crate::lock::RepoLock;
 use crate::manifest::BackupKind;
 use crate::pipeline::{EncryptionOptions, ProgressSink, Ticker};
 use crate::read::decode_object;
@@ -105,22 +106,23 @@ pub async fn verify_backup(
     opts: &VerifyOptions,
     clock: &dyn Clock,
 ) -> Result<VerifyReport, BackupError> {
-    let lock = crate::lock::RepoLock::reading(repo, "verify", clock.now()).await?;
-    let m = repo.resolve(selector).await?;
-    let result = verify_inner(runner, repo, &m, opts, clock).await;
-    if opts.record {
-        let rec = VerificationRecord {
-            at: clock.now(),
-            ok: result.is_ok(),
-            restore_tested: opts.restore_test.is_some() && result.is_ok(),
-            error: result.as_ref().err().map(|e| e.to_string()),
-        };
-        if let Err(e) = repo.write_json(&repo.key(&m.id, VERIFY_NAME)?, &rec).await {
-            tracing::warn!(repo = %repo.name(), error = %e, "cannot record the verification");
+    let verify = async {
+        let m = repo.resolve(selector).await?;
+        let result = verify_inner(runner, repo, &m, opts, clock).await;
+        if opts.record {
+            let rec = VerificationRecord {
+                at: clock.now(),
+                ok: result.is_ok(),
+                restore_tested: opts.restore_test.is_some() && result.is_ok(),
+                error: result.as_ref().err().map(|e| e.to_string()),
+            };
+            if let Err(e) = repo.write_json(&repo.key(&m.id, VERIFY_NAME)?, &rec).await {
+                tracing::warn!(repo = %repo.name(), error = %e, "cannot record the verification");
+            }
         }
-    }
-    lock.release().await?;
-    result
+        result
+    };
+    RepoLock::hold_reading(repo, "verify", clock.now(), verify).await
 }
 
 async fn verify_inner(

@@ -380,11 +380,10 @@ pub async fn restore_physical_backup(
     target_dir: &Path,
     opts: &PhysicalRestoreOptions,
 ) -> Result<PhysicalRestoreReport, BackupError> {
-    let lock = crate::lock::RepoLock::reading(repo, "restore", jiff::Timestamp::now()).await?;
-    let m = repo.resolve(selector).await?;
-    let r = restore_physical_manifest(repo, &m, target_dir, opts).await;
-    lock.release().await?;
-    r
+    crate::lock::RepoLock::hold_reading(repo, "restore", jiff::Timestamp::now(), async {
+        restore_physical_manifest(repo, &repo.resolve(selector).await?, target_dir, opts).await
+    })
+    .await
 }
 
 /// [`restore_physical_backup`] for a manifest already read.

@@ -340,21 +340,19 @@ pub async fn restore_pitr(
 ) -> Result<PitrRestoreReport, BackupError> {
     // The archive recovery reads from is held (shared) from the first check to the end of
     // recovery: a prune waits for it rather than deleting WAL or the base backup in use.
-    let lock = match &opts.wal_archive {
-        Some(a) => Some(
-            crate::lock::RepoLock::reading(a.repository(), "pitr-restore", Timestamp::now())
-                .await?,
-        ),
-        None => None,
-    };
-    let result = restore_pitr_locked(source, runner, opts).await;
-    if let Some(l) = lock {
-        let released = l.release().await;
-        if result.is_ok() {
-            released?;
+    let restoring = restore_pitr_locked(source, runner, opts);
+    match &opts.wal_archive {
+        Some(a) => {
+            crate::lock::RepoLock::hold_reading(
+                a.repository(),
+                "pitr-restore",
+                Timestamp::now(),
+                restoring,
+            )
+            .await
         }
+        None => restoring.await,
     }
-    result
 }
 
 async fn restore_pitr_locked(

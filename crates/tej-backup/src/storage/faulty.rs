@@ -96,6 +96,12 @@ impl<S: ObjectStore> FaultyStore<S> {
         self
     }
 
+    /// Every call of `op` fails with `fault` from now on, on a store already in use (shared
+    /// behind an `Arc`).
+    pub fn start_failing(&self, op: Op, fault: Fault) {
+        self.lock().rules.insert(op, (fault, None));
+    }
+
     /// The next `n` puts that reach the wrapped store get their stream damaged by `cut`.
     pub fn cut_puts(self, n: u32, cut: PutCut) -> Self {
         self.lock().cuts = Some((cut, n));
