@@ -72,13 +72,7 @@ async fn run(args: Args) -> Result<bool> {
     let ctx =
         RunContext::from_config(&config, RunOptions::default()).context("prepare the rotation")?;
     let sessions = match ctx.redis.first() {
-        Some(r) => Some(
-            r.client
-                .get()
-                .await
-                .map_err(anyhow::Error::msg)
-                .context("connect to Redis")?,
-        ),
+        Some(r) => Some(r.client.get().await.context("connect to Redis")?),
         None => None,
     };
     let executor = Executor::from_config(
@@ -100,8 +94,7 @@ async fn run(args: Args) -> Result<bool> {
         &executor.guard,
         executor.audit.clone(),
         mode,
-    )
-    .map_err(anyhow::Error::msg)?;
+    )?;
     let mut procedure = Procedure::new("secret-rotation");
     procedure.push(step, OnFailure::Stop);
 

@@ -60,15 +60,18 @@ impl fmt::Display for EnvironmentSource {
 }
 
 impl std::str::FromStr for Environment {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = crate::Error;
+    /// `production` (`prod`), `staging` (`stage`) or `development` (`dev`), in any case; else
+    /// [`crate::Error::Invalid`] naming what was expected.
+    fn from_str(s: &str) -> Result<Self, crate::Error> {
         match s.to_ascii_lowercase().as_str() {
             "production" | "prod" => Ok(Environment::Production),
             "staging" | "stage" => Ok(Environment::Staging),
             "development" | "dev" => Ok(Environment::Development),
-            other => Err(format!(
-                "expected production, staging or development, got {other:?}"
-            )),
+            other => Err(crate::Error::Invalid {
+                what: "environment",
+                reason: format!("expected production, staging or development, got {other:?}"),
+            }),
         }
     }
 }
@@ -730,7 +733,7 @@ impl Config {
         if let Some(v) = env("TEJ_ENVIRONMENT").filter(|v| !v.is_empty()) {
             let from_env: Environment = v
                 .parse()
-                .map_err(|m| cerr("environment", "TEJ_ENVIRONMENT", m))?;
+                .map_err(|e: ConfigError| cerr("environment", "TEJ_ENVIRONMENT", e.to_string()))?;
             // An explicit value in the file wins; a different one in the variable is a
             // mistake to stop at, not to resolve silently either way.
             if self.environment_source == EnvironmentSource::File {

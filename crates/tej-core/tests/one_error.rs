@@ -83,3 +83,29 @@ fn every_part_of_core_fails_with_the_same_enum() {
     let all = same_type(command, cfg, zone, secret);
     assert!(all[0].to_string().contains("install the Debian package"));
 }
+
+#[test]
+fn an_unknown_environment_name_is_the_error_enum_naming_the_choices() {
+    use tej_core::Environment;
+    assert_eq!("PROD".parse::<Environment>(), Ok(Environment::Production));
+    let e: Error = "qa".parse::<Environment>().unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Invalid {
+                what: "environment",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.to_string(),
+        "expected production, staging or development, got \"qa\""
+    );
+    // The same text reaches a configuration error through TEJ_ENVIRONMENT.
+    let env = |k: &str| (k == "TEJ_ENVIRONMENT").then(|| "qa".to_string());
+    let cfg = Config::from_toml_with_env("", "t.toml", &env).unwrap_err();
+    assert_eq!(cfg.config_key(), Some("TEJ_ENVIRONMENT"));
+    assert_eq!(cfg.config_message(), Some(e.to_string().as_str()));
+}

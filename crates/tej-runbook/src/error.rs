@@ -103,6 +103,19 @@ pub enum RunbookError {
     /// A rotation could not be prepared (a `[secrets]` setting missing, the probe's TLS).
     #[error(transparent)]
     Secrets(#[from] tej_secrets::SecretsError),
+    /// A database or Redis server could not be reached, or refused what was asked.
+    #[error(transparent)]
+    Db(#[from] tej_db::DbError),
+    /// A backup repository could not be opened or read.
+    #[error(transparent)]
+    Backup(#[from] tej_backup::BackupError),
+    /// A client the run needs can never be made ([`crate::Lazy::failed`]); the message says why.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A timed HTTP probe got no answer (refused, reset, timed out); a password in the URL
+    /// is masked.
+    #[error("{0}")]
+    HttpProbe(String),
 }
 
 impl Retryable for RunbookError {
@@ -110,6 +123,7 @@ impl Retryable for RunbookError {
         match self {
             RunbookError::NotifyRejected { status } => *status == 429 || *status >= 500,
             RunbookError::NotifyTransport(_) | RunbookError::Timeout { .. } => true,
+            RunbookError::Db(e) => e.is_retryable(),
             _ => false,
         }
     }

@@ -145,7 +145,7 @@ async fn capacity_planning_records_real_sizes_forecasts_and_draws_charts() {
                 tej_db::redis::RedisClient::connect(&o)
                     .await
                     .map(|c| Arc::new(c) as Arc<dyn tej_db::redis::RedisAdmin>)
-                    .map_err(|e| e.to_string())
+                    .map_err(tej_runbook::RunbookError::from)
             }
         }),
         connect: Some(ropts),

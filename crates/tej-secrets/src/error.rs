@@ -115,8 +115,8 @@ pub enum SecretsError {
         reason: String,
     },
     /// The guard refused the operation (confirmation or maintenance window).
-    #[error("{0}")]
-    Refused(String),
+    #[error(transparent)]
+    Refused(#[from] tej_core::Refusal),
     /// A certificate or key could not be read or parsed.
     #[error("certificate error: {0}")]
     Certificate(String),

@@ -1018,7 +1018,7 @@ impl<S: SessionStore, C: ServiceControl, P: AppProbe> Rotator<S, C, P> {
                 };
                 audit_through_guard(&self.guard, log, PROCEDURE, &report);
             }
-            return Err(SecretsError::Refused(refusal.to_string()));
+            return Err(SecretsError::Refused(refusal));
         }
         if let Some(backup) = existing.as_ref().map(|s| s.backup.clone())
             && let Ok(old) = read_env_file(&backup)

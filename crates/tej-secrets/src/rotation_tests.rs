@@ -701,7 +701,13 @@ async fn dry_run_and_refusals_change_nothing() {
     );
     rot.audit = Some(fx.audit.clone());
     let e = rot.rotate(&fx.opts()).await.unwrap_err();
-    assert!(matches!(e, SecretsError::Refused(_)), "{e}");
+    assert!(
+        matches!(
+            e,
+            SecretsError::Refused(tej_core::Refusal::NotConfirmed { .. })
+        ),
+        "{e}"
+    );
     assert_eq!(names(&fx.steps()), ["secrets-rotate:refused"]);
     assert_eq!(std::fs::read_to_string(&fx.env).unwrap(), env_text());
 }

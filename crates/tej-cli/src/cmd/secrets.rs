@@ -93,12 +93,7 @@ pub async fn rotate(
         .redis
         .first()
         .context("rotation drops sessions: add [[redis]] to tej.toml")?;
-    let sessions = redis
-        .client
-        .get()
-        .await
-        .map_err(anyhow::Error::msg)
-        .context("connect to Redis")?;
+    let sessions = redis.client.get().await.context("connect to Redis")?;
     let docker_host = cfg.compose.as_ref().and_then(|c| c.docker_host.clone());
     let docker = super::services::connect(docker_host.as_deref()).await?;
     let (rotator, mut opts) = rotation_from_config(

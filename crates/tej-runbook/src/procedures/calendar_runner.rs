@@ -132,7 +132,7 @@ impl CalendarRunner {
             .repositories
             .first()
             .ok_or_else(|| err("no backup repository: set [backup] repositories".into()))?;
-        let repo = target.repo.get().await.map_err(err)?;
+        let repo = target.repo.get().await.map_err(|e| err(e.to_string()))?;
         let encryption = tej_backup::BackupSettings::from_config(&self.ctx.config)
             .map_err(|e| err(e.to_string()))?
             .encryption;
@@ -268,7 +268,7 @@ impl CalendarRunner {
                     match r.repo.get().await {
                         Ok(x) => repos.push((*x).clone()),
                         Err(e) => report.push(
-                            Finding::new("backup.repository", Severity::Critical, e)
+                            Finding::new("backup.repository", Severity::Critical, e.to_string())
                                 .target(r.name.clone()),
                         ),
                     }

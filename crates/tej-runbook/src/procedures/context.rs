@@ -14,6 +14,7 @@ use tej_backup::Repository;
 use tej_core::config::{
     ComposeConfig, HostConfig, LogsConfig, TlsEndpointConfig, validate_repository,
 };
+use tej_core::secret::redact_url_passwords;
 use tej_core::{Config, Finding, Severity};
 use tej_db::redis::{RedisAdmin, RedisClient, RedisConnectOptions};
 use tej_db::{PgAdmin, PgClient, PgConnectOptions};
@@ -25,8 +26,7 @@ use crate::error::{Result, RunbookError};
 use crate::runner::RunnerOptions;
 
 /// How a [`Lazy`] client is made: an async function run on first use.
-pub type Connect<T> =
-    Arc<dyn Fn() -> BoxFuture<'static, std::result::Result<T, String>> + Send + Sync>;
+pub type Connect<T> = Arc<dyn Fn() -> BoxFuture<'static, Result<T>> + Send + Sync>;
 
 /// A client connected on first use and then shared; a failed connection is not cached, so a
 /// later check tries again.
@@ -60,7 +60,7 @@ impl<T: Clone + Send + Sync + 'static> Lazy<T> {
     pub fn new<F, Fut>(connect: F) -> Lazy<T>
     where
         F: Fn() -> Fut + Send + Sync + 'static,
-        Fut: std::future::Future<Output = std::result::Result<T, String>> + Send + 'static,
+        Fut: std::future::Future<Output = Result<T>> + Send + 'static,
     {
         Lazy::from_parts(
             tokio::sync::OnceCell::new(),
@@ -79,14 +79,15 @@ impl<T: Clone + Send + Sync + 'static> Lazy<T> {
         )
     }
 
-    /// A client that can never be made, with the reason (an unreadable password file...).
+    /// A client that can never be made, with the reason (an unreadable password file...):
+    /// each [`Lazy::get`] fails with [`RunbookError::Unavailable`].
     pub fn failed(reason: impl Into<String>) -> Lazy<T> {
         let reason = reason.into();
         Lazy::from_parts(
             tokio::sync::OnceCell::new(),
             Arc::new(move || {
                 let r = reason.clone();
-                Box::pin(async move { Err(r) })
+                Box::pin(async move { Err(RunbookError::Unavailable(r)) })
             }),
         )
     }
@@ -97,8 +98,10 @@ impl<T: Clone + Send + Sync + 'static> Lazy<T> {
         }
     }
 
-    /// The client, connecting now if needed; the error is a message safe to print.
-    pub async fn get(&self) -> std::result::Result<T, String> {
+    /// The client, connecting now if needed; the error is the connection's own
+    /// ([`RunbookError::Db`] for a database or Redis server, [`RunbookError::Backup`] for a
+    /// repository, [`RunbookError::Deploy`] for the Docker engine), safe to print.
+    pub async fn get(&self) -> Result<T> {
         self.inner
             .cell
             .get_or_try_init(|| (self.inner.connect)())
@@ -230,8 +233,8 @@ pub struct HttpTiming {
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 #[async_trait]
 pub trait HttpProber: Send + Sync {
-    /// One GET of `url`; a transport failure is an error message.
-    async fn get(&self, url: &str) -> std::result::Result<HttpTiming, String>;
+    /// One GET of `url`; a transport failure is [`RunbookError::HttpProbe`].
+    async fn get(&self, url: &str) -> Result<HttpTiming>;
 }
 
 /// [`HttpProber`] over reqwest.
@@ -253,18 +256,13 @@ impl ReqwestProber {
 
 #[async_trait]
 impl HttpProber for ReqwestProber {
-    async fn get(&self, url: &str) -> std::result::Result<HttpTiming, String> {
+    async fn get(&self, url: &str) -> Result<HttpTiming> {
+        let failed =
+            |e: reqwest::Error| RunbookError::HttpProbe(redact_url_passwords(&e.to_string()));
         let start = Instant::now();
-        let resp = self
-            .client
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| tej_core::secret::redact_url_passwords(&e.to_string()))?;
+        let resp = self.client.get(url).send().await.map_err(failed)?;
         let status = resp.status().as_u16();
-        resp.bytes()
-            .await
-            .map_err(|e| tej_core::secret::redact_url_passwords(&e.to_string()))?;
+        resp.bytes().await.map_err(failed)?;
         Ok(HttpTiming {
             status,
             elapsed: start.elapsed(),
@@ -421,10 +419,8 @@ impl RunContext {
                 client: Lazy::new(move || {
                     let opts = connect.clone();
                     async move {
-                        RedisClient::connect(&opts)
-                            .await
-                            .map(|c| Arc::new(c) as Arc<dyn RedisAdmin>)
-                            .map_err(|e| e.to_string())
+                        let client = RedisClient::connect(&opts).await?;
+                        Ok(Arc::new(client) as Arc<dyn RedisAdmin>)
                     }
                 }),
                 connect: Some(opts),
@@ -437,15 +433,10 @@ impl RunContext {
             validate_repository(spec).map_err(|e| config_error(e.to_string()))?;
             let owned = spec.clone();
             ctx.repositories.push(RepositoryTarget {
-                name: tej_core::secret::redact_url_passwords(spec),
+                name: redact_url_passwords(spec),
                 repo: Lazy::new(move || {
                     let spec = owned.clone();
-                    async move {
-                        Repository::open(&spec)
-                            .await
-                            .map(Arc::new)
-                            .map_err(|e| e.to_string())
-                    }
+                    async move { Ok(Arc::new(Repository::open(&spec).await?)) }
                 }),
             });
         }
@@ -486,11 +477,7 @@ fn compose_target(c: &ComposeConfig) -> ComposeTarget {
         docker: Lazy::new(move || {
             let host = host.clone();
             async move {
-                let rt = Arc::new(
-                    BollardRuntime::connect(host.as_deref())
-                        .await
-                        .map_err(|e| e.to_string())?,
-                );
+                let rt = Arc::new(BollardRuntime::connect(host.as_deref()).await?);
                 Ok(DockerClients {
                     runtime: rt.clone(),
                     images: rt,
@@ -564,5 +551,57 @@ impl QueryRunner for ContextQueries {
             RunbookError::Query(format!("redis {instance:?} has no connection settings"))
         })?;
         super::support::redis_integer(opts, argv).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(toml: &str) -> Config {
+        Config::from_toml_with_env(toml, "tej.toml", &|_| None).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_redis_that_cannot_be_reached_fails_get_with_the_client_s_own_error() {
+        // Nothing listens on port 1: the connection is refused.
+        let cfg = config("[[redis]]\nname = \"cache\"\nurl = \"redis://127.0.0.1:1\"\n");
+        let ctx = RunContext::from_config(&cfg, RunOptions::default()).unwrap();
+        let e = ctx.redis[0].client.get().await.err().unwrap();
+        let direct = RedisClient::connect(ctx.redis[0].connect.as_ref().unwrap())
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(e, RunbookError::Db(_)), "{e:?}");
+        assert_eq!(e.to_string(), direct.to_string());
+        assert!(e.to_string().contains("127.0.0.1:1"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_missing_repository_fails_get_with_the_backup_error_and_is_tried_again() {
+        // The repository's directory would be below a regular file: it cannot be created.
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("blocker");
+        std::fs::write(&blocker, "not a directory").unwrap();
+        let spec = blocker.join("repo").display().to_string();
+        let cfg = config(&format!("[backup]\nrepositories = [{spec:?}]\n"));
+        let ctx = RunContext::from_config(&cfg, RunOptions::default()).unwrap();
+        let e = ctx.repositories[0].repo.get().await.err().unwrap();
+        assert!(matches!(e, RunbookError::Backup(_)), "{e:?}");
+        assert!(e.to_string().contains("blocker"), "{e}");
+        // A failure is not cached: once the way is clear, the same Lazy opens it.
+        std::fs::remove_file(&blocker).unwrap();
+        ctx.repositories[0].repo.get().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failed_client_gives_its_reason_each_time() {
+        let lazy: Lazy<u32> = Lazy::failed("password file unreadable");
+        for _ in 0..2 {
+            match lazy.get().await {
+                Err(RunbookError::Unavailable(m)) => assert_eq!(m, "password file unreadable"),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
     }
 }

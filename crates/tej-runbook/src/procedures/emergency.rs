@@ -598,9 +598,9 @@ pub struct SecurityBreach {
     pub address: String,
     /// The firewall (ufw through a command runner).
     pub firewall: Firewall,
-    /// The emergency rotation (a [`crate::RotateSecretsStep`] in emergency mode); `None` when it
-    /// cannot be built, with the reason.
-    pub rotation: std::result::Result<Box<dyn Step>, String>,
+    /// The emergency rotation (a [`crate::RotateSecretsStep`] in emergency mode), or why it
+    /// cannot be built.
+    pub rotation: Result<Box<dyn Step>>,
     /// Every session store.
     pub sessions: Vec<SessionTarget>,
     /// Session stores that could not be reached, with the reason: reported as failed steps
@@ -624,10 +624,10 @@ pub fn security_breach(b: SecurityBreach) -> Procedure {
         .step(BlockAddressStep::new(b.firewall, b.address.clone()));
     match b.rotation {
         Ok(step) => p.push(step, OnFailure::Stop),
-        Err(reason) => p.push(
+        Err(e) => p.push(
             Box::new(UnavailableStep {
                 name: "rotate-secrets-emergency".into(),
-                reason,
+                reason: e.to_string(),
             }),
             OnFailure::Continue,
         ),

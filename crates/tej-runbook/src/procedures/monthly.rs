@@ -725,7 +725,7 @@ pub async fn measure_capacity(
         let repo = match r.repo.get().await {
             Ok(x) => x,
             Err(e) => {
-                s.problems.push(problem("backups", t, e));
+                s.problems.push(problem("backups", t, e.to_string()));
                 continue;
             }
         };
@@ -756,7 +756,7 @@ pub async fn measure_capacity(
         let t = format!("redis:{}", r.name);
         let info = match r.client.get().await {
             Ok(c) => c.info().await.map_err(|e| e.to_string()),
-            Err(e) => Err(e),
+            Err(e) => Err(e.to_string()),
         };
         match info {
             Ok(text) => {

@@ -16,7 +16,7 @@ async fn open_repositories(ctx: &RunContext, report: &mut Report) -> Vec<tej_bac
         match r.repo.get().await {
             Ok(x) => repos.push((*x).clone()),
             Err(e) => report.push(
-                Finding::new("backup.repository", Severity::Critical, e)
+                Finding::new("backup.repository", Severity::Critical, e.to_string())
                     .target(format!("repo:{}", r.name)),
             ),
         }

@@ -150,7 +150,7 @@ pub async fn pg_cache_hit(admin: &dyn PgAdmin, target: &str) -> Finding {
                 "performance.pg-cache-hit",
                 target,
                 "postgres",
-                &e.to_string(),
+                e,
             );
         }
     };
@@ -296,7 +296,7 @@ pub fn performance_tasks(
                         "postgres.slow-queries",
                         &t,
                         "postgres",
-                        &e.to_string(),
+                        e,
                     )],
                 }
             },
@@ -326,7 +326,7 @@ pub fn performance_tasks(
                         "performance.redis-hit-ratio",
                         &t,
                         "redis",
-                        &e.to_string(),
+                        e,
                     )],
                 }
             },
@@ -372,7 +372,7 @@ pub async fn performance_optimization(ctx: &RunContext, clock: &dyn Clock) -> Re
                         "postgres.slow-queries",
                         &t,
                         "postgres",
-                        &e.to_string(),
+                        e,
                     )],
                 }
             },

@@ -21,21 +21,24 @@ use tej_core::{
     AuditLog, Clock, CommandRunner, Finding, Guard, Procedure, Report, Severity, Step, Threshold,
 };
 use tej_db::redis::RedisAdmin;
-use tej_secrets::RotationMode;
+use tej_secrets::{RotationMode, SecretsError};
 
 /// The rotation step for `ctx`'s `[secrets]`, `[compose]` backend and first Redis instance,
-/// in `mode`; the error says which configuration is missing.
+/// in `mode`; the error ([`RunbookError::Secrets`]) says which configuration is missing.
 pub fn rotation_from_context(
     ctx: &RunContext,
     sessions: Option<Arc<dyn RedisAdmin>>,
     guard: &Guard,
     audit: Option<AuditLog>,
     mode: RotationMode,
-) -> std::result::Result<Box<dyn Step>, String> {
+) -> Result<Box<dyn Step>> {
     let Some(sessions) = sessions else {
         // The configuration's own error first (no [secrets], [compose] or [[redis]]).
-        tej_secrets::RotateOptions::from_config(&ctx.config, mode).map_err(|e| e.to_string())?;
-        return Err("rotation drops sessions: add [[redis]] to tej.toml".into());
+        tej_secrets::RotateOptions::from_config(&ctx.config, mode)?;
+        return Err(SecretsError::NotConfigured(
+            "rotation drops sessions: add [[redis]] to tej.toml".into(),
+        )
+        .into());
     };
     let docker = ctx
         .config
@@ -49,8 +52,7 @@ pub fn rotation_from_context(
         Arc::new(LazyContainerRuntime::new(docker)),
         guard,
         audit,
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     Ok(Box::new(RotateSecretsStep::new(rotator, opts)))
 }
 
@@ -69,9 +71,9 @@ pub async fn secret_rotation_from_context(
         None => None,
     };
     let step = rotation_from_context(ctx, sessions, guard, audit, RotationMode::Standard).map_err(
-        |message| RunbookError::Procedure {
+        |e| RunbookError::Procedure {
             entry: "secret-rotation".into(),
-            message,
+            message: e.to_string(),
         },
     )?;
     let mut p = Procedure::new("secret-rotation");
@@ -862,7 +864,11 @@ pub(crate) mod tests {
         let e = rotation_from_context(&ctx, None, &g, None, RotationMode::Standard)
             .err()
             .unwrap();
-        assert!(e.contains("[secrets]"), "{e}");
+        assert!(
+            matches!(e, RunbookError::Secrets(SecretsError::NotConfigured(_))),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("[secrets]"), "{e}");
         assert!(secret_rotation_from_context(&ctx, &g, None).await.is_err());
     }
 }

@@ -99,7 +99,7 @@ pub(crate) fn unreachable(
     check: &str,
     target: &str,
     what: &str,
-    reason: &str,
+    reason: impl std::fmt::Display,
 ) -> tej_core::Finding {
     tej_core::Finding::new(
         check,

@@ -485,7 +485,7 @@ async fn health_url_probes_are_timed_and_failures_count_as_errors() {
     p.expect_get()
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_| Err("connection refused".into()));
+        .returning(|_| Err(crate::RunbookError::HttpProbe("connection refused".into())));
     let f = probe_health_url(&p, "http://127.0.0.1:1/health", 20, "api").await;
     let p95 = f.iter().find(|x| x.check == "performance.api-p95").unwrap();
     // 19 answers 20..=38 ms: nearest-rank p95 of 19 values is the 19th (38 ms).

@@ -281,7 +281,9 @@ async fn a_missing_rotation_or_a_dead_redis_is_reported_and_the_rest_still_runs(
     let p = security_breach(SecurityBreach {
         address: "203.0.113.0/24".into(),
         firewall: Firewall::new(Arc::new(ufw(&calls, true)), FirewallPolicy::default()),
-        rotation: Err("no [secrets] in tej.toml".into()),
+        rotation: Err(
+            tej_secrets::SecretsError::NotConfigured("no [secrets] in tej.toml".into()).into(),
+        ),
         sessions: vec![],
         unreachable_sessions: vec![("redis:cache".into(), "connection refused".into())],
         password_resets: vec![(Arc::new(pg(&calls)), PasswordResetOptions::default())],
