@@ -50,6 +50,19 @@ pub struct Plan {
     pub actions: Vec<String>,
 }
 
+impl Plan {
+    /// The plan of `step` (its name, risk and target) doing `actions`, in order: what a
+    /// [`Step::plan`] returns unless the plan knows the risk better than the step.
+    pub fn of<S: Step + ?Sized>(step: &S, actions: Vec<String>) -> Plan {
+        Plan {
+            step: step.name(),
+            risk: step.risk(),
+            target: step.target(),
+            actions,
+        }
+    }
+}
+
 /// What an applied step reports.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StepOutput {
@@ -587,6 +600,21 @@ mod tests {
         assert!(matches!(r.steps[1].outcome, Outcome::Failed { .. }));
         assert!(matches!(r.steps[2].outcome, Outcome::Skipped { .. }));
         assert_eq!(r.severity(), Severity::Critical);
+    }
+
+    #[test]
+    fn a_plan_of_a_step_names_its_step_risk_and_target() {
+        let s = step("vacuum-full", Risk::Destructive, Ok("done"));
+        let p = Plan::of(&s, vec!["VACUUM FULL users".into()]);
+        assert_eq!(
+            p,
+            Plan {
+                step: "vacuum-full".into(),
+                risk: Risk::Destructive,
+                target: "db:app".into(),
+                actions: vec!["VACUUM FULL users".into()],
+            }
+        );
     }
 
     #[tokio::test]

@@ -928,12 +928,7 @@ impl Step for DeployStep {
             ),
             "tag the old image for rollback, drain, stop and remove the old container".to_string(),
         ]);
-        Ok(Plan {
-            step: self.name(),
-            risk: self.risk(),
-            target: self.target(),
-            actions,
-        })
+        Ok(Plan::of(self, actions))
     }
     async fn apply(&self) -> Result<StepOutput, StepError> {
         let r = match self.kind {

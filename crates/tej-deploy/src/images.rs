@@ -251,12 +251,7 @@ impl Step for PruneImagesStep {
         if actions.is_empty() {
             actions.push("nothing to prune".into());
         }
-        Ok(Plan {
-            step: self.name(),
-            risk: self.risk(),
-            target: self.target(),
-            actions,
-        })
+        Ok(Plan::of(self, actions))
     }
     async fn apply(&self) -> Result<StepOutput, StepError> {
         let r = prune_images(

@@ -204,16 +204,14 @@ impl Step for RecoverServiceStep {
         format!("{}/{}", self.project.name, self.service)
     }
     async fn plan(&self) -> Result<Plan, StepError> {
-        Ok(Plan {
-            step: self.name(),
-            risk: self.risk(),
-            target: self.target(),
-            actions: vec![
+        Ok(Plan::of(
+            self,
+            vec![
                 "check the service's containers".into(),
                 "if unhealthy: restart them and wait for health".into(),
                 "if still unhealthy: force-recreate them with the same configuration".into(),
             ],
-        })
+        ))
     }
     async fn apply(&self) -> Result<StepOutput, StepError> {
         let r = recover_service(

@@ -52,12 +52,7 @@ impl Step for RestartServiceStep {
                 self.service, self.project.name
             ));
         }
-        Ok(Plan {
-            step: self.name(),
-            risk: self.risk(),
-            target: self.target(),
-            actions,
-        })
+        Ok(Plan::of(self, actions))
     }
     async fn apply(&self) -> Result<StepOutput, StepError> {
         let names = self

@@ -411,12 +411,7 @@ impl Step for CleanupStep {
     async fn plan(&self) -> Result<Plan, StepError> {
         let opts = self.opts.clone();
         let plan = tokio::task::spawn_blocking(move || plan_cleanup(&opts)).await??;
-        Ok(Plan {
-            step: self.name(),
-            risk: self.risk(),
-            target: self.target(),
-            actions: CleanupStep::actions(&plan),
-        })
+        Ok(Plan::of(self, CleanupStep::actions(&plan)))
     }
 
     async fn apply(&self) -> Result<StepOutput, StepError> {

@@ -200,12 +200,7 @@ where
         let mut dry = self.options.clone();
         dry.dry_run = true;
         let r = self.rotator.rotate(&dry).await?;
-        Ok(Plan {
-            step: self.name(),
-            risk: self.risk(),
-            target: self.target(),
-            actions: r.plan,
-        })
+        Ok(Plan::of(self, r.plan))
     }
     async fn apply(&self) -> Result<StepOutput, StepError> {
         let mut opts = self.options.clone();
@@ -377,12 +372,7 @@ impl Step for StopServicesStep {
                 _ => format!("leave {} (service {svc}): already {:?}", c.name, c.state),
             })
             .collect();
-        Ok(Plan {
-            step: self.name(),
-            risk: self.risk(),
-            target: self.target(),
-            actions,
-        })
+        Ok(Plan::of(self, actions))
     }
     async fn apply(&self) -> Result<StepOutput, StepError> {
         let list = containers_of(self.runtime.as_ref(), &self.project, &self.services).await?;
@@ -434,16 +424,13 @@ impl Step for StartServicesStep {
     }
     async fn plan(&self) -> Result<Plan, StepError> {
         // The containers may not be stopped yet when the procedure is planned.
-        Ok(Plan {
-            step: self.name(),
-            risk: self.risk(),
-            target: self.target(),
-            actions: self
-                .services
+        Ok(Plan::of(
+            self,
+            self.services
                 .iter()
                 .map(|s| format!("start every stopped container of service {s}"))
                 .collect(),
-        })
+        ))
     }
     async fn apply(&self) -> Result<StepOutput, StepError> {
         let list = containers_of(self.runtime.as_ref(), &self.project, &self.services).await?;

@@ -98,12 +98,10 @@ impl Step for FlushStep {
             FlushScope::Db => "delete every key in the selected database",
             FlushScope::All => "delete every key in every database",
         };
-        Ok(Plan {
-            step: self.name(),
-            risk: self.risk(),
-            target: self.target.clone(),
-            actions: vec![format!("{} ({what})", self.scope.command())],
-        })
+        Ok(Plan::of(
+            self,
+            vec![format!("{} ({what})", self.scope.command())],
+        ))
     }
 
     async fn apply(&self) -> Result<StepOutput, StepError> {
@@ -164,15 +162,13 @@ impl Step for InvalidateSessionsStep {
             self.opts.scan_count,
         )
         .await?;
-        Ok(Plan {
-            step: self.name(),
-            risk: self.risk(),
-            target: self.target.clone(),
-            actions: vec![format!(
+        Ok(Plan::of(
+            self,
+            vec![format!(
                 "UNLINK about {n} keys matching {:?} in batches of {} (other keys stay)",
                 self.opts.pattern, self.opts.batch
             )],
-        })
+        ))
     }
 
     async fn apply(&self) -> Result<StepOutput, StepError> {

@@ -95,12 +95,7 @@ impl Step for AmcheckStep {
         if self.fail_on_damage {
             actions.push("fail if any relation is damaged".into());
         }
-        Ok(Plan {
-            step: self.name(),
-            risk: self.risk(),
-            target: self.target(),
-            actions,
-        })
+        Ok(Plan::of(self, actions))
     }
     async fn apply(&self) -> std::result::Result<StepOutput, StepError> {
         let r = tej_db::pg::amcheck(self.admin.as_ref(), &self.options).await?;
@@ -158,12 +153,7 @@ impl Step for SanityQueriesStep {
                 "nothing: no sanity_queries configured for this database (SELECT 1 only)".into(),
             );
         }
-        Ok(Plan {
-            step: self.name(),
-            risk: self.risk(),
-            target: self.target(),
-            actions,
-        })
+        Ok(Plan::of(self, actions))
     }
     async fn apply(&self) -> std::result::Result<StepOutput, StepError> {
         let mut results = Vec::new();
@@ -327,12 +317,18 @@ pub fn db_corruption(
     p
 }
 
-/// A step that cannot run, with the reason (missing configuration); it fails at planning, so
-/// the report shows it and the run is not reported as a success.
+/// A step that cannot run, with the reason (missing configuration, an unreachable engine or
+/// repository); it fails at planning, so the report shows which part did not run and why, and
+/// the run is not reported as a success.
 #[derive(Debug, Clone)]
 pub struct UnavailableStep {
     /// The step it stands for.
     pub name: String,
+    /// What that step would act on (empty when unknown).
+    pub target: String,
+    /// The risk of the step it stands for (a planning failure of a mutating or destructive
+    /// step is audited).
+    pub risk: Risk,
     /// Why it cannot run.
     pub reason: String,
 }
@@ -343,10 +339,10 @@ impl Step for UnavailableStep {
         self.name.clone()
     }
     fn risk(&self) -> Risk {
-        Risk::ReadOnly
+        self.risk
     }
     fn target(&self) -> String {
-        String::new()
+        self.target.clone()
     }
     async fn plan(&self) -> std::result::Result<Plan, StepError> {
         Err(self.reason.clone().into())
@@ -627,6 +623,8 @@ pub fn security_breach(b: SecurityBreach) -> Procedure {
         Err(e) => p.push(
             Box::new(UnavailableStep {
                 name: "rotate-secrets-emergency".into(),
+                target: String::new(),
+                risk: Risk::ReadOnly,
                 reason: e.to_string(),
             }),
             OnFailure::Continue,
@@ -646,6 +644,8 @@ pub fn security_breach(b: SecurityBreach) -> Procedure {
         p.push(
             Box::new(UnavailableStep {
                 name: format!("redis-invalidate-sessions {name}"),
+                target: String::new(),
+                risk: Risk::ReadOnly,
                 reason,
             }),
             OnFailure::Continue,

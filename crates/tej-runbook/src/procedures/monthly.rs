@@ -476,11 +476,9 @@ impl tej_core::Step for CreateBackupStep {
         if self.repos.is_empty() {
             return Err("no backup repository: set [backup] repositories".into());
         }
-        Ok(tej_core::Plan {
-            step: self.name(),
-            risk: self.risk(),
-            target: self.target(),
-            actions: vec![format!(
+        Ok(tej_core::Plan::of(
+            self,
+            vec![format!(
                 "pg_dump {} ({}) into {}",
                 self.options.db.database(),
                 self.options.format,
@@ -490,7 +488,7 @@ impl tej_core::Step for CreateBackupStep {
                     .collect::<Vec<_>>()
                     .join(", ")
             )],
-        })
+        ))
     }
     async fn apply(&self) -> std::result::Result<tej_core::StepOutput, tej_core::StepError> {
         let r = tej_backup::create_logical_backup(
@@ -550,15 +548,13 @@ impl tej_core::Step for VerifyLatestBackupStep {
         self.repo.name()
     }
     async fn plan(&self) -> std::result::Result<tej_core::Plan, tej_core::StepError> {
-        Ok(tej_core::Plan {
-            step: self.name(),
-            risk: self.risk(),
-            target: self.target(),
-            actions: vec![format!(
+        Ok(tej_core::Plan::of(
+            self,
+            vec![format!(
                 "re-read backup {}: SHA-256, decrypt, decompress",
                 self.selector
             )],
-        })
+        ))
     }
     async fn apply(&self) -> std::result::Result<tej_core::StepOutput, tej_core::StepError> {
         let opts = tej_backup::VerifyOptions {

@@ -8,6 +8,7 @@
 use super::access_log::{AccessLogStats, analyze_access_log};
 use super::context::RunContext;
 use super::daily::blocking;
+use super::emergency::UnavailableStep;
 use super::support::{redis_task, retarget, tls_tasks, unknown, unreachable};
 use crate::runner::{CheckTask, run_checks};
 use async_trait::async_trait;
@@ -610,12 +611,7 @@ impl Step for PruneBackupsStep {
     }
     async fn plan(&self) -> Result<Plan, StepError> {
         let r = self.run(true).await?;
-        Ok(Plan {
-            step: self.name(),
-            risk: self.risk(),
-            target: self.target(),
-            actions: prune_plan_lines(&r),
-        })
+        Ok(Plan::of(self, prune_plan_lines(&r)))
     }
     async fn apply(&self) -> Result<StepOutput, StepError> {
         let r = self.run(false).await?;
@@ -670,33 +666,6 @@ fn prune_plan_lines(r: &tej_backup::PruneReport) -> Vec<String> {
     lines
 }
 
-/// A step that cannot be built because what it needs is unreachable: planning fails with the
-/// reason, so the report says which part of the weekly maintenance did not run and why.
-struct UnreachableStep {
-    name: &'static str,
-    target: String,
-    reason: String,
-}
-
-#[async_trait]
-impl Step for UnreachableStep {
-    fn name(&self) -> String {
-        self.name.into()
-    }
-    fn risk(&self) -> Risk {
-        Risk::Destructive
-    }
-    fn target(&self) -> String {
-        self.target.clone()
-    }
-    async fn plan(&self) -> Result<Plan, StepError> {
-        Err(self.reason.clone().into())
-    }
-    async fn apply(&self) -> Result<StepOutput, StepError> {
-        Err(self.reason.clone().into())
-    }
-}
-
 /// The weekly maintenance steps of the runbook's "Full System Audit", in its order:
 /// `VACUUM ANALYZE` of every database (mutating), the 30-day cleanup of every log directory,
 /// the Docker image prune (`docker image prune -af --filter until=168h`: never an image a
@@ -727,9 +696,10 @@ pub async fn weekly_maintenance_procedure(ctx: &RunContext, clock: Arc<dyn Clock
                 })
             }
             Err(e) => {
-                p = p.step_continue(UnreachableStep {
-                    name: "docker-image-prune",
+                p = p.step_continue(UnavailableStep {
+                    name: "docker-image-prune".into(),
                     target: format!("compose:{}", c.project.name),
+                    risk: Risk::Destructive,
                     reason: format!("docker engine unreachable: {e}"),
                 })
             }
@@ -740,9 +710,10 @@ pub async fn weekly_maintenance_procedure(ctx: &RunContext, clock: Arc<dyn Clock
         let settings = match &settings {
             Ok(s) => s,
             Err(e) => {
-                p = p.step_continue(UnreachableStep {
-                    name: "backup-prune",
+                p = p.step_continue(UnavailableStep {
+                    name: "backup-prune".into(),
                     target: format!("repo:{}", r.name),
+                    risk: Risk::Destructive,
                     reason: e.to_string(),
                 });
                 continue;
@@ -758,9 +729,10 @@ pub async fn weekly_maintenance_procedure(ctx: &RunContext, clock: Arc<dyn Clock
                 ))
             }
             Err(e) => {
-                p = p.step_continue(UnreachableStep {
-                    name: "backup-prune",
+                p = p.step_continue(UnavailableStep {
+                    name: "backup-prune".into(),
                     target: format!("repo:{}", r.name),
+                    risk: Risk::Destructive,
                     reason: format!("repository unreachable: {e}"),
                 })
             }

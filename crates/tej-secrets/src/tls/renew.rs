@@ -216,12 +216,7 @@ impl tej_core::Step for RenewStep {
                 .iter()
                 .map(|t| format!("probe {} and compare with the certificate file", t.endpoint)),
         );
-        Ok(tej_core::Plan {
-            step: self.name(),
-            risk: self.risk(),
-            target: self.target(),
-            actions,
-        })
+        Ok(tej_core::Plan::of(self, actions))
     }
 
     async fn apply(&self) -> Result<tej_core::StepOutput, tej_core::StepError> {
