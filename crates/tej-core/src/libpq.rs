@@ -1,16 +1,37 @@
-//! libpq's environment: the one mapping of `PGHOST`, `PGPORT`, `PGUSER`, `PGDATABASE`,
-//! `PGSSLMODE` and `PGAPPNAME` to a connection string, and `PGPASSWORD`. tej-core's
-//! [`Config`](crate::Config) and tej-db's connection options both read it from here.
+//! libpq's environment: the one table of the `PG*` variables tej reads and the connection
+//! keywords they set ([`ENV_KEYWORDS`]), `PGPASSWORD`, and the variables that locate
+//! libpq's files ([`FILE_VARS`]). tej-core's [`Config`](crate::Config) and tej-db's
+//! connection options both read the environment through this table.
 
 /// The variables tej maps and the connection keywords they set, in the order written.
-pub const ENV_KEYWORDS: [(&str, &str); 6] = [
+pub const ENV_KEYWORDS: [(&str, &str); 21] = [
     ("PGHOST", "host"),
+    ("PGHOSTADDR", "hostaddr"),
     ("PGPORT", "port"),
     ("PGUSER", "user"),
     ("PGDATABASE", "dbname"),
+    ("PGSERVICE", "service"),
+    ("PGPASSFILE", "passfile"),
     ("PGSSLMODE", "sslmode"),
+    ("PGSSLROOTCERT", "sslrootcert"),
+    ("PGSSLCERT", "sslcert"),
+    ("PGSSLKEY", "sslkey"),
+    ("PGSSLNEGOTIATION", "sslnegotiation"),
+    ("PGCHANNELBINDING", "channel_binding"),
     ("PGAPPNAME", "application_name"),
+    ("PGCONNECT_TIMEOUT", "connect_timeout"),
+    ("PGOPTIONS", "options"),
+    ("PGCLIENTENCODING", "client_encoding"),
+    ("PGTARGETSESSIONATTRS", "target_session_attrs"),
+    ("PGLOADBALANCEHOSTS", "load_balance_hosts"),
+    ("PGGSSENCMODE", "gssencmode"),
+    ("PGSSLCOMPRESSION", "sslcompression"),
 ];
+
+/// Variables that locate libpq's files rather than set a keyword: the service file
+/// (`PGSERVICEFILE`, else `~/.pg_service.conf`) and the directory of the system-wide
+/// `pg_service.conf` (`PGSYSCONFDIR`).
+pub const FILE_VARS: [&str; 2] = ["PGSERVICEFILE", "PGSYSCONFDIR"];
 
 /// The variable holding the password (never put into a connection string).
 pub const PASSWORD_VAR: &str = "PGPASSWORD";
@@ -26,11 +47,14 @@ pub fn conninfo_value(v: &str) -> String {
 }
 
 /// The keyword/value connection string the environment describes (`host=... dbname=...`),
-/// when it names a server (`PGHOST` or `PGDATABASE` set and not empty); empty values are
-/// unset. `env` looks variables up (`|k| std::env::var(k).ok()`).
+/// when it names a server (`PGHOST`, `PGHOSTADDR`, `PGDATABASE` or `PGSERVICE` set and not
+/// empty); empty values are unset. `env` looks variables up (`|k| std::env::var(k).ok()`).
 pub fn conninfo_from_env(env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
     let get = |k: &str| env(k).filter(|v| !v.is_empty());
-    if get("PGHOST").is_none() && get("PGDATABASE").is_none() {
+    if ["PGHOST", "PGHOSTADDR", "PGDATABASE", "PGSERVICE"]
+        .iter()
+        .all(|k| get(k).is_none())
+    {
         return None;
     }
     let parts: Vec<String> = ENV_KEYWORDS
@@ -69,6 +93,16 @@ mod tests {
         assert_eq!(
             conninfo_from_env(&|k| (k == "PGUSER").then(|| "x".into())),
             None
+        );
+        let env = |k: &str| match k {
+            "PGSERVICE" => Some("main".to_string()),
+            "PGCONNECT_TIMEOUT" => Some("7".to_string()),
+            "PGSSLROOTCERT" => Some("/etc/ca dir/root.crt".to_string()),
+            _ => None,
+        };
+        assert_eq!(
+            conninfo_from_env(&env).as_deref(),
+            Some("service=main sslrootcert='/etc/ca dir/root.crt' connect_timeout=7")
         );
     }
 }

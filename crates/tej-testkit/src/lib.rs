@@ -1,7 +1,8 @@
 //! Real servers on loopback for tej's integration tests: a throwaway PostgreSQL 15
-//! cluster, Redis, S3-compatible servers (s3s-fs, and moto for what s3s-fs lacks such as
-//! listing multipart uploads), a private Docker engine and a TLS endpoint with a
-//! certificate of chosen lifetime.
+//! cluster (serving TLS with certificates of a test CA, [`TestCa`], when asked), Redis,
+//! S3-compatible servers (s3s-fs, and moto for what s3s-fs lacks such as listing
+//! multipart uploads), a private Docker engine and a TLS endpoint with a certificate of
+//! chosen lifetime.
 //!
 //! Each server gets its own free port on `127.0.0.1` and its own temporary directory, so
 //! tests run in parallel; it is stopped and its directory removed when the handle is
@@ -30,6 +31,7 @@
 mod docker_engine;
 mod moto_server;
 mod pg_cluster;
+mod pg_tls;
 mod port;
 mod process;
 mod reachable;
@@ -41,6 +43,7 @@ mod tls_endpoint;
 pub use docker_engine::DockerEngine;
 pub use moto_server::MotoServer;
 pub use pg_cluster::{PgCluster, PgClusterOptions};
+pub use pg_tls::{CertFiles, PgServerTls, TestCa};
 pub use port::free_port;
 pub use process::{is_root, run_as_postgres};
 pub use reachable::Reachable;

@@ -1,5 +1,6 @@
 //! A throwaway PostgreSQL 15 cluster.
 
+use crate::pg_tls::PgServerTls;
 use crate::process::{self, is_root, log_tail, postgres_user, run_as_postgres};
 use crate::scratch::ScratchDir;
 use anyhow::{Context, Result, bail};
@@ -27,6 +28,12 @@ pub struct PgClusterOptions {
     pub preload_pg_stat_statements: bool,
     /// Runs `initdb --data-checksums` (default true).
     pub data_checksums: bool,
+    /// Serves TLS (`ssl = on`) with this certificate; its files are copied into the base
+    /// directory as `server.crt`, `server.key` and `client_ca.crt`.
+    pub tls: Option<PgServerTls>,
+    /// `pg_hba.conf` lines put before initdb's (which trust every local connection), such
+    /// as `hostssl all alice 127.0.0.1/32 cert`.
+    pub hba_first: Vec<String>,
 }
 
 impl Default for PgClusterOptions {
@@ -37,6 +44,8 @@ impl Default for PgClusterOptions {
             extra_conf: Vec::new(),
             preload_pg_stat_statements: true,
             data_checksums: true,
+            tls: None,
+            hba_first: Vec::new(),
         }
     }
 }
@@ -131,6 +140,7 @@ impl PgCluster {
             initdb.arg("--data-checksums");
         }
         process::run(&mut initdb, "initdb")?;
+        self.install_tls_and_hba(opts)?;
 
         let conf_path = self.data.join("postgresql.conf");
         let original = std::fs::read_to_string(&conf_path)
@@ -161,6 +171,37 @@ impl PgCluster {
             .context(format!("{START_ATTEMPTS} attempts found no free port"))
     }
 
+    /// Copies the TLS files of `opts` into the base directory (owned by `postgres`, the key
+    /// 0600 as the server demands) and puts `opts.hba_first` before initdb's pg_hba.conf.
+    fn install_tls_and_hba(&self, opts: &PgClusterOptions) -> Result<()> {
+        if let Some(tls) = &opts.tls {
+            let copies = [
+                (Some(&tls.server.cert_file), "server.crt"),
+                (Some(&tls.server.key_file), "server.key"),
+                (tls.client_ca_file.as_ref(), "client_ca.crt"),
+            ];
+            for (from, name) in copies {
+                let Some(from) = from else { continue };
+                let to = self.base.join(name);
+                let bytes =
+                    std::fs::read(from).with_context(|| format!("read {}", from.display()))?;
+                crate::pg_tls::write_private(&to, &bytes)?;
+                if let Some(user) = postgres_user().filter(|_| is_root()) {
+                    nix::unistd::chown(to.as_path(), Some(user.uid), Some(user.gid))
+                        .with_context(|| format!("chown {} to postgres", to.display()))?;
+                }
+            }
+        }
+        if !opts.hba_first.is_empty() {
+            let hba = self.data.join("pg_hba.conf");
+            let original =
+                std::fs::read_to_string(&hba).with_context(|| format!("read {}", hba.display()))?;
+            let text = format!("{}\n{original}", opts.hba_first.join("\n"));
+            std::fs::write(&hba, text).with_context(|| format!("write {}", hba.display()))?;
+        }
+        Ok(())
+    }
+
     fn conf_lines(&self, opts: &PgClusterOptions) -> Vec<String> {
         let mut lines = vec![
             "# added by tej-testkit".to_string(),
@@ -182,6 +223,23 @@ impl PgCluster {
         }
         if let Some(cmd) = &opts.archive_command {
             lines.push(format!("archive_command = '{}'", conf_quote(cmd)));
+        }
+        if let Some(tls) = &opts.tls {
+            lines.push("ssl = on".to_string());
+            for (key, name) in [
+                ("ssl_cert_file", "server.crt"),
+                ("ssl_key_file", "server.key"),
+            ] {
+                let path = self.base.join(name);
+                lines.push(format!("{key} = '{}'", conf_quote(&path.to_string_lossy())));
+            }
+            if tls.client_ca_file.is_some() {
+                let path = self.base.join("client_ca.crt");
+                lines.push(format!(
+                    "ssl_ca_file = '{}'",
+                    conf_quote(&path.to_string_lossy())
+                ));
+            }
         }
         lines.extend(opts.extra_conf.iter().cloned());
         lines
@@ -468,5 +526,7 @@ mod tests {
         assert!(!o.archive_mode);
         assert!(o.archive_command.is_none());
         assert!(o.extra_conf.is_empty());
+        assert!(o.tls.is_none());
+        assert!(o.hba_first.is_empty());
     }
 }

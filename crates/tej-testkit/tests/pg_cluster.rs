@@ -142,6 +142,8 @@ fn options_archive_wal_and_apply_extra_conf() -> Result<()> {
         extra_conf: vec!["work_mem = '7MB'".to_string()],
         preload_pg_stat_statements: false,
         data_checksums: false,
+        tls: None,
+        hba_first: Vec::new(),
     })?;
     assert_eq!(pg.psql("postgres", "SHOW work_mem")?, "7MB");
     assert_eq!(pg.psql("postgres", "SHOW data_checksums")?, "off");
@@ -313,6 +315,49 @@ fn drop_also_stops_a_server_started_on_a_copy_inside_the_base_dir() -> Result<()
     assert!(
         port_refuses(port2),
         "the copy's server outlived the cluster"
+    );
+    Ok(())
+}
+
+#[test]
+fn tls_clusters_serve_the_test_ca_certificate_and_hba_lines_come_first() -> Result<()> {
+    let ca = tej_testkit::TestCa::new()?;
+    let pg = PgCluster::start_with(PgClusterOptions {
+        tls: Some(tej_testkit::PgServerTls {
+            server: ca.server_cert(&["localhost"])?,
+            client_ca_file: None,
+        }),
+        hba_first: vec!["hostnossl all nossl 127.0.0.1/32 reject".into()],
+        ..PgClusterOptions::default()
+    })?;
+    pg.psql("postgres", "CREATE ROLE nossl LOGIN")?;
+    // libpq itself (psql) verifies the certificate against the CA and the host name.
+    let psql = |conn: String| {
+        std::process::Command::new(PgCluster::bin_dir().join("psql"))
+            .args(["-X", "-A", "-t", "-c"])
+            .arg("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .arg(conn)
+            .env_remove("PGSERVICE")
+            .output()
+    };
+    let conn = |user: &str, mode: &str| {
+        format!(
+            "host=localhost hostaddr=127.0.0.1 port={} user={user} dbname=postgres \
+             sslmode={mode} sslrootcert={}",
+            pg.port(),
+            ca.ca_file().display()
+        )
+    };
+    let out = psql(conn("postgres", "verify-full"))?;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "t", "{out:?}");
+    let out = psql(conn("nossl", "disable"))?;
+    assert!(
+        !out.status.success(),
+        "hostnossl reject must refuse: {out:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pg_hba.conf"),
+        "{out:?}"
     );
     Ok(())
 }

@@ -143,7 +143,8 @@ impl PgClient {
     pub fn new(opts: &PgConnectOptions) -> Result<PgClient, DbError> {
         let Resolved {
             config,
-            tls,
+            connector,
+            connect_timeout,
             user,
             database,
             target,
@@ -154,19 +155,14 @@ impl PgClient {
             // liveness check is enough here.
             recycling_method: RecyclingMethod::Fast,
         };
-        let mgr = match tls {
-            Some(tls) => Manager::from_config(
-                config,
-                tokio_postgres_rustls::MakeRustlsConnect::new((*tls).clone()),
-                mgr_cfg,
-            ),
-            None => Manager::from_config(config, tokio_postgres::NoTls, mgr_cfg),
-        };
+        let mgr = Manager::from_connect(config, connector, mgr_cfg);
+        // sslmode allow and prefer may take a second attempt.
+        let create_timeout = connect_timeout.map(|t| t * 2);
         let pool = Pool::builder(mgr)
             .max_size(opts.pool_size.max(1))
             .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(opts.connect_timeout + opts.query_timeout))
-            .create_timeout(Some(opts.connect_timeout))
+            .wait_timeout(create_timeout.map(|t| t + opts.query_timeout))
+            .create_timeout(create_timeout)
             .build()
             .map_err(|e| DbError::InvalidConfig(e.to_string()))?;
         Ok(PgClient {

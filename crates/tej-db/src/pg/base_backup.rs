@@ -84,9 +84,9 @@ const FACTS_SQL: &str = "SELECT current_setting('server_version'), \
 const START_SQL: &str = "SELECT pg_backup_start($1, true)::text";
 const STOP_SQL: &str = "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop($1)";
 const SWITCH_SQL: &str = "SELECT pg_walfile_name(pg_switch_wal())";
-/// One PostgreSQL connection for a base backup, without TLS (the data directory being
-/// copied is local, so the server is too) and without `statement_timeout` (the checkpoint
-/// of `pg_backup_start` takes what it takes). Dropping it closes the session, which aborts
+/// One PostgreSQL connection for a base backup, opened as every tej connection is (TLS
+/// after `sslmode`, libpq's environment and files) and without `statement_timeout` (the
+/// checkpoint of `pg_backup_start` takes what it takes). Dropping it closes the session, which aborts
 /// a backup started on it.
 pub struct BaseBackupSession {
     client: tokio_postgres::Client,
@@ -124,6 +124,7 @@ impl BaseBackupSession {
         opts.query_timeout = std::time::Duration::ZERO;
         let Resolved {
             config,
+            connector,
             user,
             database,
             target,
@@ -135,15 +136,10 @@ impl BaseBackupSession {
             database,
             sql: String::new(),
         };
-        let (client, conn) = config
-            .connect(tokio_postgres::NoTls)
+        let (client, connection) = connector
+            .connect(&config)
             .await
             .map_err(|e| map_pg_error(&e, &ctx))?;
-        let connection = tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::warn!(error = %e, "base backup session ended");
-            }
-        });
         Ok(BaseBackupSession {
             client,
             connection,
