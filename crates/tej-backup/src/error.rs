@@ -124,6 +124,30 @@ pub enum BackupError {
         /// Why.
         reason: String,
     },
+    /// Bytes handed to [`Manifest::from_json`](crate::Manifest::from_json) are not a
+    /// manifest this crate reads (not JSON of a manifest, or an unknown version).
+    #[error("not a tej backup manifest: {reason}")]
+    #[non_exhaustive]
+    MalformedManifest {
+        /// What is wrong.
+        reason: String,
+    },
+    /// Bytes handed to [`SegmentHeader::parse`](crate::SegmentHeader::parse) do not start
+    /// with a WAL long page header.
+    #[error("not a WAL segment: {reason}")]
+    #[non_exhaustive]
+    MalformedWalHeader {
+        /// What is wrong.
+        reason: String,
+    },
+    /// Bytes handed to [`open_object`](crate::open_object) are not a complete tej WAL
+    /// object (trailer missing, truncated or of an unknown format).
+    #[error("not a tej WAL object: {reason}")]
+    #[non_exhaustive]
+    MalformedWalObject {
+        /// What is wrong.
+        reason: String,
+    },
     /// A file handed to WAL archiving is not a WAL file (bad name, bad page header, wrong size).
     #[error("{file} is not a valid WAL file: {reason}")]
     InvalidWal {

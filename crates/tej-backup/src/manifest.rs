@@ -4,6 +4,7 @@
 //! A backup without a manifest is an interrupted run, never listed, and cleaned up by the
 //! next run or by `prune`.
 
+use crate::error::BackupError;
 use crate::id::BackupId;
 use crate::lsn::Lsn;
 use jiff::Timestamp;
@@ -231,8 +232,14 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// Parses a manifest, rejecting versions this crate does not know.
-    pub fn from_json(bytes: &[u8]) -> Result<Manifest, String> {
+    /// Parses a manifest, rejecting versions this crate does not know
+    /// ([`BackupError::MalformedManifest`] says what is wrong).
+    pub fn from_json(bytes: &[u8]) -> Result<Manifest, BackupError> {
+        Manifest::parse(bytes).map_err(|reason| BackupError::MalformedManifest { reason })
+    }
+
+    /// [`Manifest::from_json`], with the reason alone as the error.
+    pub(crate) fn parse(bytes: &[u8]) -> Result<Manifest, String> {
         let m: Manifest = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
         if m.version == 0 || m.version > MANIFEST_VERSION {
             return Err(format!(
@@ -246,5 +253,22 @@ impl Manifest {
     /// Serializes it (pretty JSON).
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec_pretty(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_json_names_what_is_wrong() {
+        let e = Manifest::from_json(b"{not json").unwrap_err();
+        assert!(matches!(e, BackupError::MalformedManifest { .. }), "{e:?}");
+        assert!(
+            e.to_string().starts_with("not a tej backup manifest: "),
+            "{e}"
+        );
+        let e = Manifest::from_json(br#"{"version": 99}"#).unwrap_err();
+        assert!(e.to_string().contains("not a tej backup manifest"), "{e}");
     }
 }

@@ -79,7 +79,7 @@ impl Repository {
             Err(StorageError::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        let m = Manifest::from_json(&bytes).map_err(|reason| BackupError::InvalidManifest {
+        let m = Manifest::parse(&bytes).map_err(|reason| BackupError::InvalidManifest {
             repo: self.name(),
             key: key.to_string(),
             reason,

@@ -40,8 +40,14 @@ fn u64_at(b: &[u8], at: usize) -> Option<u64> {
 }
 
 impl SegmentHeader {
-    /// Parses the long page header at the start of `bytes` (a WAL segment or `.partial` file).
-    pub fn parse(bytes: &[u8]) -> Result<SegmentHeader, String> {
+    /// Parses the long page header at the start of `bytes` (a WAL segment or `.partial`
+    /// file); [`BackupError::MalformedWalHeader`] says what is wrong.
+    pub fn parse(bytes: &[u8]) -> Result<SegmentHeader, BackupError> {
+        SegmentHeader::read(bytes).map_err(|reason| BackupError::MalformedWalHeader { reason })
+    }
+
+    /// [`SegmentHeader::parse`], with the reason alone as the error.
+    pub(crate) fn read(bytes: &[u8]) -> Result<SegmentHeader, String> {
         if bytes.len() < LONG_HEADER_LEN {
             return Err(format!(
                 "{} bytes is too short for a WAL page header",
@@ -137,7 +143,12 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_a_segment() {
-        assert!(SegmentHeader::parse(b"short").is_err());
+        let e = SegmentHeader::parse(b"short").unwrap_err();
+        assert!(matches!(e, BackupError::MalformedWalHeader { .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "not a WAL segment: 5 bytes is too short for a WAL page header"
+        );
         assert!(SegmentHeader::parse(&[0u8; 64]).is_err());
         let mut s = fake_segment(1, 1, Lsn(0), 64, 0);
         s[2] = 0; // no long header

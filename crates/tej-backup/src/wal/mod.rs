@@ -442,7 +442,7 @@ impl WalArchive {
         // Who wrote it: the page header of segments; nothing for text files.
         let is_segment = !(name.ends_with(".history") || name.ends_with(".backup"));
         let (file_sysid, seg_size) = if is_segment {
-            let h = SegmentHeader::parse(&data).map_err(invalid)?;
+            let h = SegmentHeader::read(&data).map_err(invalid)?;
             let seg_size = u64::from(h.segment_size);
             let file = WalFileName::parse(name, seg_size).map_err(|e| invalid(e.to_string()))?;
             if data.len() as u64 != seg_size {
@@ -676,7 +676,7 @@ impl WalArchive {
         }
         let is_segment = !(name.ends_with(".history") || name.ends_with(".backup"));
         if is_segment {
-            let h = SegmentHeader::parse(&out).map_err(&corrupt)?;
+            let h = SegmentHeader::read(&out).map_err(&corrupt)?;
             if h.system_identifier != meta.system_identifier {
                 return Err(corrupt(format!(
                     "the segment's header names cluster {}, the trailer {}",

@@ -10,6 +10,7 @@
 //! One object per file, so a push is one atomic put: the checksum and cluster identity
 //! can never be separated from the data they describe.
 
+use crate::error::BackupError;
 use crate::manifest::{CompressionInfo, EncryptionInfo};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -54,9 +55,10 @@ pub(crate) fn seal(mut payload: Vec<u8>, meta: &WalObjectMeta) -> Vec<u8> {
 }
 
 /// Splits a stored object into its payload and trailer: an error (never a panic) for
-/// anything that is not a complete tej WAL object.
-pub fn open_object(object: &[u8]) -> Result<(&[u8], WalObjectMeta), String> {
-    open(object)
+/// anything that is not a complete tej WAL object ([`BackupError::MalformedWalObject`]
+/// says what is wrong).
+pub fn open_object(object: &[u8]) -> Result<(&[u8], WalObjectMeta), BackupError> {
+    open(object).map_err(|reason| BackupError::MalformedWalObject { reason })
 }
 
 /// Splits a stored object into its payload and trailer.
@@ -126,5 +128,22 @@ mod tests {
         let mut bad = obj.clone();
         bad[8] = b'{'; // inside the JSON
         assert!(open(&bad).is_err());
+    }
+
+    #[test]
+    fn open_object_names_what_is_wrong() {
+        let e = open_object(b"payload").unwrap_err();
+        assert!(matches!(e, BackupError::MalformedWalObject { .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "not a tej WAL object: no tej WAL trailer (truncated or not a tej WAL object)"
+        );
+        let mut m = meta();
+        m.format = 2;
+        let e = open_object(&seal(b"p".to_vec(), &m)).unwrap_err();
+        assert!(
+            e.to_string().contains("trailer format 2 is not supported"),
+            "{e}"
+        );
     }
 }
