@@ -144,7 +144,7 @@ pub trait BackupSession: Send {
 }
 
 /// A [`BackupSession`] over tej-db's [`BaseBackupSession`](tej_db::pg::base_backup::BaseBackupSession)
-/// (one PostgreSQL connection, no TLS: the data directory is local, so the server is too).
+/// (one PostgreSQL connection, with TLS and libpq's settings as every tej-db connection).
 pub struct PgBackupSession {
     session: tej_db::pg::base_backup::BaseBackupSession,
 }
