@@ -91,7 +91,11 @@ async fn sslmodes_behave_as_libpq_against_ca_signed_self_signed_and_plain_server
     let home = tempfile::tempdir().unwrap();
     let signed = tls_cluster(ca.server_cert(&["localhost"]).unwrap(), &ca);
     let selfsigned = tls_cluster(ca.self_signed_cert(&["localhost"]).unwrap(), &ca);
-    let plain = PgCluster::start().unwrap();
+    let plain = PgCluster::start_with(PgClusterOptions {
+        hba_first: vec!["host all refused 127.0.0.1/32 reject".into()],
+        ..PgClusterOptions::default()
+    })
+    .unwrap();
     for pg in [&signed, &selfsigned] {
         pg.psql(
             "postgres",
@@ -187,6 +191,11 @@ async fn sslmodes_behave_as_libpq_against_ca_signed_self_signed_and_plain_server
         (format!("{ip} sslmode=allow"), Want::Plain),
         (format!("{ip} sslmode=prefer"), Want::Plain),
         (format!("{ip} sslmode=require"), Want::Fails("TLS")),
+        // allow's TLS retry finds no TLS: the refusal of the plain session is the error.
+        (
+            "host=127.0.0.1 user=refused sslmode=allow".into(),
+            Want::Fails("pg_hba.conf"),
+        ),
     ];
     bad.extend(run_table("plain", &plain, home.path(), &plain_rows).await);
 

@@ -575,9 +575,14 @@ impl PgConnector {
             SslPlan::Allow => {
                 config.ssl_mode(SslMode::Disable);
                 match config.connect(tokio_postgres::NoTls).await {
-                    Err(e) if e.as_db_error().is_some() => {
+                    Err(plain) if plain.as_db_error().is_some() => {
                         config.ssl_mode(SslMode::Require);
-                        spawn(config.connect(tls).await?)
+                        match config.connect(tls).await {
+                            // A server without TLS: its refusal of the plain session is
+                            // what to report (a wrong password, say).
+                            Err(e) if e.as_db_error().is_none() => Err(plain),
+                            r => spawn(r?),
+                        }
                     }
                     r => spawn(r?),
                 }
