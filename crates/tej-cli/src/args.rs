@@ -1,6 +1,7 @@
 //! The option groups several commands share (`#[command(flatten)]`).
 
-use crate::output::OutputFormat;
+use crate::logging::LogFormat;
+use crate::output::{ColorChoice, OutputFormat};
 use clap::Args;
 use std::path::PathBuf;
 
@@ -19,6 +20,16 @@ pub struct GlobalArgs {
     /// Also append check results to this Markdown daily log.
     #[arg(long, global = true, value_name = "FILE")]
     pub daily_log: Option<PathBuf>,
+    /// Log level on stderr: warnings by default, -v info, -vv debug, -vvv trace; -q errors
+    /// only, -qq nothing. `RUST_LOG` (tracing's filter syntax) replaces it.
+    #[command(flatten)]
+    pub verbosity: clap_verbosity_flag::Verbosity<clap_verbosity_flag::WarnLevel>,
+    /// Log lines on stderr: text, or json (one object per event, for log collectors).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Colour and progress bars: auto (on a terminal, unless NO_COLOR is set), always, never.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
 }
 
 /// Which Compose project and engine.

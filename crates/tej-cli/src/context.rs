@@ -53,6 +53,7 @@ impl Context {
             None => "(no tej.toml; environment only)".to_string(),
         };
         let cfg = Config::load_or_env(self.global.config.as_deref())?;
+        crate::logging::register_config(&cfg);
         Ok(self.config.get_or_init(|| (cfg, source)))
     }
 

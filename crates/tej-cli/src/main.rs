@@ -6,6 +6,7 @@
 mod args;
 mod cmd;
 mod context;
+mod logging;
 mod output;
 mod progress;
 
@@ -137,6 +138,20 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
     }
 }
 
+/// Whether the command line asks for Nagios output (`--output nagios`, `-o nagios`), so a
+/// usage error exits UNKNOWN (3) rather than clap's 2, which reads as CRITICAL.
+fn wants_nagios() -> bool {
+    let args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    args.iter()
+        .any(|a| a == "--output=nagios" || a == "-onagios")
+        || args
+            .windows(2)
+            .any(|w| (w[0] == "--output" || w[0] == "-o") && w[1] == "nagios")
+}
+
 /// Whether the command line is `tej ... wal fetch ...` (`restore_command`).
 fn is_wal_fetch() -> bool {
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
@@ -161,11 +176,21 @@ fn main() {
             let _ = e.print();
             std::process::exit(tej_backup::FETCH_FATAL_EXIT_CODE);
         }
+        Err(e) if e.use_stderr() && wants_nagios() => {
+            let _ = e.print();
+            std::process::exit(3);
+        }
         Err(e) => e.exit(),
     };
     let nagios = cli.global.output == OutputFormat::Nagios;
+    output::set_colour_choice(cli.global.color);
+    let log_format = cli.global.log_format;
+    logging::init(
+        cli.global.verbosity.tracing_level_filter(),
+        log_format,
+        output::use_colour(std::io::stderr().is_terminal()),
+    );
     let stdout = std::io::stdout();
-    let _colour = output::use_colour(stdout.is_terminal());
     let mut lock = stdout.lock();
     let code = match run(cli, &mut lock) {
         Ok(code) => code,
@@ -176,8 +201,12 @@ fn main() {
             {
                 0
             } else {
+                let message = format!("{e:#}");
+                if nagios {
+                    let _ = output::render_nagios_unknown(&mut lock, &logging::redact(&message));
+                }
                 let _ = lock.flush();
-                eprintln!("error: {e:#}");
+                logging::report_error(log_format, &message);
                 if nagios { 3 } else { 1 }
             }
         }

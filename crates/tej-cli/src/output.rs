@@ -62,9 +62,45 @@ pub fn json_line<T: Serialize>(out: &mut dyn Write, kind: &str, data: &T) -> io:
     out.write_all(b"\n")
 }
 
-/// Whether to colour text output: only on a terminal, and never with `NO_COLOR` set.
+/// When to colour text and log lines (`--color`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum ColorChoice {
+    /// On a terminal, unless `NO_COLOR` is set to a non-empty value (no-color.org).
+    #[default]
+    Auto,
+    /// Always, even into a pipe or file and with `NO_COLOR` set.
+    Always,
+    /// Never: no ANSI escape anywhere, no progress bars.
+    Never,
+}
+
+impl ColorChoice {
+    /// Whether a stream gets colour: `always`, `never`, or (`auto`) when it is a terminal
+    /// and `no_color` (the value of `NO_COLOR`) is unset or empty.
+    pub fn enabled(self, is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+        match self {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => is_terminal && no_color.is_none_or(|v| v.is_empty()),
+        }
+    }
+}
+
+static COLOUR_CHOICE: std::sync::OnceLock<ColorChoice> = std::sync::OnceLock::new();
+
+/// Sets the process's `--color` choice once, before anything is rendered.
+pub fn set_colour_choice(choice: ColorChoice) {
+    let _ = COLOUR_CHOICE.set(choice);
+}
+
+/// The process's `--color` choice (`auto` until [`set_colour_choice`]).
+pub fn colour_choice() -> ColorChoice {
+    COLOUR_CHOICE.get().copied().unwrap_or_default()
+}
+
+/// Whether to colour a stream that `is_terminal` (or not), by `--color` and `NO_COLOR`.
 pub fn use_colour(is_terminal: bool) -> bool {
-    is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+    colour_choice().enabled(is_terminal, std::env::var_os("NO_COLOR").as_deref())
 }
 
 fn paint(s: Severity, colour: bool) -> String {
@@ -169,21 +205,118 @@ fn render_text(out: &mut dyn Write, report: &Report, colour: bool) -> io::Result
     )
 }
 
+/// The perfdata label of a metric: its name and label values, `=` (which ends a label)
+/// and `|` (which ends perfdata) replaced, control characters as spaces.
 fn perf_label(m: &Metric) -> String {
     let mut name = m.name.clone();
     for (_, v) in &m.labels {
         name.push('_');
         name.push_str(v);
     }
-    name.replace(['\'', '='], "_")
+    name.chars()
+        .map(|c| match c {
+            '=' | '|' => '_',
+            c if c.is_control() => ' ',
+            c => c,
+        })
+        .collect()
 }
 
-fn nagios_uom(unit: &str) -> &str {
-    match unit {
-        "s" | "ms" | "us" | "%" | "B" | "KB" | "MB" | "GB" | "TB" | "c" => unit,
-        "count" => "",
-        _ => "",
+/// A label as perfdata writes it: in single quotes (which a label with a space needs and
+/// any label may have), a `'` inside doubled.
+fn quote_label(label: &str) -> String {
+    format!("'{}'", label.replace('\'', "''"))
+}
+
+/// The Nagios unit of measure of a tej unit: the guidelines' units (`s`, `ms`, `us`, `%`,
+/// `B`, `KB`, `MB`, `GB`, `TB`, `c`) are kept; anything else (counts, ratios, hours and
+/// days, which the metric's name spells out) is unitless, as the guidelines have no unit
+/// for it (`c` is a continuous counter, which these gauges are not).
+fn nagios_uom(unit: &str) -> &'static str {
+    const UOMS: [&str; 10] = ["s", "ms", "us", "%", "B", "KB", "MB", "GB", "TB", "c"];
+    UOMS.into_iter().find(|u| *u == unit).unwrap_or("")
+}
+
+/// A perfdata number; `U` (undetermined) for NaN and infinities.
+fn perf_number(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v}")
+    } else {
+        "U".into()
     }
+}
+
+/// The warning and critical ranges of a metric in the plugin guidelines' syntax. A metric
+/// whose critical threshold lies below its warning one is lower-is-worse (free space,
+/// hit ratio, days left): `W:` alerts below W. Otherwise higher is worse: `W` (outside
+/// 0..W) for non-negative values and thresholds, else `~:W` (above W).
+fn perf_ranges(m: &Metric) -> (String, String) {
+    let lower_is_worse = matches!((m.warn, m.crit), (Some(w), Some(c)) if c < w);
+    let range = |t: Option<f64>| match t.filter(|t| t.is_finite()) {
+        None => String::new(),
+        Some(t) if lower_is_worse => format!("{t}:"),
+        Some(t) if t >= 0.0 && m.value >= 0.0 => format!("{t}"),
+        Some(t) => format!("~:{t}"),
+    };
+    (range(m.warn), range(m.crit))
+}
+
+/// One perfdata item: `'label'=value[UOM];[warn];[crit]` (trailing empty fields dropped;
+/// `U` for an undetermined value, without a unit).
+fn perf_item(label: &str, m: &Metric) -> String {
+    let (warn, crit) = perf_ranges(m);
+    let uom = if m.value.is_finite() {
+        nagios_uom(&m.unit)
+    } else {
+        ""
+    };
+    let mut item = format!(
+        "{}={}{uom};{warn};{crit}",
+        quote_label(label),
+        perf_number(m.value)
+    );
+    while item.ends_with(';') {
+        item.pop();
+    }
+    item
+}
+
+/// The perfdata of a report, one item per metric, labels made unique (a repeated label
+/// gets its finding's target, then a counter).
+fn perfdata(report: &Report) -> Vec<String> {
+    let metrics: Vec<(&tej_core::Finding, &Metric)> = report
+        .findings
+        .iter()
+        .flat_map(|f| f.metrics.iter().map(move |m| (f, m)))
+        .collect();
+    let base: Vec<String> = metrics.iter().map(|(_, m)| perf_label(m)).collect();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut items = Vec::with_capacity(metrics.len());
+    for ((f, m), label) in metrics.iter().zip(&base) {
+        let mut label = label.clone();
+        if base.iter().filter(|b| **b == label).count() > 1 && !f.target.is_empty() {
+            label = perf_label(&Metric::new(format!("{label}_{}", f.target), 0.0, ""));
+        }
+        let mut unique = label.clone();
+        let mut n = 2;
+        while !seen.insert(unique.clone()) {
+            unique = format!("{label}_{n}");
+            n += 1;
+        }
+        items.push(perf_item(&unique, m));
+    }
+    items
+}
+
+/// Plugin output text: one line, no `|` (which starts perfdata).
+fn plugin_text(s: &str) -> String {
+    s.replace('|', "/").replace(['\n', '\r'], " ")
+}
+
+/// The plugin output of a check that could not determine the state: `UNKNOWN - reason`
+/// (exit 3), on stdout where the monitoring system reads it.
+pub fn render_nagios_unknown(out: &mut dyn Write, reason: &str) -> io::Result<()> {
+    writeln!(out, "UNKNOWN - {}", plugin_text(reason))
 }
 
 fn render_nagios(out: &mut dyn Write, report: &Report) -> io::Result<()> {
@@ -194,25 +327,11 @@ fn render_nagios(out: &mut dyn Write, report: &Report) -> io::Result<()> {
     } else {
         problems
             .iter()
-            .map(|f| f.summary.replace('|', "/"))
+            .map(|f| plugin_text(&f.summary))
             .collect::<Vec<_>>()
             .join("; ")
     };
-    let perf: Vec<String> = report
-        .findings
-        .iter()
-        .flat_map(|f| f.metrics.iter())
-        .map(|m| {
-            format!(
-                "'{}'={}{};{};{}",
-                perf_label(m),
-                m.value,
-                nagios_uom(&m.unit),
-                m.warn.map(|v| v.to_string()).unwrap_or_default(),
-                m.crit.map(|v| v.to_string()).unwrap_or_default()
-            )
-        })
-        .collect();
+    let perf = perfdata(report);
     write!(
         out,
         "{} {} - {}",
@@ -225,7 +344,7 @@ fn render_nagios(out: &mut dyn Write, report: &Report) -> io::Result<()> {
     }
     writeln!(out)?;
     for f in problems.iter().skip(1) {
-        writeln!(out, "{}: {}", f.severity.label(), f.summary)?;
+        writeln!(out, "{}: {}", f.severity.label(), plugin_text(&f.summary))?;
     }
     Ok(())
 }
@@ -462,6 +581,98 @@ mod tests {
 
     #[test]
     fn colour_rules() {
+        use std::ffi::OsStr;
         assert!(!use_colour(false));
+        assert!(ColorChoice::Auto.enabled(true, None));
+        assert!(ColorChoice::Auto.enabled(true, Some(OsStr::new(""))));
+        assert!(!ColorChoice::Auto.enabled(true, Some(OsStr::new("1"))));
+        assert!(!ColorChoice::Auto.enabled(false, None));
+        assert!(ColorChoice::Always.enabled(false, Some(OsStr::new("1"))));
+        assert!(!ColorChoice::Never.enabled(true, None));
+    }
+
+    fn nagios(findings: Vec<Finding>) -> String {
+        let mut out = Vec::new();
+        render_report(
+            &mut out,
+            &report_of("t", findings),
+            OutputFormat::Nagios,
+            false,
+        )
+        .unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    fn perf_of(out: &str) -> &str {
+        out.lines().next().unwrap().split_once(" | ").unwrap().1
+    }
+
+    #[test]
+    fn nagios_ranges_follow_the_plugin_guidelines() {
+        let out = nagios(vec![
+            Finding::measured(
+                "disk",
+                "free",
+                12.5,
+                "%",
+                Threshold::below(30.0, 10.0),
+                "free",
+            ),
+            Finding::measured("load", "load", 0.5, "", Threshold::above(4.0, 8.0), "load"),
+            Finding::measured(
+                "t",
+                "skew_s",
+                -3.0,
+                "s",
+                Threshold::above(5.0, 10.0),
+                "skew",
+            ),
+            Finding::new("n", Severity::Ok, "nan").metric(Metric::new("gone", f64::NAN, "B")),
+            Finding::new("r", Severity::Ok, "r").metric(Metric::new("ratio", 0.25, "ratio")),
+        ]);
+        assert_eq!(
+            perf_of(&out),
+            "'free'=12.5%;30:;10: 'load'=0.5;4;8 'skew_s'=-3s;~:5;~:10 'gone'=U 'ratio'=0.25",
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn nagios_labels_are_quoted_escaped_and_unique() {
+        let m = |name: &str| Metric::new(name, 1.0, "");
+        let out = nagios(vec![
+            Finding::new("a", Severity::Ok, "a").metric(m("it's a=b|c")),
+            Finding::new("d", Severity::Ok, "x")
+                .target("/")
+                .metric(m("disk")),
+            Finding::new("d", Severity::Ok, "y")
+                .target("/var")
+                .metric(m("disk")),
+            Finding::new("d", Severity::Ok, "z")
+                .metric(m("disk"))
+                .metric(m("disk")),
+        ]);
+        assert_eq!(
+            perf_of(&out),
+            "'it''s a_b_c'=1 'disk_/'=1 'disk_/var'=1 'disk'=1 'disk_2'=1",
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn nagios_text_never_holds_a_pipe_or_a_line_break() {
+        let out = nagios(vec![
+            Finding::new("a", Severity::Critical, "down | really\nnow"),
+            Finding::new("b", Severity::Warning, "slow | x"),
+        ]);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "T CRITICAL - down / really now; slow / x",
+                "WARNING: slow / x"
+            ],
+            "{out}"
+        );
     }
 }

@@ -1,9 +1,10 @@
 //! Progress bars for long work (backup create, verify, restore), on a terminal only.
 //!
 //! The libraries emit [`tej_backup::ProgressEvent`]s; this turns them into one indicatif
-//! line per object on stderr. Nothing is drawn when stderr is not a terminal, when
-//! `NO_COLOR`/`TEJ_NO_PROGRESS` is set, or for machine-readable output, so cron mail,
-//! JSON Lines and Nagios output stay clean.
+//! line per object on stderr. Nothing is drawn when stderr is not a terminal, with
+//! `--color never`, with `NO_COLOR` set (non-empty) under `--color auto`, with
+//! `TEJ_NO_PROGRESS` set, or for machine-readable output, so cron mail, JSON Lines and
+//! Nagios output stay clean.
 
 use crate::output::OutputFormat;
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -11,10 +12,13 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 use tej_backup::{ProgressEvent, ProgressSink};
 
-/// Whether to draw: text output, stderr a terminal, not disabled by the environment.
+/// Whether to draw: text output, stderr a terminal that gets colour (`--color`,
+/// `NO_COLOR`), not disabled by `TEJ_NO_PROGRESS`.
 pub fn wanted(output: OutputFormat) -> bool {
+    let terminal = std::io::stderr().is_terminal();
     output == OutputFormat::Text
-        && std::io::stderr().is_terminal()
+        && terminal
+        && crate::output::use_colour(terminal)
         && std::env::var_os("TEJ_NO_PROGRESS").is_none()
 }
 

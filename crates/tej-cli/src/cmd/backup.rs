@@ -283,6 +283,7 @@ pub async fn verify(
 ) -> Result<bool> {
     let settings = settings(cfg)?;
     let mut ok = true;
+    let mut report = tej_core::Report::new("backup verify");
     for repo in repos {
         let opts = VerifyOptions {
             restore_test: restore_test.clone().map(|server| RestoreTestOptions {
@@ -299,7 +300,22 @@ pub async fn verify(
         };
         match verify_backup(&TokioCommandRunner, repo, selector, &opts, &SystemClock).await {
             Ok(r) => {
-                if output == OutputFormat::Json {
+                if output == OutputFormat::Nagios {
+                    let mut f = tej_core::Finding::ok(
+                        "backup.verify",
+                        format!("{}: ok ({} objects)", r.id, r.objects.len()),
+                    )
+                    .target(r.repository.clone())
+                    .metric(tej_core::Metric::new(
+                        "verified_objects",
+                        r.objects.len() as f64,
+                        "",
+                    ));
+                    if let Some(t) = &r.restore_test {
+                        f = f.metric(tej_core::Metric::new("restore_test", t.restore_secs, "s"));
+                    }
+                    report.push(f);
+                } else if output == OutputFormat::Json {
                     json_line(out, "backup_verified", &r)?;
                 } else {
                     writeln!(
@@ -323,7 +339,16 @@ pub async fn verify(
             }
             Err(e) => {
                 ok = false;
-                if output == OutputFormat::Json {
+                if output == OutputFormat::Nagios {
+                    report.push(
+                        tej_core::Finding::new(
+                            "backup.verify",
+                            tej_core::Severity::Critical,
+                            format!("{}: verify failed: {e}", repo.name()),
+                        )
+                        .target(repo.name()),
+                    );
+                } else if output == OutputFormat::Json {
                     json_line(
                         out,
                         "backup_verify_failed",
@@ -334,6 +359,9 @@ pub async fn verify(
                 }
             }
         }
+    }
+    if output == OutputFormat::Nagios {
+        crate::output::render_report(out, &report, output, false)?;
     }
     Ok(ok)
 }
@@ -640,6 +668,10 @@ pub fn dispatch(ctx: &crate::context::Context, out: &mut dyn Write, cmd: BackupC
                 };
                 let id = verify_selector(cfg, db.db.as_deref(), &id)?;
                 let ok = verify(out, cfg, &repos, &id, server, format).await?;
+                if !ok && format == OutputFormat::Nagios {
+                    // The plugin's status line says what failed: CRITICAL, not UNKNOWN.
+                    return Ok(tej_core::Severity::Critical.exit_code());
+                }
                 anyhow::ensure!(ok, "verification failed");
                 Ok(0)
             }
