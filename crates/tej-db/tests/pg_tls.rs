@@ -3,6 +3,7 @@
 //! The server says whether a session is encrypted (`pg_stat_ssl`).
 
 use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
 use tej_db::pg::base_backup::BaseBackupSession;
 use tej_db::pg::{PgClient, PgConnectOptions, PgValue, run_configured_query};
 use tej_testkit::{PgCluster, PgClusterOptions, PgServerTls, TestCa};
@@ -170,6 +171,54 @@ async fn sslmodes_behave_as_libpq_against_ca_signed_self_signed_and_plain_server
         ),
     ];
     let mut bad = run_table("CA-signed", &signed, home.path(), &signed_rows).await;
+
+    // A client key the group can read is refused, as libpq refuses it.
+    let loose_key = home.path().join("loose.key");
+    std::fs::copy(&client.key_file, &loose_key).unwrap();
+    std::fs::set_permissions(&loose_key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let loose = vec![(
+        format!(
+            "host=127.0.0.1 user=certuser sslmode=require sslcert={} sslkey={}",
+            client.cert_file.display(),
+            loose_key.display()
+        ),
+        Want::Fails("group or world access"),
+    )];
+    bad.extend(run_table("loose client key", &signed, home.path(), &loose).await);
+
+    // PGSSLMODE and PGSSLROOTCERT fill in what the connection string leaves out.
+    for (pg, want_tls) in [(&signed, true), (&selfsigned, false)] {
+        let env: HashMap<&str, String> = [
+            (
+                "DATABASE_URL",
+                format!(
+                    "host=localhost hostaddr=127.0.0.1 port={} user=postgres",
+                    pg.port()
+                ),
+            ),
+            ("HOME", home.path().display().to_string()),
+            ("PGSSLMODE", "verify-full".to_string()),
+            ("PGSSLROOTCERT", root.clone()),
+        ]
+        .into();
+        let o = PgConnectOptions::from_env_with(&|k| env.get(k).cloned()).unwrap();
+        let got = match PgClient::new(&o) {
+            Ok(c) => run_configured_query(&c, SSL_SQL)
+                .await
+                .map(|r| r.first)
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let ok = match &got {
+            Ok(v) => want_tls && *v == Some(PgValue::Bool(true)),
+            Err(e) => !want_tls && e.contains("certificate"),
+        };
+        if !ok {
+            bad.push(format!(
+                "PGSSLMODE=verify-full PGSSLROOTCERT: want TLS {want_tls}, got {got:?}"
+            ));
+        }
+    }
 
     let selfsigned_rows = vec![
         (format!("{ip} sslmode=disable"), Want::Plain),
