@@ -3,8 +3,10 @@
 //! libpq's files ([`FILE_VARS`]). tej-core's [`Config`](crate::Config) and tej-db's
 //! connection options both read the environment through this table.
 
-/// The variables tej maps and the connection keywords they set, in the order written.
-pub const ENV_KEYWORDS: [(&str, &str); 21] = [
+/// The variables tej maps and the connection keywords they set, in the order written: the
+/// ones PostgreSQL 15's libpq knows too, since the connection string built from them also
+/// goes to pg_dump, pg_restore and psql.
+pub const ENV_KEYWORDS: [(&str, &str); 19] = [
     ("PGHOST", "host"),
     ("PGHOSTADDR", "hostaddr"),
     ("PGPORT", "port"),
@@ -16,14 +18,12 @@ pub const ENV_KEYWORDS: [(&str, &str); 21] = [
     ("PGSSLROOTCERT", "sslrootcert"),
     ("PGSSLCERT", "sslcert"),
     ("PGSSLKEY", "sslkey"),
-    ("PGSSLNEGOTIATION", "sslnegotiation"),
     ("PGCHANNELBINDING", "channel_binding"),
     ("PGAPPNAME", "application_name"),
     ("PGCONNECT_TIMEOUT", "connect_timeout"),
     ("PGOPTIONS", "options"),
     ("PGCLIENTENCODING", "client_encoding"),
     ("PGTARGETSESSIONATTRS", "target_session_attrs"),
-    ("PGLOADBALANCEHOSTS", "load_balance_hosts"),
     ("PGGSSENCMODE", "gssencmode"),
     ("PGSSLCOMPRESSION", "sslcompression"),
 ];
