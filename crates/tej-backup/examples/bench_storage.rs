@@ -11,7 +11,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use tej_backup::storage::{
+use tej_backup::{
     LocalStore, ObjectKey, ObjectStore, PutOptions, S3Location, S3Options, S3Store, bytes_stream,
     get_bytes,
 };

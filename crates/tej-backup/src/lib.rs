@@ -1,13 +1,14 @@
 //! # tej-backup
 //!
-//! Logical PostgreSQL backups, physical base backups ([`physical`]) and file backups to local disk and S3, that never lie
+//! Logical PostgreSQL backups, physical base backups ([`create_physical_backup`]) and file backups to local disk and S3, that never lie
 //! about a backup: `pg_dump` streams through multi-threaded zstd (or gzip), optional
 //! [age](https://age-encryption.org) encryption and SHA-256 into every configured
 //! repository with bounded memory; the [`Manifest`] is written last, so an interrupted
 //! run is never listed; `verify` re-reads and decodes every object; `restore` is a
 //! destructive [`tej_core::Step`]; `prune` applies grandfather-father-son retention.
 //!
-//! Stages ([`pipeline`]) and the manifest are shared with physical backups, so a
+//! The stages (compression [`CompressionOptions`], encryption [`EncryptionOptions`],
+//! progress [`ProgressEvent`]) and the manifest are shared with physical backups, so a
 //! manifest carries a [`BackupKind`].
 //!
 //! [`Backups`] is the front door for programs that embed the crate: opened from `tej.toml`
@@ -34,7 +35,7 @@
 //! # }
 //! ```
 //!
-//! [`WalArchive`] ([`wal`]) is the WAL archive for point-in-time recovery:
+//! [`WalArchive`] is the WAL archive for point-in-time recovery:
 //! `archive_command` ([`WalArchive::push`], [`WalArchive::push_async`]),
 //! `restore_command` ([`WalArchive::fetch`] with [`fetch_exit_code`]), the continuity of
 //! the archived chain ([`wal_continuity`]) and WAL retention ([`prune_wal`], also run by
@@ -59,7 +60,7 @@
 //! # }
 //! ```
 //!
-//! Point-in-time recovery ([`pitr`]): choose the base backup for a [`RecoveryTarget`],
+//! Point-in-time recovery: choose the base backup for a [`RecoveryTarget`],
 //! refuse targets beyond the archived WAL, write exactly one target into
 //! `postgresql.auto.conf`, follow the server's recovery to its end ([`restore_pitr`],
 //! [`PitrRestoreStep`]), and the disaster-recovery drill ([`run_drill`]).
@@ -87,26 +88,34 @@
 //! # }
 //! ```
 
-pub mod backups;
-pub mod create;
-pub mod db;
-pub mod error;
-pub mod files;
-pub mod id;
-pub mod lock;
-pub mod logical;
-pub mod lsn;
-pub mod manifest;
-pub mod physical;
-pub mod pipeline;
-pub mod pitr;
+//! ## One path per item
+//!
+//! Every module is private and every public item has exactly one path:
+//! `tej_backup::Item`, at the crate root (storage, locks, WAL archive and point-in-time
+//! recovery included). The mocks of the crate's traits (`MockObjectStore`,
+//! `MockBackupSession`, `MockBaseBackupSource`) are there with the `mock` feature.
+
+mod backups;
+mod create;
+mod db;
+mod error;
+mod files;
+mod id;
+mod lock;
+mod logical;
+mod lsn;
+mod manifest;
+mod physical;
+mod pipeline;
+mod pitr;
 mod read;
-pub mod repo;
-pub mod restore;
-pub mod retention;
-pub mod settings;
-pub mod verify;
-pub mod wal;
+mod repo;
+mod restore;
+mod retention;
+mod settings;
+mod storage;
+mod verify;
+mod wal;
 
 pub use backups::{Backups, BackupsBuilder};
 pub use create::{CreateReport, RepositoryOutcome, RunOptions};
@@ -117,57 +126,75 @@ pub use files::{
     FileRestoreStep, create_file_backup, restore_file_backup,
 };
 pub use id::{BackupId, InvalidBackupId};
-pub use lock::{LockMode, LockOptions, LockOwner, RepoLock, TargetLock, target_locks};
+pub use lock::{
+    LockMode, LockOptions, LockOwner, REPO_LOCK_PREFIX, RepoLock, TargetLock, hostname,
+    remove_stale_target_lock, target_locks,
+};
 pub use logical::{LogicalBackupOptions, create_logical_backup, plain_object_base};
 pub use lsn::{DEFAULT_WAL_SEGMENT_SIZE, InvalidLsn, InvalidWalFileName, Lsn, WalFileName};
 pub use manifest::{
     BackupKind, CompressionAlgo, CompressionInfo, DumpFormat, EncryptionInfo, MANIFEST_VERSION,
     Manifest, ManifestObject, PhysicalInfo,
 };
+#[cfg(any(test, feature = "mock"))]
+pub use physical::MockBackupSession;
 pub use physical::{
-    ArchiveCheck, ArchiverStatus, BackupSession, PgBackupSession, PhysicalBackupOptions,
-    PhysicalBackupReport, PhysicalFileList, PhysicalRestoreOptions, PhysicalRestoreReport,
-    PhysicalRestoreStep, create_physical_backup, create_physical_backup_with,
-    restore_physical_backup, restore_physical_manifest,
+    ArchiveCheck, ArchiverStatus, BACKUP_LABEL_NAME, BUNDLE_PREFIX, BackupSession, BackupStop,
+    DATA_PREFIX, DEFAULT_ARCHIVE_TIMEOUT, DEFAULT_BUNDLE_SIZE, DEFAULT_PART_SIZE,
+    DEFAULT_SMALL_FILE, EMPTY_DIRECTORIES, EXCLUDED_FILES, Exclusion, FILE_LIST_NAME,
+    FILE_LIST_VERSION, FileChunk, PG_CONTROL, PgBackupSession, PhysicalBackupOptions,
+    PhysicalBackupReport, PhysicalDir, PhysicalFile, PhysicalFileList, PhysicalRestoreOptions,
+    PhysicalRestoreReport, PhysicalRestoreStep, ServerFacts, TABLESPACE_MAP_NAME, classify,
+    create_physical_backup, create_physical_backup_with, restore_physical_backup,
+    restore_physical_manifest,
 };
-pub use pipeline::{CompressionOptions, EncryptionOptions, ProgressEvent, ProgressSink};
+pub use pipeline::{
+    CompressionOptions, DEFAULT_WORK_FACTOR, EncryptionOptions, ProgressEvent, ProgressSink,
+    passphrase_derivations,
+};
+#[cfg(any(test, feature = "mock"))]
+pub use pitr::MockBaseBackupSource;
 pub use pitr::{
-    ArchiveHorizon, BaseBackupSource, DrillOptions, DrillReport, PitrRestoreOptions,
-    PitrRestoreReport, PitrRestoreStep, RecoveryAction, RecoveryConfig, RecoveryConfigReport,
-    RecoveryReport, RecoveryTarget, RecoveryTimeline, RepositorySource, RestoredArchiving,
-    ServerOptions, check_target_reachable, choose_base_backup, configure_recovery, restore_pitr,
-    run_drill, run_recovery,
+    ArchiveHorizon, BaseBackupSource, DrillOptions, DrillReport, InvalidTarget, MANAGED_KEYS,
+    MAX_RESTORE_POINT_NAME, PitrRestoreOptions, PitrRestoreReport, PitrRestoreStep, RecoveryAction,
+    RecoveryConfig, RecoveryConfigReport, RecoveryLog, RecoveryReport, RecoveryTarget,
+    RecoveryTimeline, RepositorySource, RestoredArchiving, SanityResult, ServerOptions,
+    TARGET_KEYS, check_backup_covered, check_target_reachable, choose_base_backup, comment_out,
+    conf_line_key, configure_recovery, horizon_of, parse_time, pick_free_port, plan_pitr_restore,
+    postgres_time, quote_conf_value, restore_pitr, rewrite_auto_conf, run_drill, run_recovery,
+    running_postmaster, stop_server,
 };
 pub use repo::{
     BackupSelector, BackupSummary, FailureRecord, IncompleteRun, Inventory, Repository, Series,
     VerificationRecord, list_backups,
 };
-pub use restore::{RestoreOptions, RestoreReport, RestoreStep, restore_backup, restore_manifest};
+pub use restore::{
+    RestoreOptions, RestoreReport, RestoreStep, restore_backup, restore_manifest, scratch_parent,
+};
 pub use retention::{
     Candidate, CandidateState, Decision, PruneOptions, PruneReport, RetentionPlan, RetentionPolicy,
     is_usable, newest_usable, newest_usable_per_series, plan_retention, plan_series_retention,
     prune, wal_retained,
 };
 pub use settings::{BackupSettings, db_target};
+#[cfg(any(test, feature = "mock"))]
+pub use storage::MockObjectStore;
+pub use storage::{
+    ByteStream, CancellableStore, Fault, FaultyStore, LocalStore, MemoryStore, ObjectKey,
+    ObjectMeta, ObjectStore, Op, PutCut, PutOptions, PutResult, RetryingStore, S3Location,
+    S3Options, S3Store, StorageError, bytes_stream, get_bytes, open_repository, put_bytes,
+};
 /// The token long operations take (re-exported from tokio-util).
 pub use tokio_util::sync::CancellationToken;
 pub use verify::{
     ObjectCheck, QueryResult, RestoreTestOptions, RestoreTestReport, VerifyOptions, VerifyReport,
     verify_backup,
 };
-
 pub use wal::{
     AsyncPushOptions, BackupChain, BaseBackupRef, ContinuityReport, DEFAULT_WAL_ZSTD_LEVEL,
     FETCH_FATAL_EXIT_CODE, FetchOutcome, PitrWindow, PushOptions, PushReport, PushStatus,
-    SegmentHeader, TimelineSwitch, WalArchive, WalArchiveInfo, WalEntry, WalGap, WalObjectMeta,
-    WalPruneOptions, WalPruneReport, fetch_exit_code, parse_history, prune_wal, push_exit_code,
+    SegmentHeader, TimelineSwitch, WAL_INFO_KEY, WAL_OBJECT_MAGIC, WAL_OBJECT_SUFFIX, WAL_PREFIX,
+    WalArchive, WalArchiveInfo, WalEntry, WalGap, WalObjectMeta, WalPruneOptions, WalPruneReport,
+    fetch_exit_code, open_object, parse_history, prune_wal, push_exit_code,
     system_identifier_from_pgdata, wal_continuity,
-};
-
-pub mod storage;
-
-pub use storage::{
-    ByteStream, CancellableStore, Fault, FaultyStore, LocalStore, MemoryStore, ObjectKey,
-    ObjectMeta, ObjectStore, Op, PutCut, PutOptions, PutResult, RetryingStore, S3Location,
-    S3Options, S3Store, StorageError, bytes_stream, get_bytes, open_repository, put_bytes,
 };

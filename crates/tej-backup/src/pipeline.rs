@@ -94,7 +94,7 @@ pub struct EncryptionOptions {
     pub recipients: Vec<String>,
     /// A passphrase to encrypt to and to decrypt with. Objects are age files to the
     /// X25519 identity derived from it (scrypt, once per process: see
-    /// [`passphrase_derivations`]); older objects with age's per-file scrypt stanza are
+    /// [`passphrase_derivations`](crate::passphrase_derivations)); older objects with age's per-file scrypt stanza are
     /// read with it too.
     pub passphrase: Option<SecretRef>,
     /// An age identity (`AGE-SECRET-KEY-1...` lines) to decrypt with: a file, or an

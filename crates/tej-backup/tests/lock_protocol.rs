@@ -9,12 +9,12 @@ use anyhow::{Context, Result, ensure};
 use logical_support::{cluster_with_source, db, run_opts};
 use std::sync::Arc;
 use std::time::Duration;
-use tej_backup::storage::{S3Location, S3Options, S3Store};
 use tej_backup::{
     BackupError, LockMode, LockOptions, LogicalBackupOptions, PruneOptions, RepoLock, Repository,
     RestoreOptions, VerifyOptions, create_logical_backup, list_backups, prune, restore_backup,
     verify_backup,
 };
+use tej_backup::{S3Location, S3Options, S3Store};
 use tej_core::{Secret, SystemClock, TokioCommandRunner};
 use tej_testkit::MotoServer;
 

@@ -6,14 +6,14 @@ use anyhow::{Context, Result, bail, ensure};
 use logical_support::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tej_backup::storage::{
-    Fault, FaultyStore, LocalStore, ObjectKey, ObjectStore, Op, PutCut, RetryingStore, get_bytes,
-    put_bytes,
-};
 use tej_backup::{
     BackupError, CompressionAlgo, CreateReport, EncryptionOptions, LockOptions,
     LogicalBackupOptions, RepoLock, Repository, VerifyOptions, create_logical_backup, list_backups,
     verify_backup,
+};
+use tej_backup::{
+    Fault, FaultyStore, LocalStore, ObjectKey, ObjectStore, Op, PutCut, RetryingStore, get_bytes,
+    put_bytes,
 };
 use tej_core::{Backoff, SecretRef, SystemClock, TokioCommandRunner};
 use tej_testkit::{PgCluster, S3Server};
@@ -286,7 +286,7 @@ async fn a_second_run_is_refused_and_a_dead_owner_does_not_hold_the_lock() -> Re
     }
     // A lock left by a process that no longer exists on this host is stale.
     let dead = serde_json::json!({
-        "host": tej_backup::lock::hostname(), "pid": 4_000_000u32,
+        "host": tej_backup::hostname(), "pid": 4_000_000u32,
         "since": jiff::Timestamp::now(), "purpose": "create"
     });
     put_bytes(

@@ -2,11 +2,11 @@
 
 use jiff::Timestamp;
 use proptest::prelude::*;
-use tej_backup::pitr::{
+use tej_backup::{Lsn, RecoveryTarget};
+use tej_backup::{
     MANAGED_KEYS, RecoveryConfig, TARGET_KEYS, conf_line_key, parse_time, postgres_time,
     rewrite_auto_conf,
 };
-use tej_backup::{Lsn, RecoveryTarget};
 
 fn target() -> impl Strategy<Value = RecoveryTarget> {
     prop_oneof![

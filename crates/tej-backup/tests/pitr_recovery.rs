@@ -8,11 +8,11 @@ use anyhow::{Context, Result, ensure};
 use jiff::Timestamp;
 use pitr_support::*;
 use std::path::PathBuf;
-use tej_backup::pitr::{
-    PitrRestoreOptions, RecoveryAction, RecoveryConfig, plan_pitr_restore, running_postmaster,
-};
 use tej_backup::{
     BackupError, BaseBackupSource, PitrRestoreReport, RecoveryTarget, ServerOptions, restore_pitr,
+};
+use tej_backup::{
+    PitrRestoreOptions, RecoveryAction, RecoveryConfig, plan_pitr_restore, running_postmaster,
 };
 use tej_core::TokioCommandRunner;
 
@@ -171,8 +171,7 @@ async fn recovery_stops_exactly_at_each_target_kind() -> Result<()> {
             let auto_text = std::fs::read_to_string(&auto)?;
             ensure!(auto_text.contains("archive_mode = 'off'"), "{auto_text}");
             ensure!(!r.report.pgdata.join("recovery.conf").exists());
-            tej_backup::pitr::stop_server(&r.report.pgdata, &r.server, &TokioCommandRunner, true)
-                .await?;
+            tej_backup::stop_server(&r.report.pgdata, &r.server, &TokioCommandRunner, true).await?;
         }
     }
 
@@ -206,7 +205,7 @@ async fn recovery_stops_exactly_at_each_target_kind() -> Result<()> {
     ensure!(query(&paused.server, "SELECT pg_is_in_recovery()").await? == "t");
     let at = rec.stopped_at_time.context("paused stopped_at_time")?;
     ensure!(at >= last_insert_at[1] && at <= times[1], "{at}");
-    tej_backup::pitr::stop_server(
+    tej_backup::stop_server(
         &paused.report.pgdata,
         &paused.server,
         &TokioCommandRunner,
@@ -457,7 +456,7 @@ async fn recovery_follows_a_timeline_switch_and_replaces_stale_targets() -> Resu
     ensure!(got == want, "from the timeline-2 backup: {got}");
 
     for (dir, server) in [(&dir1, &server1), (&dir2, &server2), (&dir3, &server3)] {
-        tej_backup::pitr::stop_server(&dir.join("data"), server, &TokioCommandRunner, true).await?;
+        tej_backup::stop_server(&dir.join("data"), server, &TokioCommandRunner, true).await?;
     }
     Ok(())
 }

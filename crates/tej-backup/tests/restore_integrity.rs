@@ -11,12 +11,12 @@ use async_trait::async_trait;
 use logical_support::*;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use tej_backup::storage::{ObjectKey, get_bytes, put_bytes};
 use tej_backup::{
     BackupError, CompressionAlgo, CompressionOptions, DbTarget, DumpFormat, LogicalBackupOptions,
     Manifest, ProgressEvent, Repository, RestoreOptions, RestoreTestOptions, VerifyOptions,
     create_logical_backup, restore_backup, verify_backup,
 };
+use tej_backup::{ObjectKey, get_bytes, put_bytes};
 use tej_core::{
     CommandError, CommandOutput, CommandRunner, CommandSpec, RunningCommand, Secret, SystemClock,
     TokioCommandRunner,

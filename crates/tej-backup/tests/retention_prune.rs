@@ -3,11 +3,11 @@
 use anyhow::{Result, ensure};
 use jiff::{SignedDuration, Timestamp};
 use std::sync::Arc;
-use tej_backup::storage::{MemoryStore, ObjectKey, ObjectStore, put_bytes};
 use tej_backup::{
     BackupId, BackupKind, CompressionAlgo, CompressionInfo, MANIFEST_VERSION, Manifest,
     ManifestObject, PruneOptions, Repository, RetentionPolicy, list_backups, prune,
 };
+use tej_backup::{MemoryStore, ObjectKey, ObjectStore, put_bytes};
 use tej_core::FakeClock;
 
 async fn fake_backup(

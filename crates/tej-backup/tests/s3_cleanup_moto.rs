@@ -8,11 +8,11 @@ use anyhow::{Context, Result, bail, ensure};
 use logical_support::run_opts;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tej_backup::storage::{S3Location, S3Options, S3Store};
 use tej_backup::{
     CompressionAlgo, FileBackupOptions, PruneOptions, Repository, create_file_backup, list_backups,
     prune,
 };
+use tej_backup::{S3Location, S3Options, S3Store};
 use tej_core::{Secret, SystemClock};
 use tej_testkit::MotoServer;
 

@@ -10,11 +10,11 @@ use anyhow::{Context, Result, ensure};
 use logical_support::run_opts;
 use std::sync::Arc;
 use std::time::Duration;
-use tej_backup::storage::{S3Location, S3Options, S3Store};
 use tej_backup::{
     CompressionAlgo, FileBackupOptions, LockOptions, PruneOptions, RepoLock, Repository,
     create_file_backup, prune,
 };
+use tej_backup::{S3Location, S3Options, S3Store};
 use tej_core::{Secret, SystemClock};
 use tej_testkit::MotoServer;
 
@@ -152,7 +152,7 @@ async fn a_live_runs_upload_survives_other_runs_and_prune_until_its_owner_is_gon
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_old_upload_still_receiving_parts_is_not_aborted() -> Result<()> {
-    use tej_backup::storage::ObjectStore;
+    use tej_backup::ObjectStore;
     let moto = MotoServer::start()?;
     let bucket = moto.unique_bucket("tej-active")?;
     let c = client(&moto.endpoint());

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
-use tej_backup::storage::{
+use tej_backup::{
     ByteStream, Fault, FaultyStore, LocalStore, MemoryStore, ObjectKey, ObjectStore, Op,
     PutOptions, RetryingStore, S3Location, S3Options, S3Store, StorageError, bytes_stream,
     get_bytes, put_bytes,
@@ -172,7 +172,7 @@ async fn run_suite<S: ObjectStore + ?Sized + 'static>(store: Arc<S>, suite: Suit
     for k in ["list/b/d", "list/a", "list/b/c", "listx", "other/z"] {
         put_bytes(store, &key(k), k.as_bytes().to_vec(), false).await?;
     }
-    let names = |v: Vec<tej_backup::storage::ObjectMeta>| {
+    let names = |v: Vec<tej_backup::ObjectMeta>| {
         v.into_iter().map(|m| m.key.to_string()).collect::<Vec<_>>()
     };
     ensure!(names(store.list("list/").await?) == ["list/a", "list/b/c", "list/b/d"]);

@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
-use tej_backup::storage::{
+use tej_backup::{
     Fault, FaultyStore, ObjectKey, ObjectStore, Op, PutCut, PutOptions, RetryingStore, S3Location,
     S3Options, S3Store, StorageError, bytes_stream, get_bytes, put_bytes,
 };
@@ -364,16 +364,12 @@ async fn server_errors_map_to_storage_errors() -> Result<()> {
 async fn open_repository_opens_local_paths() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("new/repo");
-    let store = tej_backup::storage::open_repository(path.to_str().context("utf-8")?).await?;
+    let store = tej_backup::open_repository(path.to_str().context("utf-8")?).await?;
     put_bytes(&*store, &key("x"), "1", false).await?;
     ensure!(path.join("x").is_file());
+    ensure!(tej_backup::open_repository("ftp://host/x").await.is_err());
     ensure!(
-        tej_backup::storage::open_repository("ftp://host/x")
-            .await
-            .is_err()
-    );
-    ensure!(
-        tej_backup::storage::open_repository("s3://Bad_Bucket/x")
+        tej_backup::open_repository("s3://Bad_Bucket/x")
             .await
             .is_err()
     );

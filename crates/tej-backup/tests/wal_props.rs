@@ -4,8 +4,8 @@
 //! truncated object), parsing returns an error instead of panicking.
 
 use proptest::prelude::*;
-use tej_backup::lsn::{Lsn, WalFileName};
-use tej_backup::wal::object::open_object;
+use tej_backup::open_object;
+use tej_backup::{Lsn, WalFileName};
 use tej_backup::{SegmentHeader, WalArchiveInfo, parse_history};
 
 /// Segment sizes PostgreSQL allows (1 MiB to 1 GiB, powers of two) and garbage ones.

@@ -669,3 +669,40 @@ fn the_layering_rule_sees_renamed_and_target_dependencies() {
     assert!(deps.iter().all(|d| forbidden_in_core(d)));
     assert!(!forbidden_in_core("tokio"));
 }
+
+/// The namespaces tej-backup keeps public: none, every item is at the crate root
+/// (see the crate documentation, "One path per item").
+const TEJ_BACKUP_PUBLIC_MODULES: &[&str] = &[];
+
+/// Every `pub mod name` (declared or inline) of a file, comments skipped.
+fn public_modules(src: &str) -> Vec<String> {
+    src.lines()
+        .filter_map(|l| {
+            let rest = l.trim().strip_prefix("pub mod ")?;
+            let name: String = rest.chars().take_while(|&c| is_ident(c)).collect();
+            Some(name)
+        })
+        .collect()
+}
+
+#[test]
+fn tej_backup_has_one_public_path_per_item() {
+    let lib = workspace_root().join("crates/tej-backup/src/lib.rs");
+    let src =
+        std::fs::read_to_string(&lib).unwrap_or_else(|e| panic!("read {}: {e}", lib.display()));
+    let extra: Vec<String> = public_modules(&src)
+        .into_iter()
+        .filter(|m| !TEJ_BACKUP_PUBLIC_MODULES.contains(&m.as_str()))
+        .collect();
+    assert!(
+        extra.is_empty(),
+        "{} declares public modules {extra:?}: make them private and export their items once at the crate root",
+        lib.display()
+    );
+}
+
+#[test]
+fn public_modules_are_found_and_private_ones_are_not() {
+    let src = "mod a;\npub mod b;\n  pub mod c {\n}\npub(crate) mod d;\n// pub mod e;\n";
+    assert_eq!(public_modules(src), ["b", "c"]);
+}

@@ -17,7 +17,7 @@
 //!   scratch cluster and reports RTO and RPO.
 //!
 //! ```no_run
-//! use tej_backup::pitr::{
+//! use tej_backup::{
 //!     BaseBackupSource, PitrRestoreOptions, RecoveryConfig, RecoveryTarget, ServerOptions,
 //!     restore_pitr,
 //! };

@@ -59,7 +59,7 @@ pub use continuity::{
     parse_history, wal_continuity,
 };
 pub use header::{SegmentHeader, system_identifier_from_pgdata};
-pub use object::{WAL_OBJECT_MAGIC, WalObjectMeta};
+pub use object::{WAL_OBJECT_MAGIC, WalObjectMeta, open_object};
 pub use prune::{WalPruneOptions, WalPruneReport, prune_wal};
 pub use spool::AsyncPushOptions;
 

@@ -5,8 +5,8 @@ use anyhow::{Context, Result, ensure};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tej_backup::storage::{S3Location, S3Options, S3Store};
 use tej_backup::{DbTarget, EncryptionOptions, LockOptions, Repository, RunOptions};
+use tej_backup::{S3Location, S3Options, S3Store};
 use tej_core::{Secret, SecretRef};
 use tej_testkit::{PgCluster, S3Server};
 

@@ -11,12 +11,12 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use tej_backup::lsn::{DEFAULT_WAL_SEGMENT_SIZE, Lsn, WalFileName};
-use tej_backup::pitr::ServerOptions;
+use tej_backup::ServerOptions;
 use tej_backup::{
     ArchiveHorizon, BackupError, BackupId, BackupKind, BaseBackupSource, CompressionAlgo,
     CompressionInfo, Manifest, PhysicalInfo,
 };
+use tej_backup::{DEFAULT_WAL_SEGMENT_SIZE, Lsn, WalFileName};
 use tej_core::{CommandRunner, TokioCommandRunner};
 use tej_testkit::{PgCluster, PgClusterOptions, run_as_postgres};
 
@@ -306,8 +306,8 @@ pub fn active_targets(path: &Path) -> Result<Vec<String>> {
     Ok(text
         .lines()
         .filter(|l| {
-            tej_backup::pitr::conf_line_key(l)
-                .is_some_and(|k| tej_backup::pitr::TARGET_KEYS.contains(&k.as_str()))
+            tej_backup::conf_line_key(l)
+                .is_some_and(|k| tej_backup::TARGET_KEYS.contains(&k.as_str()))
         })
         .map(str::to_string)
         .collect())

@@ -590,7 +590,7 @@ pub(crate) mod tests {
     pub(crate) mod pitr {
         use super::*;
         use std::sync::Mutex;
-        use tej_backup::pitr::MockBaseBackupSource;
+        use tej_backup::MockBaseBackupSource;
         use tej_backup::{
             ArchiveHorizon, BackupId, BackupKind, CompressionAlgo, CompressionInfo, Lsn, Manifest,
             PhysicalInfo, WalFileName,
