@@ -17,7 +17,10 @@ use crate::files::{FileBackupOptions, FileBackupReport, create_file_backup};
 use crate::id::BackupId;
 use crate::logical::{LogicalBackupOptions, create_logical_backup};
 use crate::manifest::BackupKind;
-use crate::physical::{PhysicalBackupOptions, PhysicalBackupReport, create_physical_backup};
+use crate::physical::{
+    PhysicalBackupOptions, PhysicalBackupReport, PhysicalRestoreOptions, PhysicalRestoreReport,
+    create_physical_backup, restore_physical_backup,
+};
 use crate::repo::{BackupSelector, BackupSummary, Repository, Series, list_backups};
 use crate::restore::{RestoreOptions, RestoreReport, RestoreStep, restore_backup};
 use crate::retention::{PruneOptions, PruneReport, newest_usable, prune};
@@ -351,6 +354,41 @@ impl Backups {
         let sel = Backups::selector_text(selector)?;
         self.run(cancel, |repos| async move {
             restore_backup(self.runner.as_ref(), &repos[0], &sel, opts).await
+        })
+        .await
+    }
+
+    /// Restores the selected physical base backup of the primary repository into the data
+    /// directory `target_dir` (empty or absent), with the configured keys; a selector that
+    /// picks a logical or file backup is refused. The server is not started: recovery (a
+    /// WAL archive to replay, `recovery.signal`) is [`restore_pitr`](crate::restore_pitr)'s.
+    pub async fn restore_physical(
+        &self,
+        selector: &BackupSelector,
+        target_dir: &std::path::Path,
+        cancel: &CancellationToken,
+    ) -> Result<PhysicalRestoreReport, BackupError> {
+        self.restore_physical_with(
+            selector,
+            target_dir,
+            &self.settings.physical_restore(),
+            cancel,
+        )
+        .await
+    }
+
+    /// Restores a physical base backup with options of the caller's (start from
+    /// [`BackupSettings::physical_restore`]).
+    pub async fn restore_physical_with(
+        &self,
+        selector: &BackupSelector,
+        target_dir: &std::path::Path,
+        opts: &PhysicalRestoreOptions,
+        cancel: &CancellationToken,
+    ) -> Result<PhysicalRestoreReport, BackupError> {
+        let sel = Backups::selector_text(selector)?;
+        self.run(cancel, |repos| async move {
+            restore_physical_backup(&repos[0], &sel, target_dir, opts).await
         })
         .await
     }

@@ -13,9 +13,10 @@
 //!
 //! [`Backups`] is the front door for programs that embed the crate: opened from `tej.toml`
 //! (its `[backup]` becomes [`BackupSettings`] once) or built in code, it creates, lists,
-//! verifies, restores and prunes backups and hands out the WAL archive; backups are picked
-//! with a typed [`BackupSelector`], and long operations stop when their
-//! [`CancellationToken`] is cancelled.
+//! verifies, restores (logical backups into a database with [`Backups::restore`], base
+//! backups into a data directory with [`Backups::restore_physical`]) and prunes backups,
+//! and hands out the WAL archive; backups are picked with a typed [`BackupSelector`], and
+//! long operations stop when their [`CancellationToken`] is cancelled.
 //!
 //! ```no_run
 //! use tej_backup::{BackupSelector, Backups, CancellationToken, db_target};

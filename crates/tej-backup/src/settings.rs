@@ -7,7 +7,7 @@ use crate::error::BackupError;
 use crate::files::FileBackupOptions;
 use crate::logical::LogicalBackupOptions;
 use crate::manifest::{CompressionAlgo, DumpFormat};
-use crate::physical::PhysicalBackupOptions;
+use crate::physical::{PhysicalBackupOptions, PhysicalRestoreOptions};
 use crate::pipeline::{CompressionOptions, EncryptionOptions};
 use crate::repo::Repository;
 use crate::restore::RestoreOptions;
@@ -198,6 +198,15 @@ impl BackupSettings {
         let mut o = RestoreOptions::new(target);
         o.encryption = self.encryption.clone();
         o
+    }
+
+    /// A restore of a physical base backup with the configured keys, into an empty data
+    /// directory (set `replace` to empty a non-empty one).
+    pub fn physical_restore(&self) -> PhysicalRestoreOptions {
+        PhysicalRestoreOptions {
+            encryption: self.encryption.clone(),
+            ..PhysicalRestoreOptions::default()
+        }
     }
 
     /// A prune with the configured retention and PITR window.

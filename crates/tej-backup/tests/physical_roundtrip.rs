@@ -13,9 +13,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use tej_backup::{
-    ArchiveCheck, BackupError, BackupKind, DbTarget, EncryptionOptions, PhysicalBackupOptions,
-    PhysicalRestoreOptions, Repository, RunOptions, VerifyOptions, create_physical_backup,
-    list_backups, restore_physical_backup, verify_backup,
+    ArchiveCheck, BackupError, BackupKind, BackupSelector, Backups, CancellationToken, DbTarget,
+    EncryptionOptions, LogicalBackupOptions, PhysicalBackupOptions, PhysicalRestoreOptions,
+    Repository, RunOptions, StorageError, VerifyOptions, create_physical_backup, list_backups,
+    restore_physical_backup, verify_backup,
 };
 use tej_core::{SystemClock, TokioCommandRunner};
 use tej_testkit::{PgCluster, PgClusterOptions, S3Server};
@@ -507,5 +508,71 @@ async fn a_killed_backup_is_not_listed_and_the_next_run_cleans_up() -> Result<()
             && inv.incomplete[0].objects == 0,
         "{inv:?}"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_front_door_restores_a_base_backup_and_refuses_a_logical_one() -> Result<()> {
+    let (pg, archive) = archiving_cluster()?;
+    let dir = tempfile::tempdir()?;
+    let repo = Repository::open(dir.path().join("repo").to_str().context("utf-8")?).await?;
+    let backups = Backups::builder().repository(repo).build().await?;
+    let cancel = CancellationToken::new();
+    let source = pg.psql("app", CHECKSUM)?;
+    let base = backups
+        .create_physical_with(&options(&pg, "cluster"), &cancel)
+        .await?;
+    ensure!(base.backup.succeeded(), "{:?}", base.backup.repositories);
+    let mut logical = LogicalBackupOptions::new(DbTarget::new(pg.url("app")));
+    logical.run = run_opts("app");
+    let dump = backups.create_logical_with(&logical, &cancel).await?;
+    ensure!(dump.succeeded(), "{:?}", dump.repositories);
+
+    // The newest backup is the logical one; the typed selector picks the base backup.
+    let data = pg.base_dir().join("restored-front-door");
+    let mut opts = backups.settings().physical_restore();
+    opts.owner = postgres_ids();
+    let r = backups
+        .restore_physical_with(&BackupSelector::latest_physical(), &data, &opts, &cancel)
+        .await?;
+    ensure!(
+        r.id == base.backup.id.to_string(),
+        "{} restored, not {}",
+        r.id,
+        base.backup.id
+    );
+    ensure!(r.files > 500, "{r:?}");
+    let server = Restored::start(&pg, &data, archive.path())?;
+    ensure!(
+        server.psql("app", CHECKSUM)? == source,
+        "restored data differs"
+    );
+    server.stop()?;
+
+    // A logical backup is no base backup: refused, and nothing is written.
+    let other = pg.base_dir().join("restored-logical");
+    let e = backups
+        .restore_physical(&BackupSelector::by_id(dump.id.clone()), &other, &cancel)
+        .await
+        .err()
+        .context("a logical backup restored as a data directory")?;
+    ensure!(
+        e.to_string().contains("not a base backup"),
+        "the error says what is wrong: {e}"
+    );
+    ensure!(!other.exists(), "{} was created", other.display());
+
+    // Cancelled before it starts: nothing is written either.
+    cancel.cancel();
+    let e = backups
+        .restore_physical(&BackupSelector::latest_physical(), &other, &cancel)
+        .await
+        .err()
+        .context("a cancelled restore ran")?;
+    ensure!(
+        matches!(e, BackupError::Storage(StorageError::Cancelled { .. })),
+        "{e}"
+    );
+    ensure!(!other.exists(), "{} was created", other.display());
     Ok(())
 }
