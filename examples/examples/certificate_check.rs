@@ -144,30 +144,11 @@ async fn run(args: Args) -> Result<Severity> {
     }
     let mut report = tls_report(&probes);
     report.extend(unreachable);
-    for f in &report.findings {
-        println!(
-            "{:<8}  {:<20}  {:<22}  {}",
-            f.severity.label(),
-            f.check,
-            f.target,
-            f.summary
-        );
-    }
-    let (ok, warn, crit, unknown) = report.counts();
-    println!(
-        "summary: {} ({ok} ok, {warn} warning, {crit} critical, {unknown} unknown)",
-        report.severity().label()
-    );
+    tej_examples::print_findings(&report);
     Ok(report.severity())
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run(Args::parse()).await {
-        Ok(severity) => ExitCode::from(u8::try_from(severity.exit_code()).unwrap_or(3)),
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(3)
-        }
-    }
+    tej_examples::check_exit(run(Args::parse()).await)
 }

@@ -35,10 +35,9 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
-use tej_core::{Config, Report, Severity, SystemClock};
-use tej_runbook::{RunContext, RunOptions, RustlsProber, daily_health};
+use tej_core::{Config, Severity, SystemClock};
+use tej_runbook::{RunContext, RunOptions, daily_health};
 
 /// The runbook's morning health check over everything `tej.toml` manages.
 #[derive(Debug, Parser)]
@@ -55,24 +54,6 @@ struct Args {
     check_timeout: u64,
 }
 
-fn print_report(report: &Report) {
-    println!("{}", report.title);
-    for f in &report.findings {
-        println!(
-            "{:<8}  {:<24}  {:<28}  {}",
-            f.severity.label(),
-            f.check,
-            f.target,
-            f.summary
-        );
-    }
-    let (ok, warn, crit, unknown) = report.counts();
-    println!(
-        "summary: {} ({ok} ok, {warn} warning, {crit} critical, {unknown} unknown)",
-        report.severity().label()
-    );
-}
-
 async fn run(args: Args) -> Result<Severity> {
     let config = Config::load_or_env(args.config.as_deref()).context("load the configuration")?;
     let options = RunOptions {
@@ -80,24 +61,14 @@ async fn run(args: Args) -> Result<Severity> {
         ..RunOptions::default()
     };
     let mut ctx = RunContext::from_config(&config, options).context("prepare the daily check")?;
-    if args.ca.is_some() {
-        ctx.tls_prober = Arc::new(RustlsProber {
-            ca_file: args.ca,
-            timeout: Some(ctx.options.check_timeout),
-        });
-    }
+    tej_examples::trust_only(&mut ctx, args.ca);
     let report = daily_health(&ctx, &SystemClock).await;
-    print_report(&report);
+    println!("{}", report.title);
+    tej_examples::print_findings(&report);
     Ok(report.severity())
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run(Args::parse()).await {
-        Ok(severity) => ExitCode::from(u8::try_from(severity.exit_code()).unwrap_or(3)),
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(3)
-        }
-    }
+    tej_examples::check_exit(run(Args::parse()).await)
 }

@@ -170,12 +170,5 @@ async fn run(args: Args) -> Result<bool> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run(Args::parse()).await {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    tej_examples::procedure_exit(run(Args::parse()).await)
 }

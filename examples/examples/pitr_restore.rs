@@ -53,7 +53,7 @@ use tej_backup::{
     BackupSettings, PitrRestoreOptions, PitrRestoreStep, RecoveryConfig, RecoveryTarget,
     Repository, RepositorySource, ServerOptions, fetch_exit_code,
 };
-use tej_core::{Config, Executor, Outcome, Procedure, RunFlags, TokioCommandRunner};
+use tej_core::{Config, Executor, Procedure, RunFlags, TokioCommandRunner};
 
 /// Point-in-time recovery from a tej repository into a data directory.
 #[derive(Debug, Parser)]
@@ -193,27 +193,7 @@ async fn run(args: Args) -> Result<i32> {
     let report = executor
         .run(&Procedure::new("pitr-restore").step(step))
         .await;
-    println!(
-        "{}{}",
-        report.procedure,
-        if report.dry_run { " (dry run)" } else { "" }
-    );
-    for s in &report.steps {
-        let outcome = match &s.outcome {
-            Outcome::Applied => "applied".to_string(),
-            Outcome::Planned => "planned".to_string(),
-            Outcome::Skipped { reason } => format!("skipped: {reason}"),
-            Outcome::Refused { reason } => format!("REFUSED: {reason}"),
-            Outcome::Failed { error } => format!("FAILED: {error}"),
-        };
-        println!("{} {}: {outcome}", s.step, s.target);
-        for a in &s.actions {
-            println!("  plan: {a}");
-        }
-        if let Some(o) = &s.output {
-            println!("  done: {}", o.summary);
-        }
-    }
+    tej_examples::print_procedure(&report);
     Ok(if report.succeeded() { 0 } else { 1 })
 }
 

@@ -43,7 +43,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tej_core::{Config, Executor, OnFailure, Outcome, Procedure, RunFlags};
+use tej_core::{Config, Executor, OnFailure, Procedure, RunFlags};
 use tej_runbook::{RunContext, RunOptions, rotation_from_context};
 use tej_secrets::RotationMode;
 
@@ -99,27 +99,7 @@ async fn run(args: Args) -> Result<bool> {
     procedure.push(step, OnFailure::Stop);
 
     let report = executor.run(&procedure).await;
-    println!(
-        "{}{}",
-        report.procedure,
-        if report.dry_run { " (dry run)" } else { "" }
-    );
-    for s in &report.steps {
-        let outcome = match &s.outcome {
-            Outcome::Applied => "applied".to_string(),
-            Outcome::Planned => "planned".to_string(),
-            Outcome::Skipped { reason } => format!("skipped: {reason}"),
-            Outcome::Refused { reason } => format!("REFUSED: {reason}"),
-            Outcome::Failed { error } => format!("FAILED: {error}"),
-        };
-        println!("{} {}: {outcome}", s.step, s.target);
-        for a in &s.actions {
-            println!("  plan: {a}");
-        }
-        if let Some(o) = &s.output {
-            println!("  done: {}", o.summary);
-        }
-    }
+    tej_examples::print_procedure(&report);
     if report.steps.is_empty() {
         bail!("the rotation procedure has no step");
     }
@@ -128,12 +108,5 @@ async fn run(args: Args) -> Result<bool> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run(Args::parse()).await {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    tej_examples::procedure_exit(run(Args::parse()).await)
 }

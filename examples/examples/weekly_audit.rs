@@ -34,11 +34,10 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 use tej_backup::{DbTarget, RestoreTestOptions};
-use tej_core::{Config, Report, Severity, SystemClock};
-use tej_runbook::{RunContext, RunOptions, RustlsProber, weekly_audit};
+use tej_core::{Config, Severity, SystemClock};
+use tej_runbook::{RunContext, RunOptions, weekly_audit};
 
 /// The runbook's Sunday audit over everything `tej.toml` manages.
 #[derive(Debug, Parser)]
@@ -56,24 +55,6 @@ struct Args {
     /// string without a password; libpq's PGPASSWORD or ~/.pgpass supply one).
     #[arg(long, value_name = "CONNINFO")]
     restore_test: Option<String>,
-}
-
-fn print_report(report: &Report) {
-    println!("{}", report.title);
-    for f in &report.findings {
-        println!(
-            "{:<8}  {:<24}  {:<28}  {}",
-            f.severity.label(),
-            f.check,
-            f.target,
-            f.summary
-        );
-    }
-    let (ok, warn, crit, unknown) = report.counts();
-    println!(
-        "summary: {} ({ok} ok, {warn} warning, {crit} critical, {unknown} unknown)",
-        report.severity().label()
-    );
 }
 
 async fn run(args: Args) -> Result<Severity> {
@@ -94,24 +75,14 @@ async fn run(args: Args) -> Result<Severity> {
         ..RunOptions::default()
     };
     let mut ctx = RunContext::from_config(&config, options).context("prepare the weekly audit")?;
-    if args.ca.is_some() {
-        ctx.tls_prober = Arc::new(RustlsProber {
-            ca_file: args.ca,
-            timeout: Some(ctx.options.check_timeout),
-        });
-    }
+    tej_examples::trust_only(&mut ctx, args.ca);
     let report = weekly_audit(&ctx, &SystemClock).await;
-    print_report(&report);
+    println!("{}", report.title);
+    tej_examples::print_findings(&report);
     Ok(report.severity())
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run(Args::parse()).await {
-        Ok(severity) => ExitCode::from(u8::try_from(severity.exit_code()).unwrap_or(3)),
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(3)
-        }
-    }
+    tej_examples::check_exit(run(Args::parse()).await)
 }

@@ -7,7 +7,9 @@
 //! while every other part still reports.
 
 use super::context::RunContext;
-use super::support::{human_secs, redis_task, retarget, tls_tasks, unknown, unreachable};
+use super::support::{
+    human_secs, redis_task, repository_task, retarget, tls_tasks, unknown, unreachable,
+};
 use crate::runner::{CheckTask, run_checks};
 use jiff::{SignedDuration, Timestamp};
 use std::collections::BTreeMap;
@@ -167,20 +169,12 @@ pub fn daily_tasks(ctx: &RunContext, now: Timestamp) -> Vec<CheckTask> {
 
     // 6. Backups completed.
     for repo in &ctx.repositories {
-        let target = format!("repo:{}", repo.name);
-        let lazy = repo.repo.clone();
-        let t = target.clone();
         let max_age = ctx.options.backup_max_age;
-        tasks.push(CheckTask::new(
+        tasks.push(repository_task(
+            repo,
             "backups.recent",
-            format!("backup repository {}", repo.name),
-            target,
             timeout,
-            async move {
-                let repo = match lazy.get().await {
-                    Ok(r) => r,
-                    Err(e) => return vec![unreachable("backups.recent", &t, "repository", &e)],
-                };
+            move |repo, t| async move {
                 match repo.inventory().await {
                     Ok(inv) => backup_freshness(&inv, &t, now, max_age),
                     Err(e) => vec![

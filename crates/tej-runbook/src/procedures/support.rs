@@ -1,6 +1,6 @@
 //! Small helpers shared by the procedures.
 
-use super::context::{RedisTarget, RunContext};
+use super::context::{RedisTarget, RepositoryTarget, RunContext};
 use crate::error::{Result, RunbookError};
 use crate::runner::CheckTask;
 use std::future::Future;
@@ -146,6 +146,36 @@ where
             match client.get().await {
                 Ok(admin) => f(admin, t).await,
                 Err(e) => vec![unreachable(unreachable_check, &t, "redis", &e)],
+            }
+        },
+    )
+}
+
+/// One check of a backup repository: opens it through its lazy handle (a repository that
+/// cannot be opened is one critical `check` finding), then runs `f` with the repository and
+/// the target name (`repo:<name>`).
+pub(crate) fn repository_task<F, Fut>(
+    r: &RepositoryTarget,
+    check: &'static str,
+    timeout: Duration,
+    f: F,
+) -> CheckTask
+where
+    F: FnOnce(Arc<tej_backup::Repository>, String) -> Fut + Send + 'static,
+    Fut: Future<Output = Vec<Finding>> + Send + 'static,
+{
+    let target = format!("repo:{}", r.name);
+    let repo = r.repo.clone();
+    let t = target.clone();
+    CheckTask::new(
+        check,
+        format!("backup repository {}", r.name),
+        target,
+        timeout,
+        async move {
+            match repo.get().await {
+                Ok(repo) => f(repo, t).await,
+                Err(e) => vec![unreachable(check, &t, "repository", &e)],
             }
         },
     )

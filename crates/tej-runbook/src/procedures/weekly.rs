@@ -9,7 +9,7 @@ use super::access_log::{AccessLogStats, analyze_access_log};
 use super::context::RunContext;
 use super::daily::blocking;
 use super::emergency::UnavailableStep;
-use super::support::{redis_task, retarget, tls_tasks, unknown, unreachable};
+use super::support::{redis_task, repository_task, retarget, tls_tasks, unknown};
 use crate::runner::{CheckTask, run_checks};
 use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
@@ -293,20 +293,13 @@ fn weekly_tasks_with(ctx: &RunContext, now: Timestamp, plans: bool) -> Vec<Check
                 continue;
             }
         };
-        let lazy = repo.repo.clone();
-        let t = target.clone();
         let commands = ctx.commands.clone();
         let restore_test = ctx.options.restore_test.clone();
-        tasks.push(CheckTask::new(
+        tasks.push(repository_task(
+            repo,
             "backups.verify",
-            format!("backup repository {}", repo.name),
-            target,
             timeout,
-            async move {
-                let repo = match lazy.get().await {
-                    Ok(r) => r,
-                    Err(e) => return vec![unreachable("backups.verify", &t, "repository", &e)],
-                };
+            move |repo, t| async move {
                 let mut out = Vec::new();
                 // The newest database dump (what the restore test can restore), else the
                 // newest backup of any kind: a nightly file backup taken after the dump
