@@ -146,12 +146,7 @@ pub async fn pg_cache_hit(admin: &dyn PgAdmin, target: &str) -> Finding {
     let counts = match tej_db::pg::buffer_cache_counts(admin).await {
         Ok(c) => c,
         Err(e) => {
-            return unreachable(
-                "performance.pg-cache-hit",
-                target,
-                "postgres",
-                e,
-            );
+            return unreachable("performance.pg-cache-hit", target, "postgres", e);
         }
     };
     let Some(tej_db::pg::BufferCacheCounts { hits, reads }) = counts else {
@@ -292,12 +287,7 @@ pub fn performance_tasks(
                 };
                 match slow_queries(&*admin, &opts).await {
                     Ok(r) => retarget(r.findings, &t),
-                    Err(e) => vec![unreachable(
-                        "postgres.slow-queries",
-                        &t,
-                        "postgres",
-                        e,
-                    )],
+                    Err(e) => vec![unreachable("postgres.slow-queries", &t, "postgres", e)],
                 }
             },
         ));
@@ -322,12 +312,7 @@ pub fn performance_tasks(
             |admin, t| async move {
                 match admin.info().await {
                     Ok(text) => vec![redis_cache_hit(&InfoReport::parse(&text), &t)],
-                    Err(e) => vec![unreachable(
-                        "performance.redis-hit-ratio",
-                        &t,
-                        "redis",
-                        e,
-                    )],
+                    Err(e) => vec![unreachable("performance.redis-hit-ratio", &t, "redis", e)],
                 }
             },
         ));
@@ -368,12 +353,7 @@ pub async fn performance_optimization(ctx: &RunContext, clock: &dyn Clock) -> Re
             async move {
                 match slow_queries(&*admin, &SlowQueryOptions::default()).await {
                     Ok(r) => retarget(r.findings, &t),
-                    Err(e) => vec![unreachable(
-                        "postgres.slow-queries",
-                        &t,
-                        "postgres",
-                        e,
-                    )],
+                    Err(e) => vec![unreachable("postgres.slow-queries", &t, "postgres", e)],
                 }
             },
         ));
