@@ -1,6 +1,6 @@
 //! Small helpers shared by the procedures.
 
-use super::context::{RedisTarget, RepositoryTarget, RunContext};
+use super::context::{Lazy, RedisTarget, RepositoryTarget, RunContext};
 use crate::error::{Result, RunbookError};
 use crate::runner::CheckTask;
 use std::future::Future;
@@ -135,19 +135,16 @@ where
     Fut: Future<Output = Vec<Finding>> + Send + 'static,
 {
     let target = format!("redis:{}", r.name);
-    let client = r.client.clone();
-    let t = target.clone();
-    CheckTask::new(
+    let label = format!("redis {}", r.name);
+    lazy_task(
+        &r.client,
         check,
-        format!("redis {}", r.name),
+        unreachable_check,
+        "redis",
         target,
+        label,
         timeout,
-        async move {
-            match client.get().await {
-                Ok(admin) => f(admin, t).await,
-                Err(e) => vec![unreachable(unreachable_check, &t, "redis", &e)],
-            }
-        },
+        f,
     )
 }
 
@@ -165,20 +162,46 @@ where
     Fut: Future<Output = Vec<Finding>> + Send + 'static,
 {
     let target = format!("repo:{}", r.name);
-    let repo = r.repo.clone();
-    let t = target.clone();
-    CheckTask::new(
+    let label = format!("backup repository {}", r.name);
+    lazy_task(
+        &r.repo,
         check,
-        format!("backup repository {}", r.name),
+        check,
+        "repository",
         target,
+        label,
         timeout,
-        async move {
-            match repo.get().await {
-                Ok(repo) => f(repo, t).await,
-                Err(e) => vec![unreachable(check, &t, "repository", &e)],
-            }
-        },
+        f,
     )
+}
+
+/// One check of a target reached through a lazy client: gets the client (one that cannot
+/// be had is one critical `unreachable_check` finding naming `kind`), then runs `f` with it
+/// and the target name.
+#[allow(clippy::too_many_arguments)]
+fn lazy_task<T, F, Fut>(
+    lazy: &Lazy<T>,
+    check: &'static str,
+    unreachable_check: &'static str,
+    kind: &'static str,
+    target: String,
+    label: String,
+    timeout: Duration,
+    f: F,
+) -> CheckTask
+where
+    T: Clone + Send + Sync + 'static,
+    F: FnOnce(T, String) -> Fut + Send + 'static,
+    Fut: Future<Output = Vec<Finding>> + Send + 'static,
+{
+    let lazy = lazy.clone();
+    let t = target.clone();
+    CheckTask::new(check, label, target, timeout, async move {
+        match lazy.get().await {
+            Ok(client) => f(client, t).await,
+            Err(e) => vec![unreachable(unreachable_check, &t, kind, &e)],
+        }
+    })
 }
 
 /// The certificate-expiry check of every `[[tls]]` endpoint.
