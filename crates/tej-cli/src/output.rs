@@ -34,7 +34,7 @@
 
 use serde::Serialize;
 use std::io::{self, Write};
-use tej_core::{Metric, Report, Severity};
+use tej_core::{Direction, Metric, Report, Severity};
 
 /// How results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
@@ -246,12 +246,12 @@ fn perf_number(v: f64) -> String {
     }
 }
 
-/// The warning and critical ranges of a metric in the plugin guidelines' syntax. A metric
-/// whose critical threshold lies below its warning one is lower-is-worse (free space,
-/// hit ratio, days left): `W:` alerts below W. Otherwise higher is worse: `W` (outside
-/// 0..W) for non-negative values and thresholds, else `~:W` (above W).
+/// The warning and critical ranges of a metric in the plugin guidelines' syntax. A
+/// lower-is-worse metric (free space, hit ratio, days left) alerts below W: `W:`. A
+/// higher-is-worse one: `W` (outside 0..W) for non-negative values and thresholds, else
+/// `~:W` (above W).
 fn perf_ranges(m: &Metric) -> (String, String) {
-    let lower_is_worse = matches!((m.warn, m.crit), (Some(w), Some(c)) if c < w);
+    let lower_is_worse = m.direction == Direction::LowerIsWorse;
     let range = |t: Option<f64>| match t.filter(|t| t.is_finite()) {
         None => String::new(),
         Some(t) if lower_is_worse => format!("{t}:"),
@@ -635,6 +635,19 @@ mod tests {
             "'free'=12.5%;30:;10: 'load'=0.5;4;8 'skew_s'=-3s;~:5;~:10 'gone'=U 'ratio'=0.25",
             "{out}"
         );
+    }
+
+    #[test]
+    fn a_lower_is_worse_metric_keeps_its_direction_when_its_thresholds_are_equal() {
+        let out = nagios(vec![Finding::measured(
+            "tls",
+            "days_left",
+            20.0,
+            "",
+            Threshold::below(14.0, 14.0),
+            "days",
+        )]);
+        assert_eq!(perf_of(&out), "'days_left'=20;14:;14:", "{out}");
     }
 
     #[test]

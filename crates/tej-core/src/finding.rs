@@ -14,6 +14,12 @@ pub enum Direction {
     LowerIsWorse,
 }
 
+impl Direction {
+    fn is_higher_is_worse(&self) -> bool {
+        *self == Direction::HigherIsWorse
+    }
+}
+
 /// A warning and a critical threshold for one metric.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Threshold {
@@ -99,6 +105,9 @@ pub struct Metric {
     /// Critical threshold, if the metric has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crit: Option<f64>,
+    /// Which direction of the value is bad (from the thresholds).
+    #[serde(default, skip_serializing_if = "Direction::is_higher_is_worse")]
+    pub direction: Direction,
     /// Labels that distinguish series (`database`, `mount`...).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub labels: Vec<(String, String)>,
@@ -113,6 +122,7 @@ impl Metric {
             unit: unit.into(),
             warn: None,
             crit: None,
+            direction: Direction::HigherIsWorse,
             labels: Vec::new(),
         }
     }
@@ -121,6 +131,7 @@ impl Metric {
     pub fn with_threshold(mut self, t: Threshold) -> Metric {
         self.warn = Some(t.warn);
         self.crit = Some(t.crit);
+        self.direction = t.direction;
         self
     }
 
