@@ -709,11 +709,9 @@ impl Step for FileRestoreStep {
             Some(true) => "is empty",
             Some(false) => "is NOT empty: files of the backup replace existing ones",
         };
-        Ok(Plan {
-            step: self.name(),
-            risk: self.risk(),
-            target: self.target(),
-            actions: vec![
+        Ok(Plan::of(
+            self,
+            vec![
                 format!(
                     "read file backup {} ({} bytes of {}, taken {}) from {}",
                     m.id,
@@ -724,7 +722,7 @@ impl Step for FileRestoreStep {
                 ),
                 format!("extract into {}, which {state}", self.target_dir.display()),
             ],
-        })
+        ))
     }
 
     async fn apply(&self) -> Result<StepOutput, StepError> {

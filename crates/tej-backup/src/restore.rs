@@ -565,11 +565,9 @@ impl Step for RestoreStep {
     async fn plan(&self) -> Result<Plan, StepError> {
         let m = self.repo.resolve(&self.selector).await?;
         let format = m.format.map(|f| f.to_string()).unwrap_or_default();
-        Ok(Plan {
-            step: self.name(),
-            risk: self.risk(),
-            target: self.target(),
-            actions: vec![
+        Ok(Plan::of(
+            self,
+            vec![
                 format!(
                     "read backup {} ({} {}, {} bytes, taken {}) from {}",
                     m.id,
@@ -589,7 +587,7 @@ impl Step for RestoreStep {
                     self.opts.target.database()
                 ),
             ],
-        })
+        ))
     }
 
     async fn apply(&self) -> Result<StepOutput, StepError> {

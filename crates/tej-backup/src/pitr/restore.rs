@@ -547,12 +547,7 @@ impl Step for PitrRestoreStep {
                 opts.recovery.action
             ));
         }
-        Ok(Plan {
-            step: self.name(),
-            risk: self.risk(),
-            target: self.target(),
-            actions,
-        })
+        Ok(Plan::of(self, actions))
     }
 
     async fn apply(&self) -> Result<StepOutput, StepError> {

@@ -79,16 +79,14 @@ impl Step for ForcePasswordResetStep {
         let r = rows
             .first()
             .ok_or_else(|| DbError::UnexpectedReply("count returned no row".into()))?;
-        Ok(Plan {
-            step: self.name(),
-            risk: self.risk(),
-            target: self.target(),
-            actions: vec![format!(
+        Ok(Plan::of(
+            self,
+            vec![format!(
                 "{update} -- in one transaction; {} of {} users will have to reset their password",
                 r.i64("changing")?,
                 r.i64("total")?
             )],
-        })
+        ))
     }
     async fn apply(&self) -> Result<StepOutput, StepError> {
         let (_, update) = self.statements()?;

@@ -359,12 +359,7 @@ impl Step for ReindexStep {
                 self.options.bloat_percent
             ));
         }
-        Ok(Plan {
-            step: self.name(),
-            risk: self.risk(),
-            target: self.target(),
-            actions,
-        })
+        Ok(Plan::of(self, actions))
     }
     async fn apply(&self) -> Result<StepOutput, StepError> {
         let r = reindex_bloated(self.admin.as_ref(), &self.options).await?;

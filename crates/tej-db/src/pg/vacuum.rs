@@ -302,16 +302,14 @@ impl Step for VacuumStep {
         self.admin.target()
     }
     async fn plan(&self) -> Result<Plan, StepError> {
-        Ok(Plan {
-            step: self.name(),
-            risk: self.risk(),
-            target: self.target(),
-            actions: vec![format!(
+        Ok(Plan::of(
+            self,
+            vec![format!(
                 "{} (lock_timeout {} ms; never waits on locked tables, does not block writers)",
                 vacuum_statement(&self.options)?,
                 self.options.lock_timeout.as_millis()
             )],
-        })
+        ))
     }
     async fn apply(&self) -> Result<StepOutput, StepError> {
         let r = vacuum(self.admin.as_ref(), &self.options, &|_| {}).await?;
@@ -363,12 +361,7 @@ impl Step for AnalyzeStep {
         self.admin.target()
     }
     async fn plan(&self) -> Result<Plan, StepError> {
-        Ok(Plan {
-            step: self.name(),
-            risk: self.risk(),
-            target: self.target(),
-            actions: vec![self.statement()?],
-        })
+        Ok(Plan::of(self, vec![self.statement()?]))
     }
     async fn apply(&self) -> Result<StepOutput, StepError> {
         let sql = self.statement()?;
@@ -450,12 +443,7 @@ impl Step for VacuumFullStep {
                 human_bytes(bytes as f64)
             ));
         }
-        Ok(Plan {
-            step: self.name(),
-            risk: self.risk(),
-            target: self.target(),
-            actions,
-        })
+        Ok(Plan::of(self, actions))
     }
     async fn apply(&self) -> Result<StepOutput, StepError> {
         if self.tables.is_empty() {
