@@ -13,7 +13,10 @@
 use crate::create::CreateReport;
 use crate::db::DbTarget;
 use crate::error::BackupError;
-use crate::files::{FileBackupOptions, FileBackupReport, create_file_backup};
+use crate::files::{
+    FileBackupOptions, FileBackupReport, FileRestoreOptions, FileRestoreReport, create_file_backup,
+    restore_file_backup,
+};
 use crate::id::BackupId;
 use crate::logical::{LogicalBackupOptions, create_logical_backup};
 use crate::manifest::BackupKind;
@@ -393,6 +396,35 @@ impl Backups {
         .await
     }
 
+    /// Restores the selected file backup of the primary repository into `target_dir`
+    /// (missing or empty), with the configured keys; a selector that picks a database
+    /// backup is refused.
+    pub async fn restore_files(
+        &self,
+        selector: &BackupSelector,
+        target_dir: &std::path::Path,
+        cancel: &CancellationToken,
+    ) -> Result<FileRestoreReport, BackupError> {
+        self.restore_files_with(selector, target_dir, &self.settings.file_restore(), cancel)
+            .await
+    }
+
+    /// Restores a file backup with options of the caller's (start from
+    /// [`BackupSettings::file_restore`]).
+    pub async fn restore_files_with(
+        &self,
+        selector: &BackupSelector,
+        target_dir: &std::path::Path,
+        opts: &FileRestoreOptions,
+        cancel: &CancellationToken,
+    ) -> Result<FileRestoreReport, BackupError> {
+        let sel = Backups::selector_text(selector)?;
+        self.run(cancel, |repos| async move {
+            restore_file_backup(&repos[0], &sel, target_dir, opts).await
+        })
+        .await
+    }
+
     /// The restore of the selected backup into `target` as a destructive
     /// [`tej_core::Step`], for a [`tej_core::Executor`] (confirmation, the maintenance
     /// window, the audit log).
@@ -435,6 +467,14 @@ impl Backups {
     /// (`archive_command`), `fetch` (`restore_command`), continuity and retention.
     pub fn wal(&self) -> WalArchive {
         self.settings.wal(self.primary().clone())
+    }
+
+    /// The WAL archive of [`wal`](Self::wal) whose every storage call stops with
+    /// [`StorageError::Cancelled`] once `cancel` is cancelled: a push in flight is
+    /// abandoned and leaves no segment listed, as a cancelled create leaves no backup.
+    pub fn wal_cancellable(&self, cancel: &CancellationToken) -> WalArchive {
+        let mut repos = self.cancellable(cancel);
+        self.settings.wal(repos.swap_remove(0))
     }
 }
 

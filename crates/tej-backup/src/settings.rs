@@ -4,7 +4,7 @@
 use crate::create::RunOptions;
 use crate::db::DbTarget;
 use crate::error::BackupError;
-use crate::files::FileBackupOptions;
+use crate::files::{FileBackupOptions, FileRestoreOptions};
 use crate::logical::LogicalBackupOptions;
 use crate::manifest::{CompressionAlgo, DumpFormat};
 use crate::physical::{PhysicalBackupOptions, PhysicalRestoreOptions};
@@ -206,6 +206,15 @@ impl BackupSettings {
         PhysicalRestoreOptions {
             encryption: self.encryption.clone(),
             ..PhysicalRestoreOptions::default()
+        }
+    }
+
+    /// A restore of a file backup with the configured keys, into a missing or empty
+    /// directory (set `overwrite` to replace files in a non-empty one).
+    pub fn file_restore(&self) -> FileRestoreOptions {
+        FileRestoreOptions {
+            encryption: self.encryption.clone(),
+            ..FileRestoreOptions::default()
         }
     }
 

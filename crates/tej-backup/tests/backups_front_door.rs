@@ -381,3 +381,119 @@ async fn the_wal_archive_pushes_and_fetches_with_the_configured_keys() -> Result
     ensure!(matches!(r, Err(BackupError::Decrypt { .. })), "{r:?}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_wal_archive_stores_nothing_and_never_answers_not_archived() -> Result<()> {
+    let pg = cluster_with_source()?;
+    let dir = tempfile::tempdir()?;
+    let cfg = config(&pg, &dir.path().join("repo"), "")?;
+    let backups = Backups::open(&cfg).await?;
+    let name = pg.psql("postgres", "SELECT pg_walfile_name(pg_switch_wal())")?;
+    let segment = dir.path().join(&name);
+    std::fs::copy(pg.data_dir().join("pg_wal").join(&name), &segment)?;
+    let opts = tej_backup::PushOptions {
+        system_identifier: Some(tej_backup::system_identifier_from_pgdata(pg.data_dir())?),
+        ..tej_backup::PushOptions::default()
+    };
+
+    let cancel = CancellationToken::new();
+    cancel.cancel();
+    let cancelled = backups.wal_cancellable(&cancel);
+    let r = cancelled.push(&segment, &opts).await;
+    ensure!(matches!(&r, Err(e) if is_cancelled(e)), "{r:?}");
+    ensure!(
+        backups.wal().list().await?.is_empty(),
+        "a cancelled push listed a segment"
+    );
+    // restore_command must not read a cancellation as "this segment was never archived":
+    // recovery would stop there and promote the server early.
+    let r = cancelled.fetch(&name, &dir.path().join("fetched")).await;
+    ensure!(matches!(&r, Err(e) if is_cancelled(e)), "{r:?}");
+
+    let live = backups.wal_cancellable(&CancellationToken::new());
+    let pushed = live.push(&segment, &opts).await?;
+    ensure!(
+        pushed.status == tej_backup::PushStatus::Archived,
+        "{pushed:?}"
+    );
+    ensure!(
+        live.fetch(&name, &dir.path().join("fetched")).await? == tej_backup::FetchOutcome::Fetched
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_backup_restores_through_the_front_door_and_a_database_backup_is_refused()
+-> Result<()> {
+    let pg = cluster_with_source()?;
+    let dir = tempfile::tempdir()?;
+    let src = dir.path().join("uploads");
+    std::fs::create_dir_all(src.join("avatars"))?;
+    std::fs::write(src.join("avatars/a.png"), b"\x89PNG not really")?;
+    std::fs::write(src.join("notes.txt"), "kept\n")?;
+    let cfg = config(
+        &pg,
+        &dir.path().join("repo"),
+        &format!("files = [\"{}\"]\n", src.display()),
+    )?;
+    let backups = Backups::open(&cfg).await?;
+    let cancel = CancellationToken::new();
+    backups.create_files(&cancel).await.context("file backup")?;
+
+    let out = dir.path().join("restored");
+    let report = backups
+        .restore_files(&BackupSelector::latest(), &out, &cancel)
+        .await?;
+    ensure!(report.repository.contains("repo"), "{report:?}");
+    let restored = walk(&out)?;
+    ensure!(
+        restored
+            .iter()
+            .any(|(p, b)| p.ends_with("avatars/a.png") && b == b"\x89PNG not really")
+            && restored
+                .iter()
+                .any(|(p, b)| p.ends_with("notes.txt") && b == b"kept\n"),
+        "{restored:?}"
+    );
+
+    // A non-empty target is refused without overwrite, and nothing in it changes.
+    std::fs::write(out.join("local.txt"), "mine")?;
+    let r = backups
+        .restore_files(&BackupSelector::latest(), &out, &cancel)
+        .await;
+    ensure!(matches!(r, Err(BackupError::Refused(_))), "{r:?}");
+    ensure!(std::fs::read_to_string(out.join("local.txt"))? == "mine");
+
+    // A selector that picks a database backup is not extracted as files.
+    let db = db_target(&cfg.databases[0])?;
+    backups.create_logical(db, &cancel).await?;
+    let r = backups
+        .restore_files(
+            &BackupSelector::latest_logical("src"),
+            &dir.path().join("other"),
+            &cancel,
+        )
+        .await;
+    ensure!(
+        matches!(r, Err(BackupError::InvalidOptions(ref m)) if m.contains("not a file backup")),
+        "{r:?}"
+    );
+    ensure!(!dir.path().join("other").exists());
+    Ok(())
+}
+
+fn walk(root: &std::path::Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let p = e?.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push((p.display().to_string(), std::fs::read(&p)?));
+            }
+        }
+    }
+    Ok(out)
+}
