@@ -37,7 +37,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use tej_core::{Config, Severity, SystemClock};
-use tej_runbook::{RunContext, RunOptions, daily_health};
+use tej_runbook::{RunOptions, daily_health};
 
 /// The runbook's morning health check over everything `tej.toml` manages.
 #[derive(Debug, Parser)]
@@ -60,12 +60,10 @@ async fn run(args: Args) -> Result<Severity> {
         check_timeout: Duration::from_secs(args.check_timeout.max(1)),
         ..RunOptions::default()
     };
-    let mut ctx = RunContext::from_config(&config, options).context("prepare the daily check")?;
-    tej_examples::trust_only(&mut ctx, args.ca);
-    let report = daily_health(&ctx, &SystemClock).await;
-    println!("{}", report.title);
-    tej_examples::print_findings(&report);
-    Ok(report.severity())
+    let ctx = tej_examples::check_context(&config, options, args.ca, "the daily check")?;
+    Ok(tej_examples::print_report(
+        &daily_health(&ctx, &SystemClock).await,
+    ))
 }
 
 #[tokio::main]

@@ -53,7 +53,7 @@ use tej_backup::{
     BackupSettings, PitrRestoreOptions, PitrRestoreStep, RecoveryConfig, RecoveryTarget,
     Repository, RepositorySource, ServerOptions, fetch_exit_code,
 };
-use tej_core::{Config, Executor, Procedure, RunFlags, TokioCommandRunner};
+use tej_core::{Config, Procedure, TokioCommandRunner};
 
 /// Point-in-time recovery from a tej repository into a data directory.
 #[derive(Debug, Parser)]
@@ -182,14 +182,7 @@ async fn run(args: Args) -> Result<i32> {
         runner: Arc::new(TokioCommandRunner),
         opts,
     };
-    let executor = Executor::from_config(
-        &config,
-        RunFlags {
-            dry_run: args.dry_run,
-            yes: args.yes,
-            outside_window: false,
-        },
-    )?;
+    let executor = tej_examples::executor(&config, args.dry_run, args.yes)?;
     let report = executor
         .run(&Procedure::new("pitr-restore").step(step))
         .await;

@@ -43,7 +43,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tej_core::{Config, Executor, OnFailure, Procedure, RunFlags};
+use tej_core::{Config, OnFailure, Procedure};
 use tej_runbook::{RunContext, RunOptions, rotation_from_context};
 use tej_secrets::RotationMode;
 
@@ -75,14 +75,7 @@ async fn run(args: Args) -> Result<bool> {
         Some(r) => Some(r.client.get().await.context("connect to Redis")?),
         None => None,
     };
-    let executor = Executor::from_config(
-        &config,
-        RunFlags {
-            dry_run: args.dry_run,
-            yes: args.yes,
-            outside_window: false,
-        },
-    )?;
+    let executor = tej_examples::executor(&config, args.dry_run, args.yes)?;
     let mode = match (args.graceful, args.emergency) {
         (true, _) => RotationMode::Graceful,
         (_, true) => RotationMode::Emergency,

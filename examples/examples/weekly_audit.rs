@@ -37,7 +37,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 use tej_backup::{DbTarget, RestoreTestOptions};
 use tej_core::{Config, Severity, SystemClock};
-use tej_runbook::{RunContext, RunOptions, weekly_audit};
+use tej_runbook::{RunOptions, weekly_audit};
 
 /// The runbook's Sunday audit over everything `tej.toml` manages.
 #[derive(Debug, Parser)]
@@ -74,12 +74,10 @@ async fn run(args: Args) -> Result<Severity> {
         restore_test,
         ..RunOptions::default()
     };
-    let mut ctx = RunContext::from_config(&config, options).context("prepare the weekly audit")?;
-    tej_examples::trust_only(&mut ctx, args.ca);
-    let report = weekly_audit(&ctx, &SystemClock).await;
-    println!("{}", report.title);
-    tej_examples::print_findings(&report);
-    Ok(report.severity())
+    let ctx = tej_examples::check_context(&config, options, args.ca, "the weekly audit")?;
+    Ok(tej_examples::print_report(
+        &weekly_audit(&ctx, &SystemClock).await,
+    ))
 }
 
 #[tokio::main]

@@ -2,11 +2,12 @@
 //! the exit code. Each program in `examples/` is one runbook procedure written against the
 //! libraries; this is only their terminal output.
 
+use anyhow::Context as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use tej_core::{Outcome, ProcedureReport, Report, Severity};
-use tej_runbook::{RunContext, RustlsProber};
+use tej_core::{Config, Executor, Outcome, ProcedureReport, Report, RunFlags, Severity};
+use tej_runbook::{RunContext, RunOptions, RustlsProber};
 
 /// Prints `report`'s findings, one line each (`SEVERITY  check  target  summary`), then the
 /// `summary: WORST (N ok, N warning, N critical, N unknown)` line.
@@ -25,6 +26,13 @@ pub fn print_findings(report: &Report) {
         "summary: {} ({ok} ok, {warn} warning, {crit} critical, {unknown} unknown)",
         report.severity().label()
     );
+}
+
+/// Prints `report`'s title and findings ([`print_findings`]) and returns its severity.
+pub fn print_report(report: &Report) -> Severity {
+    println!("{}", report.title);
+    print_findings(report);
+    report.severity()
 }
 
 /// Prints a procedure's report: its name (`(dry run)` when only planned), then for each
@@ -63,6 +71,34 @@ pub fn trust_only(ctx: &mut RunContext, ca: Option<PathBuf>) {
             timeout: Some(ctx.options.check_timeout),
         });
     }
+}
+
+/// The context of a check run from `config` with `options`, trusting only the CA in `ca`
+/// when one is given ([`trust_only`]); `what` names the run in the error.
+pub fn check_context(
+    config: &Config,
+    options: RunOptions,
+    ca: Option<PathBuf>,
+    what: &str,
+) -> anyhow::Result<RunContext> {
+    let mut ctx =
+        RunContext::from_config(config, options).with_context(|| format!("prepare {what}"))?;
+    trust_only(&mut ctx, ca);
+    Ok(ctx)
+}
+
+/// The executor of `config` (its guard and audit log) for a run that only plans when
+/// `dry_run` and confirms destructive steps when `yes`; never outside the maintenance
+/// window.
+pub fn executor(config: &Config, dry_run: bool, yes: bool) -> anyhow::Result<Executor> {
+    Ok(Executor::from_config(
+        config,
+        RunFlags {
+            dry_run,
+            yes,
+            outside_window: false,
+        },
+    )?)
 }
 
 /// The exit code of a check: its severity's Nagios code (0 ok, 1 warning, 2 critical,
