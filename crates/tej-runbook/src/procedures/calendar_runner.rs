@@ -263,16 +263,7 @@ impl CalendarRunner {
             }
             ProcedureKind::DatabaseDeepMaintenance => {
                 let mut report = Report::new("database-deep-maintenance");
-                let mut repos = Vec::new();
-                for r in &ctx.repositories {
-                    match r.repo.get().await {
-                        Ok(x) => repos.push((*x).clone()),
-                        Err(e) => report.push(
-                            Finding::new("backup.repository", Severity::Critical, e.to_string())
-                                .target(r.name.clone()),
-                        ),
-                    }
-                }
+                let repos = super::nightly::opened_repositories(ctx, &mut report).await;
                 // The pre-maintenance backup is taken as the nightly one: `[backup]`'s
                 // format, compression and encryption.
                 let settings = match tej_backup::BackupSettings::from_config(&ctx.config) {

@@ -9,8 +9,12 @@ use super::weekly::PruneBackupsStep;
 use std::sync::Arc;
 use tej_core::{Clock, CommandRunner, Executor, Finding, Procedure, Report, Severity};
 
-/// The repositories of `ctx`, opened; one that cannot be opened is a critical finding.
-async fn open_repositories(ctx: &RunContext, report: &mut Report) -> Vec<tej_backup::Repository> {
+/// The configured repositories of `ctx` that open; one that cannot be opened is a
+/// critical finding.
+pub(super) async fn opened_repositories(
+    ctx: &RunContext,
+    report: &mut Report,
+) -> Vec<tej_backup::Repository> {
     let mut repos = Vec::new();
     for r in &ctx.repositories {
         match r.repo.get().await {
@@ -21,6 +25,13 @@ async fn open_repositories(ctx: &RunContext, report: &mut Report) -> Vec<tej_bac
             ),
         }
     }
+    repos
+}
+
+/// The repositories of `ctx`, opened ([`opened_repositories`]); none configured is a
+/// critical finding too.
+async fn open_repositories(ctx: &RunContext, report: &mut Report) -> Vec<tej_backup::Repository> {
+    let repos = opened_repositories(ctx, report).await;
     if ctx.repositories.is_empty() {
         report.push(Finding::new(
             "backup.repository",
