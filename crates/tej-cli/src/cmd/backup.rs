@@ -85,34 +85,27 @@ pub async fn create(
         .context("create backup")?;
     if output == OutputFormat::Json {
         json_line(out, "backup_created", &report)?;
-    } else {
-        writeln!(out, "backup {} ({} bytes raw)", report.id, report.raw_size)?;
-        for r in &report.repositories {
-            writeln!(
-                out,
-                "  {:<50} {}",
-                r.repository,
-                if r.ok {
-                    "ok".to_string()
-                } else {
-                    format!("FAILED: {}", r.error.clone().unwrap_or_default())
-                }
-            )?;
-        }
+        return Ok(report.repositories.iter().all(|r| r.ok));
     }
-    Ok(report.repositories.iter().all(|r| r.ok))
+    render_created(out, "", &report, "")
 }
 
-/// Renders where a backup went; true when every repository has it.
+/// Renders where a backup went (`{kind} backup ID (N bytes raw{detail})`, no kind for a
+/// logical backup), then one line per repository; true when every repository has it.
 fn render_created(
     out: &mut dyn Write,
     kind: &str,
     report: &tej_backup::CreateReport,
     detail: &str,
 ) -> Result<bool> {
+    let kind = if kind.is_empty() {
+        String::new()
+    } else {
+        format!("{kind} ")
+    };
     writeln!(
         out,
-        "{kind} backup {} ({} bytes raw{detail})",
+        "{kind}backup {} ({} bytes raw{detail})",
         report.id, report.raw_size
     )?;
     for r in &report.repositories {
