@@ -1,6 +1,7 @@
 //! [`BollardRuntime`]: the [`ContainerRuntime`] and [`ImageStore`] of a real Docker engine,
 //! over its HTTP API with bollard (never the docker CLI).
 
+use crate::engine::{Engine, client, resolve_engine};
 use crate::error::DeployError;
 use crate::model::{
     ContainerDetails, ContainerListing, ContainerSpec, ContainerState, Control, ExecOutput,
@@ -27,32 +28,27 @@ use jiff::Timestamp;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-/// A Docker engine reached through its API socket (or `DOCKER_HOST`), with the API
-/// version negotiated down to what the engine speaks.
+/// A Docker engine reached as the docker CLI reaches it (see [`crate::engine`]), with the
+/// API version negotiated down to what the engine speaks.
 #[derive(Debug, Clone)]
 pub struct BollardRuntime {
     docker: Docker,
     host: String,
 }
 
-/// The default engine address when neither an explicit host nor `DOCKER_HOST` is set.
-pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
-
 impl BollardRuntime {
-    /// Connects to `host` (`unix:///path`, `tcp://h:p`), else `DOCKER_HOST`, else the
-    /// local socket; negotiates the API version and pings the engine.
+    /// Connects to `host` (`unix:///path`, `tcp://h:p`, `https://h:p`, `ssh://user@h`),
+    /// else `DOCKER_HOST`, else the current docker context, else the local socket (with
+    /// `DOCKER_TLS_VERIFY`/`DOCKER_CERT_PATH`, see [`crate::engine`]); negotiates the API
+    /// version and pings the engine.
     pub async fn connect(host: Option<&str>) -> Result<BollardRuntime, DeployError> {
-        let host = match host {
-            Some(h) => h.to_string(),
-            None => std::env::var("DOCKER_HOST")
-                .ok()
-                .filter(|h| !h.is_empty())
-                .unwrap_or_else(|| DEFAULT_DOCKER_HOST.to_string()),
-        };
-        let docker = Docker::connect_with_host(&host).map_err(|e| DeployError::Unreachable {
-            host: host.clone(),
-            reason: e.to_string(),
-        })?;
+        Self::connect_to(&resolve_engine(host)?).await
+    }
+
+    /// Connects to a resolved engine, negotiates the API version and pings it.
+    pub async fn connect_to(engine: &Engine) -> Result<BollardRuntime, DeployError> {
+        let host = engine.describe();
+        let docker = client(engine)?;
         let docker = docker
             .negotiate_version()
             .await
@@ -61,7 +57,7 @@ impl BollardRuntime {
         Ok(BollardRuntime { docker, host })
     }
 
-    /// The engine address.
+    /// The engine address and where it came from (`tcp://10.0.0.5:2376 (DOCKER_HOST)`).
     pub fn host(&self) -> &str {
         &self.host
     }
@@ -101,15 +97,31 @@ fn map_err(host: &str, e: BError) -> DeployError {
         }
         e @ (BError::IOError { .. }
         | BError::SocketNotFoundError(_)
-        | BError::HyperResponseError { .. }) => DeployError::Unreachable {
+        | BError::HyperResponseError { .. }
+        | BError::HyperLegacyError { .. }) => DeployError::Unreachable {
             host: host.to_string(),
-            reason: e.to_string(),
+            reason: error_chain(&e),
         },
         e => DeployError::Engine {
             status: 0,
             message: e.to_string(),
         },
     }
+}
+
+/// `e` and its sources, `: `-separated (a TLS failure sits under "client error (Connect)").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        src = s.source();
+    }
+    out
 }
 
 fn parse_ts(s: &str) -> Option<Timestamp> {

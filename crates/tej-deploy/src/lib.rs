@@ -4,8 +4,9 @@
 //! what the runbook does with `docker-compose ps|logs|restart|up -d --force-recreate|exec`
 //! and `docker image prune`, plus a zero-downtime deploy with rollback.
 //!
-//! - [`BollardRuntime`] connects through the local socket or `DOCKER_HOST`, negotiating the
-//!   API version (Debian's engine speaks 1.41). It implements the two narrow traits every
+//! - [`BollardRuntime`] connects to the engine the docker CLI would use ([`engine`]: the
+//!   configured host, `DOCKER_HOST` with its TLS variables, the docker context, the local
+//!   socket; unix, tcp, TLS and ssh), negotiating the API version (Debian's engine speaks 1.41). It implements the two narrow traits every
 //!   function here takes, [`ContainerRuntime`] and [`ImageStore`] (mockall mocks behind the
 //!   `mock` feature).
 //! - [`Project`] finds a Compose project's containers by their labels
@@ -80,6 +81,7 @@
 pub mod compose;
 pub mod deploy;
 pub mod docker;
+pub mod engine;
 pub mod error;
 pub mod gates;
 pub mod health;
@@ -100,7 +102,11 @@ pub use deploy::{
     BlueGreenPorts, DeployEvent, DeployKind, DeployOptions, DeployOutcome, DeployReport,
     DeployStage, DeployStep, Deployer,
 };
-pub use docker::{BollardRuntime, DEFAULT_DOCKER_HOST};
+pub use docker::BollardRuntime;
+pub use engine::{
+    DEFAULT_DOCKER_HOST, Engine, EngineSource, EngineTls, EngineTransport, SshTarget,
+    resolve_engine, resolve_engine_with,
+};
 pub use error::DeployError;
 pub use gates::{
     BackupFreshness, CommandGate, ExecGate, FreshBackupGate, Gate, GateContext, GateResult,

@@ -1,5 +1,7 @@
 //! A private Docker engine.
 
+use crate::pg_tls::{TestCa, write_private};
+use crate::port::free_port;
 use crate::process::{self, ChildGuard, Ready, is_root, log_tail};
 use crate::scratch::ScratchDir;
 use anyhow::{Context, Result, bail};
@@ -32,12 +34,33 @@ pub struct DockerEngine {
     sock: PathBuf,
     log: PathBuf,
     contexts: AtomicU32,
+    tls: Option<TlsListener>,
     dir: ScratchDir,
+}
+
+/// The TCP listener of an engine started with [`DockerEngine::start_tls`].
+#[derive(Debug)]
+struct TlsListener {
+    port: u16,
+    client_dir: PathBuf,
 }
 
 impl DockerEngine {
     /// Starts the daemon and waits (up to 30 s) until its API answers.
     pub fn start() -> Result<DockerEngine> {
+        Self::start_with(None)
+    }
+
+    /// Starts the daemon as [`start`](Self::start) does, and also listening on
+    /// `tcp://127.0.0.1:PORT` with `--tlsverify`: its certificate (for `127.0.0.1` and
+    /// `localhost`) is signed by `ca`, and it accepts only client certificates signed by
+    /// `ca`. [`client_cert_dir`](Self::client_cert_dir) holds a client's `ca.pem`,
+    /// `cert.pem` and `key.pem` (a `DOCKER_CERT_PATH`).
+    pub fn start_tls(ca: &TestCa) -> Result<DockerEngine> {
+        Self::start_with(Some(ca))
+    }
+
+    fn start_with(ca: Option<&TestCa>) -> Result<DockerEngine> {
         let dockerd = process::require_binary(
             "dockerd",
             &["/usr/sbin/dockerd", "/usr/bin/dockerd"],
@@ -63,10 +86,42 @@ impl DockerEngine {
             "tej-{}",
             base.file_name().unwrap_or_default().to_string_lossy()
         );
+        let mut tcp_args: Vec<std::ffi::OsString> = Vec::new();
+        let tls = match ca {
+            Some(ca) => {
+                let server = ca.server_cert(&["127.0.0.1", "localhost"])?;
+                let client = ca.client_cert("tej-test-client")?;
+                let client_dir = base.join("client-certs");
+                std::fs::create_dir(&client_dir).context("create the client cert dir")?;
+                std::fs::copy(ca.ca_file(), client_dir.join("ca.pem"))
+                    .context("copy the CA certificate")?;
+                std::fs::copy(&client.cert_file, client_dir.join("cert.pem"))
+                    .context("copy the client certificate")?;
+                write_private(
+                    &client_dir.join("key.pem"),
+                    &std::fs::read(&client.key_file).context("read the client key")?,
+                )?;
+                let port = free_port();
+                tcp_args.extend([
+                    "--host".into(),
+                    format!("tcp://127.0.0.1:{port}").into(),
+                    "--tlsverify".into(),
+                    "--tlscacert".into(),
+                    ca.ca_file().as_os_str().to_owned(),
+                    "--tlscert".into(),
+                    server.cert_file.as_os_str().to_owned(),
+                    "--tlskey".into(),
+                    server.key_file.as_os_str().to_owned(),
+                ]);
+                Some(TlsListener { port, client_dir })
+            }
+            None => None,
+        };
         let (out, err) = process::log_stdio(&log)?;
         let child = Command::new(&dockerd)
             .arg("--host")
             .arg(format!("unix://{}", sock.display()))
+            .args(&tcp_args)
             .arg("--data-root")
             .arg(base.join("data"))
             .arg("--exec-root")
@@ -94,8 +149,12 @@ impl DockerEngine {
             .with_context(|| format!("spawn {}", dockerd.display()))?;
         let pid = child.id();
         let mut child = ChildGuard::new(child);
+        let tcp_port = tls.as_ref().map(|t| t.port);
         let ready = process::wait_ready(child.child(), Duration::from_secs(30), "dockerd", || {
             ping(&sock)
+                && tcp_port.is_none_or(|p| {
+                    std::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, p)).is_ok()
+                })
         });
         if !matches!(ready, Ok(Ready::Yes)) {
             dir.mark_failed();
@@ -107,6 +166,7 @@ impl DockerEngine {
             sock,
             log,
             contexts: AtomicU32::new(0),
+            tls,
             dir,
         };
         match ready {
@@ -132,6 +192,20 @@ impl DockerEngine {
     /// `unix:///tmp/tejd-…/docker.sock`, for `DOCKER_HOST` or a client's connect call.
     pub fn host(&self) -> String {
         format!("unix://{}", self.sock.display())
+    }
+
+    /// `tcp://127.0.0.1:PORT`, the TLS listener of an engine from
+    /// [`start_tls`](Self::start_tls) (`None` for [`start`](Self::start)).
+    pub fn tls_host(&self) -> Option<String> {
+        self.tls
+            .as_ref()
+            .map(|t| format!("tcp://127.0.0.1:{}", t.port))
+    }
+
+    /// The directory with a client's `ca.pem`, `cert.pem` and `key.pem` (mode 0600) for
+    /// the TLS listener, what `DOCKER_CERT_PATH` names (`None` without TLS).
+    pub fn client_cert_dir(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|t| t.client_dir.as_path())
     }
 
     /// The daemon's process id.

@@ -127,3 +127,52 @@ fn engines_are_independent() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn start_tls_serves_the_api_only_to_clients_of_its_ca() -> Result<()> {
+    let ca = tej_testkit::TestCa::new()?;
+    let engine = DockerEngine::start_tls(&ca)?;
+    assert!(DockerEngine::start()?.tls_host().is_none());
+    let host = engine.tls_host().context("a TLS engine has a TCP host")?;
+    let certs = engine
+        .client_cert_dir()
+        .context("and client certificates")?;
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(certs.join("key.pem"))?.permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    let docker = |cert_path: &Path| {
+        std::process::Command::new("docker")
+            .args([
+                "-H",
+                &host,
+                "--tlsverify",
+                "version",
+                "--format",
+                "{{.Server.Version}}",
+            ])
+            .env("DOCKER_CERT_PATH", cert_path)
+            .env("DOCKER_CONFIG", cert_path)
+            .env_remove("DOCKER_HOST")
+            .env_remove("DOCKER_CONTEXT")
+            .output()
+    };
+    let ok = docker(certs)?;
+    assert!(
+        ok.status.success(),
+        "docker --tlsverify: {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    // A client certificate from another CA is refused by the engine.
+    let other = tej_testkit::TestCa::new()?;
+    let stranger = other.client_cert("stranger")?;
+    let dir = tempfile::tempdir()?;
+    std::fs::copy(ca.ca_file(), dir.path().join("ca.pem"))?;
+    std::fs::copy(&stranger.cert_file, dir.path().join("cert.pem"))?;
+    std::fs::copy(&stranger.key_file, dir.path().join("key.pem"))?;
+    let refused = docker(dir.path())?;
+    if refused.status.success() {
+        bail!("a client certificate of another CA was accepted");
+    }
+    Ok(())
+}
