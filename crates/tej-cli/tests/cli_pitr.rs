@@ -257,6 +257,17 @@ fn restore(src: &Source, name: &str, target: &[&str], extra: &[&str]) -> Result<
         "tej {} exited {code}\nstdout:\n{out}\nstderr:\n{err}",
         args.join(" ")
     );
+    // Recovery fetched through `tej wal fetch` (prefetching by default); its spool does
+    // not outlive the recovery.
+    let spool = restored
+        .pgdata
+        .join("pg_wal")
+        .join(tej_backup::PREFETCH_SPOOL_NAME);
+    ensure!(
+        !spool.exists(),
+        "{} left after the recovery",
+        spool.display()
+    );
     Ok(restored)
 }
 

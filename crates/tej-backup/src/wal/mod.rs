@@ -42,13 +42,14 @@ use crate::repo::Repository;
 use crate::storage::{ObjectKey, StorageError, get_bytes, put_bytes};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 pub mod continuity;
 pub mod header;
 pub mod object;
+pub mod prefetch;
 pub mod prune;
 pub mod spool;
 #[cfg(test)]
@@ -60,6 +61,7 @@ pub use continuity::{
 };
 pub use header::{SegmentHeader, system_identifier_from_pgdata};
 pub use object::{WAL_OBJECT_MAGIC, WalObjectMeta, open_object};
+pub use prefetch::{PREFETCH_SPOOL_NAME, PrefetchOptions};
 pub use prune::{WalPruneOptions, WalPruneReport, prune_wal};
 pub use spool::AsyncPushOptions;
 
@@ -706,13 +708,7 @@ impl WalArchive {
         let Some(bytes) = self.read(name).await? else {
             return Ok(FetchOutcome::NotFound);
         };
-        let dest: PathBuf = dest.to_path_buf();
-        tokio::task::spawn_blocking(move || {
-            tej_core::fsutil::atomic_write(&dest, &bytes, Some(0o600))
-                .map_err(|e| BackupError::io(format!("write {}", dest.display()), e))
-        })
-        .await
-        .map_err(|e| BackupError::io("write WAL file", std::io::Error::other(e)))??;
+        prefetch::write_dest(dest, bytes).await?;
         Ok(FetchOutcome::Fetched)
     }
 

@@ -6,6 +6,7 @@ use super::*;
 use crate::lsn::Lsn;
 use crate::manifest::PhysicalInfo;
 use crate::storage::{Fault, FaultyStore, MemoryStore, ObjectStore, Op, PutCut};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 const MIB: u64 = 1 << 20;

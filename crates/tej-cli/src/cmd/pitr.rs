@@ -243,9 +243,10 @@ pub async fn fetch(
     wal: &WalArchive,
     name: &str,
     dest: &Path,
+    prefetch: &tej_backup::PrefetchOptions,
     output: OutputFormat,
 ) -> i32 {
-    let result = wal.fetch(name, dest).await;
+    let result = wal.fetch_prefetching(name, dest, prefetch).await;
     let code = fetch_exit_code(&result);
     match &result {
         Ok(o) if output == OutputFormat::Json => {

@@ -29,6 +29,17 @@ pub enum WalCmd {
         name: String,
         /// `%p`: where to write it.
         dest: PathBuf,
+        /// Keep this many following segments fetched and checked in a local spool, so
+        /// replay does not wait on the archive (0: off). Bounded by `--prefetch-bytes`.
+        #[arg(long, value_name = "N", default_value_t = 8)]
+        prefetch: usize,
+        /// At most this many bytes of prefetched segments.
+        #[arg(long, value_name = "BYTES", default_value_t = 256 << 20)]
+        prefetch_bytes: u64,
+        /// The spool of prefetched segments (default: `tej-prefetch` beside `%p`, inside
+        /// pg_wal; removed as recovery ends).
+        #[arg(long, value_name = "DIR")]
+        spool_dir: Option<PathBuf>,
     },
     /// Initialise the WAL archive of a cluster in an existing repository: writes its
     /// marker (`wal/archive.json`: the cluster's system identifier and segment size).
@@ -52,7 +63,20 @@ pub enum WalCmd {
 pub fn dispatch(ctx: &Context, out: &mut dyn Write, cmd: WalCmd) -> Result<i32> {
     let format = ctx.format();
     match cmd {
-        WalCmd::Fetch { repo, name, dest } => {
+        WalCmd::Fetch {
+            repo,
+            name,
+            dest,
+            prefetch,
+            prefetch_bytes,
+            spool_dir,
+        } => {
+            let prefetch = tej_backup::PrefetchOptions {
+                ahead: prefetch,
+                max_bytes: prefetch_bytes,
+                spool_dir,
+                ..tej_backup::PrefetchOptions::default()
+            };
             // Every failure, configuration included, must stop recovery (exit > 125):
             // exit 1 would tell PostgreSQL the file does not exist and it would promote early.
             let fatal = |e: anyhow::Error| {
@@ -73,7 +97,7 @@ pub fn dispatch(ctx: &Context, out: &mut dyn Write, cmd: WalCmd) -> Result<i32> 
                     Err(e) => Err(e),
                 };
                 match wal {
-                    Ok(wal) => super::pitr::fetch(out, &wal, &name, &dest, format).await,
+                    Ok(wal) => super::pitr::fetch(out, &wal, &name, &dest, &prefetch, format).await,
                     Err(e) => fatal(e),
                 }
             }))
