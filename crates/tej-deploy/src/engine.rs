@@ -42,11 +42,11 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
 use std::fmt;
-use tej_core::secret::redact_url_passwords;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use tej_core::secret::redact_url_passwords;
 
 /// The default engine address when nothing else names one.
 pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";

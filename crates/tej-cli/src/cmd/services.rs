@@ -10,7 +10,8 @@ use std::time::Duration;
 use tej_core::{Executor, Procedure, Report};
 use tej_deploy::{BollardRuntime, LogQuery, Project, RecoverOptions, RecoverServiceStep};
 
-/// Connects to the engine (`--docker-host`, else tej.toml, else `DOCKER_HOST`, else the local socket).
+/// Connects to the engine (`--docker-host`, else tej.toml, else `DOCKER_HOST`, else the docker
+/// context, else the local socket; see `tej_deploy::engine`).
 pub async fn connect(host: Option<&str>) -> Result<BollardRuntime> {
     BollardRuntime::connect(host)
         .await
