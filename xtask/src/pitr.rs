@@ -1,13 +1,15 @@
-//! `cargo xtask bench pitr`: tej's physical backup, restore, WAL push and archive backlog
-//! against pgBackRest, in one run, with a verdict per goal of the PITR issue.
+//! `cargo xtask bench pitr`: tej's physical backup, restore, WAL push, archive backlog and
+//! WAL fetch for recovery against pgBackRest, in one run, with a verdict per goal of the PITR issue.
 //!
-//! Builds the release `tej` binary (`cargo build --release -p tej-cli`) and three examples of
+//! Builds the release `tej` binary (`cargo build --release -p tej-cli`) and four examples of
 //! tej-backup, then runs, in order:
 //! 1. `bench_physical`: base backup and restore vs `pgbackrest backup --type=full` and
 //!    `pgbackrest restore` (zst 3, process-max 2) on the generated ~500 MB text-heavy database;
 //! 2. `bench_wal_push`: per-segment `tej wal push` latency vs `pgbackrest archive-push`;
 //! 3. `bench_backlog`: a 60-second pgbench run archiving through `tej wal push`, then through
-//!    `pgbackrest archive-push`, with the `.ready` backlog sampled every second.
+//!    `pgbackrest archive-push`, with the `.ready` backlog sampled every second;
+//! 4. `bench_wal_fetch`: `restore_command` over 64 segments in order, `tej wal fetch` with its
+//!    prefetch and without, vs `pgbackrest archive-get`, synchronous and asynchronous.
 //!
 //! `TEJ_BENCH_MB` (database size), `TEJ_BENCH_SECONDS` and `TEJ_BENCH_SCALE` (backlog run)
 //! are passed through to shorten a trial run.
@@ -30,6 +32,10 @@ const PARTS: &[(&str, &str)] = &[
     (
         "bench_backlog",
         "archive backlog during 60 s of pgbench, tej wal push vs pgbackrest archive-push",
+    ),
+    (
+        "bench_wal_fetch",
+        "restore_command per segment: tej wal fetch with and without prefetch vs pgbackrest archive-get (sync and async)",
     ),
 ];
 
@@ -124,7 +130,7 @@ pub fn run(_args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Writes the table of goals from the three examples' outputs; true when every goal is met.
+/// Writes the table of goals from the four examples' outputs; true when every goal is met.
 fn goals(out: &mut Vec<u8>, outputs: &[Vec<String>]) -> Result<bool> {
     use std::io::Write;
     anyhow::ensure!(outputs.len() == PARTS.len(), "one output per part");
@@ -187,6 +193,22 @@ fn goals(out: &mut Vec<u8>, outputs: &[Vec<String>]) -> Result<bool> {
         cell(b),
         verdict(!grows)
     )?;
+    let fetch = summaries(&outputs[3]);
+    let f = fetch
+        .first()
+        .context("bench_wal_fetch printed no summary")?;
+    let num = |k: &str| f[k].as_f64().unwrap_or(f64::NAN);
+    let ratio = num("ratio");
+    all_met &= ratio <= 0.70;
+    writeln!(
+        out,
+        "| WAL fetch for recovery with prefetch <= 0.70x without | {:.2} s (without: {:.2} s) | {:.2} s async ({:.2} s sync) | {ratio:.2} | {} |",
+        num("prefetch_s"),
+        num("no_prefetch_s"),
+        num("pgbackrest_async_s"),
+        num("pgbackrest_s"),
+        verdict(ratio <= 0.70)
+    )?;
     Ok(all_met)
 }
 
@@ -233,8 +255,20 @@ mod tests {
                 !tej_grows
             ))
         };
+        let fetch = lines(
+            "xtask-summary: {\"bench\":\"wal_fetch\",\"no_prefetch_s\":4.0,\"pgbackrest_async_s\":3.0,\"pgbackrest_s\":5.0,\"prefetch_s\":2.0,\"ratio\":0.5,\"ratio_vs_pgbackrest_async\":0.67,\"rounds\":3,\"segments\":64}",
+        );
         let mut out = Vec::new();
-        let met = goals(&mut out, &[physical.clone(), push.clone(), backlog(false)]).unwrap();
+        let met = goals(
+            &mut out,
+            &[
+                physical.clone(),
+                push.clone(),
+                backlog(false),
+                fetch.clone(),
+            ],
+        )
+        .unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(met, "{text}");
         assert!(
@@ -248,8 +282,18 @@ mod tests {
         assert!(!text.contains("NOT met"), "{text}");
 
         let mut out = Vec::new();
-        assert!(!goals(&mut out, &[physical, push, backlog(true)]).unwrap());
+        assert!(
+            text.contains("| 2.00 s (without: 4.00 s) | 3.00 s async (5.00 s sync) | 0.50 | met |"),
+            "{text}"
+        );
+        assert!(!goals(&mut out, &[physical, push, backlog(true), fetch]).unwrap());
         assert!(String::from_utf8(out).unwrap().contains("| NOT met |"));
-        assert!(goals(&mut Vec::new(), &[lines(""), lines(""), lines("")]).is_err());
+        assert!(
+            goals(
+                &mut Vec::new(),
+                &[lines(""), lines(""), lines(""), lines("")]
+            )
+            .is_err()
+        );
     }
 }
