@@ -31,6 +31,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("util-linux", "/usr/sbin/runuser"),
     ("python3-venv", "/usr/lib/python3.11/ensurepip/__init__.py"),
     ("ripgrep", "/usr/bin/rg"),
+    // promtool, which the `tej serve` tests run on /metrics and the textfile.
+    ("prometheus", "/usr/bin/promtool"),
 ];
 
 /// moto, the S3 server with ListMultipartUploads (5.2.x breaks CompleteMultipartUpload

@@ -38,7 +38,9 @@ pub struct ComposeArgs {
     /// Compose project name (default: `[compose] project` in tej.toml).
     #[arg(long)]
     pub project: Option<String>,
-    /// Docker engine address (default: tej.toml, then DOCKER_HOST, then the local socket).
+    /// Docker engine address: unix://, tcp://, https:// or ssh:// (default: tej.toml, then
+    /// DOCKER_HOST with DOCKER_TLS_VERIFY/DOCKER_CERT_PATH, then the docker context, then the
+    /// local socket).
     #[arg(long)]
     pub docker_host: Option<String>,
 }
@@ -52,6 +54,16 @@ pub struct CheckArgs {
     /// Checks running at once.
     #[arg(long, default_value_t = 8)]
     pub jobs: usize,
+}
+
+impl Default for CheckArgs {
+    /// The defaults of the flags (60 s per check, 8 at once).
+    fn default() -> Self {
+        CheckArgs {
+            timeout: 60,
+            jobs: 8,
+        }
+    }
 }
 
 /// How a mutating command runs.

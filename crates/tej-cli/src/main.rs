@@ -95,6 +95,10 @@ enum Commands {
     /// Run the maintenance calendar in-process (containers): every entry at its IST time,
     /// never twice at once across hosts (PostgreSQL advisory locks); stops on SIGTERM.
     Daemon(cmd::daemon::DaemonArgs),
+    /// Serve the daily health check's latest results over HTTP, read-only: Prometheus
+    /// `/metrics`, `/healthz`, `/readyz` and `/api/v1/checks` (loopback unless
+    /// `[serve] allow_remote` and a token are set); stops on SIGTERM.
+    Serve(cmd::serve::ServeArgs),
 }
 
 /// Runs the command line: one `dispatch` per noun; the process exit code.
@@ -135,6 +139,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<i32> {
         Commands::Health(check) => cmd::run::health(&ctx, out, check),
         Commands::Run(c) => cmd::run::dispatch(&ctx, out, c),
         Commands::Daemon(a) => cmd::daemon::dispatch(&ctx, out, a),
+        Commands::Serve(a) => cmd::serve::dispatch(&ctx, out, a),
     }
 }
 

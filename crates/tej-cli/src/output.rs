@@ -29,8 +29,23 @@
 //!   `wal_segment_size`, `created_at`).
 //! - `drill`: a tej-backup `DrillReport` (`restore_seconds` = RTO, `rpo_seconds`, `queries`, `ok`).
 //! - `daemon_started`, `daemon`: the daemon's start line and its events.
+//! - `serve_started`: `{"listen", "url", "interval_seconds", "token"}` (`token`: whether a
+//!   bearer token is required), printed by `tej serve` and by `tej daemon` with `[serve] listen`.
 //!
 //! Consumers must ignore unknown types and unknown fields.
+//!
+//! # HTTP API of `tej serve` (`/api/v1/...`)
+//! - `GET /api/v1/checks`: one object `{"collected_at", "collection_seconds", "error",
+//!   "severity", "title", "checks"}`: when the newest collection of the daily health check
+//!   finished (RFC 3339, `null` before the first), how long it took, why it failed (`null`
+//!   when it did not; the checks are then the previous collection's), the worst severity,
+//!   the report's title, and `checks`, the findings exactly as in `finding` lines above.
+//! - `GET /metrics`: the Prometheus registry (OpenMetrics text) that `--prometheus-file`
+//!   and `--output prometheus` also write; `GET /healthz`, `GET /readyz` (503 with the reason
+//!   when the newest collection is older than twice the interval).
+//!
+//! Every body is redacted (the configuration's secrets, URL passwords); with a token every
+//! request needs `Authorization: Bearer TOKEN`.
 
 use serde::Serialize;
 use std::io::{self, Write};
@@ -46,7 +61,7 @@ pub enum OutputFormat {
     Json,
     /// Nagios plugin: one status line with perfdata, exit 0/1/2/3.
     Nagios,
-    /// Prometheus text exposition format (for node_exporter's textfile collector).
+    /// Prometheus exposition (OpenMetrics text; node_exporter's textfile collector reads it).
     Prometheus,
 }
 
@@ -349,54 +364,13 @@ fn render_nagios(out: &mut dyn Write, report: &Report) -> io::Result<()> {
     Ok(())
 }
 
-fn prom_escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-fn prom_name(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
-/// The report as Prometheus text exposition format.
+/// The report as Prometheus exposition (OpenMetrics text), from the same registry as
+/// `tej serve`'s `/metrics` (tej-runbook's [`serve::registry`](tej_runbook::serve::registry)).
 pub fn prometheus_text(report: &Report) -> String {
-    let mut s = String::new();
-    s.push_str("# HELP tej_check_status Check severity: 0 ok, 1 warning, 2 critical, 3 unknown.\n# TYPE tej_check_status gauge\n");
-    for f in &report.findings {
-        s.push_str(&format!(
-            "tej_check_status{{check=\"{}\",target=\"{}\"}} {}\n",
-            prom_escape(&f.check),
-            prom_escape(&f.target),
-            f.severity.exit_code()
-        ));
-    }
-    let mut seen = std::collections::BTreeSet::new();
-    for f in &report.findings {
-        for m in &f.metrics {
-            let name = format!("tej_{}", prom_name(&m.name));
-            if seen.insert(name.clone()) {
-                s.push_str(&format!("# TYPE {name} gauge\n"));
-            }
-            let mut labels = vec![format!("check=\"{}\"", prom_escape(&f.check))];
-            if !f.target.is_empty() {
-                labels.push(format!("target=\"{}\"", prom_escape(&f.target)));
-            }
-            for (k, v) in &m.labels {
-                labels.push(format!("{}=\"{}\"", prom_name(k), prom_escape(v)));
-            }
-            s.push_str(&format!("{name}{{{}}} {}\n", labels.join(","), m.value));
-        }
-    }
-    s
+    tej_runbook::serve::exposition(&tej_runbook::serve::Snapshot::of_report(
+        report.clone(),
+        jiff::Timestamp::now(),
+    ))
 }
 
 /// Writes a Prometheus textfile atomically (node_exporter never reads a half-written file).
@@ -569,14 +543,22 @@ mod tests {
         );
         assert!(
             t.contains(
-                "tej_connections_used_percent{check=\"postgres.connections\",target=\"main\"} 42\n"
+                "tej_connections_used_ratio{check=\"postgres.connections\",target=\"main\"} 0.42\n"
             ),
             "{t}"
         );
+        assert!(t.ends_with("# EOF\n"), "{t}");
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("tej.prom");
         write_prometheus_file(&p, &sample()).unwrap();
-        assert_eq!(std::fs::read_to_string(&p).unwrap(), t);
+        let written = std::fs::read_to_string(&p).unwrap();
+        let samples = |s: &str| -> Vec<String> {
+            s.lines()
+                .filter(|l| !l.starts_with("tej_last_collection"))
+                .map(String::from)
+                .collect()
+        };
+        assert_eq!(samples(&written), samples(&t));
     }
 
     #[test]

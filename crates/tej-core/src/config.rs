@@ -502,6 +502,39 @@ impl Default for HostConfig {
     }
 }
 
+/// `[serve]`: the HTTP server of `tej serve` and `tej daemon` (metrics, health, JSON API).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    /// Address to listen on (`127.0.0.1:9187`); `tej daemon` serves only when it is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// Allow an address other than loopback (then [`token`](Self::token) is required).
+    #[serde(default)]
+    pub allow_remote: bool,
+    /// Bearer token every request must carry when set (`{ env = ... }` or `{ file = ... }`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<SecretRef>,
+    /// Seconds between two collections of the checks (default 60).
+    #[serde(default = "default_serve_interval")]
+    pub interval: u64,
+}
+
+fn default_serve_interval() -> u64 {
+    60
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            listen: None,
+            allow_remote: false,
+            token: None,
+            interval: default_serve_interval(),
+        }
+    }
+}
+
 /// A check declared in `tej.toml`: a SQL query or a Redis command whose numeric result is
 /// compared with thresholds (active users, inactive admin accounts, open reports...).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -658,6 +691,9 @@ pub struct Config {
     /// `enabled = false`).
     #[serde(default)]
     pub calendar: BTreeMap<String, crate::calendar::EntryOverride>,
+    /// The HTTP server of `tej serve` and `tej daemon` (`[serve]`).
+    #[serde(default)]
+    pub serve: ServeConfig,
 }
 
 /// A configuration problem: tej-core's [`Error`](crate::Error), its `Config` variant
@@ -793,6 +829,25 @@ impl Config {
     }
 
     fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        if let Some(listen) = &self.serve.listen
+            && listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(cerr(
+                file,
+                "serve.listen",
+                format!("{listen:?} is not an address and port such as 127.0.0.1:9187"),
+            ));
+        }
+        if self.serve.interval == 0 {
+            return Err(cerr(file, "serve.interval", "must be at least 1 second"));
+        }
+        if self.serve.allow_remote && self.serve.token.is_none() {
+            return Err(cerr(
+                file,
+                "serve.token",
+                "allow_remote = true needs a bearer token ({ env = \"...\" } or { file = \"...\" })",
+            ));
+        }
         if let Some(tz) = &self.timezone {
             jiff::tz::TimeZone::get(tz).map_err(|_| {
                 cerr(

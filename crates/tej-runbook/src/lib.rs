@@ -45,6 +45,9 @@
 //!   shared by `tej secrets rotate`, the quarterly rotation and the breach emergency.
 //! - [`deploy`]: a `[[deploy.service]]` deployed or rolled back as one audited step
 //!   ([`deploy_service`]), with the fresh-backup gate over tej-backup's catalogue.
+//! - [`serve`]: `tej serve`'s read-only HTTP server (`/metrics` from one
+//!   `prometheus-client` registry, `/healthz`, `/readyz`, `/api/v1/checks`), its optional
+//!   bearer token, and the collector that runs the checks every interval.
 //!
 //! The scheduling, daemon, notification, capacity and runner modules depend on
 //! no domain crate (they come in through traits); [`procedures`] composes the
@@ -94,6 +97,7 @@ pub mod rotation;
 pub mod run_entry;
 pub mod runner;
 pub mod schedule;
+pub mod serve;
 
 pub use adapters::{
     AsDestructive, ComposeService, LazyContainerRuntime, RedisSessions, RotateSecretsStep,

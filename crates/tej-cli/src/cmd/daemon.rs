@@ -8,7 +8,10 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tej_core::{Config, Executor};
-use tej_runbook::{CalendarDaemon, CalendarDaemonOptions, DaemonEvent, calendar_daemon};
+use tej_runbook::serve::{ServeOptions, Server};
+use tej_runbook::{
+    CalendarDaemon, CalendarDaemonOptions, DaemonEvent, EntryRequest, calendar_daemon,
+};
 
 /// `tej daemon`.
 #[derive(Debug, clap::Args)]
@@ -33,11 +36,27 @@ pub fn dispatch(
 ) -> Result<i32> {
     let cfg = ctx.config()?;
     let ex = ctx.executor(&args.run)?;
-    ctx.block_on(daemon(out, cfg, ex, args, ctx.config_path(), ctx.format()))??;
+    let serve = match crate::cmd::serve::daemon_options(cfg)? {
+        Some(opts) => Some((
+            opts,
+            crate::cmd::serve::request(ctx, &crate::args::CheckArgs::default())?,
+        )),
+        None => None,
+    };
+    ctx.block_on(daemon(
+        out,
+        cfg,
+        ex,
+        args,
+        serve,
+        ctx.config_path(),
+        ctx.format(),
+    ))??;
     Ok(0)
 }
 
-async fn shutdown_signal() {
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {
@@ -85,12 +104,18 @@ fn render(out: &mut dyn Write, ev: &DaemonEvent, format: OutputFormat) -> Result
     Ok(())
 }
 
-/// Runs the calendar until SIGINT/SIGTERM.
+/// Completes once `stop` holds true.
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Runs the calendar, and `tej serve` when `serve` is given, until SIGINT/SIGTERM.
 pub async fn daemon(
     out: &mut dyn Write,
     cfg: &Config,
     ex: Executor,
     args: DaemonArgs,
+    serve: Option<(ServeOptions, EntryRequest)>,
     config_path: Option<PathBuf>,
     format: OutputFormat,
 ) -> Result<()> {
@@ -127,20 +152,53 @@ pub async fn daemon(
         )?;
     }
     out.flush()?;
+    let server = match &serve {
+        Some((opts, _)) => {
+            let server = Server::bind(cfg, opts.clone()).await?;
+            crate::cmd::serve::announce(out, &server, opts, format)?;
+            Some(server)
+        }
+        None => None,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let serving = {
+        let stop = stopped(stop_rx.clone());
+        let req = serve.as_ref().map(|(_, req)| req);
+        async move {
+            match (server, req) {
+                (Some(server), Some(req)) => server.run(cfg, req, stop).await,
+                _ => Ok(()),
+            }
+        }
+    };
+    tokio::pin!(serving);
+    let mut served = serve.is_none();
     let d = Arc::new(d);
     let runner = d.clone();
-    let mut task = tokio::spawn(async move { runner.run(shutdown_signal()).await });
+    let stop = stopped(stop_rx);
+    let mut task = tokio::spawn(async move { runner.run(stop).await });
     loop {
         tokio::select! {
             ev = rx.recv() => match ev {
                 Some(ev) => render(out, &ev, format)?,
                 None => break,
             },
+            r = &mut serving, if !served => {
+                served = true;
+                r.context("tej serve stopped")?;
+            }
             r = &mut task => {
                 r.context("the daemon task failed")?;
                 break;
             }
         }
+    }
+    if !served {
+        serving.await.context("tej serve stopped")?;
     }
     while let Ok(ev) = rx.try_recv() {
         render(out, &ev, format)?;

@@ -20,6 +20,7 @@ pub mod restore;
 pub mod run;
 pub mod schedule;
 pub mod secrets;
+pub mod serve;
 pub mod services;
 pub mod tls;
 pub mod wal;

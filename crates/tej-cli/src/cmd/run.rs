@@ -46,7 +46,8 @@ pub fn health(ctx: &crate::context::Context, out: &mut dyn Write, check: CheckAr
     render(ctx, out, &req, jiff::Timestamp::now(), None)
 }
 
-fn request(
+/// The request of `what` (`daily`, `weekly`, an entry id) with the check options.
+pub fn request(
     ctx: &crate::context::Context,
     what: String,
     if_due: bool,

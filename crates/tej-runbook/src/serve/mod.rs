@@ -1,0 +1,22 @@
+//! `tej serve` (and `tej daemon` with `[serve] listen`): the latest check results over
+//! HTTP, read-only, bound to loopback unless `[serve] allow_remote` and a token are set.
+//!
+//! - `GET /metrics`: one `prometheus-client` registry ([`registry`]) as OpenMetrics text
+//!   ([`exposition`], also what `--prometheus-file` writes): each check's status, each
+//!   finding metric in base units, each calendar entry's last run, the exporter's health.
+//! - `GET /healthz`: 200 while the process lives. `GET /readyz`: 200 while the newest
+//!   collection finished within twice the interval, else 503 with the reason.
+//! - `GET /api/v1/checks`: `{"collected_at", "collection_seconds", "error", "severity",
+//!   "title", "checks": [Finding...]}` (findings as in the JSON Lines schema).
+//!
+//! [`collect_every`] runs the checks as `tej health` does and publishes into [`Results`];
+//! [`Server`] binds, collects and serves: what `tej serve` and `tej daemon` run.
+
+mod metrics;
+mod server;
+
+pub use metrics::{CONTENT_TYPE, Snapshot, calendar_history, exposed_name, exposition, registry};
+pub use server::{
+    Results, ServeOptions, Server, bind, collect_every, collect_once, config_redactor, router,
+    serve,
+};
