@@ -394,12 +394,36 @@ impl Snapshot {
     }
 }
 
-/// The registry of `snapshot` as OpenMetrics text (ending in `# EOF`).
+/// The registry of `snapshot` as OpenMetrics text (ending in `# EOF`), each metric's
+/// samples sorted (a family keeps its series in hash order; the same results always give
+/// the same text, so textfiles and scrapes diff cleanly).
 pub fn exposition(snapshot: &Snapshot) -> String {
     let mut s = String::new();
     // Writing into a String cannot fail, and every name and label is valid by construction.
     let _ = encode(&mut s, &registry(snapshot));
-    s
+    // Every sample is one line (label values have their newlines escaped), so sorting the
+    // sample lines between two comment lines keeps the exposition valid.
+    let mut out = String::with_capacity(s.len());
+    let mut samples: Vec<&str> = Vec::new();
+    for line in s.lines() {
+        if line.starts_with('#') {
+            samples.sort_unstable();
+            for l in samples.drain(..) {
+                out.push_str(l);
+                out.push('\n');
+            }
+            out.push_str(line);
+            out.push('\n');
+        } else {
+            samples.push(line);
+        }
+    }
+    samples.sort_unstable();
+    for l in samples {
+        out.push_str(l);
+        out.push('\n');
+    }
+    out
 }
 
 #[cfg(test)]
@@ -501,6 +525,16 @@ mod tests {
         let up: Vec<_> = s.iter().filter(|(n, _, _)| n == "tej_up").collect();
         assert_eq!(up.len(), 1, "{text}");
         assert_eq!(text.matches("# TYPE tej_up ").count(), 1, "{text}");
+        assert_eq!(
+            text,
+            exposition(&snapshot(vec![
+                Finding::new(check, Severity::Critical, "bad")
+                    .target(target)
+                    .metric(Metric::new("lag\"\n{x}", 3.0, "s").label("we\"ird\nkey", label))
+                    .metric(Metric::new("odd", 1.0, "%\n# TYPE tej_up counter\\")),
+            ])),
+            "the same results give the same text"
+        );
         assert!(!text.contains(".."), "one period ends each HELP: {text}");
         assert_eq!(up[0].2, 1.0);
     }
@@ -558,6 +592,29 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("# HELP tej_backup_age_seconds "), "{text}");
+    }
+
+    #[test]
+    fn the_same_results_always_give_the_same_text_with_sorted_series() {
+        let findings = || {
+            (0..40)
+                .map(|i| {
+                    Finding::new("backups.recent", Severity::Ok, "ok")
+                        .target(format!("repo:{i:02}"))
+                        .metric(Metric::new("backup_age_hours", f64::from(i), "h"))
+                })
+                .collect::<Vec<_>>()
+        };
+        let a = exposition(&snapshot(findings()));
+        let b = exposition(&snapshot(findings()));
+        assert_eq!(a, b);
+        let status: Vec<&str> = a
+            .lines()
+            .filter(|l| l.starts_with("tej_check_status{"))
+            .collect();
+        assert_eq!(status.len(), 40);
+        assert!(status.is_sorted(), "{a}");
+        assert!(status[0].contains("repo:00"), "{a}");
     }
 
     #[test]
