@@ -58,6 +58,9 @@ fn main() -> Result<()> {
     let rounds: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(3);
     let bin = PathBuf::from(std::env::var("TEJ_BIN").context("set TEJ_BIN to the tej binary")?);
     let bin = std::fs::canonicalize(&bin).with_context(|| format!("TEJ_BIN {}", bin.display()))?;
+    // Run as postgres: a copy every user can execute (the checkout may sit in a 0700 home).
+    let reachable = tej_testkit::Reachable::file(&bin)?;
+    let bin = reachable.path().to_path_buf();
     let (pg, segs) = pgbench_segments(n)?;
     let port = pg.port();
 
@@ -106,6 +109,12 @@ fn main() -> Result<()> {
     let tej_repo = work.path().join("tej-repo");
     std::fs::create_dir(&tej_repo)?;
     chmod_777(&tej_repo)?;
+    // Push refuses a repository without its archive marker: initialise it as an operator does.
+    let mut c = Command::new(&bin);
+    c.args(["wal", "init", "--repo"])
+        .arg(&tej_repo)
+        .args(["--db", &pg.url("postgres")]);
+    run(c, pg.data_dir(), "tej wal init")?;
     for s in &segs {
         let path = seg_dir.join(s);
         let mut c = Command::new(&bin);
@@ -131,6 +140,15 @@ fn main() -> Result<()> {
             std::fs::remove_dir_all(&spool)?;
             std::fs::create_dir(&spool)?;
             chmod_777(&spool)?;
+            // pgbackrest reads the data directory's pg_control (the system identifier).
+            std::fs::create_dir(dir.join("global"))?;
+            std::fs::copy(
+                pg.data_dir().join("global/pg_control"),
+                dir.join("global/pg_control"),
+            )?;
+            chmod_777(&dir.join("global"))?;
+            chmod_777(&dir.join("global/pg_control"))?;
+            let pg1 = format!("--pg1-path={}", dir.display());
             let t = Instant::now();
             for s in &segs {
                 let dest = "pg_wal/RECOVERYXLOG";
@@ -145,8 +163,10 @@ fn main() -> Result<()> {
                         ]);
                         c
                     }
-                    2 => brc(&["archive-get", s, dest]),
-                    _ => brc(&["--archive-async", "archive-get", s, dest]),
+                    // archive-get runs in the data directory it restores into, as under
+                    // recovery: that directory is pg1-path for this run.
+                    2 => brc(&[&pg1, "archive-get", s, dest]),
+                    _ => brc(&[&pg1, "--archive-async", "archive-get", s, dest]),
                 };
                 run(c, &dir, mode)?;
                 let got = std::fs::read(dir.join(dest))?;

@@ -57,7 +57,8 @@ pub fn pgbench_segments(n: usize) -> Result<(PgCluster, Vec<String>)> {
         Ok(v)
     };
     let mut segs = Vec::new();
-    for _ in 0..5 {
+    // About 12 segments per pgbench run here; enough runs for `n`, bounded.
+    for _ in 0..(n / 8 + 5) {
         let current = pg.psql("postgres", "SELECT pg_walfile_name(pg_current_wal_lsn())")?;
         segs = completed(current.trim())?;
         if segs.len() > n + 2 {
