@@ -17,6 +17,5 @@ mod server;
 
 pub use metrics::{CONTENT_TYPE, Snapshot, calendar_history, exposed_name, exposition, registry};
 pub use server::{
-    Results, ServeOptions, Server, bind, collect_every, collect_once, config_redactor, router,
-    serve,
+    Results, ServeOptions, Server, collect_every, collect_once, config_redactor, router,
 };

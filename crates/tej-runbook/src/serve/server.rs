@@ -298,7 +298,7 @@ pub fn router(results: Arc<Results>, opts: &ServeOptions) -> Router {
 }
 
 /// Binds `opts.listen` (the caller has checked it with [`ServeOptions::from_config`]).
-pub async fn bind(opts: &ServeOptions) -> Result<tokio::net::TcpListener> {
+async fn bind(opts: &ServeOptions) -> Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(opts.listen)
         .await
         .map_err(|source| RunbookError::Io {
@@ -309,7 +309,7 @@ pub async fn bind(opts: &ServeOptions) -> Result<tokio::net::TcpListener> {
 }
 
 /// Serves [`router`] on `listener` until `shutdown` completes.
-pub async fn serve(
+async fn serve(
     listener: tokio::net::TcpListener,
     results: Arc<Results>,
     opts: &ServeOptions,
