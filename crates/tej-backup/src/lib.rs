@@ -196,6 +196,6 @@ pub use wal::{
     FETCH_FATAL_EXIT_CODE, FetchOutcome, PREFETCH_SPOOL_NAME, PitrWindow, PrefetchOptions,
     PushOptions, PushReport, PushStatus, SegmentHeader, TimelineSwitch, WAL_INFO_KEY,
     WAL_OBJECT_MAGIC, WAL_OBJECT_SUFFIX, WAL_PREFIX, WalArchive, WalArchiveInfo, WalEntry, WalGap,
-    WalObjectMeta, WalPruneOptions, WalPruneReport, fetch_exit_code, open_object, parse_history,
-    prune_wal, push_exit_code, system_identifier_from_pgdata, wal_continuity,
+    WalObjectMeta, WalPruneOptions, WalPruneReport, WorkerCommand, fetch_exit_code, open_object,
+    parse_history, prune_wal, push_exit_code, system_identifier_from_pgdata, wal_continuity,
 };

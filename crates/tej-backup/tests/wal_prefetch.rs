@@ -2,13 +2,16 @@
 //! repository: what the spool serves is byte for byte what was archived, a spooled file
 //! that does not match its record (or its name, or the cluster) is never used, a damaged
 //! archived segment stops the prefetch without failing the fetch, the spool stays within its
-//! bounds and is gone when recovery looks for a timeline the archive does not hold.
+//! bounds and is gone when recovery looks for a timeline the archive does not hold; with a
+//! background worker, the same, and one worker per spool that stops with the spool, at the
+//! end of the archive and after a crash leaves no half-written segment in use.
 
 use anyhow::{Context, Result, ensure};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 use tej_backup::{
     FetchOutcome, PREFETCH_SPOOL_NAME, PrefetchOptions, PushOptions, Repository, WalArchive,
-    system_identifier_from_pgdata,
+    WorkerCommand, system_identifier_from_pgdata,
 };
 use tej_testkit::PgCluster;
 
@@ -266,5 +269,173 @@ async fn a_spool_left_by_another_archive_is_emptied_before_use() -> Result<()> {
             .await
             .with_context(|| format!("segment {i} of the other cluster"))?;
     }
+    Ok(())
+}
+
+/// Options whose worker command starts nothing: the test runs the worker itself
+/// ([`WalArchive::prefetch_worker`]) and decides when.
+fn with_test_worker() -> PrefetchOptions {
+    PrefetchOptions {
+        worker: Some(WorkerCommand {
+            program: "/bin/true".into(),
+            args: Vec::new(),
+        }),
+        ..PrefetchOptions::default()
+    }
+}
+
+impl Setup {
+    fn dest(&self) -> PathBuf {
+        self.pg_wal().join("RECOVERYXLOG")
+    }
+    /// Runs the prefetch worker for this setup's spool in the background.
+    fn worker(&self, opts: &PrefetchOptions) -> tokio::task::JoinHandle<Result<(), String>> {
+        let (wal, dest, opts) = (self.wal.clone(), self.dest(), opts.clone());
+        tokio::spawn(async move {
+            wal.prefetch_worker(&dest, &opts)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+    /// Waits (60 s at most) until the spool holds exactly `want`.
+    async fn wait_spooled(&self, want: &[String]) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.spooled() != want {
+            ensure!(
+                Instant::now() < deadline,
+                "spool {:?}, want {want:?}",
+                self.spooled()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+    fn names(&self, r: std::ops::Range<usize>) -> Vec<String> {
+        self.segs[r].iter().map(|(n, _)| n.clone()).collect()
+    }
+}
+
+/// Waits (60 s at most) for a worker to end.
+async fn ended(w: tokio::task::JoinHandle<Result<(), String>>) -> Result<()> {
+    tokio::time::timeout(Duration::from_secs(60), w)
+        .await
+        .context("the worker did not stop")??
+        .map_err(anyhow::Error::msg)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_keeps_the_window_spooled_and_stops_at_the_end_of_the_archive() -> Result<()> {
+    let s = setup(12).await?;
+    let opts = with_test_worker();
+    // No worker yet: the first call fetches its segment itself and asks for the next ones.
+    ensure!(s.fetch(0, &opts).await? == FetchOutcome::Fetched);
+    ensure!(s.spooled().is_empty(), "the call filled the spool itself");
+    let worker = s.worker(&opts);
+    s.wait_spooled(&s.names(1..9)).await?;
+
+    // Served from the spool: segments 1..=3 exist nowhere else now.
+    for i in 1..=3 {
+        std::fs::remove_file(s.object(i)?)?;
+    }
+    // A flipped byte in spooled segment 4: it must come from the archive instead.
+    let p4 = s.spool().join(&s.segs[4].0);
+    let mut b = std::fs::read(&p4)?;
+    b[8192 + 100] ^= 0xff;
+    std::fs::write(&p4, &b)?;
+    for i in 1..12 {
+        ensure!(
+            s.fetch(i, &opts).await? == FetchOutcome::Fetched,
+            "segment {i}"
+        );
+    }
+    // The segment after the last one is not archived: the worker stops there, and the call
+    // says what the archive says.
+    let after = format!(
+        "{}{:08X}",
+        &s.segs[11].0[..16],
+        u32::from_str_radix(&s.segs[11].0[16..], 16)? + 1
+    );
+    let o = s.wal.fetch_prefetching(&after, &s.dest(), &opts).await?;
+    ensure!(o == FetchOutcome::NotFound, "{o:?}");
+    ended(worker).await?;
+    ensure!(s.spooled().is_empty(), "{:?}", s.spooled());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_waits_for_the_segment_the_running_worker_brings() -> Result<()> {
+    // Eight segments: after the sixth, the window (6 and 7) is still in the archive, so the
+    // worker keeps running.
+    let s = setup(8).await?;
+    let opts = PrefetchOptions {
+        ahead: 2,
+        ..with_test_worker()
+    };
+    s.fetch(0, &opts).await?;
+    let worker = s.worker(&opts);
+    s.wait_spooled(&s.names(1..3)).await?;
+    // The window holds 1 and 2; segment 3 is in the archive only. Asked for while the worker
+    // runs, it is brought by the worker, then deleted from the archive to show where 4 and 5
+    // come from.
+    s.fetch(1, &opts).await?;
+    s.fetch(2, &opts).await?;
+    s.wait_spooled(&s.names(3..5)).await?;
+    std::fs::remove_file(s.object(3)?)?;
+    std::fs::remove_file(s.object(4)?)?;
+    s.fetch(3, &opts).await?;
+    s.fetch(4, &opts).await?;
+    s.fetch(5, &opts).await?;
+    s.wait_spooled(&s.names(6..8)).await?;
+    // Another worker for the same spool returns at once: one worker per spool.
+    let second = s.worker(&opts);
+    ended(second).await?;
+    ensure!(!worker.is_finished(), "the first worker stopped");
+    // Recovery ends (a timeline the archive does not hold): spool and worker are gone.
+    let o = s
+        .wal
+        .fetch_prefetching(
+            "00000002.history",
+            &s.pg_wal().join("RECOVERYHISTORY"),
+            &opts,
+        )
+        .await?;
+    ensure!(o == FetchOutcome::NotFound);
+    ended(worker).await?;
+    let left: Vec<String> = std::fs::read_dir(s.pg_wal())?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(PREFETCH_SPOOL_NAME))
+        .collect();
+    ensure!(left.is_empty(), "left after the recovery: {left:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_killed_worker_left_half_written_is_never_used() -> Result<()> {
+    let s = setup(6).await?;
+    let opts = with_test_worker();
+    s.fetch(0, &opts).await?;
+    let spool = s.spool();
+    // A worker killed mid-write leaves a temporary file, or a segment without its record;
+    // its lock died with it.
+    let partial = std::fs::read(&s.segs[1].1)?;
+    std::fs::write(
+        spool.join(format!("{}.tmp.4242", s.segs[2].0)),
+        &partial[..1 << 20],
+    )?;
+    std::fs::write(spool.join(&s.segs[1].0), &partial[..1 << 20])?;
+    std::fs::remove_file(s.object(1)?)?;
+    // Without its record the half-written segment 1 is not used: the archive says absent.
+    ensure!(s.fetch(1, &opts).await? == FetchOutcome::NotFound);
+    let worker = s.worker(&opts);
+    s.wait_spooled(&s.names(2..6)).await?;
+    let tmp: Vec<String> = std::fs::read_dir(&spool)?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.contains(".tmp."))
+        .collect();
+    ensure!(tmp.is_empty(), "temporary files kept: {tmp:?}");
+    for i in 2..6 {
+        s.fetch(i, &opts).await?;
+    }
+    ended(worker).await?;
     Ok(())
 }

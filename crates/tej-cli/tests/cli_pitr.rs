@@ -7,8 +7,9 @@
 //! contract of `tej wal push|fetch` (same segment twice, different content, missing file,
 //! storage down, killed mid-push), a failing `archive_command` failing the base backup
 //! within `--archive-timeout`, a WAL gap refusing `--target latest` before anything is
-//! touched, and an in-place restore that keeps the old data directory and its archive
-//! settings.
+//! touched, an in-place restore that keeps the old data directory and its archive
+//! settings, and `tej wal fetch`'s background prefetch worker (killed, tampered with, ended
+//! with the recovery).
 
 use anyhow::{Context, Result, bail, ensure};
 use std::path::{Path, PathBuf};
@@ -1081,5 +1082,149 @@ fn an_in_place_restore_keeps_the_old_data_directory_and_its_archive_settings() -
     );
     drop(restored);
     drop(live);
+    Ok(())
+}
+
+/// The pids of the prefetch workers that `tej wal fetch` started for `dest`.
+fn prefetch_workers(dest: &Path) -> Vec<u32> {
+    let dest = dest.display().to_string();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            (args.iter().any(|a| a == "--prefetch-worker") && args.contains(&dest)).then_some(pid)
+        })
+        .collect()
+}
+
+/// Waits (60 s at most) until `done` holds.
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        ensure!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+#[test]
+fn wal_fetch_prefetches_in_a_background_worker_that_survives_being_killed() -> Result<()> {
+    let src = Source::start()?;
+    let mut segs = Vec::new();
+    for i in 0..6 {
+        src.sql(&format!(
+            "CREATE TABLE t{i} AS SELECT g FROM generate_series(1, 1000) g"
+        ))?;
+        segs.push(src.sql("SELECT pg_walfile_name(pg_current_wal_lsn())")?);
+        src.switch_and_wait()?;
+    }
+    let repo = src.repo();
+    let pg_wal = src.work.path().join("restore/pg_wal");
+    std::fs::create_dir_all(&pg_wal)?;
+    let dest = pg_wal.join("RECOVERYXLOG");
+    let spool = pg_wal.join("tej-prefetch");
+    let fetch_with = |prefetch: &str, seg: &str, to: &Path| -> Result<Vec<u8>> {
+        let to_s = to.display().to_string();
+        let args = [
+            "wal",
+            "fetch",
+            "--repo",
+            &repo,
+            "--prefetch",
+            prefetch,
+            seg,
+            &to_s,
+        ];
+        let (code, _, err) = src.tej(&args);
+        ensure!(
+            code == 0,
+            "fetch of {seg} (prefetch {prefetch}) exited {code}: {err}"
+        );
+        Ok(std::fs::read(to)?)
+    };
+    // Each segment's bytes must be those of a fetch without prefetch.
+    let fetch = |seg: &str| -> Result<()> {
+        let plain = fetch_with("0", seg, &src.work.path().join(format!("plain-{seg}")))?;
+        ensure!(
+            fetch_with("3", seg, &dest)? == plain,
+            "{seg} restored with other bytes"
+        );
+        Ok(())
+    };
+    let spooled = |seg: &str| spool.join(format!("{seg}.sha256")).exists();
+
+    // The first call returns with its segment; a worker it started brings the next three.
+    fetch(&segs[0])?;
+    wait_for("the worker to spool segments 1 to 3", || {
+        segs[1..4].iter().all(|s| spooled(s))
+    })?;
+    let workers = prefetch_workers(&dest);
+    ensure!(
+        workers.len() == 1,
+        "one worker per spool, found {workers:?}"
+    );
+
+    // SIGKILL it, leaving a half-written temporary file and a spooled segment whose bytes
+    // no longer match its record: neither is ever handed to PostgreSQL.
+    let status = Command::new("kill")
+        .args(["-KILL", &workers[0].to_string()])
+        .status()?;
+    ensure!(status.success(), "kill the worker");
+    wait_for("the killed worker to be gone", || {
+        prefetch_workers(&dest).is_empty()
+    })?;
+    let good = std::fs::read(spool.join(&segs[1]))?;
+    std::fs::write(
+        spool.join(format!("{}.tmp.99999", segs[2])),
+        &good[..1 << 20],
+    )?;
+    let mut tampered = good.clone();
+    tampered[1 << 19] ^= 0xff;
+    std::fs::write(spool.join(&segs[1]), &tampered)?;
+    for seg in &segs[1..3] {
+        fetch(seg)?;
+    }
+    ensure!(
+        prefetch_workers(&dest).len() == 1,
+        "the next call started one new worker: {:?}",
+        prefetch_workers(&dest)
+    );
+    for seg in &segs[3..] {
+        fetch(seg)?;
+    }
+    // The archive ends after the last segment: the worker stops.
+    wait_for("the worker to stop at the end of the archive", || {
+        prefetch_workers(&dest).is_empty()
+    })?;
+
+    // Recovery ends (a timeline history the archive does not hold): exit 1, the spool is
+    // removed.
+    let history = pg_wal.join("RECOVERYHISTORY").display().to_string();
+    let (code, _, err) = src.tej(&[
+        "wal",
+        "fetch",
+        "--repo",
+        &repo,
+        "00000002.history",
+        &history,
+    ]);
+    ensure!(code == 1, "a missing history file exited {code}: {err}");
+    wait_for("the worker to stop with the recovery", || {
+        prefetch_workers(&dest).is_empty()
+    })?;
+    ensure!(!spool.exists(), "the spool outlived the recovery");
+    let left: Vec<_> = std::fs::read_dir(&pg_wal)?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("tej-prefetch"))
+        .collect();
+    ensure!(left.is_empty(), "left in pg_wal: {left:?}");
     Ok(())
 }

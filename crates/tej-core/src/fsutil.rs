@@ -1,4 +1,6 @@
-//! Atomic file writes: temporary file in the same directory, fsync, rename, fsync the directory.
+//! Atomic file writes: temporary file in the same directory, fsync, rename, fsync the directory
+//! ([`atomic_write`]), or without the fsyncs where the consumer makes the file durable
+//! ([`atomic_replace`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -43,6 +45,18 @@ pub fn atomic_write_owned(
             .map(|m| m.permissions().mode() & 0o7777)
             .unwrap_or(0o644),
     };
+    replace(path, bytes, mode, owner, true)
+}
+
+/// Writes `bytes` to a temporary file beside `path` (mode, then owner) and renames it over
+/// `path`; `durable`: the file is fsynced before the rename and the directory after it.
+fn replace(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+    durable: bool,
+) -> io::Result<()> {
     let tmp = temp_path_for(path);
     let result = (|| {
         let mut f = OpenOptions::new()
@@ -56,9 +70,14 @@ pub fn atomic_write_owned(
             std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
         }
         f.write_all(bytes)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         drop(f);
         fs::rename(&tmp, path)?;
+        if !durable {
+            return Ok(());
+        }
         let dir = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -69,6 +88,15 @@ pub fn atomic_write_owned(
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Replaces `path` with `bytes` atomically but not durably: a temporary file beside it,
+/// renamed over it, no fsync. Readers see the old file or the whole new one; after a crash
+/// either may be on disk. For files whose consumer makes them durable itself, such as a WAL
+/// file handed to PostgreSQL's `restore_command`: PostgreSQL fsyncs and renames the files it
+/// keeps, and asks again for the others after a crash.
+pub fn atomic_replace(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    replace(path, bytes, mode, None, false)
 }
 
 /// What another OS user must be able to do with a file.

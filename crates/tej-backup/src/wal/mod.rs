@@ -61,7 +61,7 @@ pub use continuity::{
 };
 pub use header::{SegmentHeader, system_identifier_from_pgdata};
 pub use object::{WAL_OBJECT_MAGIC, WalObjectMeta, open_object};
-pub use prefetch::{PREFETCH_SPOOL_NAME, PrefetchOptions};
+pub use prefetch::{PREFETCH_SPOOL_NAME, PrefetchOptions, WorkerCommand};
 pub use prune::{WalPruneOptions, WalPruneReport, prune_wal};
 pub use spool::AsyncPushOptions;
 
@@ -699,8 +699,10 @@ impl WalArchive {
     }
 
     /// Restores one archived file to `dest`, as `restore_command` does: checked in full
-    /// (SHA-256, name, cluster) before a temporary file beside `dest` is written, fsynced
-    /// and renamed, so `dest` never holds a partial file.
+    /// (SHA-256, name, cluster) before a temporary file beside `dest` is written and
+    /// renamed, so `dest` never holds a partial file. Not fsynced: PostgreSQL makes durable
+    /// the WAL files it keeps and asks again for the others after a crash (as with
+    /// pgBackRest's archive-get).
     /// An archive without its marker is an error ([`BackupError::WalArchiveNotInitialised`]),
     /// never [`FetchOutcome::NotFound`].
     pub async fn fetch(&self, name: &str, dest: &Path) -> Result<FetchOutcome, BackupError> {

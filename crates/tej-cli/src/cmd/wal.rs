@@ -40,6 +40,10 @@ pub enum WalCmd {
         /// pg_wal; removed as recovery ends).
         #[arg(long, value_name = "DIR")]
         spool_dir: Option<PathBuf>,
+        /// Run as the background worker that fills the spool (started by `wal fetch`
+        /// itself, with its own arguments).
+        #[arg(long, hide = true)]
+        prefetch_worker: bool,
     },
     /// Initialise the WAL archive of a cluster in an existing repository: writes its
     /// marker (`wal/archive.json`: the cluster's system identifier and segment size).
@@ -70,13 +74,29 @@ pub fn dispatch(ctx: &Context, out: &mut dyn Write, cmd: WalCmd) -> Result<i32> 
             prefetch,
             prefetch_bytes,
             spool_dir,
+            prefetch_worker,
         } => {
-            let prefetch = tej_backup::PrefetchOptions {
+            let mut prefetch = tej_backup::PrefetchOptions {
                 ahead: prefetch,
                 max_bytes: prefetch_bytes,
                 spool_dir,
                 ..tej_backup::PrefetchOptions::default()
             };
+            if prefetch_worker {
+                return Ok(run_prefetch_worker(ctx, &repo, &dest, &prefetch));
+            }
+            // The spool is filled by this same command in the background while PostgreSQL
+            // replays; without a path to it, each call fills the spool itself.
+            prefetch.worker =
+                std::env::current_exe()
+                    .ok()
+                    .map(|program| tej_backup::WorkerCommand {
+                        program,
+                        args: std::env::args_os()
+                            .skip(1)
+                            .chain([std::ffi::OsString::from("--prefetch-worker")])
+                            .collect(),
+                    });
             // Every failure, configuration included, must stop recovery (exit > 125):
             // exit 1 would tell PostgreSQL the file does not exist and it would promote early.
             let fatal = |e: anyhow::Error| {
@@ -141,6 +161,32 @@ pub fn dispatch(ctx: &Context, out: &mut dyn Write, cmd: WalCmd) -> Result<i32> 
                 let source = super::pitr::source(cfg, &repo.repos).await?;
                 super::pitr::verify(out, &source, format).await
             })?
+        }
+    }
+}
+
+/// `tej wal fetch ... --prefetch-worker`: the background worker of a prefetching fetch; its
+/// output goes nowhere, so it only ends (exit 0, or 1 when it could not start).
+fn run_prefetch_worker(
+    ctx: &Context,
+    repo: &RepoArgs,
+    dest: &std::path::Path,
+    opts: &tej_backup::PrefetchOptions,
+) -> i32 {
+    let run = || -> Result<()> {
+        let cfg = ctx.config()?;
+        ctx.runtime()?.block_on(async {
+            let r = super::pitr::repository(cfg, &repo.repos).await?;
+            let wal = super::pitr::archive(cfg, r)?;
+            wal.prefetch_worker(dest, opts).await?;
+            Ok(())
+        })
+    };
+    match run() {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::debug!(error = %format!("{e:#}"), "WAL prefetch worker stopped");
+            1
         }
     }
 }
