@@ -419,7 +419,7 @@ async fn what_a_killed_worker_left_half_written_is_never_used() -> Result<()> {
     // its lock died with it.
     let partial = std::fs::read(&s.segs[1].1)?;
     std::fs::write(
-        spool.join(format!("{}.tmp.4242", s.segs[2].0)),
+        tej_core::fsutil::temp_path_for(&spool.join(&s.segs[2].0)),
         &partial[..1 << 20],
     )?;
     std::fs::write(spool.join(&s.segs[1].0), &partial[..1 << 20])?;
@@ -430,7 +430,7 @@ async fn what_a_killed_worker_left_half_written_is_never_used() -> Result<()> {
     s.wait_spooled(&s.names(2..6)).await?;
     let tmp: Vec<String> = std::fs::read_dir(&spool)?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.contains(".tmp."))
+        .filter(|n| tej_core::fsutil::is_temp_name(n))
         .collect();
     ensure!(tmp.is_empty(), "temporary files kept: {tmp:?}");
     for i in 2..6 {

@@ -1183,7 +1183,7 @@ fn wal_fetch_prefetches_in_a_background_worker_that_survives_being_killed() -> R
     })?;
     let good = std::fs::read(spool.join(&segs[1]))?;
     std::fs::write(
-        spool.join(format!("{}.tmp.99999", segs[2])),
+        spool.join(format!(".{}.tej-tmp.99999.0", segs[2])),
         &good[..1 << 20],
     )?;
     let mut tampered = good.clone();

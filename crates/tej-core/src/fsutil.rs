@@ -16,7 +16,16 @@ pub fn temp_path_for(path: &Path) -> PathBuf {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "file".into());
-    path.with_file_name(format!(".{name}.tej-tmp.{}.{n}", std::process::id()))
+    path.with_file_name(format!(".{name}{TEMP_MARKER}{}.{n}", std::process::id()))
+}
+
+/// In the names [`temp_path_for`] makes (`.NAME.tej-tmp.PID.N`).
+const TEMP_MARKER: &str = ".tej-tmp.";
+
+/// Whether a file name is one [`temp_path_for`] made: a write in progress, or one a killed
+/// process left behind.
+pub fn is_temp_name(name: &str) -> bool {
+    name.starts_with('.') && name.contains(TEMP_MARKER)
 }
 
 /// Flushes a directory's entries to disk (after a rename or create).

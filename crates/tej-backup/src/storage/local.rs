@@ -23,11 +23,8 @@ use std::ops::Range;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
-use tej_core::fsutil::{fsync_dir, temp_path_for};
+use tej_core::fsutil::{fsync_dir, is_temp_name, temp_path_for};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
-
-/// Marker in the names of temporary files (see [`LocalStore`]).
-const TEMP_MARKER: &str = ".tej-tmp.";
 
 /// The scratch directory below a local repository's root (never listed as objects).
 pub const SCRATCH_DIR: &str = ".tej-scratch";
@@ -42,10 +39,6 @@ pub struct LocalStore {
     name: String,
     file_mode: u32,
     dir_mode: u32,
-}
-
-fn is_temp_name(name: &str) -> bool {
-    name.starts_with('.') && name.contains(TEMP_MARKER)
 }
 
 impl LocalStore {

@@ -257,7 +257,7 @@ impl Spool {
     /// Deletes every spooled segment (and record) for which `keep` is false.
     fn retain(&self, keep: impl Fn(&WalFileName) -> bool) -> Result<(), BackupError> {
         for name in self.entries()? {
-            if name.contains(".tmp.") {
+            if tej_core::fsutil::is_temp_name(&name) {
                 continue;
             }
             let base = name.strip_suffix(".sha256").unwrap_or(&name);
@@ -274,7 +274,7 @@ impl Spool {
     /// calls it (no other writer is running).
     fn remove_temporaries(&self) -> Result<(), BackupError> {
         for name in self.entries()? {
-            if name.contains(".tmp.") {
+            if tej_core::fsutil::is_temp_name(&name) {
                 let _ = std::fs::remove_file(self.dir.join(&name));
             }
         }
@@ -342,23 +342,11 @@ impl Spool {
         Ok(())
     }
 
-    /// Writes `file` in the spool through a temporary file renamed into place.
+    /// Writes `file` (0600) in the spool through a temporary file renamed into place.
     fn write(&self, file: &str, data: &[u8]) -> Result<(), BackupError> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let t = self.dir.join(format!("{file}.tmp.{}", std::process::id()));
-        let r = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&t)
-            .and_then(|mut f| f.write_all(data))
-            .and_then(|()| std::fs::rename(&t, self.dir.join(file)));
-        r.map_err(|e| {
-            let _ = std::fs::remove_file(&t);
-            io(format!("write {}", self.dir.join(file).display()), e)
-        })
+        let path = self.dir.join(file);
+        tej_core::fsutil::atomic_replace(&path, data, 0o600)
+            .map_err(|e| io(format!("write {}", path.display()), e))
     }
 
     /// Asks the worker to keep the window from `first`; `waiting`: a call waits for `first`
@@ -499,12 +487,7 @@ impl WalArchive {
         if opts.ahead == 0 {
             return self.fetch(name, dest).await;
         }
-        let marker = SpoolMarker {
-            repository: self.repo.name(),
-            system_identifier: info.system_identifier,
-            wal_segment_size: seg_size,
-        };
-        let spool = match Spool::open(&spool_dir, marker) {
+        let spool = match Spool::open(&spool_dir, self.spool_marker(&info)) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "WAL prefetch off for this call");
@@ -678,11 +661,7 @@ impl WalArchive {
         let seg_size = segment_size(info.wal_segment_size);
         let spool = Spool {
             dir: opts.spool_for(dest),
-            marker: SpoolMarker {
-                repository: self.repo.name(),
-                system_identifier: info.system_identifier,
-                wal_segment_size: seg_size,
-            },
+            marker: self.spool_marker(&info),
         };
         if opts.ahead == 0 || !spool.is_current() {
             return Ok(());
@@ -734,6 +713,17 @@ impl WalArchive {
             if !complete {
                 return Ok(());
             }
+        }
+    }
+}
+
+impl WalArchive {
+    /// Which archive a spool filled from this one belongs to.
+    fn spool_marker(&self, info: &super::WalArchiveInfo) -> SpoolMarker {
+        SpoolMarker {
+            repository: self.repo.name(),
+            system_identifier: info.system_identifier,
+            wal_segment_size: segment_size(info.wal_segment_size),
         }
     }
 }
