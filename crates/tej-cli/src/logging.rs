@@ -206,6 +206,58 @@ impl<W: Write> Drop for RedactingLine<W> {
     }
 }
 
+/// The command's output (stdout) redacted line by line: every complete line is written
+/// through [`redact`], the rest when flushed. Reports quote text tej does not control
+/// (another session's query, a server's error, a command's output), so a configured
+/// secret can reach a finding; this writer keeps it off the terminal and out of pipes.
+pub struct RedactingOutput<W: Write> {
+    pending: Vec<u8>,
+    inner: W,
+}
+
+impl<W: Write> RedactingOutput<W> {
+    /// A redacting writer in front of `inner`.
+    pub fn new(inner: W) -> RedactingOutput<W> {
+        RedactingOutput {
+            pending: Vec::new(),
+            inner,
+        }
+    }
+
+    fn emit(&mut self, upto: usize) -> io::Result<()> {
+        let chunk: Vec<u8> = self.pending.drain(..upto).collect();
+        match std::str::from_utf8(&chunk) {
+            Ok(text) => self.inner.write_all(redact(text).as_bytes()),
+            // Not text: passed through untouched.
+            Err(_) => self.inner.write_all(&chunk),
+        }
+    }
+}
+
+impl<W: Write> Write for RedactingOutput<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.pending.extend_from_slice(data);
+        if let Some(last) = self.pending.iter().rposition(|&b| b == b'\n') {
+            self.emit(last + 1)?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let n = self.pending.len();
+        if n > 0 {
+            self.emit(n)?;
+        }
+        self.inner.flush()
+    }
+}
+
+impl<W: Write> Drop for RedactingOutput<W> {
+    fn drop(&mut self) {
+        let _ = self.flush();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,6 +313,29 @@ mod tests {
             assert!(out.contains("[REDACTED]"), "{out}");
             assert!(out.contains("connect failed"), "{out}");
         }
+    }
+
+    #[test]
+    fn output_is_redacted_even_when_a_secret_is_split_across_writes() {
+        register_secret(&Secret::new("split-output-secret"));
+        let captured = Captured::default();
+        {
+            let mut out = RedactingOutput::new(captured.clone());
+            out.write_all(b"first line\nsummary: split-out").unwrap();
+            // Nothing of an unfinished line is written before its end or a flush.
+            assert_eq!(captured.0.lock().unwrap().as_slice(), b"first line\n");
+            out.write_all(b"put-secret and postgres://u:pw@h/db\nno newline split-output-secret")
+                .unwrap();
+            out.flush().unwrap();
+            out.write_all(&[0xff, 0xfe, b'\n']).unwrap();
+        }
+        let text = captured.0.lock().unwrap().clone();
+        assert_eq!(
+            String::from_utf8_lossy(&text[..text.len() - 3]),
+            "first line\nsummary: [REDACTED] and postgres://u:[REDACTED]@h/db\nno newline [REDACTED]"
+        );
+        // Bytes that are not text pass untouched.
+        assert_eq!(&text[text.len() - 3..], &[0xff, 0xfe, b'\n']);
     }
 
     #[test]

@@ -195,8 +195,7 @@ fn main() {
         log_format,
         output::use_colour(std::io::stderr().is_terminal()),
     );
-    let stdout = std::io::stdout();
-    let mut lock = stdout.lock();
+    let mut lock = logging::RedactingOutput::new(std::io::stdout().lock());
     let code = match run(cli, &mut lock) {
         Ok(code) => code,
         Err(e) => {

@@ -230,3 +230,73 @@ fn secrets_are_redacted_in_every_log_line() {
         }
     }
 }
+
+/// Another session's query text quotes a configured secret (here the database password)
+/// and that session holds the xmin horizon idle in transaction: the health report quotes
+/// the session's last query, and neither stdout (any format) nor stderr shows the secret.
+#[test]
+fn a_secret_in_another_sessions_query_text_never_reaches_the_output() {
+    use std::io::Write as _;
+    let pg = PgCluster::start().unwrap();
+    let url = pg.create_database("app").unwrap();
+    let password = "pg-Pa55word-in-a-query";
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("tej.toml"),
+        format!(
+            "environment = \"staging\"\n[[database]]\nname = \"main\"\nurl = \"{url}\"\npassword = {{ env = \"TEJ_TEST_PG_PASSWORD\" }}\n"
+        ),
+    )
+    .unwrap();
+    // A psql session left idle in transaction with an xid, its last query quoting the
+    // password and a URL with another password.
+    let mut holder = std::process::Command::new(tej_testkit::PgCluster::bin_dir().join("psql"))
+        .args(["-X", "-q", "-h", pg.host(), "-p", &pg.port().to_string()])
+        .args(["-U", pg.user(), "-d", "app"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = holder.stdin.take().unwrap();
+    writeln!(
+        stdin,
+        "BEGIN; SELECT txid_current(); SELECT '{password}' AS pw, 'postgres://ops:url-Pa55word@db/app' AS u;"
+    )
+    .unwrap();
+    stdin.flush().unwrap();
+    let idle = "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' AND backend_xid IS NOT NULL";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while pg.psql("postgres", idle).unwrap() != "1" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the session never went idle in transaction"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    for output in ["json", "text", "nagios"] {
+        let (code, out, err) = tej(
+            d.path(),
+            &["--output", output, "health", "--timeout", "20"],
+            &[("TEJ_TEST_PG_PASSWORD", password)],
+        );
+        assert!((0..=3).contains(&code), "{out}{err}");
+        if output == "json" {
+            assert!(
+                out.contains("postgres.xmin_horizon") && out.contains("AS pw"),
+                "the report does not quote the holder's query: {out}"
+            );
+        }
+        for secret in [password, "url-Pa55word"] {
+            assert!(
+                !out.contains(secret),
+                "{secret} on stdout ({output}): {out}"
+            );
+            assert!(
+                !err.contains(secret),
+                "{secret} on stderr ({output}): {err}"
+            );
+        }
+    }
+    drop(stdin);
+    let _ = holder.wait();
+}

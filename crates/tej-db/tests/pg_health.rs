@@ -55,6 +55,11 @@ async fn idle_in_transaction_session_is_named_as_pinning_the_horizon() {
         .await
         .unwrap()
         .get(0);
+    // Its last query quotes credentials: the report quotes the query with them masked.
+    holder
+        .batch_execute("SELECT 'postgres://ops:Url-Pa55@db/app' AS u, 'password=Kw-Pa55' AS k")
+        .await
+        .unwrap();
 
     let c = client(&pg, "app");
     let r = check_health(&c, &eager()).await;
@@ -63,6 +68,10 @@ async fn idle_in_transaction_session_is_named_as_pinning_the_horizon() {
     assert_eq!(h.kind, HorizonHolderKind::IdleInTransaction);
     assert_eq!(h.name, format!("pid {pid}"));
     assert!(h.detail.contains("stuck-worker"), "{}", h.detail);
+    assert!(h.detail.contains("AS u"), "{}", h.detail);
+    for secret in ["Url-Pa55", "Kw-Pa55"] {
+        assert!(!h.detail.contains(secret), "{}", h.detail);
+    }
     let f = r
         .findings
         .iter()

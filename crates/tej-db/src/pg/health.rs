@@ -6,6 +6,7 @@ use super::Sql;
 use super::util::{human_bytes, human_duration, truncate};
 use super::{DbError, PgAdmin, PgRow, Ping};
 use serde::Serialize;
+use tej_core::secret::redact_url_passwords;
 use tej_core::{Finding, Metric, Report, Severity, Threshold};
 
 /// The hard limit of transaction-ID and multixact age (2^31).
@@ -139,7 +140,8 @@ pub struct Session {
     pub query_age_s: Option<f64>,
     /// Age in transactions of the session's xmin or xid, if it holds one.
     pub horizon_xid_age: Option<i64>,
-    /// The current or last query, shortened.
+    /// The current or last query, shortened, with URL and `password=` passwords masked
+    /// (the text is another session's and may quote credentials).
     pub query: String,
     /// `wait_event_type`.
     pub wait_event_type: String,
@@ -491,7 +493,7 @@ pub(crate) fn parse_sessions(rows: &[PgRow]) -> Result<Vec<Session>, DbError> {
             query_start: r.opt_str("query_start")?,
             query_age_s: r.opt_f64("query_age_s")?,
             horizon_xid_age: r.opt_i64("horizon_xid_age")?,
-            query: r.str("query")?,
+            query: redact_url_passwords(&r.str("query")?),
             wait_event_type: r.str("wait_event_type")?,
         })
     })
@@ -1192,12 +1194,12 @@ pub async fn check_health<A: PgAdmin + ?Sized>(admin: &A, opts: &HealthOptions) 
             Ok(BlockedQuery {
                 waiting_pid: r.i64("waiting_pid")?,
                 waiting_user: r.str("waiting_user")?,
-                waiting_query: r.str("waiting_query")?,
+                waiting_query: redact_url_passwords(&r.str("waiting_query")?),
                 waiting_s: r.opt_f64("waiting_s")?.unwrap_or(0.0),
                 blocking_pid: r.i64("blocking_pid")?,
                 blocking_user: r.str("blocking_user")?,
                 blocking_state: r.str("blocking_state")?,
-                blocking_query: r.str("blocking_query")?,
+                blocking_query: redact_url_passwords(&r.str("blocking_query")?),
                 lock_type: r.str("lock_type")?,
                 lock_mode: r.str("lock_mode")?,
                 relation: r.str("relation")?,

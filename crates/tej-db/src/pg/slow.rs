@@ -134,7 +134,10 @@ pub async fn slow_queries<A: PgAdmin + ?Sized>(
         .map(|r| {
             Ok(SlowQuery {
                 query_id: r.str("query_id")?,
-                query: truncate(&r.str("query")?, 2000),
+                query: truncate(
+                    &tej_core::secret::redact_url_passwords(&r.str("query")?),
+                    2000,
+                ),
                 user: r.str("user_name")?,
                 database: r.str("database")?,
                 calls: r.i64("calls")?,
