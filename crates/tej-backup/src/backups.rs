@@ -4,7 +4,7 @@
 //! crate's functions ([`create_logical_backup`], [`verify_backup`], [`prune`], ...).
 //!
 //! Long operations take a [`CancellationToken`]: once it is cancelled, every storage call
-//! of the operation fails with [`StorageError::Cancelled`] (through [`CancellableStore`]),
+//! of the operation fails with [`BackupError::Cancelled`] (through [`CancellableStore`]),
 //! the operation ends through its ordinary error path (locks released, an unfinished run
 //! never listed) and returns that error. A cancelled verify records nothing beside the
 //! backup (a check that did not finish says nothing about it); an operation that had
@@ -28,7 +28,7 @@ use crate::repo::{BackupSelector, BackupSummary, Repository, Series, list_backup
 use crate::restore::{RestoreOptions, RestoreReport, RestoreStep, restore_backup};
 use crate::retention::{PruneOptions, PruneReport, newest_usable, prune};
 use crate::settings::BackupSettings;
-use crate::storage::{CancellableStore, StorageError};
+use crate::storage::CancellableStore;
 use crate::verify::{VerifyOptions, VerifyReport, verify_backup};
 use crate::wal::WalArchive;
 use std::future::Future;
@@ -170,14 +170,14 @@ impl Backups {
     }
 
     fn cancelled(&self) -> BackupError {
-        BackupError::Storage(StorageError::Cancelled {
+        BackupError::Cancelled {
             repo: self
                 .repositories
                 .iter()
                 .map(Repository::name)
                 .collect::<Vec<_>>()
                 .join(", "),
-        })
+        }
     }
 
     /// The text form of `selector` that the crate's string-taking functions read back as
@@ -470,7 +470,7 @@ impl Backups {
     }
 
     /// The WAL archive of [`wal`](Self::wal) whose every storage call stops with
-    /// [`StorageError::Cancelled`] once `cancel` is cancelled: a push in flight is
+    /// [`BackupError::Cancelled`] once `cancel` is cancelled: a push in flight is
     /// abandoned and leaves no segment listed, as a cancelled create leaves no backup.
     pub fn wal_cancellable(&self, cancel: &CancellationToken) -> WalArchive {
         let mut repos = self.cancellable(cancel);

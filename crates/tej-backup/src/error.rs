@@ -1,15 +1,63 @@
 //! The crate's error type.
 
-use crate::storage::StorageError;
 use tej_core::{CommandError, Retryable};
 
 /// Why a backup operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BackupError {
-    /// A storage call failed.
-    #[error(transparent)]
-    Storage(#[from] StorageError),
+    /// An object key is not a valid relative key.
+    #[error("invalid object key {key:?}")]
+    InvalidKey {
+        /// The rejected key.
+        key: String,
+    },
+    /// No such object in the repository.
+    #[error("{repo}: object {key} not found")]
+    ObjectNotFound {
+        /// Repository description.
+        repo: String,
+        /// Key.
+        key: String,
+    },
+    /// `if_not_exists` and the object is there.
+    #[error("{repo}: object {key} already exists")]
+    ObjectExists {
+        /// Repository description.
+        repo: String,
+        /// Key.
+        key: String,
+    },
+    /// Credentials refused or missing permission.
+    #[error("{repo}: access denied: {reason}")]
+    AccessDenied {
+        /// Repository description.
+        repo: String,
+        /// Detail from the backend.
+        reason: String,
+    },
+    /// Temporarily unavailable (5xx, SlowDown, timeout, connection refused): retryable.
+    #[error("{repo}: temporarily unavailable: {reason}")]
+    Unavailable {
+        /// Repository description.
+        repo: String,
+        /// Detail.
+        reason: String,
+    },
+    /// The operation was cancelled (its `CancellationToken`, see [`crate::CancellableStore`]).
+    #[error("{repo}: cancelled")]
+    Cancelled {
+        /// Repository description.
+        repo: String,
+    },
+    /// Any other storage failure.
+    #[error("{repo}: {reason}")]
+    Storage {
+        /// Repository description.
+        repo: String,
+        /// Detail.
+        reason: String,
+    },
     /// An external program (pg_dump, pg_restore, psql) could not run or failed.
     #[error(transparent)]
     Command(#[from] CommandError),
@@ -301,10 +349,9 @@ impl BackupError {
 
 impl Retryable for BackupError {
     fn is_retryable(&self) -> bool {
-        match self {
-            BackupError::Storage(e) => e.is_retryable(),
-            BackupError::Locked { .. } | BackupError::Busy { .. } => true,
-            _ => false,
-        }
+        matches!(
+            self,
+            BackupError::Unavailable { .. } | BackupError::Locked { .. } | BackupError::Busy { .. }
+        )
     }
 }

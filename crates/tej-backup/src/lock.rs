@@ -28,7 +28,7 @@
 
 use crate::error::BackupError;
 use crate::repo::Repository;
-use crate::storage::{ObjectKey, ObjectStore, StorageError, get_bytes, put_bytes};
+use crate::storage::{ObjectKey, ObjectStore, get_bytes, put_bytes};
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -213,10 +213,10 @@ fn process_alive(pid: u32, start: Option<u64>) -> bool {
 async fn read_owner(
     store: &dyn ObjectStore,
     key: &ObjectKey,
-) -> Result<Option<Option<LockOwner>>, StorageError> {
+) -> Result<Option<Option<LockOwner>>, BackupError> {
     match get_bytes(store, key, None).await {
         Ok(b) => Ok(Some(serde_json::from_slice::<LockOwner>(&b).ok())),
-        Err(StorageError::NotFound { .. }) => Ok(None),
+        Err(BackupError::ObjectNotFound { .. }) => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -243,7 +243,7 @@ async fn remove_stale(
 
 /// The key of `target`'s lock (`target` reduced as backup ids reduce it).
 fn target_key(target: &str) -> Result<ObjectKey, BackupError> {
-    Ok(ObjectKey::new(format!("locks/{}.lock", lock_name(target)))?)
+    ObjectKey::new(format!("locks/{}.lock", lock_name(target)))
 }
 
 fn lock_name(target: &str) -> String {
@@ -308,8 +308,8 @@ impl RepoLock {
         for _ in 0..3 {
             match put_bytes(&*repo.store, &key, me.body(), true).await {
                 Ok(_) => return Ok(RepoLock::held(repo, key, me, opts, flock)),
-                Err(StorageError::AlreadyExists { .. }) => {}
-                Err(e) => return Err(e.into()),
+                Err(BackupError::ObjectExists { .. }) => {}
+                Err(e) => return Err(e),
             }
             let owner = match read_owner(&*repo.store, &key).await? {
                 None => continue,

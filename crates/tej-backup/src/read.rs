@@ -4,7 +4,7 @@ use crate::error::BackupError;
 use crate::manifest::{Manifest, ManifestObject};
 use crate::pipeline::{DecodeError, EncryptionOptions, Ticker};
 use crate::repo::Repository;
-use crate::storage::{ObjectKey, StorageError};
+use crate::storage::ObjectKey;
 use std::io::Write;
 
 /// Reads `obj` of backup `m` from `repo`, decrypts and decompresses it into `sink`, and
@@ -26,8 +26,10 @@ pub(crate) async fn decode_object<W: Write + Send + 'static>(
     let key = ObjectKey::new(obj.key.clone())?;
     let stream = match repo.store.get(&key, None).await {
         Ok(s) => s,
-        Err(StorageError::NotFound { .. }) => return Err(corrupt("the object is missing".into())),
-        Err(e) => return Err(e.into()),
+        Err(BackupError::ObjectNotFound { .. }) => {
+            return Err(corrupt("the object is missing".into()));
+        }
+        Err(e) => return Err(e),
     };
     let algorithm = m.compression.algorithm;
     let encrypted = m.encryption.is_some();
@@ -64,10 +66,10 @@ pub(crate) async fn decode_object<W: Write + Send + 'static>(
             return Err(corrupt(format!("cannot be decoded: {reason}")));
         }
         Err(DecodeError::Input(e)) => {
-            return Err(BackupError::Storage(StorageError::Other {
+            return Err(BackupError::Storage {
                 repo: repo.name(),
                 reason: format!("reading {}: {e}", obj.key),
-            }));
+            });
         }
         Err(DecodeError::Output(e)) => {
             return Err(BackupError::io(

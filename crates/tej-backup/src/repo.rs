@@ -12,7 +12,7 @@
 use crate::error::BackupError;
 use crate::id::BackupId;
 use crate::manifest::{BackupKind, Manifest};
-use crate::storage::{ObjectKey, ObjectStore, StorageError, get_bytes, open_repository, put_bytes};
+use crate::storage::{ObjectKey, ObjectStore, get_bytes, open_repository, put_bytes};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -68,7 +68,7 @@ impl Repository {
     }
 
     pub(crate) fn key(&self, id: &BackupId, name: &str) -> Result<ObjectKey, BackupError> {
-        Ok(ObjectKey::new(format!("{BACKUPS_PREFIX}{id}/{name}"))?)
+        ObjectKey::new(format!("{BACKUPS_PREFIX}{id}/{name}"))
     }
 
     /// Reads and parses a backup's manifest; `None` when it has none.
@@ -76,8 +76,8 @@ impl Repository {
         let key = self.key(id, MANIFEST_NAME)?;
         let bytes = match get_bytes(&*self.store, &key, None).await {
             Ok(b) => b,
-            Err(StorageError::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(e.into()),
+            Err(BackupError::ObjectNotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
         };
         let m = Manifest::parse(&bytes).map_err(|reason| BackupError::InvalidManifest {
             repo: self.name(),
@@ -107,8 +107,8 @@ impl Repository {
     ) -> Result<Option<T>, BackupError> {
         match get_bytes(&*self.store, key, None).await {
             Ok(b) => Ok(serde_json::from_slice(&b).ok()),
-            Err(StorageError::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
+            Err(BackupError::ObjectNotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 

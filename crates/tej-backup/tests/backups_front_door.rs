@@ -8,8 +8,7 @@ use anyhow::{Context, Result, ensure};
 use logical_support::*;
 use std::sync::Arc;
 use tej_backup::{
-    BackupError, BackupSelector, Backups, CancellationToken, CompressionAlgo, DumpFormat,
-    StorageError, db_target,
+    BackupError, BackupSelector, Backups, CancellationToken, CompressionAlgo, DumpFormat, db_target,
 };
 use tej_core::Config;
 
@@ -23,7 +22,7 @@ fn config(pg: &tej_testkit::PgCluster, repo: &std::path::Path, backup: &str) -> 
 }
 
 fn is_cancelled(e: &BackupError) -> bool {
-    matches!(e, BackupError::Storage(StorageError::Cancelled { .. }))
+    matches!(e, BackupError::Cancelled { .. })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

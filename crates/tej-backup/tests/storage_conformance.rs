@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
 use tej_backup::{
-    ByteStream, Fault, FaultyStore, LocalStore, MemoryStore, ObjectKey, ObjectStore, Op,
-    PutOptions, RetryingStore, S3Location, S3Options, S3Store, StorageError, bytes_stream,
-    get_bytes, put_bytes,
+    BackupError, ByteStream, Fault, FaultyStore, LocalStore, MemoryStore, ObjectKey, ObjectStore,
+    Op, PutOptions, RetryingStore, S3Location, S3Options, S3Store, bytes_stream, get_bytes,
+    put_bytes,
 };
 use tej_core::{Backoff, Secret};
 use tej_testkit::S3Server;
@@ -69,7 +69,7 @@ impl AsyncRead for FailsAfter {
 
 async fn expect_not_found<S: ObjectStore + ?Sized>(store: &S, k: &ObjectKey) -> Result<()> {
     match store.get(k, None).await {
-        Err(StorageError::NotFound { key, .. }) => {
+        Err(BackupError::ObjectNotFound { key, .. }) => {
             ensure!(key == k.as_str(), "NotFound names {key}, not {k}");
         }
         Err(e) => bail!("get {k}: expected NotFound, got {e:?}"),
@@ -131,11 +131,11 @@ async fn run_suite<S: ObjectStore + ?Sized + 'static>(store: Arc<S>, suite: Suit
     expect_not_found(store, &key("small/missing")).await?;
     expect_not_found(store, &key("nowhere/at/all")).await?;
     match store.get(&key("small/missing"), Some(0..10)).await {
-        Err(StorageError::NotFound { .. }) => {}
+        Err(BackupError::ObjectNotFound { .. }) => {}
         other => bail!("range get of a missing object: {:?}", other.err()),
     }
     match store.get(&key("small/missing"), Some(4..4)).await {
-        Err(StorageError::NotFound { .. }) => {}
+        Err(BackupError::ObjectNotFound { .. }) => {}
         other => bail!("empty range get of a missing object: {:?}", other.err()),
     }
     store.delete(&key("small/missing")).await?;
@@ -144,7 +144,7 @@ async fn run_suite<S: ObjectStore + ?Sized + 'static>(store: Arc<S>, suite: Suit
     let k = key("cond/once");
     put_bytes(store, &k, "first", true).await?;
     match put_bytes(store, &k, "second", true).await {
-        Err(StorageError::AlreadyExists { key, .. }) => ensure!(key == "cond/once"),
+        Err(BackupError::ObjectExists { key, .. }) => ensure!(key == "cond/once"),
         other => bail!("second if_not_exists put: {other:?}"),
     }
     ensure!(
@@ -160,7 +160,7 @@ async fn run_suite<S: ObjectStore + ?Sized + 'static>(store: Arc<S>, suite: Suit
         let won = results.iter().filter(|r| r.is_ok()).count();
         let lost = results
             .iter()
-            .filter(|r| matches!(r, Err(StorageError::AlreadyExists { .. })))
+            .filter(|r| matches!(r, Err(BackupError::ObjectExists { .. })))
             .count();
         ensure!(
             won == 1 && lost == 7,
@@ -527,7 +527,7 @@ async fn cancellable_store_conforms_while_its_token_is_live() -> Result<()> {
     token.cancel();
     ensure!(matches!(
         store.list("").await,
-        Err(StorageError::Cancelled { .. })
+        Err(BackupError::Cancelled { .. })
     ));
     Ok(())
 }

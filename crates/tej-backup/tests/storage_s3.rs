@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
 use tej_backup::{
-    Fault, FaultyStore, ObjectKey, ObjectStore, Op, PutCut, PutOptions, RetryingStore, S3Location,
-    S3Options, S3Store, StorageError, bytes_stream, get_bytes, put_bytes,
+    BackupError, Fault, FaultyStore, ObjectKey, ObjectStore, Op, PutCut, PutOptions, RetryingStore,
+    S3Location, S3Options, S3Store, bytes_stream, get_bytes, put_bytes,
 };
 use tej_core::{Backoff, Secret};
 use tej_testkit::S3Server;
@@ -229,7 +229,7 @@ async fn if_not_exists_is_atomic_on_the_server() -> Result<()> {
         put_bytes(&rival, &k, "rival", false).await?;
         let _ = gate.send(());
         match ours.await? {
-            Err(StorageError::AlreadyExists { key, .. }) => ensure!(key == k.as_str()),
+            Err(BackupError::ObjectExists { key, .. }) => ensure!(key == k.as_str()),
             other => bail!("{name}: expected AlreadyExists, got {other:?}"),
         }
         ensure!(
@@ -287,7 +287,7 @@ async fn transient_failures_are_retried_and_permanent_ones_are_not() -> Result<(
         backoff,
     );
     match down.list("").await {
-        Err(StorageError::Unavailable { .. }) => {}
+        Err(BackupError::Unavailable { .. }) => {}
         other => bail!("expected Unavailable, got {other:?}"),
     }
     ensure!(down.inner().calls(Op::List) == 4);
@@ -314,7 +314,7 @@ async fn server_errors_map_to_storage_errors() -> Result<()> {
         wrong.list("").await.err(),
     ] {
         match err {
-            Some(e @ StorageError::AccessDenied { .. }) => {
+            Some(e @ BackupError::AccessDenied { .. }) => {
                 ensure!(
                     !e.to_string().contains("not-the-secret"),
                     "secret in error: {e}"
@@ -327,7 +327,7 @@ async fn server_errors_map_to_storage_errors() -> Result<()> {
     // A bucket that does not exist.
     let missing = store_in(&server, "no-such-bucket-here", "repo").await?;
     match missing.list("").await {
-        Err(StorageError::Other { reason, .. }) => {
+        Err(BackupError::Storage { reason, .. }) => {
             ensure!(reason.contains("does not exist"), "{reason}")
         }
         other => bail!("expected a missing-bucket error, got {other:?}"),
@@ -343,7 +343,7 @@ async fn server_errors_map_to_storage_errors() -> Result<()> {
     )
     .await?;
     match gone.head(&key("x")).await {
-        Err(e @ StorageError::Unavailable { .. }) => {
+        Err(e @ BackupError::Unavailable { .. }) => {
             ensure!(tej_core::Retryable::is_retryable(&e))
         }
         other => bail!("expected Unavailable, got {other:?}"),
@@ -352,7 +352,7 @@ async fn server_errors_map_to_storage_errors() -> Result<()> {
     // s3s-fs has no ListMultipartUploads: cleanup says so instead of claiming success.
     let store = store_in(&server, &bucket, "repo").await?;
     match store.cleanup_incomplete(Duration::ZERO).await {
-        Err(StorageError::Other { reason, .. }) => {
+        Err(BackupError::Storage { reason, .. }) => {
             ensure!(reason.contains("ListMultipartUploads"), "{reason}")
         }
         other => bail!("expected the unsupported-listing error, got {other:?}"),

@@ -706,3 +706,95 @@ fn public_modules_are_found_and_private_ones_are_not() {
     let src = "mod a;\npub mod b;\n  pub mod c {\n}\npub(crate) mod d;\n// pub mod e;\n";
     assert_eq!(public_modules(src), ["b", "c"]);
 }
+
+/// The library crates: the domain crates and tej-runbook.
+fn library_crates() -> impl Iterator<Item = &'static str> {
+    DOMAIN.iter().copied().chain(["tej-runbook"])
+}
+
+/// The public error enums (`pub enum NameError`) each library crate declares outside test
+/// code, as `crate: [names]`.
+fn error_enums(root: &Path) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    for krate in library_crates() {
+        let mut names = Vec::new();
+        for file in rust_files(&root.join("crates").join(krate).join("src")) {
+            let src = std::fs::read_to_string(&file).unwrap();
+            // Test modules are cut off where `#[cfg(test)]` starts a module.
+            let code = src.split("#[cfg(test)]\nmod ").next().unwrap_or(&src);
+            for line in code.lines() {
+                let Some(rest) = line.trim_start().strip_prefix("pub enum ") else {
+                    continue;
+                };
+                let name: String = rest.chars().take_while(|&c| is_ident(c)).collect();
+                if name.ends_with("Error") {
+                    names.push(name);
+                }
+            }
+        }
+        out.push((krate.to_string(), names));
+    }
+    out
+}
+
+#[test]
+fn each_library_crate_has_one_error_enum() {
+    let found = error_enums(&workspace_root());
+    let bad: Vec<String> = found
+        .iter()
+        .filter(|(_, names)| names.len() != 1)
+        .map(|(krate, names)| format!("{krate}: {names:?}"))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "crates without exactly one error enum:\n{}",
+        bad.join("\n")
+    );
+}
+
+/// The package names in the workspace's Cargo.lock.
+fn locked_packages(root: &Path) -> Vec<String> {
+    let lock = std::fs::read_to_string(root.join("Cargo.lock")).unwrap();
+    let lock: toml::Value = toml::from_str(&lock).unwrap();
+    lock.get("package")
+        .and_then(|p| p.as_array())
+        .map(|ps| {
+            ps.iter()
+                .filter_map(|p| p.get("name").and_then(|n| n.as_str()).map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// One rustls crypto provider (ring) for the whole workspace, so no library has to install a
+/// process-wide default behind its caller's back, and no unmaintained PEM parser
+/// (RUSTSEC-2025-0134: rustls-pemfile; rustls-pki-types parses PEM).
+#[test]
+fn one_crypto_provider_and_no_unmaintained_pem_parser() {
+    let packages = locked_packages(&workspace_root());
+    assert!(packages.iter().any(|p| p == "ring"), "ring is not locked");
+    for banned in [
+        "aws-lc-rs",
+        "aws-lc-sys",
+        "aws-lc-fips-sys",
+        "rustls-pemfile",
+    ] {
+        assert!(
+            !packages.iter().any(|p| p == banned),
+            "{banned} is in Cargo.lock"
+        );
+    }
+    let installs: Vec<String> = library_crates()
+        .flat_map(|k| rust_files(&workspace_root().join("crates").join(k).join("src")))
+        .filter(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .contains(&["install", "_default()"].concat())
+        })
+        .map(|f| f.display().to_string())
+        .collect();
+    assert!(
+        installs.is_empty(),
+        "libraries installing a process-wide crypto provider: {installs:?}"
+    );
+}

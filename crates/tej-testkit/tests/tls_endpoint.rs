@@ -1,5 +1,6 @@
 //! The TLS endpoint serves its certificate with the lifetime asked.
 
+use rustls::pki_types::pem::PemObject;
 use std::io::Write;
 use std::net::TcpStream;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ fn endpoint_serves_a_certificate_expiring_when_asked() {
     let ep = tej_testkit::TlsEndpoint::start(5).unwrap();
     let ca_pem = std::fs::read(ep.ca_file()).unwrap();
     let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut ca_pem.as_slice()) {
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(&ca_pem) {
         roots.add(c.unwrap()).unwrap();
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());

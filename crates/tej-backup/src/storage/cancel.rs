@@ -1,6 +1,6 @@
 //! A wrapper that makes every call of a store honour a [`CancellationToken`].
 
-use super::{ByteStream, ObjectKey, ObjectMeta, ObjectStore, PutOptions, PutResult, StorageError};
+use super::{BackupError, ByteStream, ObjectKey, ObjectMeta, ObjectStore, PutOptions, PutResult};
 use async_trait::async_trait;
 use std::future::Future;
 use std::io;
@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 /// Wraps a store so that once `token` is cancelled every call returns
-/// [`StorageError::Cancelled`]: a call in flight is abandoned at once, and the streams of
+/// [`BackupError::Cancelled`]: a call in flight is abandoned at once, and the streams of
 /// `put` and `get` stop between chunks. An abandoned put leaves no object under its key
 /// (its temporary file or multipart upload is what `cleanup_incomplete` removes).
 ///
@@ -34,8 +34,8 @@ impl<S: ObjectStore> CancellableStore<S> {
         &self.inner
     }
 
-    fn cancelled(&self) -> StorageError {
-        StorageError::Cancelled {
+    fn cancelled(&self) -> BackupError {
+        BackupError::Cancelled {
             repo: self.inner.describe(),
         }
     }
@@ -43,8 +43,8 @@ impl<S: ObjectStore> CancellableStore<S> {
     async fn run<T>(
         &self,
         exempt: bool,
-        op: impl Future<Output = Result<T, StorageError>>,
-    ) -> Result<T, StorageError> {
+        op: impl Future<Output = Result<T, BackupError>>,
+    ) -> Result<T, BackupError> {
         if exempt {
             return op.await;
         }
@@ -102,7 +102,7 @@ impl<S: ObjectStore> ObjectStore for CancellableStore<S> {
         key: &ObjectKey,
         body: ByteStream,
         opts: PutOptions,
-    ) -> Result<PutResult, StorageError> {
+    ) -> Result<PutResult, BackupError> {
         if exempt(key) {
             return self.inner.put(key, body, opts).await;
         }
@@ -119,7 +119,7 @@ impl<S: ObjectStore> ObjectStore for CancellableStore<S> {
         &self,
         key: &ObjectKey,
         range: Option<Range<u64>>,
-    ) -> Result<ByteStream, StorageError> {
+    ) -> Result<ByteStream, BackupError> {
         if exempt(key) {
             return self.inner.get(key, range).await;
         }
@@ -127,23 +127,23 @@ impl<S: ObjectStore> ObjectStore for CancellableStore<S> {
         Ok(self.stream(s))
     }
 
-    async fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, StorageError> {
+    async fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, BackupError> {
         self.run(exempt(key), self.inner.head(key)).await
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, BackupError> {
         self.run(prefix.starts_with("locks/"), self.inner.list(prefix))
             .await
     }
 
-    async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
+    async fn delete(&self, key: &ObjectKey) -> Result<(), BackupError> {
         self.run(exempt(key), self.inner.delete(key)).await
     }
 
     async fn cleanup_incomplete(
         &self,
         older_than: std::time::Duration,
-    ) -> Result<u64, StorageError> {
+    ) -> Result<u64, BackupError> {
         self.run(false, self.inner.cleanup_incomplete(older_than))
             .await
     }
@@ -179,7 +179,7 @@ mod tests {
         tokio::task::yield_now().await;
         token.cancel();
         let r = put.await.unwrap();
-        assert!(matches!(r, Err(StorageError::Cancelled { .. })), "{r:?}");
+        assert!(matches!(r, Err(BackupError::Cancelled { .. })), "{r:?}");
         assert!(mem.object(&key("backups/x/data")).is_none());
         drop(tx);
     }
@@ -213,7 +213,7 @@ mod tests {
                 .await
                 .map(|_| ()),
         ] {
-            assert!(matches!(r, Err(StorageError::Cancelled { .. })), "{r:?}");
+            assert!(matches!(r, Err(BackupError::Cancelled { .. })), "{r:?}");
         }
         assert!(mem.object(&key("backups/x/manifest.json")).is_some());
         put_bytes(&store, &key("locks/appdb.lock"), "owner", true)

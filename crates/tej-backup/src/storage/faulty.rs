@@ -1,6 +1,6 @@
 //! A wrapper that injects storage failures, for tests of retries and interrupted writes.
 
-use super::{ByteStream, ObjectKey, ObjectMeta, ObjectStore, PutOptions, PutResult, StorageError};
+use super::{BackupError, ByteStream, ObjectKey, ObjectMeta, ObjectStore, PutOptions, PutResult};
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::io;
@@ -30,9 +30,9 @@ pub enum Op {
 /// The failure to inject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
-    /// [`StorageError::Unavailable`], retryable, like S3's `503 SlowDown`.
+    /// [`BackupError::Unavailable`], retryable, like S3's `503 SlowDown`.
     Unavailable,
-    /// [`StorageError::Other`], not retryable.
+    /// [`BackupError::Storage`], not retryable.
     Permanent,
 }
 
@@ -130,7 +130,7 @@ impl<S: ObjectStore> FaultyStore<S> {
         &self.inner
     }
 
-    fn check(&self, op: Op) -> Result<(), StorageError> {
+    fn check(&self, op: Op) -> Result<(), BackupError> {
         let mut s = self.lock();
         *s.calls.entry(op).or_default() += 1;
         let fault = match s.rules.get_mut(&op) {
@@ -145,11 +145,11 @@ impl<S: ObjectStore> FaultyStore<S> {
         s.injected += 1;
         let repo = self.inner.describe();
         Err(match fault {
-            Fault::Unavailable => StorageError::Unavailable {
+            Fault::Unavailable => BackupError::Unavailable {
                 repo,
                 reason: format!("injected fault in {op:?}: 503 SlowDown"),
             },
-            Fault::Permanent => StorageError::Other {
+            Fault::Permanent => BackupError::Storage {
                 repo,
                 reason: format!("injected permanent fault in {op:?}"),
             },
@@ -231,7 +231,7 @@ impl<S: ObjectStore> ObjectStore for FaultyStore<S> {
         key: &ObjectKey,
         body: ByteStream,
         opts: PutOptions,
-    ) -> Result<PutResult, StorageError> {
+    ) -> Result<PutResult, BackupError> {
         self.check(Op::Put)?;
         let body: ByteStream = match self.take_cut() {
             None => body,
@@ -245,22 +245,22 @@ impl<S: ObjectStore> ObjectStore for FaultyStore<S> {
         &self,
         key: &ObjectKey,
         range: Option<Range<u64>>,
-    ) -> Result<ByteStream, StorageError> {
+    ) -> Result<ByteStream, BackupError> {
         self.check(Op::Get)?;
         self.inner.get(key, range).await
     }
 
-    async fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, StorageError> {
+    async fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, BackupError> {
         self.check(Op::Head)?;
         self.inner.head(key).await
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, BackupError> {
         self.check(Op::List)?;
         self.inner.list(prefix).await
     }
 
-    async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
+    async fn delete(&self, key: &ObjectKey) -> Result<(), BackupError> {
         self.check(Op::Delete)?;
         self.inner.delete(key).await
     }
@@ -268,7 +268,7 @@ impl<S: ObjectStore> ObjectStore for FaultyStore<S> {
     async fn cleanup_incomplete(
         &self,
         older_than: std::time::Duration,
-    ) -> Result<u64, StorageError> {
+    ) -> Result<u64, BackupError> {
         self.check(Op::Cleanup)?;
         self.inner.cleanup_incomplete(older_than).await
     }

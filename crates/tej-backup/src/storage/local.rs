@@ -13,8 +13,7 @@
 //! repository's scratch space (restores decode dumps there) and never holds objects.
 
 use super::{
-    ByteStream, ObjectKey, ObjectMeta, ObjectStore, PutOptions, PutResult, StorageError,
-    clamp_range,
+    BackupError, ByteStream, ObjectKey, ObjectMeta, ObjectStore, PutOptions, PutResult, clamp_range,
 };
 use async_trait::async_trait;
 use std::fs;
@@ -43,12 +42,12 @@ pub struct LocalStore {
 
 impl LocalStore {
     /// Opens an existing directory as a repository.
-    pub fn open(root: impl AsRef<Path>) -> Result<LocalStore, StorageError> {
+    pub fn open(root: impl AsRef<Path>) -> Result<LocalStore, BackupError> {
         let given = root.as_ref();
         let name = given.display().to_string();
         let root = fs::canonicalize(given).map_err(|e| io_error(&name, "open", e))?;
         if !root.is_dir() {
-            return Err(StorageError::Other {
+            return Err(BackupError::Storage {
                 repo: name,
                 reason: "not a directory".into(),
             });
@@ -77,7 +76,7 @@ impl LocalStore {
     }
 
     /// Opens a directory as a repository, creating it (and its parents) when missing.
-    pub fn create(root: impl AsRef<Path>) -> Result<LocalStore, StorageError> {
+    pub fn create(root: impl AsRef<Path>) -> Result<LocalStore, BackupError> {
         let given = root.as_ref();
         if !given.exists() {
             use std::os::unix::fs::DirBuilderExt;
@@ -95,12 +94,12 @@ impl LocalStore {
         &self.root
     }
 
-    fn err(&self, what: &str, e: io::Error) -> StorageError {
+    fn err(&self, what: &str, e: io::Error) -> BackupError {
         io_error(&self.name, what, e)
     }
 
-    fn not_found(&self, key: &ObjectKey) -> StorageError {
-        StorageError::NotFound {
+    fn not_found(&self, key: &ObjectKey) -> BackupError {
+        BackupError::ObjectNotFound {
             repo: self.name.clone(),
             key: key.to_string(),
         }
@@ -108,7 +107,7 @@ impl LocalStore {
 
     /// The file for `key`, after checking that no directory on the way is a symbolic link.
     /// Returns `Ok(None)` when a parent is missing or is not a directory.
-    fn resolve(&self, key: &ObjectKey) -> Result<Option<PathBuf>, StorageError> {
+    fn resolve(&self, key: &ObjectKey) -> Result<Option<PathBuf>, BackupError> {
         let mut path = self.root.clone();
         let mut segments = key.as_str().split('/').peekable();
         while let Some(seg) = segments.next() {
@@ -129,8 +128,8 @@ impl LocalStore {
         Ok(Some(path))
     }
 
-    fn symlink_refused(&self, key: &ObjectKey, path: &Path) -> StorageError {
-        StorageError::Other {
+    fn symlink_refused(&self, key: &ObjectKey, path: &Path) -> BackupError {
+        BackupError::Storage {
             repo: self.name.clone(),
             reason: format!(
                 "{key}: {} is a symbolic link; refusing to follow it",
@@ -141,7 +140,7 @@ impl LocalStore {
 
     /// Creates the directories leading to `key` (fsyncing each new directory's parent) and
     /// returns the target path.
-    fn prepare_dirs(&self, key: &ObjectKey) -> Result<PathBuf, StorageError> {
+    fn prepare_dirs(&self, key: &ObjectKey) -> Result<PathBuf, BackupError> {
         let mut path = self.root.clone();
         let mut segments = key.as_str().split('/').peekable();
         while let Some(seg) = segments.next() {
@@ -155,7 +154,7 @@ impl LocalStore {
                 }
                 Ok(m) if m.is_dir() => {}
                 Ok(_) => {
-                    return Err(StorageError::Other {
+                    return Err(BackupError::Storage {
                         repo: self.name.clone(),
                         reason: format!(
                             "{key}: {} exists and is not a directory",
@@ -187,7 +186,7 @@ impl LocalStore {
         tmp: &Path,
         target: &Path,
         no_replace: bool,
-    ) -> Result<(), StorageError> {
+    ) -> Result<(), BackupError> {
         if no_replace {
             // link(2) fails with EEXIST when the target exists: no window between check and write.
             match fs::hard_link(tmp, target) {
@@ -195,7 +194,7 @@ impl LocalStore {
                     let _ = fs::remove_file(tmp);
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    return Err(StorageError::AlreadyExists {
+                    return Err(BackupError::ObjectExists {
                         repo: self.name.clone(),
                         key: key.to_string(),
                     });
@@ -206,7 +205,7 @@ impl LocalStore {
             if let Ok(m) = fs::symlink_metadata(target)
                 && m.is_dir()
             {
-                return Err(StorageError::Other {
+                return Err(BackupError::Storage {
                     repo: self.name.clone(),
                     reason: format!("{key} is a directory"),
                 });
@@ -236,8 +235,8 @@ impl LocalStore {
         &self,
         dir: &Path,
         rel: &str,
-        f: &mut dyn FnMut(&Path, &str, &fs::Metadata) -> Result<(), StorageError>,
-    ) -> Result<(), StorageError> {
+        f: &mut dyn FnMut(&Path, &str, &fs::Metadata) -> Result<(), BackupError>,
+    ) -> Result<(), BackupError> {
         let entries = match fs::read_dir(dir) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -280,10 +279,10 @@ impl LocalStore {
     fn put_blocking_prepare(
         &self,
         key: &ObjectKey,
-    ) -> Result<(PathBuf, PathBuf, fs::File), StorageError> {
+    ) -> Result<(PathBuf, PathBuf, fs::File), BackupError> {
         let last = key.as_str().rsplit('/').next().unwrap_or(key.as_str());
         if is_temp_name(last) {
-            return Err(StorageError::InvalidKey {
+            return Err(BackupError::InvalidKey {
                 key: key.to_string(),
             });
         }
@@ -308,28 +307,28 @@ impl LocalStore {
     }
 }
 
-fn io_error(repo: &str, what: &str, e: io::Error) -> StorageError {
+fn io_error(repo: &str, what: &str, e: io::Error) -> BackupError {
     let reason = format!("{what}: {e}");
     match e.kind() {
-        io::ErrorKind::PermissionDenied => StorageError::AccessDenied {
+        io::ErrorKind::PermissionDenied => BackupError::AccessDenied {
             repo: repo.to_string(),
             reason,
         },
         io::ErrorKind::TimedOut | io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock => {
-            StorageError::Unavailable {
+            BackupError::Unavailable {
                 repo: repo.to_string(),
                 reason,
             }
         }
-        _ => StorageError::Other {
+        _ => BackupError::Storage {
             repo: repo.to_string(),
             reason,
         },
     }
 }
 
-fn join_error(repo: &str, e: tokio::task::JoinError) -> StorageError {
-    StorageError::Other {
+fn join_error(repo: &str, e: tokio::task::JoinError) -> BackupError {
+    BackupError::Storage {
         repo: repo.to_string(),
         reason: format!("background file task failed: {e}"),
     }
@@ -342,8 +341,8 @@ fn timestamp(t: SystemTime) -> Option<jiff::Timestamp> {
 impl LocalStore {
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&LocalStore) -> Result<T, StorageError> + Send + 'static,
-    ) -> Result<T, StorageError> {
+        f: impl FnOnce(&LocalStore) -> Result<T, BackupError> + Send + 'static,
+    ) -> Result<T, BackupError> {
         let this = self.clone();
         tokio::task::spawn_blocking(move || f(&this))
             .await
@@ -355,15 +354,18 @@ impl LocalStore {
         file: fs::File,
         mut body: ByteStream,
         key: &ObjectKey,
-    ) -> Result<u64, StorageError> {
+    ) -> Result<u64, BackupError> {
         let mut file = tokio::fs::File::from_std(file);
         let mut buf = vec![0u8; WRITE_CHUNK];
         let mut size = 0u64;
         loop {
-            let n = body.read(&mut buf).await.map_err(|e| StorageError::Other {
-                repo: self.name.clone(),
-                reason: format!("reading the data for {key}: {e}"),
-            })?;
+            let n = body
+                .read(&mut buf)
+                .await
+                .map_err(|e| BackupError::Storage {
+                    repo: self.name.clone(),
+                    reason: format!("reading the data for {key}: {e}"),
+                })?;
             if n == 0 {
                 break;
             }
@@ -393,13 +395,13 @@ impl ObjectStore for LocalStore {
         key: &ObjectKey,
         body: ByteStream,
         opts: PutOptions,
-    ) -> Result<PutResult, StorageError> {
+    ) -> Result<PutResult, BackupError> {
         let k = key.clone();
         let (target, tmp, file) = self.blocking(move |s| s.put_blocking_prepare(&k)).await?;
         let written = if opts.if_not_exists && fs::symlink_metadata(&target).is_ok() {
             // Early answer; the link below is what makes it race-free.
             drop(file);
-            Err(StorageError::AlreadyExists {
+            Err(BackupError::ObjectExists {
                 repo: self.name.clone(),
                 key: key.to_string(),
             })
@@ -425,7 +427,7 @@ impl ObjectStore for LocalStore {
         &self,
         key: &ObjectKey,
         range: Option<Range<u64>>,
-    ) -> Result<ByteStream, StorageError> {
+    ) -> Result<ByteStream, BackupError> {
         let k = key.clone();
         let path = self
             .blocking(move |s| s.resolve(&k))
@@ -460,7 +462,7 @@ impl ObjectStore for LocalStore {
         Ok(Box::pin(file.take(r.end - r.start)))
     }
 
-    async fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, StorageError> {
+    async fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, BackupError> {
         let k = key.clone();
         self.blocking(move |s| {
             let Some(path) = s.resolve(&k)? else {
@@ -481,7 +483,7 @@ impl ObjectStore for LocalStore {
         .await
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, BackupError> {
         let prefix = prefix.to_string();
         self.blocking(move |s| {
             // Start at the deepest directory named entirely by the prefix.
@@ -529,7 +531,7 @@ impl ObjectStore for LocalStore {
         .await
     }
 
-    async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
+    async fn delete(&self, key: &ObjectKey) -> Result<(), BackupError> {
         let k = key.clone();
         self.blocking(move |s| {
             let Some(path) = s.resolve(&k)? else {
@@ -537,7 +539,7 @@ impl ObjectStore for LocalStore {
             };
             match fs::symlink_metadata(&path) {
                 Ok(m) if m.is_dir() => {
-                    return Err(StorageError::Other {
+                    return Err(BackupError::Storage {
                         repo: s.name.clone(),
                         reason: format!("{k} is a directory"),
                     });
@@ -557,7 +559,7 @@ impl ObjectStore for LocalStore {
         .await
     }
 
-    async fn cleanup_incomplete(&self, older_than: Duration) -> Result<u64, StorageError> {
+    async fn cleanup_incomplete(&self, older_than: Duration) -> Result<u64, BackupError> {
         self.blocking(move |s| {
             let cutoff = SystemTime::now()
                 .checked_sub(older_than)
@@ -670,7 +672,7 @@ mod tests {
         let err = put_bytes(&store, &key(&format!("a/{name}")), "x", false)
             .await
             .unwrap_err();
-        assert!(matches!(err, StorageError::InvalidKey { .. }), "{err}");
+        assert!(matches!(err, BackupError::InvalidKey { .. }), "{err}");
     }
 
     #[tokio::test]
@@ -702,7 +704,7 @@ mod tests {
         assert_eq!(store.head(&key("f/g")).await.unwrap(), None);
         assert!(matches!(
             store.get(&key("f/g"), None).await.err(),
-            Some(StorageError::NotFound { .. })
+            Some(BackupError::ObjectNotFound { .. })
         ));
     }
 }

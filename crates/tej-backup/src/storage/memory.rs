@@ -1,7 +1,7 @@
 //! An in-memory [`ObjectStore`] for tests: state-based, so a test asserts what is stored.
 
 use super::{
-    ByteStream, ObjectKey, ObjectMeta, ObjectStore, PutOptions, PutResult, StorageError,
+    BackupError, ByteStream, ObjectKey, ObjectMeta, ObjectStore, PutOptions, PutResult,
     bytes_stream, clamp_range,
 };
 use async_trait::async_trait;
@@ -90,8 +90,8 @@ impl MemoryStore {
         }
     }
 
-    fn not_found(&self, key: &ObjectKey) -> StorageError {
-        StorageError::NotFound {
+    fn not_found(&self, key: &ObjectKey) -> BackupError {
+        BackupError::ObjectNotFound {
             repo: self.name.clone(),
             key: key.to_string(),
         }
@@ -109,9 +109,9 @@ impl ObjectStore for MemoryStore {
         key: &ObjectKey,
         mut body: ByteStream,
         opts: PutOptions,
-    ) -> Result<PutResult, StorageError> {
+    ) -> Result<PutResult, BackupError> {
         if opts.if_not_exists && self.lock().contains_key(key) {
-            return Err(StorageError::AlreadyExists {
+            return Err(BackupError::ObjectExists {
                 repo: self.name.clone(),
                 key: key.to_string(),
             });
@@ -122,14 +122,14 @@ impl ObjectStore for MemoryStore {
         );
         body.read_to_end(&mut data)
             .await
-            .map_err(|e| StorageError::Other {
+            .map_err(|e| BackupError::Storage {
                 repo: self.name.clone(),
                 reason: format!("reading the data for {key}: {e}"),
             })?;
         let size = data.len() as u64;
         let mut objects = self.lock();
         if opts.if_not_exists && objects.contains_key(key) {
-            return Err(StorageError::AlreadyExists {
+            return Err(BackupError::ObjectExists {
                 repo: self.name.clone(),
                 key: key.to_string(),
             });
@@ -148,7 +148,7 @@ impl ObjectStore for MemoryStore {
         &self,
         key: &ObjectKey,
         range: Option<Range<u64>>,
-    ) -> Result<ByteStream, StorageError> {
+    ) -> Result<ByteStream, BackupError> {
         let data = self.object(key).ok_or_else(|| self.not_found(key))?;
         let r = clamp_range(range, data.len() as u64);
         // Bounded by data.len(), which fits in usize.
@@ -156,7 +156,7 @@ impl ObjectStore for MemoryStore {
         Ok(bytes_stream(slice))
     }
 
-    async fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, StorageError> {
+    async fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, BackupError> {
         Ok(self.lock().get(key).map(|e| ObjectMeta {
             key: key.clone(),
             size: e.data.len() as u64,
@@ -164,7 +164,7 @@ impl ObjectStore for MemoryStore {
         }))
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, BackupError> {
         Ok(self
             .lock()
             .iter()
@@ -177,7 +177,7 @@ impl ObjectStore for MemoryStore {
             .collect())
     }
 
-    async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
+    async fn delete(&self, key: &ObjectKey) -> Result<(), BackupError> {
         self.lock().remove(key);
         Ok(())
     }
@@ -185,7 +185,7 @@ impl ObjectStore for MemoryStore {
     async fn cleanup_incomplete(
         &self,
         _older_than: std::time::Duration,
-    ) -> Result<u64, StorageError> {
+    ) -> Result<u64, BackupError> {
         // Puts are all-or-nothing in memory: nothing is ever left half-written.
         Ok(0)
     }

@@ -10,6 +10,7 @@
 //!
 //! [`open_repository`] opens a local path or an `s3://bucket/prefix` URL.
 
+pub(crate) use crate::error::BackupError;
 use async_trait::async_trait;
 use std::fmt;
 use std::ops::Range;
@@ -44,7 +45,7 @@ pub struct ObjectKey(String);
 
 impl ObjectKey {
     /// Validates `key`.
-    pub fn new(key: impl Into<String>) -> Result<ObjectKey, StorageError> {
+    pub fn new(key: impl Into<String>) -> Result<ObjectKey, BackupError> {
         let key = key.into();
         let bad = key.is_empty()
             || key.len() > 1024
@@ -55,7 +56,7 @@ impl ObjectKey {
                 .split('/')
                 .any(|seg| seg.is_empty() || seg == "." || seg == "..");
         if bad {
-            Err(StorageError::InvalidKey { key })
+            Err(BackupError::InvalidKey { key })
         } else {
             Ok(ObjectKey(key))
         }
@@ -67,14 +68,14 @@ impl ObjectKey {
     }
 
     /// This key with `/name` appended.
-    pub fn join(&self, name: &str) -> Result<ObjectKey, StorageError> {
+    pub fn join(&self, name: &str) -> Result<ObjectKey, BackupError> {
         ObjectKey::new(format!("{}/{name}", self.0))
     }
 }
 
 impl TryFrom<String> for ObjectKey {
-    type Error = StorageError;
-    fn try_from(s: String) -> Result<Self, StorageError> {
+    type Error = BackupError;
+    fn try_from(s: String) -> Result<Self, BackupError> {
         ObjectKey::new(s)
     }
 }
@@ -111,7 +112,7 @@ pub struct ObjectMeta {
 /// Options for `put`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PutOptions {
-    /// Fail with [`StorageError::AlreadyExists`] instead of replacing an existing object.
+    /// Fail with [`BackupError::ObjectExists`] instead of replacing an existing object.
     pub if_not_exists: bool,
     /// The size when known in advance (lets S3 use a single PUT for small objects).
     pub size_hint: Option<u64>,
@@ -122,70 +123,6 @@ pub struct PutOptions {
 pub struct PutResult {
     /// Bytes stored.
     pub size: u64,
-}
-
-/// Storage failures callers act on.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum StorageError {
-    /// The key is not a valid relative key.
-    #[error("invalid object key {key:?}")]
-    InvalidKey {
-        /// The rejected key.
-        key: String,
-    },
-    /// No such object.
-    #[error("{repo}: object {key} not found")]
-    NotFound {
-        /// Repository description.
-        repo: String,
-        /// Key.
-        key: String,
-    },
-    /// `if_not_exists` and the object is there.
-    #[error("{repo}: object {key} already exists")]
-    AlreadyExists {
-        /// Repository description.
-        repo: String,
-        /// Key.
-        key: String,
-    },
-    /// Credentials refused or missing permission.
-    #[error("{repo}: access denied: {reason}")]
-    AccessDenied {
-        /// Repository description.
-        repo: String,
-        /// Detail from the backend.
-        reason: String,
-    },
-    /// Temporarily unavailable (5xx, SlowDown, timeout, connection refused): retryable.
-    #[error("{repo}: temporarily unavailable: {reason}")]
-    Unavailable {
-        /// Repository description.
-        repo: String,
-        /// Detail.
-        reason: String,
-    },
-    /// The operation was cancelled (its `CancellationToken`, see [`CancellableStore`]).
-    #[error("{repo}: cancelled")]
-    Cancelled {
-        /// Repository description.
-        repo: String,
-    },
-    /// Any other failure.
-    #[error("{repo}: {reason}")]
-    Other {
-        /// Repository description.
-        repo: String,
-        /// Detail.
-        reason: String,
-    },
-}
-
-impl tej_core::Retryable for StorageError {
-    fn is_retryable(&self) -> bool {
-        matches!(self, StorageError::Unavailable { .. })
-    }
 }
 
 /// A place backups live: a local directory, an S3 prefix, or a test fake.
@@ -202,7 +139,7 @@ pub trait ObjectStore: Send + Sync {
         key: &ObjectKey,
         body: ByteStream,
         opts: PutOptions,
-    ) -> Result<PutResult, StorageError>;
+    ) -> Result<PutResult, BackupError>;
 
     /// Reads an object, or the byte `range` of it (a range reaching past the end is cut
     /// at the end; one starting at or past the end reads nothing).
@@ -210,23 +147,21 @@ pub trait ObjectStore: Send + Sync {
         &self,
         key: &ObjectKey,
         range: Option<Range<u64>>,
-    ) -> Result<ByteStream, StorageError>;
+    ) -> Result<ByteStream, BackupError>;
 
     /// Size and time of an object; `None` when it does not exist.
-    async fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, StorageError>;
+    async fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, BackupError>;
 
     /// Every object whose key starts with `prefix` (pagination handled inside), sorted by key.
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError>;
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, BackupError>;
 
     /// Deletes an object; deleting a missing object succeeds.
-    async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError>;
+    async fn delete(&self, key: &ObjectKey) -> Result<(), BackupError>;
 
     /// Removes what interrupted writes left behind (temporary files, unfinished multipart
     /// uploads) older than `older_than`; returns how many were removed.
-    async fn cleanup_incomplete(
-        &self,
-        older_than: std::time::Duration,
-    ) -> Result<u64, StorageError>;
+    async fn cleanup_incomplete(&self, older_than: std::time::Duration)
+    -> Result<u64, BackupError>;
 }
 
 #[async_trait]
@@ -240,7 +175,7 @@ impl<T: ObjectStore + ?Sized> ObjectStore for Arc<T> {
         key: &ObjectKey,
         body: ByteStream,
         opts: PutOptions,
-    ) -> Result<PutResult, StorageError> {
+    ) -> Result<PutResult, BackupError> {
         (**self).put(key, body, opts).await
     }
 
@@ -248,26 +183,26 @@ impl<T: ObjectStore + ?Sized> ObjectStore for Arc<T> {
         &self,
         key: &ObjectKey,
         range: Option<Range<u64>>,
-    ) -> Result<ByteStream, StorageError> {
+    ) -> Result<ByteStream, BackupError> {
         (**self).get(key, range).await
     }
 
-    async fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, StorageError> {
+    async fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, BackupError> {
         (**self).head(key).await
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, BackupError> {
         (**self).list(prefix).await
     }
 
-    async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
+    async fn delete(&self, key: &ObjectKey) -> Result<(), BackupError> {
         (**self).delete(key).await
     }
 
     async fn cleanup_incomplete(
         &self,
         older_than: std::time::Duration,
-    ) -> Result<u64, StorageError> {
+    ) -> Result<u64, BackupError> {
         (**self).cleanup_incomplete(older_than).await
     }
 }
@@ -275,18 +210,18 @@ impl<T: ObjectStore + ?Sized> ObjectStore for Arc<T> {
 /// Opens the repository named by `spec`: `s3://bucket/prefix` (endpoint, region and
 /// credentials from the AWS SDK's environment and profiles, see [`S3Options::from_env`])
 /// or a local directory path (created when missing).
-pub async fn open_repository(spec: &str) -> Result<Arc<dyn ObjectStore>, StorageError> {
+pub async fn open_repository(spec: &str) -> Result<Arc<dyn ObjectStore>, BackupError> {
     if spec.starts_with("s3://") {
         let location = S3Location::parse(spec)?;
         let store = S3Store::connect(location, S3Options::from_env()).await?;
         Ok(Arc::new(store))
     } else if spec.contains("://") {
-        Err(StorageError::Other {
+        Err(BackupError::Storage {
             repo: spec.to_string(),
             reason: "unsupported repository URL: use a local path or s3://bucket/prefix".into(),
         })
     } else if spec.is_empty() {
-        Err(StorageError::Other {
+        Err(BackupError::Storage {
             repo: spec.to_string(),
             reason: "empty repository path".into(),
         })
@@ -306,7 +241,7 @@ pub async fn put_bytes<S: ObjectStore + ?Sized>(
     key: &ObjectKey,
     bytes: impl Into<bytes::Bytes>,
     if_not_exists: bool,
-) -> Result<PutResult, StorageError> {
+) -> Result<PutResult, BackupError> {
     let bytes = bytes.into();
     let opts = PutOptions {
         if_not_exists,
@@ -320,13 +255,13 @@ pub async fn get_bytes<S: ObjectStore + ?Sized>(
     store: &S,
     key: &ObjectKey,
     range: Option<Range<u64>>,
-) -> Result<Vec<u8>, StorageError> {
+) -> Result<Vec<u8>, BackupError> {
     let mut stream = store.get(key, range).await?;
     let mut out = Vec::new();
     stream
         .read_to_end(&mut out)
         .await
-        .map_err(|e| StorageError::Other {
+        .map_err(|e| BackupError::Storage {
             repo: store.describe(),
             reason: format!("reading {key}: {e}"),
         })?;

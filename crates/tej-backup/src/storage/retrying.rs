@@ -1,6 +1,6 @@
 //! A wrapper that retries retryable storage failures with [`tej_core::retry()`].
 
-use super::{ByteStream, ObjectKey, ObjectMeta, ObjectStore, PutOptions, PutResult, StorageError};
+use super::{BackupError, ByteStream, ObjectKey, ObjectMeta, ObjectStore, PutOptions, PutResult};
 use async_trait::async_trait;
 use std::io;
 use std::ops::Range;
@@ -12,7 +12,7 @@ use tej_core::{Backoff, Retryable, retry};
 use tokio::io::{AsyncRead, ReadBuf};
 
 /// Wraps a store and retries calls that fail with a retryable error
-/// ([`StorageError::Unavailable`]) with exponential backoff.
+/// ([`BackupError::Unavailable`]) with exponential backoff.
 ///
 /// A put is retried only while its input stream has not been read from: a stream cannot be
 /// rewound, so a put that failed after reading data returns its error (the failed put left
@@ -34,12 +34,12 @@ impl<S: ObjectStore> RetryingStore<S> {
         &self.inner
     }
 
-    async fn run<T, F, Fut>(&self, what: &str, op: F) -> Result<T, StorageError>
+    async fn run<T, F, Fut>(&self, what: &str, op: F) -> Result<T, BackupError>
     where
         F: FnMut(u32) -> Fut,
-        Fut: std::future::Future<Output = Result<T, StorageError>>,
+        Fut: std::future::Future<Output = Result<T, BackupError>>,
     {
-        retry(self.backoff, op, |attempt, e: &StorageError| {
+        retry(self.backoff, op, |attempt, e: &BackupError| {
             tracing::warn!(attempt, error = %e, "{what} failed; retrying");
         })
         .await
@@ -47,7 +47,7 @@ impl<S: ObjectStore> RetryingStore<S> {
 }
 
 /// An attempt's error and whether retrying it is possible.
-struct Attempt(StorageError, bool);
+struct Attempt(BackupError, bool);
 
 impl Retryable for Attempt {
     fn is_retryable(&self) -> bool {
@@ -84,7 +84,7 @@ impl<S: ObjectStore> ObjectStore for RetryingStore<S> {
         key: &ObjectKey,
         body: ByteStream,
         opts: PutOptions,
-    ) -> Result<PutResult, StorageError> {
+    ) -> Result<PutResult, BackupError> {
         let stream = Arc::new(Mutex::new(body));
         let touched = Arc::new(AtomicBool::new(false));
         let result = retry(
@@ -114,27 +114,27 @@ impl<S: ObjectStore> ObjectStore for RetryingStore<S> {
         &self,
         key: &ObjectKey,
         range: Option<Range<u64>>,
-    ) -> Result<ByteStream, StorageError> {
+    ) -> Result<ByteStream, BackupError> {
         self.run("get", |_| self.inner.get(key, range.clone()))
             .await
     }
 
-    async fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, StorageError> {
+    async fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, BackupError> {
         self.run("head", |_| self.inner.head(key)).await
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, BackupError> {
         self.run("list", |_| self.inner.list(prefix)).await
     }
 
-    async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
+    async fn delete(&self, key: &ObjectKey) -> Result<(), BackupError> {
         self.run("delete", |_| self.inner.delete(key)).await
     }
 
     async fn cleanup_incomplete(
         &self,
         older_than: std::time::Duration,
-    ) -> Result<u64, StorageError> {
+    ) -> Result<u64, BackupError> {
         self.run("cleanup", |_| self.inner.cleanup_incomplete(older_than))
             .await
     }
@@ -191,7 +191,7 @@ mod tests {
             quick(),
         );
         let err = put_bytes(&store, &key("a"), "x", false).await.unwrap_err();
-        assert!(matches!(err, StorageError::Other { .. }), "{err}");
+        assert!(matches!(err, BackupError::Storage { .. }), "{err}");
         assert!(
             err.to_string().contains("injected permanent fault"),
             "{err}"
@@ -204,7 +204,7 @@ mod tests {
             quick(),
         );
         let err = store.head(&key("a")).await.unwrap_err();
-        assert!(matches!(err, StorageError::Unavailable { .. }), "{err}");
+        assert!(matches!(err, BackupError::Unavailable { .. }), "{err}");
         assert_eq!(store.inner().calls(Op::Head), 4);
     }
 
@@ -221,11 +221,11 @@ mod tests {
             _key: &ObjectKey,
             mut body: ByteStream,
             _opts: PutOptions,
-        ) -> Result<PutResult, StorageError> {
+        ) -> Result<PutResult, BackupError> {
             use tokio::io::AsyncReadExt;
             let mut b = [0u8; 2];
             let _ = body.read(&mut b).await;
-            Err(StorageError::Unavailable {
+            Err(BackupError::Unavailable {
                 repo: "test".into(),
                 reason: "503".into(),
             })
@@ -234,19 +234,19 @@ mod tests {
             &self,
             _key: &ObjectKey,
             _range: Option<Range<u64>>,
-        ) -> Result<ByteStream, StorageError> {
+        ) -> Result<ByteStream, BackupError> {
             unreachable!()
         }
-        async fn head(&self, _key: &ObjectKey) -> Result<Option<ObjectMeta>, StorageError> {
+        async fn head(&self, _key: &ObjectKey) -> Result<Option<ObjectMeta>, BackupError> {
             unreachable!()
         }
-        async fn list(&self, _prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
+        async fn list(&self, _prefix: &str) -> Result<Vec<ObjectMeta>, BackupError> {
             unreachable!()
         }
-        async fn delete(&self, _key: &ObjectKey) -> Result<(), StorageError> {
+        async fn delete(&self, _key: &ObjectKey) -> Result<(), BackupError> {
             unreachable!()
         }
-        async fn cleanup_incomplete(&self, _d: Duration) -> Result<u64, StorageError> {
+        async fn cleanup_incomplete(&self, _d: Duration) -> Result<u64, BackupError> {
             unreachable!()
         }
     }
@@ -258,7 +258,7 @@ mod tests {
         let err = put_bytes(&store, &key("a"), "hello", false)
             .await
             .unwrap_err();
-        assert!(matches!(err, StorageError::Unavailable { .. }), "{err}");
+        assert!(matches!(err, BackupError::Unavailable { .. }), "{err}");
         assert_eq!(start.elapsed(), Duration::ZERO, "no backoff: not retried");
     }
 

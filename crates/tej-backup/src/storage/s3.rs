@@ -10,7 +10,7 @@
 //!   (`WhenRequired`), which S3-compatible servers accept.
 //! - `if_not_exists`: a `HeadObject` first (so a large upload is not sent in vain), then the
 //!   `PutObject` or `CompleteMultipartUpload` carries `If-None-Match: *`, which S3 and most
-//!   compatible servers enforce atomically (`412` becomes [`StorageError::AlreadyExists`]).
+//!   compatible servers enforce atomically (`412` becomes [`BackupError::ObjectExists`]).
 //!   A server that answers `501 NotImplemented` to the header is asked again without it and
 //!   the store falls back to head-then-put for its lifetime; a server that silently ignores
 //!   the header gets head-then-put too. Head-then-put leaves a small race window between the
@@ -20,7 +20,7 @@
 //!   (`ListParts`) is older than the cutoff too: an upload still receiving parts is left to
 //!   its owner.
 
-use super::{ByteStream, ObjectKey, ObjectMeta, ObjectStore, PutOptions, PutResult, StorageError};
+use super::{BackupError, ByteStream, ObjectKey, ObjectMeta, ObjectStore, PutOptions, PutResult};
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -58,7 +58,7 @@ pub struct S3Location {
 
 impl S3Location {
     /// A location; `prefix` is normalized to end with `/` (or be empty).
-    pub fn new(bucket: impl Into<String>, prefix: &str) -> Result<S3Location, StorageError> {
+    pub fn new(bucket: impl Into<String>, prefix: &str) -> Result<S3Location, BackupError> {
         let bucket = bucket.into();
         let trimmed = prefix.trim_matches('/');
         let bad_bucket = bucket.is_empty()
@@ -67,7 +67,7 @@ impl S3Location {
                 c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.' | '_')
             });
         if bad_bucket {
-            return Err(StorageError::Other {
+            return Err(BackupError::Storage {
                 repo: format!("s3://{bucket}/{trimmed}"),
                 reason: "invalid bucket name".into(),
             });
@@ -83,10 +83,10 @@ impl S3Location {
     }
 
     /// Parses `s3://bucket` or `s3://bucket/some/prefix`.
-    pub fn parse(url: &str) -> Result<S3Location, StorageError> {
+    pub fn parse(url: &str) -> Result<S3Location, BackupError> {
         let rest = url
             .strip_prefix("s3://")
-            .ok_or_else(|| StorageError::Other {
+            .ok_or_else(|| BackupError::Storage {
                 repo: url.to_string(),
                 reason: "not an s3:// URL".into(),
             })?;
@@ -224,7 +224,7 @@ impl fmt::Debug for S3Store {
 struct Failure {
     status: Option<u16>,
     code: Option<String>,
-    error: StorageError,
+    error: BackupError,
 }
 
 impl Retryable for Failure {
@@ -233,8 +233,8 @@ impl Retryable for Failure {
     }
 }
 
-impl From<Failure> for StorageError {
-    fn from(f: Failure) -> StorageError {
+impl From<Failure> for BackupError {
+    fn from(f: Failure) -> BackupError {
         f.error
     }
 }
@@ -245,13 +245,13 @@ fn timestamp(t: &aws_smithy_types::DateTime) -> Option<jiff::Timestamp> {
 
 impl S3Store {
     /// Builds a client for `location` with `opts` (no request is sent yet).
-    pub async fn connect(location: S3Location, opts: S3Options) -> Result<S3Store, StorageError> {
+    pub async fn connect(location: S3Location, opts: S3Options) -> Result<S3Store, BackupError> {
         use aws_sdk_s3::config::{
             BehaviorVersion, Credentials, Region, RequestChecksumCalculation,
             ResponseChecksumValidation,
         };
         let name = location.to_string();
-        let invalid = |reason: String| StorageError::Other {
+        let invalid = |reason: String| BackupError::Storage {
             repo: name.clone(),
             reason,
         };
@@ -269,7 +269,15 @@ impl S3Store {
             Some(n) if (1..=1000).contains(&n) => i32::try_from(n).ok(),
             Some(n) => return Err(invalid(format!("list page size {n} is outside 1..1000"))),
         };
+        // HTTPS over rustls with ring (the workspace's one crypto provider) and the system's
+        // trust store.
+        let https = aws_smithy_http_client::Builder::new()
+            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https();
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(https)
             .retry_config(aws_smithy_types::retry::RetryConfig::disabled())
             .timeout_config(
                 aws_smithy_types::timeout::TimeoutConfig::builder()
@@ -375,23 +383,23 @@ impl Inner {
             .any(|c| code_is(c))
         {
             if status == Some(501) {
-                StorageError::Other {
+                BackupError::Storage {
                     repo,
                     reason: detail,
                 }
             } else {
-                StorageError::Unavailable {
+                BackupError::Unavailable {
                     repo,
                     reason: detail,
                 }
             }
         } else if code_is("NoSuchBucket") {
-            StorageError::Other {
+            BackupError::Storage {
                 repo,
                 reason: format!("bucket {} does not exist ({detail})", self.location.bucket),
             }
         } else if let (Some(key), true) = (key, code_is("NoSuchKey") || status == Some(404)) {
-            StorageError::NotFound {
+            BackupError::ObjectNotFound {
                 repo,
                 key: key.to_string(),
             }
@@ -406,12 +414,12 @@ impl Inner {
             .iter()
             .any(|c| code_is(c))
         {
-            StorageError::AccessDenied {
+            BackupError::AccessDenied {
                 repo,
                 reason: detail,
             }
         } else {
-            StorageError::Other {
+            BackupError::Storage {
                 repo,
                 reason: detail,
             }
@@ -448,8 +456,8 @@ impl Inner {
         .await
     }
 
-    fn read_error(&self, key: &ObjectKey, e: std::io::Error) -> StorageError {
-        StorageError::Other {
+    fn read_error(&self, key: &ObjectKey, e: std::io::Error) -> BackupError {
+        BackupError::Storage {
             repo: self.name.clone(),
             reason: format!("reading the data for {key}: {e}"),
         }
@@ -462,7 +470,7 @@ impl Inner {
         body: &mut ByteStream,
         key: &ObjectKey,
         expect: Option<u64>,
-    ) -> Result<Bytes, StorageError> {
+    ) -> Result<Bytes, BackupError> {
         let limit = self.part_size as usize;
         let reserve = expect.map_or(limit, |e| usize::try_from(e).unwrap_or(limit).min(limit));
         let mut buf = BytesMut::with_capacity(reserve);
@@ -480,8 +488,8 @@ impl Inner {
         Ok(buf.freeze())
     }
 
-    fn already_exists(&self, key: &ObjectKey) -> StorageError {
-        StorageError::AlreadyExists {
+    fn already_exists(&self, key: &ObjectKey) -> BackupError {
+        BackupError::ObjectExists {
             repo: self.name.clone(),
             key: key.to_string(),
         }
@@ -497,7 +505,7 @@ impl Inner {
         full: &str,
         data: Bytes,
         no_replace: bool,
-    ) -> Result<PutResult, StorageError> {
+    ) -> Result<PutResult, BackupError> {
         let size = data.len() as u64;
         loop {
             let conditional = no_replace && self.conditional.load(Ordering::SeqCst);
@@ -535,7 +543,7 @@ impl Inner {
         upload_id: String,
         number: i32,
         data: Bytes,
-    ) -> Result<CompletedPart, StorageError> {
+    ) -> Result<CompletedPart, BackupError> {
         let out = self
             .send("UploadPart", None, || {
                 self.client
@@ -549,7 +557,7 @@ impl Inner {
                     .send()
             })
             .await?;
-        let etag = out.e_tag().ok_or_else(|| StorageError::Other {
+        let etag = out.e_tag().ok_or_else(|| BackupError::Storage {
             repo: self.name.clone(),
             reason: format!("UploadPart {number} of {full}: no ETag in the reply"),
         })?;
@@ -567,8 +575,8 @@ impl Inner {
         upload_id: &str,
         first: Bytes,
         body: &mut ByteStream,
-    ) -> Result<(Vec<CompletedPart>, u64), StorageError> {
-        let mut set: JoinSet<Result<CompletedPart, StorageError>> = JoinSet::new();
+    ) -> Result<(Vec<CompletedPart>, u64), BackupError> {
+        let mut set: JoinSet<Result<CompletedPart, BackupError>> = JoinSet::new();
         let result = async {
             let mut parts = Vec::new();
             let mut pending = Some(first);
@@ -587,7 +595,7 @@ impl Inner {
                 }
                 number += 1;
                 if number > MAX_PARTS {
-                    return Err(StorageError::Other {
+                    return Err(BackupError::Storage {
                         repo: self.name.clone(),
                         reason: format!("{key}: more than {MAX_PARTS} parts; raise the part size"),
                     });
@@ -620,15 +628,15 @@ impl Inner {
 
     fn joined(
         &self,
-        r: Option<Result<Result<CompletedPart, StorageError>, tokio::task::JoinError>>,
-    ) -> Result<CompletedPart, StorageError> {
+        r: Option<Result<Result<CompletedPart, BackupError>, tokio::task::JoinError>>,
+    ) -> Result<CompletedPart, BackupError> {
         match r {
             Some(Ok(part)) => part,
-            Some(Err(e)) => Err(StorageError::Other {
+            Some(Err(e)) => Err(BackupError::Storage {
                 repo: self.name.clone(),
                 reason: format!("part upload task failed: {e}"),
             }),
-            None => Err(StorageError::Other {
+            None => Err(BackupError::Storage {
                 repo: self.name.clone(),
                 reason: "part upload task vanished".into(),
             }),
@@ -643,7 +651,7 @@ impl Inner {
         parts: Vec<CompletedPart>,
         total: u64,
         no_replace: bool,
-    ) -> Result<(), StorageError> {
+    ) -> Result<(), BackupError> {
         let upload = CompletedMultipartUpload::builder()
             .set_parts(Some(parts))
             .build();
@@ -686,7 +694,7 @@ impl Inner {
         }
     }
 
-    async fn abort(&self, full: &str, upload_id: &str) -> Result<(), StorageError> {
+    async fn abort(&self, full: &str, upload_id: &str) -> Result<(), BackupError> {
         let r = self
             .send("AbortMultipartUpload", None, || {
                 self.client
@@ -711,7 +719,7 @@ impl Inner {
         first: Bytes,
         body: &mut ByteStream,
         no_replace: bool,
-    ) -> Result<PutResult, StorageError> {
+    ) -> Result<PutResult, BackupError> {
         let created = self
             .send("CreateMultipartUpload", Some(key.as_str()), || {
                 self.client
@@ -723,7 +731,7 @@ impl Inner {
             .await?;
         let upload_id = created
             .upload_id()
-            .ok_or_else(|| StorageError::Other {
+            .ok_or_else(|| BackupError::Storage {
                 repo: self.name.clone(),
                 reason: format!("CreateMultipartUpload for {key}: no upload id in the reply"),
             })?
@@ -753,7 +761,7 @@ impl Inner {
         result
     }
 
-    async fn head(&self, key: &ObjectKey, full: &str) -> Result<Option<ObjectMeta>, StorageError> {
+    async fn head(&self, key: &ObjectKey, full: &str) -> Result<Option<ObjectMeta>, BackupError> {
         let r = self
             .send("HeadObject", Some(key.as_str()), || {
                 self.client
@@ -773,7 +781,7 @@ impl Inner {
                 last_modified: out.last_modified().and_then(timestamp),
             })),
             Err(Failure {
-                error: StorageError::NotFound { .. },
+                error: BackupError::ObjectNotFound { .. },
                 ..
             }) => Ok(None),
             Err(f) => Err(f.error),
@@ -819,7 +827,7 @@ impl ObjectStore for S3Store {
         key: &ObjectKey,
         mut body: ByteStream,
         opts: PutOptions,
-    ) -> Result<PutResult, StorageError> {
+    ) -> Result<PutResult, BackupError> {
         let inner = &self.inner;
         let full = inner.location.full_key(key.as_str());
         if opts.if_not_exists && inner.head(key, &full).await?.is_some() {
@@ -843,7 +851,7 @@ impl ObjectStore for S3Store {
         &self,
         key: &ObjectKey,
         range: Option<Range<u64>>,
-    ) -> Result<ByteStream, StorageError> {
+    ) -> Result<ByteStream, BackupError> {
         let inner = &self.inner;
         let full = inner.location.full_key(key.as_str());
         let header = match &range {
@@ -852,7 +860,7 @@ impl ObjectStore for S3Store {
                 // Nothing to read; still report a missing object.
                 return match inner.head(key, &full).await? {
                     Some(_) => Ok(super::bytes_stream(Bytes::new())),
-                    None => Err(StorageError::NotFound {
+                    None => Err(BackupError::ObjectNotFound {
                         repo: inner.name.clone(),
                         key: key.to_string(),
                     }),
@@ -881,12 +889,12 @@ impl ObjectStore for S3Store {
         }
     }
 
-    async fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, StorageError> {
+    async fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, BackupError> {
         let full = self.inner.location.full_key(key.as_str());
         self.inner.head(key, &full).await
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, BackupError> {
         let inner = &self.inner;
         let full_prefix = inner.location.full_key(prefix);
         let mut out = Vec::new();
@@ -924,7 +932,7 @@ impl ObjectStore for S3Store {
             match (page.is_truncated(), page.next_continuation_token()) {
                 (Some(true), Some(next)) if !next.is_empty() => token = Some(next.to_string()),
                 (Some(true), _) => {
-                    return Err(StorageError::Other {
+                    return Err(BackupError::Storage {
                         repo: inner.name.clone(),
                         reason: "ListObjectsV2: truncated page without a continuation token".into(),
                     });
@@ -937,7 +945,7 @@ impl ObjectStore for S3Store {
         Ok(out)
     }
 
-    async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
+    async fn delete(&self, key: &ObjectKey) -> Result<(), BackupError> {
         let inner = &self.inner;
         let full = inner.location.full_key(key.as_str());
         let r = inner
@@ -953,14 +961,14 @@ impl ObjectStore for S3Store {
         match r {
             Ok(_) => Ok(()),
             Err(Failure {
-                error: StorageError::NotFound { .. },
+                error: BackupError::ObjectNotFound { .. },
                 ..
             }) => Ok(()),
             Err(f) => Err(f.error),
         }
     }
 
-    async fn cleanup_incomplete(&self, older_than: Duration) -> Result<u64, StorageError> {
+    async fn cleanup_incomplete(&self, older_than: Duration) -> Result<u64, BackupError> {
         let inner = &self.inner;
         let cutoff = jiff::Timestamp::now()
             .checked_sub(
@@ -984,7 +992,7 @@ impl ObjectStore for S3Store {
                 .await
                 .map_err(|f| {
                     if Inner::refused_condition(&f) {
-                        StorageError::Other {
+                        BackupError::Storage {
                             repo: inner.name.clone(),
                             reason: "the server does not implement ListMultipartUploads, so unfinished uploads cannot be found".into(),
                         }
@@ -1047,7 +1055,7 @@ impl Inner {
         &self,
         full: &str,
         id: &str,
-    ) -> Result<Option<jiff::Timestamp>, StorageError> {
+    ) -> Result<Option<jiff::Timestamp>, BackupError> {
         let mut newest: Option<jiff::Timestamp> = None;
         let mut marker: Option<String> = None;
         loop {
@@ -1174,7 +1182,7 @@ mod tests {
         .await
         .unwrap();
         let err = store.head(&ObjectKey::new("x").unwrap()).await.unwrap_err();
-        assert!(matches!(err, StorageError::Unavailable { .. }), "{err:?}");
+        assert!(matches!(err, BackupError::Unavailable { .. }), "{err:?}");
         assert!(err.is_retryable());
     }
 
@@ -1357,7 +1365,7 @@ mod tests {
         let fake = fake_s3(vec![(503, SLOW_DOWN), (503, SLOW_DOWN), (503, SLOW_DOWN)]).await;
         let store = store_at(&fake.endpoint).await;
         let err = store.list("").await.unwrap_err();
-        assert!(matches!(err, StorageError::Unavailable { .. }), "{err:?}");
+        assert!(matches!(err, BackupError::Unavailable { .. }), "{err:?}");
         assert!(err.to_string().contains("SlowDown"), "{err}");
         assert_eq!(fake.seen.lock().unwrap().len(), 3, "max_attempts is 3");
 
@@ -1369,7 +1377,7 @@ mod tests {
         .await;
         let store = store_at(&fake.endpoint).await;
         let err = store.list("").await.unwrap_err();
-        assert!(matches!(err, StorageError::AccessDenied { .. }), "{err:?}");
+        assert!(matches!(err, BackupError::AccessDenied { .. }), "{err:?}");
         assert_eq!(fake.seen.lock().unwrap().len(), 1);
         let fake = fake_s3(vec![(
             404,
@@ -1382,7 +1390,7 @@ mod tests {
             .await
             .err();
         assert!(
-            matches!(err, Some(StorageError::NotFound { ref key, .. }) if key == "gone"),
+            matches!(err, Some(BackupError::ObjectNotFound { ref key, .. }) if key == "gone"),
             "{err:?}"
         );
     }
@@ -1406,7 +1414,7 @@ mod tests {
             .await;
         let seen = fake.seen.lock().unwrap().clone();
         let err = err.expect_err(&format!("{seen:#?}"));
-        assert!(matches!(err, StorageError::AccessDenied { .. }), "{err:?}");
+        assert!(matches!(err, BackupError::AccessDenied { .. }), "{err:?}");
         assert!(
             seen[0].starts_with("POST /bucket/repo/big?uploads"),
             "{seen:#?}"

@@ -39,7 +39,7 @@ use crate::error::BackupError;
 use crate::lsn::{DEFAULT_WAL_SEGMENT_SIZE, WalFileName};
 use crate::pipeline::{self, CompressionOptions, DecodeError, EncryptionOptions};
 use crate::repo::Repository;
-use crate::storage::{ObjectKey, StorageError, get_bytes, put_bytes};
+use crate::storage::{ObjectKey, get_bytes, put_bytes};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -217,9 +217,9 @@ impl std::fmt::Debug for WalArchive {
 }
 
 fn key_for(name: &str, timeline: u32) -> Result<ObjectKey, BackupError> {
-    Ok(ObjectKey::new(format!(
+    ObjectKey::new(format!(
         "{WAL_PREFIX}{timeline:08X}/{name}{WAL_OBJECT_SUFFIX}"
-    ))?)
+    ))
 }
 
 /// The timeline of a WAL file name (its first 8 hex digits), before the segment size is known.
@@ -278,8 +278,8 @@ impl WalArchive {
         let key = ObjectKey::new(WAL_INFO_KEY)?;
         let bytes = match get_bytes(&*self.repo.store, &key, None).await {
             Ok(b) => b,
-            Err(StorageError::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(e.into()),
+            Err(BackupError::ObjectNotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
         };
         let info: WalArchiveInfo =
             serde_json::from_slice(&bytes).map_err(|e| BackupError::WalCorrupt {
@@ -392,14 +392,14 @@ impl WalArchive {
                 self.cache_info(&info);
                 Ok(info)
             }
-            Err(StorageError::AlreadyExists { .. }) => {
+            Err(BackupError::ObjectExists { .. }) => {
                 self.info().await?.ok_or_else(|| BackupError::WalCorrupt {
                     repo: self.repo.name(),
                     key: WAL_INFO_KEY.into(),
                     reason: "exists and vanished".into(),
                 })
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         }
     }
 
@@ -555,7 +555,7 @@ impl WalArchive {
                     ),
                 });
             }
-            Err(StorageError::AlreadyExists { .. }) => {
+            Err(BackupError::ObjectExists { .. }) => {
                 let existing = get_bytes(&*self.repo.store, &key, None).await?;
                 let (_, stored) =
                     object::open(&existing).map_err(|reason| BackupError::WalCorrupt {
@@ -577,7 +577,7 @@ impl WalArchive {
                     });
                 }
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         };
         tracing::debug!(repo = %self.repo.name(), wal = name, ?status, "pushed");
         Ok(PushReport {
@@ -609,8 +609,8 @@ impl WalArchive {
         })?;
         let object = match get_bytes(&*self.repo.store, &key, None).await {
             Ok(b) => b,
-            Err(StorageError::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(e.into()),
+            Err(BackupError::ObjectNotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
         };
         let repo = self.repo.name();
         let corrupt = |reason: String| BackupError::WalCorrupt {

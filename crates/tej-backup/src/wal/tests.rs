@@ -304,7 +304,10 @@ async fn storage_outages_fail_push_and_are_fatal_for_fetch() {
     let down = archive_over(faulty.clone());
     let dest = dir.path().join("out");
     let res = down.fetch(&seg_name(1, 3), &dest).await;
-    assert!(matches!(res, Err(BackupError::Storage(_))), "{res:?}");
+    assert!(
+        matches!(res, Err(BackupError::Unavailable { .. })),
+        "{res:?}"
+    );
     assert_eq!(fetch_exit_code(&res), FETCH_FATAL_EXIT_CODE);
     assert!(!dest.exists());
     let res = down

@@ -106,10 +106,6 @@ impl fmt::Debug for RedisClient {
 impl RedisClient {
     /// Connects (and authenticates, and selects the database) now.
     pub async fn connect(opts: &RedisConnectOptions) -> Result<RedisClient, DbError> {
-        // The redis crate builds its TLS configuration from rustls's process-wide provider.
-        // When several providers are compiled in (aws-lc-rs through the AWS SDK, ring here)
-        // rustls cannot choose one by itself; make ring the default unless one is installed.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let target = opts.redacted_url();
         let mut redactor = Redactor::new();
         if let Some(p) = &opts.password {

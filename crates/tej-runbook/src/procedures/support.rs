@@ -12,7 +12,6 @@ use tej_db::redis::RedisConnectOptions;
 
 /// Runs one Redis command on its own connection and returns its integer reply.
 pub(crate) async fn redis_integer(opts: &RedisConnectOptions, argv: &[String]) -> Result<f64> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut redactor = tej_core::Redactor::new();
     if let Some(p) = &opts.password {
         redactor.add(p);

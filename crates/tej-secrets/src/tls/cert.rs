@@ -2,6 +2,8 @@
 
 use crate::error::{Result, SecretsError};
 use jiff::Timestamp;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use tej_core::{Finding, Severity};
@@ -120,8 +122,7 @@ pub fn read_pem_chain(path: &Path, now: Timestamp) -> Result<Vec<CertInfo>> {
 
 pub(crate) fn read_pem_ders(path: &Path) -> Result<Vec<Vec<u8>>> {
     let bytes = std::fs::read(path).map_err(|e| SecretsError::io("read", path, &e))?;
-    let mut rd = std::io::BufReader::new(bytes.as_slice());
-    let ders: Vec<Vec<u8>> = rustls_pemfile::certs(&mut rd)
+    let ders: Vec<Vec<u8>> = CertificateDer::pem_slice_iter(&bytes)
         .map(|r| r.map(|c| c.as_ref().to_vec()))
         .collect::<std::result::Result<_, _>>()
         .map_err(|e| SecretsError::Certificate(format!("{}: {e}", path.display())))?;
