@@ -798,3 +798,65 @@ fn one_crypto_provider_and_no_unmaintained_pem_parser() {
         "libraries installing a process-wide crypto provider: {installs:?}"
     );
 }
+
+/// The member manifests (crates/*, xtask, examples, benches).
+fn member_dirs(root: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root.join("crates"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .chain(["xtask", "examples", "benches"].map(|d| root.join(d)))
+        .filter(|d| d.join("Cargo.toml").exists())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// Every shared dependency is used by a member, and every member's dependency is named in
+/// that member's Rust sources (a dependency nobody uses only costs build time).
+#[test]
+fn no_unused_dependencies() {
+    let root = workspace_root();
+    let workspace: toml::Value =
+        toml::from_str(&std::fs::read_to_string(root.join("Cargo.toml")).unwrap()).unwrap();
+    let shared: BTreeSet<String> = workspace["workspace"]["dependencies"]
+        .as_table()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    let mut used = BTreeSet::new();
+    let mut unused_in_member = Vec::new();
+    for dir in member_dirs(&root) {
+        let manifest: toml::Value =
+            toml::from_str(&std::fs::read_to_string(dir.join("Cargo.toml")).unwrap()).unwrap();
+        let sources: String = rust_files(&dir)
+            .iter()
+            .map(|f| std::fs::read_to_string(f).unwrap())
+            .collect::<Vec<_>>()
+            .join("\n");
+        for section in ["dependencies", "dev-dependencies", "build-dependencies"] {
+            let Some(table) = manifest.get(section).and_then(|t| t.as_table()) else {
+                continue;
+            };
+            for key in table.keys() {
+                used.insert(key.clone());
+                let ident = key.replace('-', "_");
+                let named = sources.match_indices(&ident).any(|(i, _)| {
+                    let before = sources[..i].chars().next_back();
+                    let after = sources[i + ident.len()..].chars().next();
+                    !before.is_some_and(is_ident) && !after.is_some_and(is_ident)
+                });
+                if !named {
+                    unused_in_member.push(format!("{}: [{section}] {key}", dir.display()));
+                }
+            }
+        }
+    }
+    let unused_shared: Vec<&String> = shared.iter().filter(|d| !used.contains(*d)).collect();
+    assert!(
+        unused_shared.is_empty() && unused_in_member.is_empty(),
+        "unused [workspace.dependencies]: {unused_shared:?}\nunused member dependencies:\n{}",
+        unused_in_member.join("\n")
+    );
+}
