@@ -107,6 +107,7 @@ async fn main() -> Result<()> {
             ResponseChecksumValidation,
         };
         let conf = aws_sdk_s3::config::Builder::new()
+            .http_client(aws_smithy_http_client::Builder::new().build_http())
             .behavior_version(BehaviorVersion::latest())
             .endpoint_url(server.endpoint())
             .region(Region::new("us-east-1"))

@@ -183,7 +183,7 @@ pub use storage::MockObjectStore;
 pub use storage::{
     ByteStream, CancellableStore, Fault, FaultyStore, LocalStore, MemoryStore, ObjectKey,
     ObjectMeta, ObjectStore, Op, PutCut, PutOptions, PutResult, RetryingStore, S3Location,
-    S3Options, S3Store, bytes_stream, get_bytes, open_repository, put_bytes,
+    S3Options, S3RetryMode, S3Store, bytes_stream, get_bytes, open_repository, put_bytes,
 };
 /// The token long operations take (re-exported from tokio-util).
 pub use tokio_util::sync::CancellationToken;

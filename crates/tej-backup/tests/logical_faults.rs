@@ -166,6 +166,7 @@ async fn storage_faults_are_retried_or_fail_clearly_and_nothing_partial_is_liste
         initial: Duration::from_millis(5),
         max_delay: Duration::from_millis(20),
         factor: 2.0,
+        jitter: false,
     };
 
     // The first calls fail with 503-like errors: retried, and the backup succeeds.

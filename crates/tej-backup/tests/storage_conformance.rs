@@ -311,6 +311,7 @@ async fn faulty_store_under_retries_conforms() -> Result<()> {
         initial: Duration::from_millis(1),
         max_delay: Duration::from_millis(5),
         factor: 2.0,
+        jitter: false,
     };
     let store = Arc::new(RetryingStore::new(faulty, backoff));
     run_suite(store.clone(), local_suite()).await?;
@@ -379,6 +380,7 @@ async fn s3_store_under_faults_and_retries_conforms() -> Result<()> {
         initial: Duration::from_millis(1),
         max_delay: Duration::from_millis(5),
         factor: 2.0,
+        jitter: false,
     };
     let store = Arc::new(RetryingStore::new(faulty, backoff));
     run_suite(

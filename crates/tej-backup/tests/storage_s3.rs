@@ -251,6 +251,7 @@ async fn transient_failures_are_retried_and_permanent_ones_are_not() -> Result<(
         initial: Duration::from_millis(1),
         max_delay: Duration::from_millis(10),
         factor: 2.0,
+        jitter: false,
     };
     let store = RetryingStore::new(
         FaultyStore::new(store_in(&server, &bucket, "repo").await?)

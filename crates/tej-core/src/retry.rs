@@ -9,7 +9,10 @@ pub trait Retryable {
     fn is_retryable(&self) -> bool;
 }
 
-/// Exponential backoff with full jitter disabled (deterministic, so tests with a paused clock are exact).
+/// Exponential backoff, optionally with full jitter. Without jitter the delays are exact (so
+/// tests with a paused clock are); with it each delay is drawn uniformly from zero to the
+/// exponential delay, as the AWS SDKs do, so clients that failed together do not retry
+/// together.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Backoff {
     /// Attempts in total, including the first.
@@ -20,6 +23,8 @@ pub struct Backoff {
     pub max_delay: Duration,
     /// Growth factor per attempt.
     pub factor: f64,
+    /// Draw each delay uniformly from zero to [`Backoff::delay`] (full jitter).
+    pub jitter: bool,
 }
 
 impl Default for Backoff {
@@ -29,6 +34,7 @@ impl Default for Backoff {
             initial: Duration::from_millis(200),
             max_delay: Duration::from_secs(10),
             factor: 2.0,
+            jitter: false,
         }
     }
 }
@@ -39,6 +45,17 @@ impl Backoff {
         let exp = self.factor.powi(attempt.saturating_sub(1) as i32);
         let d = self.initial.as_secs_f64() * exp;
         Duration::from_secs_f64(d.min(self.max_delay.as_secs_f64()))
+    }
+
+    /// The pause after failed attempt number `attempt`: [`Backoff::delay`], or with
+    /// [`Backoff::jitter`] a uniform draw between zero and it.
+    pub fn pause(&self, attempt: u32) -> Duration {
+        let d = self.delay(attempt);
+        if self.jitter {
+            d.mul_f64(rand::random::<f64>())
+        } else {
+            d
+        }
     }
 }
 
@@ -60,7 +77,7 @@ where
             Ok(v) => return Ok(v),
             Err(e) if e.is_retryable() && attempt < backoff.max_attempts => {
                 on_retry(attempt, &e);
-                tokio::time::sleep(backoff.delay(attempt)).await;
+                tokio::time::sleep(backoff.pause(attempt)).await;
                 attempt += 1;
             }
             Err(e) => return Err(e),
@@ -129,6 +146,21 @@ mod tests {
         .await;
         assert_eq!(r, Err(E(true)));
         assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn jitter_draws_each_pause_between_zero_and_the_delay() {
+        let b = Backoff {
+            jitter: true,
+            ..Backoff::default()
+        };
+        let pauses: Vec<Duration> = (0..200).map(|_| b.pause(3)).collect();
+        assert!(pauses.iter().all(|p| *p <= Duration::from_millis(800)));
+        // Spread out, not one value.
+        let min = pauses.iter().min().unwrap();
+        let max = pauses.iter().max().unwrap();
+        assert!(*max - *min > Duration::from_millis(200), "{min:?}..{max:?}");
+        assert_eq!(Backoff::default().pause(3), Duration::from_millis(800));
     }
 
     #[test]

@@ -392,6 +392,7 @@ mod tests {
                 initial: Duration::from_millis(10),
                 max_delay: Duration::from_millis(40),
                 factor: 2.0,
+                jitter: false,
             },
             timeout: Duration::from_secs(10),
             source: Some("web-1".into()),

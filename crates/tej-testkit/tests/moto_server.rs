@@ -10,6 +10,7 @@ use tej_testkit::MotoServer;
 
 fn client(s3: &MotoServer) -> aws_sdk_s3::Client {
     let conf = aws_sdk_s3::config::Builder::new()
+        .http_client(aws_smithy_http_client::Builder::new().build_http())
         .behavior_version(BehaviorVersion::latest())
         .endpoint_url(s3.endpoint())
         .region(Region::new(s3.region().to_string()))

@@ -13,6 +13,7 @@ fn port_refuses(port: u16) -> bool {
 
 fn client(s3: &S3Server, secret: &str) -> aws_sdk_s3::Client {
     let conf = aws_sdk_s3::config::Builder::new()
+        .http_client(aws_smithy_http_client::Builder::new().build_http())
         .behavior_version(BehaviorVersion::latest())
         .endpoint_url(s3.endpoint())
         .region(Region::new(s3.region().to_string()))

@@ -24,13 +24,14 @@ pub mod local;
 pub mod memory;
 pub mod retrying;
 pub mod s3;
+pub(crate) mod throttle;
 
 pub use cancel::CancellableStore;
 pub use faulty::{Fault, FaultyStore, Op, PutCut};
 pub use local::LocalStore;
 pub use memory::MemoryStore;
 pub use retrying::RetryingStore;
-pub use s3::{S3Location, S3Options, S3Store};
+pub use s3::{S3Location, S3Options, S3RetryMode, S3Store};
 
 /// A stream of bytes read from or written to storage.
 pub type ByteStream = Pin<Box<dyn AsyncRead + Send>>;
@@ -213,7 +214,7 @@ impl<T: ObjectStore + ?Sized> ObjectStore for Arc<T> {
 pub async fn open_repository(spec: &str) -> Result<Arc<dyn ObjectStore>, BackupError> {
     if spec.starts_with("s3://") {
         let location = S3Location::parse(spec)?;
-        let store = S3Store::connect(location, S3Options::from_env()).await?;
+        let store = S3Store::connect(location, S3Options::from_env().await?).await?;
         Ok(Arc::new(store))
     } else if spec.contains("://") {
         Err(BackupError::Storage {

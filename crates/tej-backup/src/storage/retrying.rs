@@ -156,6 +156,7 @@ mod tests {
             initial: Duration::from_millis(100),
             max_delay: Duration::from_secs(1),
             factor: 2.0,
+            jitter: false,
         }
     }
 

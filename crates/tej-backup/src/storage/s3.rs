@@ -3,9 +3,17 @@
 //! - Objects smaller than the part size go up with one `PutObject`; larger ones stream as a
 //!   multipart upload of `part_size` parts (default 16 MiB, at least 5 MiB), with at most two
 //!   parts in memory (one uploading while the next is read). A failed upload is aborted.
+//!   Parts grow with the object so that it fits in S3's 10 000 parts: of one size from the
+//!   size hint when the size is known, else doubling every 1 000 parts.
 //! - Every request is retried by [`tej_core::retry()`] on 5xx, `SlowDown`, throttling,
-//!   timeouts and connection failures (the SDK's own retries are off, so attempts are not
-//!   multiplied); each part is retried on its own.
+//!   timeouts and connection failures, with exponential backoff and full jitter (the SDK's own
+//!   retries are off, so attempts are not multiplied); each part is retried on its own. The
+//!   attempts and the mode come from the SDK's settings (`AWS_MAX_ATTEMPTS`,
+//!   `AWS_RETRY_MODE`, the profile) through [`S3Options::from_env`]; the adaptive mode also
+//!   paces the whole store after throttling.
+//! - A download that fails or stalls (no byte for [`S3Options::stall_timeout`]) mid-body
+//!   asks for the rest again from the next byte, `If-Match` its ETag.
+//! - HTTPS is rustls with the ring provider and the system's trust store.
 //! - Checksums are computed and validated only where S3 requires them
 //!   (`WhenRequired`), which S3-compatible servers accept.
 //! - `if_not_exists`: a `HeadObject` first (so a large upload is not sent in vain), then the
@@ -46,6 +54,28 @@ pub const DEFAULT_PART_SIZE: u64 = 16 << 20;
 const MAX_PARTS: i32 = 10_000;
 /// Parts uploading at once.
 const MAX_PARTS_IN_FLIGHT: usize = 2;
+/// Parts of one size in an upload of unknown size before the size doubles.
+const PARTS_PER_SIZE: i32 = 1_000;
+
+/// The size of part `number` (1-based) of an upload whose parts start at `base` bytes. With
+/// the object's size known every part has one size, large enough that the object fits in
+/// [`MAX_PARTS`] parts (rounded up to MiB; some S3-compatible servers want equal parts).
+/// Without it the size doubles every [`PARTS_PER_SIZE`] parts, so that a stream of unknown
+/// length is not capped at `base` × 10 000 (156 GiB at 16 MiB) but reaches S3's 5 TiB object
+/// limit; always within [`MIN_PART_SIZE`]..=[`MAX_PART_SIZE`].
+fn part_size_for(base: u64, number: i32, size_hint: Option<u64>) -> u64 {
+    let size = match size_hint {
+        Some(total) => {
+            let per_part = total.div_ceil((MAX_PARTS - 1) as u64);
+            base.max(per_part.div_ceil(1 << 20) << 20)
+        }
+        None => {
+            let doublings = (number.max(1) - 1) / PARTS_PER_SIZE;
+            base.saturating_mul(1u64 << doublings.min(32))
+        }
+    };
+    size.clamp(MIN_PART_SIZE, MAX_PART_SIZE)
+}
 
 /// A bucket and key prefix: `s3://bucket/prefix`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -126,8 +156,15 @@ pub struct S3Options {
     pub secret_key: Option<Secret>,
     /// Multipart part size in bytes (5 MiB to 5 GiB; default 16 MiB).
     pub part_size: u64,
-    /// Attempts per request, including the first (default 5).
+    /// Attempts per request, including the first (default 5; `AWS_MAX_ATTEMPTS` or the
+    /// profile's `max_attempts` through [`S3Options::from_env`]).
     pub max_attempts: u32,
+    /// How retries are paced (default standard; `AWS_RETRY_MODE` or the profile's
+    /// `retry_mode` through [`S3Options::from_env`]).
+    pub retry_mode: S3RetryMode,
+    /// A download body that delivers no byte for this long is abandoned and the rest of the
+    /// object asked for again from where it stopped (default 60 s).
+    pub stall_timeout: Duration,
     /// Delay before the first retry; later ones double, up to 10 s (default 200 ms).
     pub retry_initial_delay: Duration,
     /// Keys per `ListObjectsV2` page (default: the server's, 1000 on S3).
@@ -150,6 +187,8 @@ impl Default for S3Options {
             secret_key: None,
             part_size: DEFAULT_PART_SIZE,
             max_attempts: 5,
+            retry_mode: S3RetryMode::Standard,
+            stall_timeout: Duration::from_secs(60),
             retry_initial_delay: Duration::from_millis(200),
             list_page_size: None,
             connect_timeout: Duration::from_secs(10),
@@ -159,15 +198,89 @@ impl Default for S3Options {
     }
 }
 
+/// How the S3 store paces its retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum S3RetryMode {
+    /// Exponential backoff with full jitter per request (`standard`; `legacy` reads as this).
+    #[default]
+    Standard,
+    /// Standard, and after a throttling reply every request of the store is paced by a
+    /// client-side send rate that drops on throttling and recovers on success (`adaptive`).
+    Adaptive,
+}
+
+impl std::str::FromStr for S3RetryMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<S3RetryMode, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "standard" | "legacy" => Ok(S3RetryMode::Standard),
+            "adaptive" => Ok(S3RetryMode::Adaptive),
+            other => Err(format!(
+                "unknown retry mode {other:?} (standard, adaptive or legacy)"
+            )),
+        }
+    }
+}
+
 impl S3Options {
-    /// Defaults, everything else from the AWS SDK's environment. Path-style addressing is
-    /// on when a custom endpoint is set (`AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL`), as
-    /// most S3-compatible servers need; `TEJ_S3_FORCE_PATH_STYLE=true|false` overrides it.
-    pub fn from_env() -> S3Options {
-        S3Options::from_vars(|name| std::env::var(name).ok())
+    /// Defaults, everything else from the AWS SDK's environment and profile. Path-style
+    /// addressing is on when a custom endpoint is set (`AWS_ENDPOINT_URL_S3` or
+    /// `AWS_ENDPOINT_URL`), as most S3-compatible servers need; `TEJ_S3_FORCE_PATH_STYLE=
+    /// true|false` overrides it. The SDK's retry settings are honoured as the SDK reads them:
+    /// `AWS_MAX_ATTEMPTS` and `AWS_RETRY_MODE`, else `max_attempts` and `retry_mode` of the
+    /// selected profile (`AWS_PROFILE`, `AWS_CONFIG_FILE`); an invalid value is an error
+    /// naming it.
+    pub async fn from_env() -> Result<S3Options, BackupError> {
+        let env = aws_types::os_shim_internal::Env::real();
+        let fs = aws_types::os_shim_internal::Fs::real();
+        S3Options::from_sources(&env, &fs).await
     }
 
-    /// [`S3Options::from_env`] reading variables through `var`.
+    /// [`S3Options::from_env`] over `env` and the files of `fs`.
+    async fn from_sources(
+        env: &aws_types::os_shim_internal::Env,
+        fs: &aws_types::os_shim_internal::Fs,
+    ) -> Result<S3Options, BackupError> {
+        let var = |name: &str| env.get(name).ok();
+        let mut opts = S3Options::from_vars(var);
+        let profiles = aws_config::profile::load(fs, env, &Default::default(), None).await;
+        // A missing or unreadable profile file is the SDK's business (it reports what it
+        // needs from it); only the retry keys are read here.
+        let profile_value = |key: &str| {
+            let set = profiles.as_ref().ok()?;
+            let v = set.get(key)?;
+            Some((
+                v.to_string(),
+                format!("{key} in the AWS profile {:?}", set.selected_profile()),
+            ))
+        };
+        let setting = |env_name: &str, key: &str| {
+            var(env_name)
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| (v, env_name.to_string()))
+                .or_else(|| profile_value(key))
+        };
+        if let Some((v, from)) = setting("AWS_MAX_ATTEMPTS", "max_attempts") {
+            opts.max_attempts = match v.trim().parse::<u32>() {
+                Ok(n) if n >= 1 => n,
+                _ => {
+                    return Err(BackupError::InvalidOptions(format!(
+                        "{from} = {v:?}: the number of attempts must be a whole number of at least 1"
+                    )));
+                }
+            };
+        }
+        if let Some((v, from)) = setting("AWS_RETRY_MODE", "retry_mode") {
+            opts.retry_mode = v
+                .parse()
+                .map_err(|e| BackupError::InvalidOptions(format!("{from}: {e}")))?;
+        }
+        Ok(opts)
+    }
+
+    /// The options [`S3Options::from_env`] takes from variables alone (path style).
     fn from_vars(var: impl Fn(&str) -> Option<String>) -> S3Options {
         let custom_endpoint = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
             .iter()
@@ -189,6 +302,7 @@ impl S3Options {
             initial: self.retry_initial_delay,
             max_delay: Duration::from_secs(10),
             factor: 2.0,
+            jitter: true,
         }
     }
 }
@@ -206,6 +320,10 @@ struct Inner {
     part_size: u64,
     page_size: Option<i32>,
     backoff: Backoff,
+    /// The adaptive retry mode's send rate (`None` in standard mode).
+    rate: Option<super::throttle::SendRate>,
+    /// See [`S3Options::stall_timeout`].
+    stall_timeout: Duration,
     /// False once the server refused `If-None-Match`.
     conditional: AtomicBool,
 }
@@ -230,6 +348,23 @@ struct Failure {
 impl Retryable for Failure {
     fn is_retryable(&self) -> bool {
         self.error.is_retryable()
+    }
+}
+
+impl Failure {
+    /// The server asked the client to slow down.
+    fn is_throttling(&self) -> bool {
+        matches!(self.status, Some(429 | 503))
+            || self.code.as_deref().is_some_and(|c| {
+                [
+                    "SlowDown",
+                    "Throttling",
+                    "ThrottlingException",
+                    "RequestLimitExceeded",
+                    "TooManyRequestsException",
+                ]
+                .contains(&c)
+            })
     }
 }
 
@@ -325,6 +460,9 @@ impl S3Store {
                 part_size: opts.part_size,
                 page_size,
                 backoff: opts.backoff(),
+                rate: (opts.retry_mode == S3RetryMode::Adaptive)
+                    .then(super::throttle::SendRate::new),
+                stall_timeout: opts.stall_timeout,
                 conditional: AtomicBool::new(opts.conditional_writes),
             }),
         })
@@ -342,6 +480,27 @@ impl S3Store {
 }
 
 impl Inner {
+    /// `GetObject` of `range` (an HTTP `Range` value), only if the object still has `etag`
+    /// when one is given.
+    async fn get_object(
+        &self,
+        key: &ObjectKey,
+        full: &str,
+        range: Option<String>,
+        etag: Option<&str>,
+    ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput, Failure> {
+        self.send("GetObject", Some(key.as_str()), || {
+            self.client
+                .get_object()
+                .bucket(&self.location.bucket)
+                .key(full)
+                .set_range(range.clone())
+                .set_if_match(etag.map(str::to_owned))
+                .send()
+        })
+        .await
+    }
+
     fn classify<E>(
         &self,
         what: &str,
@@ -447,7 +606,19 @@ impl Inner {
             self.backoff,
             |_| {
                 let fut = send();
-                async move { fut.await.map_err(|e| self.classify(what, key, e)) }
+                async move {
+                    if let Some(rate) = &self.rate {
+                        rate.acquire().await;
+                    }
+                    let r = fut.await.map_err(|e| self.classify(what, key, e));
+                    if let Some(rate) = &self.rate {
+                        match &r {
+                            Err(f) if f.is_throttling() => rate.throttled(),
+                            _ => rate.succeeded(),
+                        }
+                    }
+                    r
+                }
             },
             |attempt, f: &Failure| {
                 tracing::warn!(attempt, repo = %self.name, error = %f.error, "S3 request failed; retrying");
@@ -463,15 +634,16 @@ impl Inner {
         }
     }
 
-    /// Reads up to `part_size` bytes (less only at the end of the stream); `expect` is the
+    /// Reads up to `limit` bytes (less only at the end of the stream); `expect` is the
     /// expected size, when known, so small objects do not reserve a whole part.
     async fn read_part(
         &self,
         body: &mut ByteStream,
         key: &ObjectKey,
         expect: Option<u64>,
+        limit: u64,
     ) -> Result<Bytes, BackupError> {
-        let limit = self.part_size as usize;
+        let limit = limit as usize;
         let reserve = expect.map_or(limit, |e| usize::try_from(e).unwrap_or(limit).min(limit));
         let mut buf = BytesMut::with_capacity(reserve);
         while buf.len() < limit {
@@ -575,6 +747,7 @@ impl Inner {
         upload_id: &str,
         first: Bytes,
         body: &mut ByteStream,
+        size_hint: Option<u64>,
     ) -> Result<(Vec<CompletedPart>, u64), BackupError> {
         let mut set: JoinSet<Result<CompletedPart, BackupError>> = JoinSet::new();
         let result = async {
@@ -586,9 +759,10 @@ impl Inner {
                 while set.len() >= MAX_PARTS_IN_FLIGHT {
                     parts.push(self.joined(set.join_next().await)?);
                 }
+                let size = part_size_for(self.part_size, number + 1, size_hint);
                 let data = match pending.take() {
                     Some(d) => d,
-                    None => self.read_part(body, key, None).await?,
+                    None => self.read_part(body, key, None, size).await?,
                 };
                 if data.is_empty() {
                     break;
@@ -600,7 +774,7 @@ impl Inner {
                         reason: format!("{key}: more than {MAX_PARTS} parts; raise the part size"),
                     });
                 }
-                let last = (data.len() as u64) < self.part_size;
+                let last = (data.len() as u64) < size;
                 total += data.len() as u64;
                 set.spawn(self.clone().upload_part(
                     full.to_string(),
@@ -719,6 +893,7 @@ impl Inner {
         first: Bytes,
         body: &mut ByteStream,
         no_replace: bool,
+        size_hint: Option<u64>,
     ) -> Result<PutResult, BackupError> {
         let created = self
             .send("CreateMultipartUpload", Some(key.as_str()), || {
@@ -744,7 +919,7 @@ impl Inner {
         };
         let result = async {
             let (parts, total) = self
-                .upload_parts(key, full, &upload_id, first, body)
+                .upload_parts(key, full, &upload_id, first, body, size_hint)
                 .await?;
             self.complete(key, full, &upload_id, parts, total, no_replace)
                 .await?;
@@ -816,6 +991,109 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Where a download stands: the rest of the object is asked for again from `next` when the
+/// body fails or stalls.
+struct Download {
+    inner: Arc<Inner>,
+    key: ObjectKey,
+    full: String,
+    /// The next byte to deliver (absolute offset in the object).
+    next: u64,
+    /// One past the last byte of the range asked for, when the server said.
+    end: Option<u64>,
+    /// The object's ETag: a resumed read must see the same object.
+    etag: Option<String>,
+    body: Option<aws_sdk_s3::primitives::ByteStream>,
+    /// Failed reads since the last byte arrived.
+    failures: u32,
+}
+
+/// The body of a `GetObject` that survives a dropped connection or a stalled transfer: a
+/// read that fails, or delivers nothing for [`S3Options::stall_timeout`], or ends before the
+/// announced length, asks for the rest of the object again (`Range` from the next byte,
+/// `If-Match` its ETag, so a replaced object is an error, never a splice of two), up to the
+/// store's attempts since the last byte that arrived.
+fn resuming_body(
+    inner: Arc<Inner>,
+    key: ObjectKey,
+    full: String,
+    start: u64,
+    first: aws_sdk_s3::operation::get_object::GetObjectOutput,
+) -> ByteStream {
+    let end = first
+        .content_length()
+        .and_then(|n| u64::try_from(n).ok())
+        .map(|n| start + n);
+    let state = Download {
+        inner,
+        key,
+        full,
+        next: start,
+        end,
+        etag: first.e_tag().map(str::to_owned),
+        body: Some(first.body),
+        failures: 0,
+    };
+    let chunks = futures::stream::unfold(state, |mut st| async move {
+        loop {
+            let body = st.body.as_mut()?;
+            let problem = match tokio::time::timeout(st.inner.stall_timeout, body.next()).await {
+                Ok(Some(Ok(chunk))) => {
+                    st.next += chunk.len() as u64;
+                    st.failures = 0;
+                    return Some((Ok(chunk), st));
+                }
+                Ok(None) if st.end.is_none_or(|end| st.next >= end) => return None,
+                Ok(None) => format!(
+                    "the body ended at byte {} of {}",
+                    st.next,
+                    st.end.unwrap_or_default()
+                ),
+                Ok(Some(Err(e))) => DisplayErrorContext(&e).to_string(),
+                Err(_) => format!("no data for {:?}", st.inner.stall_timeout),
+            };
+            st.failures += 1;
+            let fail = |st: &mut Download, reason: String| {
+                st.body = None;
+                let e = BackupError::Storage {
+                    repo: st.inner.name.clone(),
+                    reason: format!("reading {}: {reason}", st.key),
+                };
+                std::io::Error::other(e)
+            };
+            if st.failures >= st.inner.backoff.max_attempts {
+                let reason = format!("{problem}; gave up after {} attempts", st.failures);
+                let e = fail(&mut st, reason);
+                return Some((Err(e), st));
+            }
+            tracing::warn!(repo = %st.inner.name, key = %st.key, at = st.next, "S3 download interrupted ({problem}); asking for the rest");
+            tokio::time::sleep(st.inner.backoff.pause(st.failures)).await;
+            let range = match st.end {
+                Some(end) => format!("bytes={}-{}", st.next, end - 1),
+                None => format!("bytes={}-", st.next),
+            };
+            let etag = st.etag.clone();
+            match st
+                .inner
+                .get_object(&st.key, &st.full, Some(range), etag.as_deref())
+                .await
+            {
+                Ok(out) => st.body = Some(out.body),
+                Err(f) => {
+                    let reason = if f.status == Some(412) {
+                        "the object was replaced while it was being read".to_string()
+                    } else {
+                        f.error.to_string()
+                    };
+                    let e = fail(&mut st, reason);
+                    return Some((Err(e), st));
+                }
+            }
+        }
+    });
+    Box::pin(tokio_util::io::StreamReader::new(chunks))
+}
+
 #[async_trait]
 impl ObjectStore for S3Store {
     fn describe(&self) -> String {
@@ -833,16 +1111,25 @@ impl ObjectStore for S3Store {
         if opts.if_not_exists && inner.head(key, &full).await?.is_some() {
             return Err(inner.already_exists(key));
         }
-        let first = inner.read_part(&mut body, key, opts.size_hint).await?;
-        let small =
-            (first.len() as u64) < inner.part_size || opts.size_hint == Some(first.len() as u64);
+        let first_size = part_size_for(inner.part_size, 1, opts.size_hint);
+        let first = inner
+            .read_part(&mut body, key, opts.size_hint, first_size)
+            .await?;
+        let small = (first.len() as u64) < first_size || opts.size_hint == Some(first.len() as u64);
         if small {
             inner
                 .put_single(key, &full, first, opts.if_not_exists)
                 .await
         } else {
             inner
-                .put_multipart(key, &full, first, &mut body, opts.if_not_exists)
+                .put_multipart(
+                    key,
+                    &full,
+                    first,
+                    &mut body,
+                    opts.if_not_exists,
+                    opts.size_hint,
+                )
                 .await
         }
     }
@@ -870,19 +1157,16 @@ impl ObjectStore for S3Store {
             Some(r) if r.end > i64::MAX as u64 => Some(format!("bytes={}-", r.start)),
             Some(r) => Some(format!("bytes={}-{}", r.start, r.end - 1)),
         };
-        let r = inner
-            .send("GetObject", Some(key.as_str()), || {
-                inner
-                    .client
-                    .get_object()
-                    .bucket(&inner.location.bucket)
-                    .key(&full)
-                    .set_range(header.clone())
-                    .send()
-            })
-            .await;
+        let start = range.as_ref().map_or(0, |r| r.start);
+        let r = inner.get_object(key, &full, header, None).await;
         match r {
-            Ok(out) => Ok(Box::pin(out.body.into_async_read())),
+            Ok(out) => Ok(resuming_body(
+                self.inner.clone(),
+                key.clone(),
+                full,
+                start,
+                out,
+            )),
             // The range starts at or past the end of an existing object.
             Err(f) if f.status == Some(416) => Ok(super::bytes_stream(Bytes::new())),
             Err(f) => Err(f.error),
@@ -1089,6 +1373,7 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::throttle;
 
     #[test]
     fn locations_parse_and_normalize() {
@@ -1194,88 +1479,52 @@ mod tests {
     }
 
     async fn fake_s3(replies: Vec<(u16, &'static str)>) -> FakeS3 {
-        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let replies = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::from(
-            replies,
-        )));
-        let log = seen.clone();
-        tokio::spawn(async move {
-            while let Ok((sock, _)) = listener.accept().await {
-                let (log, replies) = (log.clone(), replies.clone());
-                tokio::spawn(async move {
-                    let (r, mut w) = sock.into_split();
-                    let mut r = BufReader::new(r);
-                    loop {
-                        let mut line = String::new();
-                        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let mut len = 0usize;
-                        loop {
-                            let mut h = String::new();
-                            if r.read_line(&mut h).await.unwrap_or(0) == 0 {
-                                return;
-                            }
-                            if h == "\r\n" {
-                                break;
-                            }
-                            if let Some((k, v)) = h.split_once(':')
-                                && k.eq_ignore_ascii_case("content-length")
-                            {
-                                len = v.trim().parse().unwrap_or(0);
-                            }
-                        }
-                        let mut body = vec![0; len];
-                        if r.read_exact(&mut body).await.is_err() {
-                            return;
-                        }
-                        let request: Vec<&str> = line.split_whitespace().collect();
-                        log.lock()
-                            .unwrap()
-                            .push(format!("{} {}", request[0], request[1]));
-                        let (status, text) = replies
-                            .lock()
-                            .unwrap()
-                            .pop_front()
-                            .unwrap_or((500, "<Error><Code>InternalError</Code></Error>"));
-                        let reply = format!(
-                            "HTTP/1.1 {status} X\r\nContent-Type: application/xml\r\nETag: \"e\"\r\nContent-Length: {}\r\n\r\n{text}",
-                            text.len()
-                        );
-                        if w.write_all(reply.as_bytes()).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        FakeS3 { endpoint, seen }
+        raw_server(
+            replies
+                .into_iter()
+                .map(|(status, text)| (xml_reply(status, text), Then::Keep))
+                .collect(),
+        )
+        .await
+    }
+
+    fn xml_reply(status: u16, text: &str) -> String {
+        format!(
+            "HTTP/1.1 {status} X\r\nContent-Type: application/xml\r\nETag: \"e\"\r\nContent-Length: {}\r\n\r\n{text}",
+            text.len()
+        )
     }
 
     async fn store_at(endpoint: &str) -> S3Store {
         store_with_parts(endpoint, DEFAULT_PART_SIZE).await
     }
 
+    /// Options for a fake server at `endpoint`: three quick attempts.
+    fn fake_options(endpoint: &str) -> S3Options {
+        S3Options {
+            endpoint: Some(endpoint.to_string()),
+            region: Some("us-east-1".into()),
+            force_path_style: true,
+            access_key: Some("AK".into()),
+            secret_key: Some(Secret::new("SK")),
+            max_attempts: 3,
+            retry_initial_delay: Duration::from_millis(1),
+            ..S3Options::default()
+        }
+    }
+
+    async fn fake_store(opts: S3Options) -> S3Store {
+        S3Store::connect(S3Location::parse("s3://bucket/repo").unwrap(), opts)
+            .await
+            .unwrap()
+    }
+
     async fn store_with_parts(endpoint: &str, part_size: u64) -> S3Store {
-        S3Store::connect(
-            S3Location::parse("s3://bucket/repo").unwrap(),
-            S3Options {
-                endpoint: Some(endpoint.to_string()),
-                region: Some("us-east-1".into()),
-                force_path_style: true,
-                access_key: Some("AK".into()),
-                secret_key: Some(Secret::new("SK")),
-                max_attempts: 3,
-                retry_initial_delay: Duration::from_millis(1),
-                part_size,
-                ..S3Options::default()
-            },
-        )
+        fake_store(S3Options {
+            part_size,
+            ..fake_options(endpoint)
+        })
         .await
-        .unwrap()
     }
 
     const SLOW_DOWN: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
@@ -1424,5 +1673,300 @@ mod tests {
             seen[3].starts_with("DELETE /bucket/repo/big?") && seen[3].contains("uploadId=up1"),
             "{seen:#?}"
         );
+    }
+
+    #[test]
+    fn part_sizes_grow_so_an_object_is_not_capped_by_the_part_count() {
+        const TIB: u64 = 1 << 40;
+        // Unknown size: 10 000 parts reach S3's 5 TiB object limit, each within bounds.
+        let sizes: Vec<u64> = (1..=MAX_PARTS)
+            .map(|n| part_size_for(DEFAULT_PART_SIZE, n, None))
+            .collect();
+        assert_eq!(sizes[0], DEFAULT_PART_SIZE);
+        assert_eq!(sizes[999], DEFAULT_PART_SIZE);
+        assert_eq!(sizes[1000], 2 * DEFAULT_PART_SIZE);
+        assert!(
+            sizes
+                .iter()
+                .all(|s| (MIN_PART_SIZE..=MAX_PART_SIZE).contains(s))
+        );
+        assert!(sizes.windows(2).all(|w| w[0] <= w[1]));
+        assert!(sizes.iter().sum::<u64>() >= 5 * TIB);
+        // Known size: one size for every part, enough for the whole object.
+        for total in [1u64, 100 << 20, 156 << 30, 157 << 30, TIB, 5 * TIB] {
+            let size = part_size_for(DEFAULT_PART_SIZE, 1, Some(total));
+            assert_eq!(size, part_size_for(DEFAULT_PART_SIZE, 9_000, Some(total)));
+            assert!(size >= DEFAULT_PART_SIZE && size.is_multiple_of(1 << 20));
+            assert!(size * (MAX_PARTS as u64 - 1) >= total, "{total}: {size}");
+        }
+        assert_eq!(
+            part_size_for(DEFAULT_PART_SIZE, 1, Some(100 << 20)),
+            DEFAULT_PART_SIZE
+        );
+    }
+
+    #[tokio::test]
+    async fn retry_settings_come_from_the_environment_then_the_profile() {
+        use aws_types::os_shim_internal::{Env, Fs};
+        let fs = Fs::from_slice(&[(
+            "aws-config",
+            "[default]\nmax_attempts = 7\nretry_mode = adaptive\n[profile ops]\nmax_attempts = 2\n",
+        )]);
+        let with = |vars: &[(&str, &str)]| {
+            let mut all = vec![("AWS_CONFIG_FILE", "aws-config")];
+            all.extend_from_slice(vars);
+            Env::from_slice(&all)
+        };
+        let o = S3Options::from_sources(&with(&[]), &fs).await.unwrap();
+        assert_eq!((o.max_attempts, o.retry_mode), (7, S3RetryMode::Adaptive));
+        let o = S3Options::from_sources(&with(&[("AWS_PROFILE", "ops")]), &fs)
+            .await
+            .unwrap();
+        assert_eq!((o.max_attempts, o.retry_mode), (2, S3RetryMode::Standard));
+        let o = S3Options::from_sources(
+            &with(&[("AWS_MAX_ATTEMPTS", "3"), ("AWS_RETRY_MODE", "legacy")]),
+            &fs,
+        )
+        .await
+        .unwrap();
+        assert_eq!((o.max_attempts, o.retry_mode), (3, S3RetryMode::Standard));
+        // Nothing anywhere: tej's defaults.
+        let o = S3Options::from_sources(&Env::from_slice(&[]), &Fs::from_slice(&[]))
+            .await
+            .unwrap();
+        assert_eq!((o.max_attempts, o.retry_mode), (5, S3RetryMode::Standard));
+        // Invalid values are errors naming where they came from, never a panic.
+        for (vars, named) in [
+            (vec![("AWS_MAX_ATTEMPTS", "0")], "AWS_MAX_ATTEMPTS"),
+            (vec![("AWS_MAX_ATTEMPTS", "many")], "AWS_MAX_ATTEMPTS"),
+            (vec![("AWS_RETRY_MODE", "fast")], "AWS_RETRY_MODE"),
+        ] {
+            let err = S3Options::from_sources(&with(&vars), &fs)
+                .await
+                .unwrap_err();
+            assert!(matches!(err, BackupError::InvalidOptions(_)), "{err:?}");
+            assert!(err.to_string().contains(named), "{err}");
+        }
+        let bad = Fs::from_slice(&[("aws-config", "[default]\nmax_attempts = -1\n")]);
+        let err = S3Options::from_sources(&with(&[]), &bad).await.unwrap_err();
+        assert!(
+            err.to_string().contains("max_attempts in the AWS profile"),
+            "{err}"
+        );
+    }
+
+    /// What the raw server does after writing a reply.
+    #[derive(Clone, Copy)]
+    enum Then {
+        Keep,
+        Hang,
+        Close,
+    }
+
+    /// A scripted HTTP server on 127.0.0.1 that answers requests in order with raw replies
+    /// (status line, headers and body as given; a 500 `InternalError` once they run out) and
+    /// then keeps the connection, hangs on it or closes it; records `METHOD URI` of each
+    /// request and its `Range` and `If-Match` headers.
+    async fn raw_server(replies: Vec<(String, Then)>) -> FakeS3 {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let replies = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::from(
+            replies,
+        )));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                let (log, replies) = (log.clone(), replies.clone());
+                tokio::spawn(async move {
+                    let (r, mut w) = sock.into_split();
+                    let mut r = BufReader::new(r);
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let request: Vec<&str> = line.split_whitespace().collect();
+                        let mut seen = format!("{} {}", request[0], request[1]);
+                        let mut len = 0usize;
+                        loop {
+                            let mut h = String::new();
+                            if r.read_line(&mut h).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if h == "\r\n" {
+                                break;
+                            }
+                            let Some((k, v)) = h.split_once(':') else {
+                                continue;
+                            };
+                            if k.eq_ignore_ascii_case("content-length") {
+                                len = v.trim().parse().unwrap_or(0);
+                            } else if k.eq_ignore_ascii_case("range")
+                                || k.eq_ignore_ascii_case("if-match")
+                            {
+                                seen.push_str(&format!(" {}={}", k.to_lowercase(), v.trim()));
+                            }
+                        }
+                        let mut body = vec![0; len];
+                        if r.read_exact(&mut body).await.is_err() {
+                            return;
+                        }
+                        log.lock().unwrap().push(seen);
+                        let next = replies.lock().unwrap().pop_front();
+                        let (reply, then) = next.unwrap_or_else(|| {
+                            (
+                                xml_reply(500, "<Error><Code>InternalError</Code></Error>"),
+                                Then::Keep,
+                            )
+                        });
+                        if w.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        let _ = w.flush().await;
+                        match then {
+                            Then::Keep => {}
+                            Then::Hang => {
+                                tokio::time::sleep(Duration::from_secs(3600)).await;
+                                return;
+                            }
+                            Then::Close => return,
+                        }
+                    }
+                });
+            }
+        });
+        FakeS3 { endpoint, seen }
+    }
+
+    fn object_reply(status: &str, etag: &str, length: usize, body: &str) -> String {
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/octet-stream\r\nETag: \"{etag}\"\r\nContent-Length: {length}\r\n\r\n{body}"
+        )
+    }
+
+    async fn stalling_store(endpoint: &str) -> S3Store {
+        fake_store(S3Options {
+            stall_timeout: Duration::from_millis(300),
+            ..fake_options(endpoint)
+        })
+        .await
+    }
+
+    async fn read_all(store: &S3Store, range: Option<Range<u64>>) -> std::io::Result<Vec<u8>> {
+        let mut body = store
+            .get(&ObjectKey::new("obj").unwrap(), range)
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        body.read_to_end(&mut out).await.map(|_| out)
+    }
+
+    #[tokio::test]
+    async fn a_stalled_or_dropped_download_resumes_where_it_stopped() {
+        // Stalls after 4 of 10 bytes, then the connection drops after 3 more.
+        let fake = raw_server(vec![
+            (object_reply("200 OK", "e1", 10, "0123"), Then::Hang),
+            (
+                object_reply("206 Partial Content", "e1", 6, "456"),
+                Then::Close,
+            ),
+            (
+                object_reply("206 Partial Content", "e1", 3, "789"),
+                Then::Keep,
+            ),
+        ])
+        .await;
+        let store = stalling_store(&fake.endpoint).await;
+        assert_eq!(read_all(&store, None).await.unwrap(), b"0123456789");
+        let seen = fake.seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 3, "{seen:#?}");
+        assert!(seen[0].starts_with("GET /bucket/repo/obj") && !seen[0].contains("range="));
+        assert!(
+            seen[1].contains("range=bytes=4-9") && seen[1].contains("if-match=\"e1\""),
+            "{seen:#?}"
+        );
+        assert!(
+            seen[2].contains("range=bytes=7-9") && seen[2].contains("if-match=\"e1\""),
+            "{seen:#?}"
+        );
+
+        // A ranged read resumes within its range.
+        let fake = raw_server(vec![
+            (
+                object_reply("206 Partial Content", "e1", 5, "23"),
+                Then::Hang,
+            ),
+            (
+                object_reply("206 Partial Content", "e1", 3, "456"),
+                Then::Keep,
+            ),
+        ])
+        .await;
+        let store = stalling_store(&fake.endpoint).await;
+        assert_eq!(read_all(&store, Some(2..7)).await.unwrap(), b"23456");
+        let seen = fake.seen.lock().unwrap().clone();
+        assert!(seen[0].contains("range=bytes=2-6"), "{seen:#?}");
+        assert!(seen[1].contains("range=bytes=4-6"), "{seen:#?}");
+    }
+
+    #[tokio::test]
+    async fn a_download_never_splices_a_replaced_object_and_gives_up_after_the_attempts() {
+        const PRECONDITION: &str = "<Error><Code>PreconditionFailed</Code></Error>";
+        let fake = raw_server(vec![
+            (object_reply("200 OK", "e1", 10, "0123"), Then::Hang),
+            (
+                format!(
+                    "HTTP/1.1 412 Precondition Failed\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{PRECONDITION}",
+                    PRECONDITION.len()
+                ),
+                Then::Keep,
+            ),
+        ])
+        .await;
+        let store = stalling_store(&fake.endpoint).await;
+        let err = read_all(&store, None).await.unwrap_err();
+        assert!(
+            err.to_string().contains("replaced while it was being read"),
+            "{err}"
+        );
+
+        // Every attempt stalls: the read fails after max_attempts (3) requests.
+        let fake = raw_server(vec![
+            (object_reply("200 OK", "e1", 10, "0"), Then::Hang),
+            (object_reply("206 Partial Content", "e1", 9, ""), Then::Hang),
+            (object_reply("206 Partial Content", "e1", 9, ""), Then::Hang),
+        ])
+        .await;
+        let store = stalling_store(&fake.endpoint).await;
+        let err = read_all(&store, None).await.unwrap_err();
+        assert!(
+            err.to_string().contains("gave up after 3 attempts"),
+            "{err}"
+        );
+        assert_eq!(fake.seen.lock().unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn adaptive_mode_paces_the_store_after_throttling() {
+        let fake = fake_s3(vec![(503, SLOW_DOWN), (503, SLOW_DOWN), (200, "")]).await;
+        let store = fake_store(S3Options {
+            retry_mode: S3RetryMode::Adaptive,
+            ..fake_options(&fake.endpoint)
+        })
+        .await;
+        let rate = store
+            .inner
+            .rate
+            .as_ref()
+            .expect("adaptive mode has a send rate");
+        assert_eq!(rate.allowed(), None);
+        store.delete(&ObjectKey::new("x").unwrap()).await.unwrap();
+        assert_eq!(fake.seen.lock().unwrap().len(), 3);
+        let paced = rate.allowed().expect("paced after SlowDown");
+        assert!(paced >= throttle::MIN_RATE, "{paced}");
+        // Standard mode keeps no send rate.
+        assert!(stalling_store(&fake.endpoint).await.inner.rate.is_none());
     }
 }

@@ -43,6 +43,7 @@ impl Default for ReindexOptions {
                 initial: Duration::from_secs(2),
                 max_delay: Duration::from_secs(30),
                 factor: 2.0,
+                jitter: false,
             },
             disk_headroom: 1.2,
             free_disk_bytes: None,
