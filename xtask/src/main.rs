@@ -41,6 +41,8 @@ const MOTO_VERSION: &str = "5.1.22";
 
 /// The S3-compatible server the test kit starts (last release that builds on Rust 1.95).
 const S3S_FS_VERSION: &str = "0.14.1";
+/// cargo-deny, for licenses, banned and duplicate crates and sources (deny.toml).
+const CARGO_DENY_VERSION: &str = "0.20.2";
 const TOOLS_ROOT: &str = "/opt/tej-tools";
 
 /// Benchmarks: name, package, example, what it compares.
@@ -165,25 +167,17 @@ fn install_deps() -> Result<()> {
         );
     }
     step("S3-compatible test server (s3s-fs)");
-    let bin = s3s_fs_path();
-    if bin.is_file() {
-        println!("{}", bin.display());
-    } else {
-        let mut c = cmd(
-            "cargo",
-            &[
-                "install",
-                &format!("s3s-fs@{S3S_FS_VERSION}"),
-                "--features",
-                "binary",
-                "--locked",
-                "--root",
-                TOOLS_ROOT,
-            ],
-        );
-        c.env_remove("CARGO_TARGET_DIR");
-        status(c, "cargo install s3s-fs")?;
-    }
+    cargo_install(
+        &s3s_fs_path(),
+        &format!("s3s-fs@{S3S_FS_VERSION}"),
+        &["--features", "binary"],
+    )?;
+    step("dependency checks (cargo-deny)");
+    cargo_install(
+        &cargo_deny_path(),
+        &format!("cargo-deny@{CARGO_DENY_VERSION}"),
+        &[],
+    )?;
     step("S3-compatible test server with multipart listing (moto)");
     let venv = PathBuf::from(TOOLS_ROOT).join("moto");
     if venv.join("bin/moto_server").exists() {
@@ -201,6 +195,25 @@ fn install_deps() -> Result<()> {
         status(c, "pip install moto[server]")?;
     }
     Ok(())
+}
+
+/// Installs `spec` (`crate@version`, with `--locked`) into the tools root unless `bin` is
+/// there.
+fn cargo_install(bin: &std::path::Path, spec: &str, extra: &[&str]) -> Result<()> {
+    if bin.is_file() {
+        println!("{}", bin.display());
+        return Ok(());
+    }
+    let mut c = cmd(
+        "cargo",
+        &["install", spec, "--locked", "--root", TOOLS_ROOT],
+    );
+    c.args(extra).env_remove("CARGO_TARGET_DIR");
+    status(c, &format!("cargo install {spec}"))
+}
+
+fn cargo_deny_path() -> PathBuf {
+    PathBuf::from(TOOLS_ROOT).join("bin/cargo-deny")
 }
 
 fn s3s_fs_path() -> PathBuf {
@@ -250,6 +263,10 @@ fn test(extra: &[String]) -> Result<()> {
         ]),
         "cargo clippy",
     )?;
+    step("cargo deny: licenses, bans (duplicates, banned crates), sources");
+    let mut c = Command::new(cargo_deny_path());
+    c.args(["--offline", "check", "licenses", "bans", "sources"]);
+    status(c, "cargo deny check (deny.toml)")?;
     step("cargo test (unit, integration against real servers, doc tests)");
     let mut c = cargo(&["test", "--workspace", "--no-fail-fast"]);
     c.args(extra).env("TEJ_S3S_FS", s3s_fs_path());
