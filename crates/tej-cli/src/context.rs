@@ -7,7 +7,7 @@ use crate::output::{self, OutputFormat};
 use anyhow::{Context as _, Result};
 use std::cell::OnceCell;
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use tej_core::{Config, Executor, Report};
 
 /// What a command's `dispatch` receives besides its own arguments.
@@ -33,7 +33,9 @@ impl Context {
         self.global.output
     }
 
-    /// The configuration: `--config`, else `./tej.toml` when present, else the environment.
+    /// The configuration: `--config`, else the first file of tej-core's search path
+    /// (`./tej.toml`, `$XDG_CONFIG_HOME/tej/tej.toml`, `/etc/tej/tej.toml`), else the
+    /// environment.
     pub fn config(&self) -> Result<&Config> {
         Ok(&self.loaded()?.0)
     }
@@ -47,24 +49,29 @@ impl Context {
         if let Some(c) = self.config.get() {
             return Ok(c);
         }
-        let source = match &self.global.config {
+        let env = |k: &str| std::env::var(k).ok();
+        let source = match Config::locate(self.global.config.as_deref(), &env) {
             Some(p) => p.display().to_string(),
-            None if Path::new("tej.toml").exists() => "tej.toml".to_string(),
-            None => "(no tej.toml; environment only)".to_string(),
+            None => format!(
+                "(no tej.toml; environment only; searched {})",
+                Config::search_path(&env)
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         };
         let cfg = Config::load_or_env(self.global.config.as_deref())?;
         crate::logging::register_config(&cfg);
         Ok(self.config.get_or_init(|| (cfg, source)))
     }
 
-    /// The configuration file in use (`--config`, else `./tej.toml` when present), for the
-    /// commands tej writes for others to run (`restore_command`, the drill's).
+    /// The configuration file in use, as an absolute path, for the commands tej writes for
+    /// others to run from other directories (`restore_command`, the drill's).
     pub fn config_path(&self) -> Option<PathBuf> {
-        self.global.config.clone().or_else(|| {
-            Path::new("tej.toml")
-                .exists()
-                .then(|| PathBuf::from("tej.toml"))
-        })
+        let env = |k: &str| std::env::var(k).ok();
+        Config::locate(self.global.config.as_deref(), &env)
+            .map(|p| std::path::absolute(&p).unwrap_or(p))
     }
 
     /// The async runtime, started on first use.

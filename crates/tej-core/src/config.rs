@@ -694,6 +694,108 @@ pub struct Config {
     /// The HTTP server of `tej serve` and `tej daemon` (`[serve]`).
     #[serde(default)]
     pub serve: ServeConfig,
+    /// Where each value came from, in key order (set when loading; `tej config check`).
+    #[serde(skip)]
+    pub origins: Vec<ValueOrigin>,
+}
+
+/// The platform a [`Config::template`] describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Platform {
+    /// PostgreSQL, Redis and nginx run on the host.
+    #[default]
+    Host,
+    /// The services run in a Docker Compose project (the runbook's platform).
+    Compose,
+}
+
+/// Where one configuration value came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ValueOrigin {
+    /// The key: `backup.compression`, `database[0].url`, or a whole section (`serve`).
+    pub key: String,
+    /// Its source.
+    pub source: OriginKind,
+}
+
+/// The source of a configuration value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum OriginKind {
+    /// Written in this configuration file.
+    File {
+        /// The file.
+        file: String,
+    },
+    /// Taken from this environment variable (or these: libpq's `PG*`).
+    Env {
+        /// The variable.
+        var: String,
+    },
+    /// Not set anywhere: the built-in default.
+    Default,
+}
+
+impl fmt::Display for OriginKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OriginKind::File { file } => write!(f, "file {file}"),
+            OriginKind::Env { var } => write!(f, "env {var}"),
+            OriginKind::Default => f.write_str("default"),
+        }
+    }
+}
+
+/// The top-level keys of `tej.toml`, in the order `tej config check` lists their sources.
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "environment",
+    "timezone",
+    "audit_log",
+    "state_dir",
+    "notify_url",
+    "database",
+    "redis",
+    "backup",
+    "logs",
+    "tls",
+    "compose",
+    "secrets",
+    "deploy",
+    "host",
+    "check",
+    "audit",
+    "calendar",
+    "serve",
+];
+
+/// The leaf keys of a TOML table as dotted paths (`backup.retention.daily_days`,
+/// `database[0].url`), each with `file` as its origin.
+fn file_origins(table: &toml::Table, prefix: &str, file: &str, out: &mut Vec<ValueOrigin>) {
+    for (k, v) in table {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            toml::Value::Table(t) if !t.is_empty() => file_origins(t, &key, file, out),
+            toml::Value::Array(items)
+                if items.iter().all(toml::Value::is_table) && !items.is_empty() =>
+            {
+                for (i, item) in items.iter().enumerate() {
+                    if let toml::Value::Table(t) = item {
+                        file_origins(t, &format!("{key}[{i}]"), file, out);
+                    }
+                }
+            }
+            _ => out.push(ValueOrigin {
+                key,
+                source: OriginKind::File {
+                    file: file.to_string(),
+                },
+            }),
+        }
+    }
 }
 
 /// A configuration problem: tej-core's [`Error`](crate::Error), its `Config` variant
@@ -720,18 +822,76 @@ impl Config {
         Config::from_toml_with_env(&text, &file, &|k| std::env::var(k).ok())
     }
 
-    /// Loads `path` when it exists, else an empty config; either way with the environment applied.
+    /// A commented `tej.toml` to start from for `platform`: every section and key, secrets
+    /// as references, defaults shown commented out. It loads as it is.
+    pub fn template(platform: Platform) -> &'static str {
+        match platform {
+            Platform::Host => include_str!("../templates/tej.toml"),
+            Platform::Compose => include_str!("../templates/tej.compose.toml"),
+        }
+    }
+
+    /// Writes [`Config::template`] to `path` atomically, never over an existing file unless
+    /// `replace`.
+    pub fn write_template(
+        path: &Path,
+        platform: Platform,
+        replace: bool,
+    ) -> Result<(), ConfigError> {
+        let file = path.display().to_string();
+        let text = Config::template(platform).as_bytes();
+        let written = if replace {
+            crate::fsutil::atomic_write(path, text, Some(0o644))
+        } else {
+            crate::fsutil::atomic_create(path, text, 0o644)
+        };
+        written.map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => cerr(
+                &file,
+                "-",
+                "already exists; it is left as it is (replace it on purpose with --force)",
+            ),
+            _ => cerr(&file, "-", format!("cannot write: {e}")),
+        })
+    }
+
+    /// Where `tej.toml` is looked for when no file is named, in order: `./tej.toml`,
+    /// `$XDG_CONFIG_HOME/tej/tej.toml` (`$HOME/.config/tej/tej.toml` when unset), then
+    /// `/etc/tej/tej.toml`.
+    pub fn search_path(env: EnvLookup<'_>) -> Vec<PathBuf> {
+        let mut v = vec![PathBuf::from("tej.toml")];
+        let xdg = env("XDG_CONFIG_HOME")
+            .filter(|d| Path::new(d).is_absolute())
+            .map(PathBuf::from)
+            .or_else(|| {
+                env("HOME")
+                    .filter(|h| Path::new(h).is_absolute())
+                    .map(|h| Path::new(&h).join(".config"))
+            });
+        if let Some(dir) = xdg {
+            v.push(dir.join("tej").join("tej.toml"));
+        }
+        v.push(PathBuf::from("/etc/tej/tej.toml"));
+        v
+    }
+
+    /// The file to load: `explicit` (`--config`, `TEJ_CONFIG`) when given, else the first
+    /// of [`Config::search_path`] that exists; `None` when there is none (the environment
+    /// alone then describes what exists).
+    pub fn locate(explicit: Option<&Path>, env: EnvLookup<'_>) -> Option<PathBuf> {
+        match explicit {
+            Some(p) => Some(p.to_path_buf()),
+            None => Config::search_path(env).into_iter().find(|p| p.is_file()),
+        }
+    }
+
+    /// Loads [`Config::locate`]'s file, else an empty configuration; either way with the
+    /// environment applied.
     pub fn load_or_env(path: Option<&Path>) -> Result<Config, ConfigError> {
-        match path {
-            Some(p) => Config::load(p),
-            None => {
-                let default = Path::new("tej.toml");
-                if default.exists() {
-                    Config::load(default)
-                } else {
-                    Config::from_toml_with_env("", "(no tej.toml)", &|k| std::env::var(k).ok())
-                }
-            }
+        let env = |k: &str| std::env::var(k).ok();
+        match Config::locate(path, &env) {
+            Some(p) => Config::load(&p),
+            None => Config::from_toml_with_env("", "(no tej.toml)", &env),
         }
     }
 
@@ -751,10 +911,10 @@ impl Config {
                 one_line(&e.inner().to_string()),
             )
         })?;
+        let table = text.parse::<toml::Table>().unwrap_or_default();
+        file_origins(&table, "", file, &mut cfg.origins);
         // Whether the file itself names the environment (serde's default cannot tell).
-        let in_file = text
-            .parse::<toml::Table>()
-            .is_ok_and(|t| t.contains_key("environment"));
+        let in_file = table.contains_key("environment");
         cfg.environment_source = if in_file {
             EnvironmentSource::File
         } else {
@@ -762,6 +922,27 @@ impl Config {
         };
         cfg.apply_env(env, file)?;
         cfg.validate(file)?;
+        for key in TOP_LEVEL_KEYS {
+            let set = cfg.origins.iter().any(|o| {
+                o.key == *key
+                    || o.key.starts_with(&format!("{key}."))
+                    || o.key.starts_with(&format!("{key}["))
+            });
+            if !set {
+                cfg.origins.push(ValueOrigin {
+                    key: key.to_string(),
+                    source: OriginKind::Default,
+                });
+            }
+        }
+        let rank = |k: &str| {
+            let top = k.split(['.', '[']).next().unwrap_or(k);
+            TOP_LEVEL_KEYS
+                .iter()
+                .position(|t| *t == top)
+                .unwrap_or(usize::MAX)
+        };
+        cfg.origins.sort_by_key(|o| rank(&o.key));
         Ok(cfg)
     }
 
@@ -786,6 +967,7 @@ impl Config {
             } else {
                 self.environment = from_env;
                 self.environment_source = EnvironmentSource::Variable;
+                self.set_env_origin("environment", "TEJ_ENVIRONMENT");
             }
         }
         if self.databases.is_empty() {
@@ -796,7 +978,12 @@ impl Config {
                     password: None,
                     sanity_queries: Vec::new(),
                 });
+                self.set_env_origin("database[0]", "DATABASE_URL");
             } else if let Some(conninfo) = crate::libpq::conninfo_from_env(env) {
+                self.set_env_origin(
+                    "database[0]",
+                    "PGHOST, PGDATABASE and the other PG* variables",
+                );
                 let password = env(crate::libpq::PASSWORD_VAR).map(|_| SecretRef::Env {
                     env: crate::libpq::PASSWORD_VAR.into(),
                 });
@@ -818,14 +1005,26 @@ impl Config {
                 password: None,
                 session_pattern: default_session_pattern(),
             });
+            self.set_env_origin("redis[0]", "REDIS_URL");
         }
         if let (Some(c), Some(h)) = (self.compose.as_mut(), env("DOCKER_HOST"))
             && c.docker_host.is_none()
         {
             c.docker_host = Some(h);
+            self.set_env_origin("compose.docker_host", "DOCKER_HOST");
         }
         let _ = file;
         Ok(())
+    }
+
+    fn set_env_origin(&mut self, key: &str, var: &str) {
+        self.origins.retain(|o| o.key != key);
+        self.origins.push(ValueOrigin {
+            key: key.to_string(),
+            source: OriginKind::Env {
+                var: var.to_string(),
+            },
+        });
     }
 
     fn validate(&self, file: &str) -> Result<(), ConfigError> {
@@ -1322,6 +1521,7 @@ impl Config {
                     )
                 })
                 .collect(),
+            origins: self.origins.clone(),
         }
     }
 }
@@ -1353,6 +1553,8 @@ pub struct ConfigSummary {
     pub secrets_file: Option<String>,
     /// Dependency audits (`name = command (in dir)`).
     pub dependency_audits: Vec<String>,
+    /// Where each value came from.
+    pub origins: Vec<ValueOrigin>,
 }
 
 fn one_line(s: &str) -> String {
@@ -1460,6 +1662,39 @@ name = "tej"
 command = ["cargo", "audit", "--json"]
 timeout_secs = 600
 "#;
+
+    #[test]
+    fn the_search_path_is_the_working_directory_then_the_user_then_the_system() {
+        let env = |k: &str| match k {
+            "XDG_CONFIG_HOME" => Some("/home/ops/.xdg".to_string()),
+            "HOME" => Some("/home/ops".to_string()),
+            _ => None,
+        };
+        assert_eq!(
+            Config::search_path(&env),
+            [
+                PathBuf::from("tej.toml"),
+                PathBuf::from("/home/ops/.xdg/tej/tej.toml"),
+                PathBuf::from("/etc/tej/tej.toml"),
+            ]
+        );
+        // XDG_CONFIG_HOME unset or relative (the spec says to ignore it): ~/.config.
+        let home = |k: &str| match k {
+            "XDG_CONFIG_HOME" => Some("relative".to_string()),
+            "HOME" => Some("/home/ops".to_string()),
+            _ => None,
+        };
+        assert_eq!(
+            Config::search_path(&home)[1],
+            PathBuf::from("/home/ops/.config/tej/tej.toml")
+        );
+        let none = |_: &str| None;
+        assert_eq!(Config::search_path(&none).len(), 2);
+        assert_eq!(
+            Config::locate(Some(Path::new("/x/t.toml")), &none),
+            Some(PathBuf::from("/x/t.toml"))
+        );
+    }
 
     #[test]
     fn full_config_parses() {

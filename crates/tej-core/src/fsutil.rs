@@ -54,18 +54,39 @@ pub fn atomic_write_owned(
             .map(|m| m.permissions().mode() & 0o7777)
             .unwrap_or(0o644),
     };
-    replace(path, bytes, mode, owner, true)
+    replace(path, bytes, mode, owner, Finish::Rename)
 }
 
-/// Writes `bytes` to a temporary file beside `path` (mode, then owner) and renames it over
-/// `path`; `durable`: the file is fsynced before the rename and the directory after it.
+/// Writes `bytes` to `path` atomically and durably, only if `path` does not exist: the whole
+/// file appears at once or not at all, and an existing file is left alone
+/// ([`io::ErrorKind::AlreadyExists`]), decided atomically by the file system (a hard link
+/// of the finished temporary file).
+pub fn atomic_create(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    replace(path, bytes, mode, None, Finish::Link)
+}
+
+/// How [`replace`] puts the finished temporary file in place.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Finish {
+    /// fsync, rename over the old file, fsync the directory.
+    Rename,
+    /// Rename without fsyncs.
+    RenameFast,
+    /// fsync, hard link (fails when the name exists), remove the temporary name, fsync the
+    /// directory.
+    Link,
+}
+
+/// Writes `bytes` to a temporary file beside `path` (mode, then owner) and puts it in place
+/// as `finish` says.
 fn replace(
     path: &Path,
     bytes: &[u8],
     mode: u32,
     owner: Option<(u32, u32)>,
-    durable: bool,
+    finish: Finish,
 ) -> io::Result<()> {
+    let durable = finish != Finish::RenameFast;
     let tmp = temp_path_for(path);
     let result = (|| {
         let mut f = OpenOptions::new()
@@ -83,7 +104,12 @@ fn replace(
             f.sync_all()?;
         }
         drop(f);
-        fs::rename(&tmp, path)?;
+        if finish == Finish::Link {
+            fs::hard_link(&tmp, path)?;
+            fs::remove_file(&tmp)?;
+        } else {
+            fs::rename(&tmp, path)?;
+        }
         if !durable {
             return Ok(());
         }
@@ -105,7 +131,7 @@ fn replace(
 /// file handed to PostgreSQL's `restore_command`: PostgreSQL fsyncs and renames the files it
 /// keeps, and asks again for the others after a crash.
 pub fn atomic_replace(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    replace(path, bytes, mode, None, false)
+    replace(path, bytes, mode, None, Finish::RenameFast)
 }
 
 /// What another OS user must be able to do with a file.
@@ -239,6 +265,26 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn create_never_replaces_and_leaves_no_temporary_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("tej.toml");
+        atomic_create(&p, b"first", 0o640).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"first");
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o640
+        );
+        let e = atomic_create(&p, b"second", 0o640).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&p).unwrap(), b"first");
+        let names: Vec<String> = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["tej.toml"]);
+    }
 
     #[test]
     fn writes_replace_and_keep_mode() {

@@ -50,7 +50,13 @@ pub fn check(
         "{:<16} {}",
         "secrets",
         s.secrets_file.as_deref().unwrap_or("(none)")
-    )
+    )?;
+    writeln!(out, "\nwhere each value comes from:")?;
+    let width = s.origins.iter().map(|o| o.key.len()).max().unwrap_or(0);
+    for o in &s.origins {
+        writeln!(out, "  {:<width$}  {}", o.key, o.source)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -75,17 +81,59 @@ mod tests {
 /// `tej config`.
 #[derive(Debug, clap::Subcommand)]
 pub enum ConfigCmd {
-    /// Validate tej.toml and print what it manages (secrets redacted).
+    /// Validate the configuration, print what it manages (secrets redacted), which file was
+    /// used and where each value comes from (file, environment, default).
     Check,
+    /// Write a commented tej.toml to start from: every section, secrets as references,
+    /// defaults shown. Never replaces an existing file unless --force.
+    Init {
+        /// What the template describes: services on the host, or in Docker Compose.
+        #[arg(long, value_enum, default_value_t = PlatformArg::Host)]
+        platform: PlatformArg,
+        /// Where to write it.
+        #[arg(long, default_value = "tej.toml")]
+        path: std::path::PathBuf,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
-/// Runs `tej config check`.
+/// `--platform`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlatformArg {
+    /// PostgreSQL, Redis and nginx on the host.
+    Host,
+    /// The services in a Docker Compose project.
+    Compose,
+}
+
+/// Runs `tej config check|init`.
 pub fn dispatch(
     ctx: &crate::context::Context,
     out: &mut dyn Write,
     cmd: ConfigCmd,
 ) -> anyhow::Result<i32> {
-    let ConfigCmd::Check = cmd;
-    check(out, ctx.config()?, ctx.config_source()?, ctx.format())?;
+    match cmd {
+        ConfigCmd::Check => {
+            check(out, ctx.config()?, ctx.config_source()?, ctx.format())?;
+        }
+        ConfigCmd::Init {
+            platform,
+            path,
+            force,
+        } => {
+            let platform = match platform {
+                PlatformArg::Host => tej_core::config::Platform::Host,
+                PlatformArg::Compose => tej_core::config::Platform::Compose,
+            };
+            Config::write_template(&path, platform, force)?;
+            writeln!(
+                out,
+                "wrote {}: edit it, then run `tej config check`",
+                path.display()
+            )?;
+        }
+    }
     Ok(0)
 }
