@@ -6,6 +6,7 @@
 //! - `cargo xtask demo`: runs tej's main job against a sandbox stack started from the test kit.
 //! - `cargo xtask bench <name>`: runs one benchmark in release mode (`list` shows them).
 
+mod deb;
 mod demo;
 mod pitr;
 
@@ -33,6 +34,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("ripgrep", "/usr/bin/rg"),
     // promtool, which the `tej serve` tests run on /metrics and the textfile.
     ("prometheus", "/usr/bin/promtool"),
+    // The Debian package check: the system user and `systemd-analyze verify` of its unit.
+    ("adduser", "/usr/sbin/adduser"),
+    ("systemd", "/usr/bin/systemd-analyze"),
 ];
 
 /// moto, the S3 server with ListMultipartUploads (5.2.x breaks CompleteMultipartUpload
@@ -95,6 +99,13 @@ fn run() -> Result<()> {
         Some("demo") => demo::run(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("install-deps") => install_deps(),
+        Some("deb") => {
+            let deb = deb::build()?;
+            if args.get(1).map(String::as_str) == Some("--check") {
+                deb::check(&deb)?;
+            }
+            Ok(())
+        }
         _ => {
             eprintln!("usage: cargo xtask <test|demo|bench NAME|install-deps>");
             eprintln!(
@@ -106,6 +117,9 @@ fn run() -> Result<()> {
                 BENCHES.iter().map(|b| b.0).collect::<Vec<_>>().join(", ")
             );
             eprintln!("  install-deps   only install the system packages and the S3 test server");
+            eprintln!(
+                "  deb [--check]  build the Debian package (target/debian/); --check installs, checks and removes it"
+            );
             bail!("unknown or missing command")
         }
     }
@@ -276,6 +290,8 @@ fn test(extra: &[String]) -> Result<()> {
         cargo(&["test", "-p", "tej-benches", "--benches"]),
         "cargo test -p tej-benches --benches",
     )?;
+    let deb = deb::build()?;
+    deb::check(&deb)?;
     println!("\nall checks passed");
     Ok(())
 }
