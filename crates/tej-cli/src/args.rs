@@ -8,7 +8,8 @@ use std::path::PathBuf;
 /// Options every command takes.
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// The configuration file (default: ./tej.toml when present).
+    /// The configuration file (default: the first that exists of ./tej.toml,
+    /// $XDG_CONFIG_HOME/tej/tej.toml or ~/.config/tej/tej.toml, and /etc/tej/tej.toml).
     #[arg(long, global = true, env = "TEJ_CONFIG")]
     pub config: Option<PathBuf>,
     /// Output format.

@@ -6,13 +6,14 @@
 mod args;
 mod cmd;
 mod context;
+mod help_examples;
 mod logging;
 mod output;
 mod progress;
 
 use anyhow::Result;
 use args::GlobalArgs;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use context::Context;
 use output::OutputFormat;
 use std::io::{IsTerminal, Write};
@@ -29,7 +30,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Commands {
-    /// Configuration.
+    /// Configuration: validate tej.toml (check), write a commented one to start from (init).
     #[command(subcommand)]
     Config(cmd::config::ConfigCmd),
     /// Compose services: status, logs, restart.
@@ -60,7 +61,7 @@ enum Commands {
     /// restore, prune (local and S3).
     #[command(subcommand)]
     Backup(cmd::backup::BackupCmd),
-    /// The WAL archive: `archive_command` (push), `restore_command` (fetch), list, verify.
+    /// The WAL archive: init, `archive_command` (push), `restore_command` (fetch), list, verify.
     #[command(subcommand)]
     Wal(cmd::wal::WalCmd),
     /// Point-in-time recovery into a data directory from a base backup plus archived WAL
@@ -175,7 +176,12 @@ fn main() {
             std::process::exit(tej_backup::FETCH_FATAL_EXIT_CODE);
         }));
     }
-    let cli = match Cli::try_parse() {
+    // As `Cli::try_parse()`, over the definition with every command's examples in its help.
+    let mut command = help_examples::with_examples(Cli::command());
+    let parsed = command
+        .try_get_matches_from_mut(std::env::args_os())
+        .and_then(|mut m| Cli::from_arg_matches_mut(&mut m).map_err(|e| e.format(&mut command)));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) if fetch && e.use_stderr() => {
             let _ = e.print();

@@ -22,8 +22,9 @@ pub struct DaemonArgs {
     /// Do not run, once, the entries missed while the daemon was down.
     #[arg(long)]
     pub no_catch_up: bool,
-    /// --yes pre-confirms the destructive steps of scheduled procedures (the quarterly
-    /// rotation); without it they are refused and reported.
+    /// The schedule confirms each entry's destructive steps inside its slot (audited as
+    /// `schedule:ENTRY`); --yes also confirms them outside it (a catch-up run), --dry-run
+    /// only plans.
     #[command(flatten)]
     pub run: crate::args::RunArgs,
 }

@@ -1,5 +1,6 @@
 //! `tej completions SHELL` and `tej man`: generated from the clap definition, so they
-//! never drift from the commands.
+//! never drift from the commands; the man pages carry each command's examples
+//! ([`crate::help_examples`]).
 
 use anyhow::{Context, Result};
 use clap::Command;
@@ -7,19 +8,18 @@ use std::io::Write;
 use std::path::Path;
 
 /// Writes the completion script for `shell` to `out`.
-pub fn completions(
-    out: &mut dyn Write,
-    shell: clap_complete::Shell,
-    mut cmd: Command,
-) -> Result<()> {
+pub fn completions(out: &mut dyn Write, shell: clap_complete::Shell, cmd: Command) -> Result<()> {
+    let mut cmd = crate::help_examples::with_examples(cmd);
     let name = cmd.get_name().to_string();
     clap_complete::generate(shell, &mut cmd, name, out);
     Ok(())
 }
 
 /// Writes the top-level man page to `out`, or, with `dir`, one page per command
-/// (`tej.1`, `tej-backup.1`, `tej-backup-create.1`, ...) into `dir`.
+/// (`tej.1`, `tej-backup.1`, `tej-backup-create.1`, ...) into `dir`; each page ends with the
+/// command's examples.
 pub fn man(out: &mut dyn Write, dir: Option<&Path>, cmd: Command) -> Result<()> {
+    let cmd = crate::help_examples::with_examples(cmd);
     match dir {
         None => {
             clap_mangen::Man::new(cmd)

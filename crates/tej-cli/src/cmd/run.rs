@@ -13,7 +13,7 @@ use tej_runbook::{EntryRequest, EntryResult, run_entry};
 pub struct RunCmd {
     /// `daily`, `performance`, `weekly` or a calendar entry id (`security-review`...).
     pub what: String,
-    /// Run only if an occurrence is due now (what the emitted crontab and timers call).
+    /// Run only if an occurrence is due now (what the emitted crontab and CronJobs call).
     #[arg(long)]
     pub if_due: bool,
     /// With --if-due: decide as if now were this instant (RFC 3339), e.g. to replay a timer.
@@ -26,7 +26,10 @@ pub struct RunCmd {
     pub scheduled: bool,
     #[command(flatten)]
     pub check: CheckArgs,
-    /// For the mutating monthly and quarterly procedures (deep maintenance, rotation, drill).
+    /// For the procedures that change things: the weekly audit (VACUUM ANALYZE, log cleanup,
+    /// image prune, backup retention), the nightly backup and its retention, deep maintenance,
+    /// the quarterly rotation and drill (with --scheduled, inside the entry's slot the
+    /// schedule confirms their destructive steps as --yes would).
     #[command(flatten)]
     pub run: RunArgs,
 }

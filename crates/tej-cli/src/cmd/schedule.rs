@@ -12,7 +12,7 @@ use tej_runbook::{
 /// What to emit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Emit {
-    /// A crontab (CRON_TZ=Asia/Kolkata; each line runs `tej run ENTRY --if-due`).
+    /// A crontab (CRON_TZ=Asia/Kolkata; each line runs `tej run ENTRY --if-due --scheduled`).
     Crontab,
     /// One `.timer` and one `.service` unit per calendar entry.
     Systemd,
