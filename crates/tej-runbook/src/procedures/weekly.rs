@@ -1,9 +1,9 @@
 //! The weekly full audit (the runbook's "Full System Audit", "Security Review" and "Performance
 //! Optimization", every Sunday): PostgreSQL sizes, bloat, indexes and slow queries; Redis memory,
 //! fragmentation and big keys; the newest backup of each repository verified (with a restore
-//! test when configured); what a cleanup would remove (dry run); a security review of the logs
-//! (failed logins, SQL-injection probes, rate-limit hits, one address flooding), certificates
-//! and backup encryption.
+//! test when configured); what a cleanup would remove (a dry run: [`weekly_maintenance`]
+//! removes it); a security review of the logs (failed logins, SQL-injection probes, rate-limit
+//! hits, one address flooding), certificates and backup encryption.
 
 use super::access_log::{AccessLogStats, analyze_access_log};
 use super::context::RunContext;
