@@ -96,8 +96,8 @@ enum Commands {
     /// Run the maintenance calendar in-process (containers): every entry at its IST time,
     /// never twice at once across hosts (PostgreSQL advisory locks); stops on SIGTERM.
     Daemon(cmd::daemon::DaemonArgs),
-    /// Serve the daily health check's latest results over HTTP, read-only: Prometheus
-    /// `/metrics`, `/healthz`, `/readyz` and `/api/v1/checks` (loopback unless
+    /// Serve the daily health check's latest results over HTTP, read-only: a status page
+    /// `/`, Prometheus `/metrics`, `/healthz`, `/readyz` and `/api/v1/checks` (loopback unless
     /// `[serve] allow_remote` and a token are set); stops on SIGTERM.
     Serve(cmd::serve::ServeArgs),
 }

@@ -277,12 +277,37 @@ fn serve_collects_the_daily_check_and_serves_metrics_promtool_accepts() {
         "{v:#}"
     );
 
+    // The status page: HTML for people, no script allowed, the same results.
+    let page = s.get("/");
+    assert_eq!(page.status, 200, "{page:?}");
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert!(
+        page.header("content-security-policy")
+            .is_some_and(|c| c.contains("default-src 'none'") && !c.contains("script-src")),
+        "{page:?}"
+    );
+    assert!(
+        page.body.contains("<title>tej: critical</title>"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("backups.recent") && page.body.contains("db:gone"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("<script"), "{}", page.body);
+
     // Read-only: other methods are refused, unknown paths are 404.
     assert_eq!(http(s.addr, "POST", "/metrics", &[]).status, 405);
     assert_eq!(http(s.addr, "DELETE", "/api/v1/checks", &[]).status, 405);
+    assert_eq!(http(s.addr, "POST", "/", &[]).status, 405);
     assert_eq!(s.get("/nope").status, 404);
 
-    for body in [&m.body, &c.body] {
+    for body in [&m.body, &c.body, &page.body] {
         assert!(!body.contains(DB_PASSWORD), "{body}");
     }
     assert_eq!(s.stop(), Some(0), "SIGTERM stops tej serve cleanly");
@@ -354,7 +379,7 @@ fn a_token_is_required_when_set_and_only_loopback_is_served_without_one() {
     let good = format!("Bearer {TOKEN}");
     let bad = format!("Bearer {TOKEN}x");
     let short = "Bearer tok".to_string();
-    for path in ["/metrics", "/healthz", "/readyz", "/api/v1/checks"] {
+    for path in ["/", "/metrics", "/healthz", "/readyz", "/api/v1/checks"] {
         for auth in [
             vec![],
             vec![("Authorization", bad.as_str())],
@@ -368,7 +393,7 @@ fn a_token_is_required_when_set_and_only_loopback_is_served_without_one() {
     }
     let auth = [("Authorization", good.as_str())];
     assert_eq!(s.wait_ready(&auth).status, 200);
-    for path in ["/metrics", "/healthz", "/api/v1/checks"] {
+    for path in ["/", "/metrics", "/healthz", "/api/v1/checks"] {
         let r = http(s.addr, "GET", path, &auth);
         assert_eq!(r.status, 200, "{path}: {r:?}");
         assert!(!r.body.contains(TOKEN) && !r.body.contains(DB_PASSWORD));

@@ -1,5 +1,5 @@
 //! `tej serve`: tej-runbook's [`Server`] — the daily health check collected every interval
-//! and served read-only over HTTP (`/metrics`, `/healthz`, `/readyz`, `/api/v1/checks`),
+//! and served read-only over HTTP (`/`, `/metrics`, `/healthz`, `/readyz`, `/api/v1/checks`),
 //! on loopback unless `[serve] allow_remote` and a token are set. Stops on SIGINT or SIGTERM.
 
 use crate::args::CheckArgs;

@@ -98,6 +98,7 @@ struct Published {
     snapshot: Snapshot,
     metrics: String,
     checks: String,
+    page: String,
 }
 
 /// The latest results, shared by the collector and the endpoints.
@@ -150,10 +151,12 @@ impl Results {
             "checks": snapshot.report.as_ref().map(|r| r.findings.clone()).unwrap_or_default(),
         })
         .to_string();
+        let page = super::page::status_page(&snapshot);
         let p = Arc::new(Published {
             snapshot,
             metrics,
             checks,
+            page,
         });
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = p;
     }
@@ -230,6 +233,19 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
+async fn page(State(s): State<Arc<AppState>>) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_SECURITY_POLICY, super::page::PAGE_CSP),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        s.results.get().page.clone(),
+    )
+        .into_response()
+}
+
 async fn healthz() -> Response {
     text(StatusCode::OK, "ok\n".into())
 }
@@ -289,6 +305,7 @@ pub fn router(results: Arc<Results>, opts: &ServeOptions) -> Router {
         token: opts.token.as_ref().map(|t| digest(t.expose().as_bytes())),
     });
     Router::new()
+        .route("/", get(page))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
