@@ -51,7 +51,7 @@ pub(crate) fn build() -> Result<PathBuf> {
     }
     let out_dir = target_dir().join("debian");
     let mut c = Command::new(cargo_deb_path());
-    c.args(["-p", "tej-cli", "--no-build", "--no-strip", "--output"])
+    c.args(["-p", "tej-cli", "--no-build", "--strip", "--output"])
         .arg(&out_dir);
     status(c, "cargo deb -p tej-cli")?;
     let deb = std::fs::read_dir(&out_dir)

@@ -34,7 +34,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("ripgrep", "/usr/bin/rg"),
     // promtool, which the `tej serve` tests run on /metrics and the textfile.
     ("prometheus", "/usr/bin/promtool"),
-    // The Debian package check: the system user and `systemd-analyze verify` of its unit.
+    // The Debian package: strip (binutils), the system user, `systemd-analyze verify`.
+    ("binutils", "/usr/bin/strip"),
     ("adduser", "/usr/sbin/adduser"),
     ("systemd", "/usr/bin/systemd-analyze"),
 ];
