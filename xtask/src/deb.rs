@@ -86,7 +86,24 @@ fn run(program: &str, args: &[&str]) -> Result<String> {
 pub(crate) fn check(deb: &Path) -> Result<()> {
     step("Debian package: install, check, remove");
     let deb = deb.to_string_lossy().into_owned();
-    let _ = run("dpkg", &["--purge", "tej"]);
+    // Installing and purging would replace a real installation and delete its state: never
+    // on a machine that has one.
+    let installed = Command::new("dpkg-query")
+        .args(["-W", "-f", "${Status}", "tej"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("installed"));
+    ensure!(
+        !installed,
+        "a tej package is installed on this machine: the package check would replace it and \
+         purge its state; run the tests on a machine without it"
+    );
+    for dir in ["/var/lib/tej", "/var/log/tej"] {
+        ensure!(
+            !Path::new(dir).exists(),
+            "{dir} exists: the package check's purge would delete it; run the tests on a \
+             machine without a tej installation"
+        );
+    }
     run("dpkg", &["-i", &deb]).context("install the package")?;
     let checked = check_installed();
     let removed = run("dpkg", &["--purge", "tej"]).context("purge the package");
