@@ -560,7 +560,11 @@ fn pitr_restore_recovers_to_a_time_between_two_commits() {
         .arg(&repo_dir);
     assert!(chown.status().unwrap().success());
 
-    let bin = env!("CARGO_BIN_EXE_pitr_restore");
+    // The server runs this program as its restore_command: a copy the postgres user can
+    // reach wherever the checkout lives.
+    let reachable =
+        tej_testkit::Reachable::shared(Path::new(env!("CARGO_BIN_EXE_pitr_restore"))).unwrap();
+    let bin = reachable.to_str().unwrap();
     let restored = base.join("restored");
     let pgdata = restored.join("data");
     std::fs::create_dir(&restored).unwrap();

@@ -71,7 +71,7 @@ impl Context {
     pub fn config_path(&self) -> Option<PathBuf> {
         let env = |k: &str| std::env::var(k).ok();
         Config::locate(self.global.config.as_deref(), &env)
-            .map(|p| std::path::absolute(&p).unwrap_or(p))
+            .map(|p| tej_core::fsutil::absolute_for_others(&p))
     }
 
     /// The async runtime, started on first use.

@@ -134,6 +134,16 @@ pub fn atomic_replace(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     replace(path, bytes, mode, None, Finish::RenameFast)
 }
 
+/// `path` as another process must be given it (the server's OS user, in its own working
+/// directory): canonical when the file exists, so that `..` and symlinks are resolved and no
+/// directory on the way is one that user cannot traverse (a relative path from a checkout in
+/// root's 0700 home); else [`std::path::absolute`]; else as given.
+pub fn absolute_for_others(path: &Path) -> PathBuf {
+    fs::canonicalize(path)
+        .or_else(|_| std::path::absolute(path))
+        .unwrap_or_else(|_| path.to_path_buf())
+}
+
 /// What another OS user must be able to do with a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
@@ -265,6 +275,22 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn paths_for_others_resolve_dot_dot_through_the_real_directories() {
+        let d = tempfile::tempdir().unwrap();
+        let inner = d.path().join("a").join("b");
+        fs::create_dir_all(&inner).unwrap();
+        fs::write(d.path().join("tej.toml"), "").unwrap();
+        let roundabout = inner.join("..").join("..").join("tej.toml");
+        assert_eq!(
+            absolute_for_others(&roundabout),
+            fs::canonicalize(d.path()).unwrap().join("tej.toml")
+        );
+        // A file that does not exist yet is made absolute without touching the disk.
+        let missing = Path::new("not-there/tej.toml");
+        assert!(absolute_for_others(missing).is_absolute());
+    }
 
     #[test]
     fn create_never_replaces_and_leaves_no_temporary_file() {

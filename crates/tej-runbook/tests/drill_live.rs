@@ -165,7 +165,9 @@ repositories = ["{repo_spec}"]
         "{}",
         relative.display()
     );
-    let config_arg = std::path::absolute(&relative).unwrap();
+    // Resolved through the real directories: a checkout in root's 0700 home must not be
+    // on the way.
+    let config_arg = std::fs::canonicalize(&relative).unwrap();
     runner.config_path = Some(relative);
 
     let r = runner

@@ -105,9 +105,7 @@ pub fn archive(cfg: &Config, repo: Repository) -> Result<WalArchive> {
 /// server runs it in its data directory), for `restore_command` / `archive_command`.
 pub fn wal_command(config: Option<&Path>, repo_spec: &str, verb_and_args: &str) -> Result<String> {
     let exe = std::env::current_exe().context("find the tej binary")?;
-    let config = config
-        .map(|c| std::path::absolute(c).with_context(|| format!("resolve {}", c.display())))
-        .transpose()?;
+    let config = config.map(tej_core::fsutil::absolute_for_others);
     let repo = absolute_repository(repo_spec)?;
     Ok(tej_runbook::tej_wal_command(
         &exe,

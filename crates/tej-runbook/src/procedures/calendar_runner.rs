@@ -154,15 +154,10 @@ impl CalendarRunner {
                     .cloned()
                     .unwrap_or_else(|| repo.name());
                 // The scratch server runs restore_command in its data directory.
-                let config = match &self.config_path {
-                    Some(c) => Some(std::path::absolute(c).map_err(|e| {
-                        err(format!(
-                            "resolve the configuration path {}: {e}",
-                            c.display()
-                        ))
-                    })?),
-                    None => None,
-                };
+                let config = self
+                    .config_path
+                    .as_deref()
+                    .map(tej_core::fsutil::absolute_for_others);
                 let source =
                     tej_backup::RepositorySource::new((*repo).clone()).with_encryption(encryption);
                 let wal = source.wal().clone();

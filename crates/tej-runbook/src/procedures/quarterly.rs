@@ -219,7 +219,7 @@ pub fn server_cannot_run_tej(
         ));
     }
     let c = config?;
-    let c = std::path::absolute(c).unwrap_or_else(|_| c.to_path_buf());
+    let c = tej_core::fsutil::absolute_for_others(c);
     unreachable_for_run_as(&c, run_as, Access::Read).map(|why| {
         format!(
             "the server's OS user {run_as} could not read {} passed to tej wal fetch: {why}; \
