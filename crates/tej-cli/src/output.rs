@@ -397,7 +397,8 @@ pub fn append_daily_log(path: &std::path::Path, report: &Report, at: &str) -> io
         ));
     }
     let mut file = OpenOptions::new().create(true).append(true).open(path)?;
-    file.write_all(md.as_bytes())?;
+    // Redacted as stdout is: findings quote text tej does not control.
+    file.write_all(crate::logging::redact(&md).as_bytes())?;
     file.sync_data()
 }
 
@@ -435,6 +436,30 @@ mod tests {
                 .target("main"),
             ],
         )
+    }
+
+    /// The daily log is output too: a configured secret quoted by a finding (another session's
+    /// application name, a server's reply) never reaches the file.
+    #[test]
+    fn the_daily_log_is_redacted_like_stdout() {
+        crate::logging::register_secret(&tej_core::Secret::new("daily-log-Pa55word"));
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("daily.md");
+        let report = report_of(
+            "db health",
+            vec![
+                Finding::new(
+                    "postgres.idle_in_transaction",
+                    Severity::Warning,
+                    "pid 7 (application \"daily-log-Pa55word\") idle in transaction",
+                )
+                .target("pid:7"),
+            ],
+        );
+        append_daily_log(&path, &report, "2025-01-16 03:00 IST").unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("idle in transaction"), "{text}");
+        assert!(!text.contains("daily-log-Pa55word"), "{text}");
     }
 
     #[test]
