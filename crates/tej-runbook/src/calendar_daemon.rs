@@ -116,7 +116,8 @@ pub fn calendar_daemon(
             .map_err(|e| RunbookError::Refused(format!("read notify_url: {e}")))?;
         daemon = daemon.with_notifier(Arc::new(
             WebhookNotifier::new(secret, WebhookOptions::default())
-                .map_err(|e| RunbookError::Refused(format!("prepare the webhook notifier: {e}")))?,
+                .map_err(|e| RunbookError::Refused(format!("prepare the webhook notifier: {e}")))?
+                .with_redactor(crate::serve::config_redactor(cfg, None)),
         ));
     }
     Ok(CalendarDaemon {

@@ -152,6 +152,26 @@ pub fn recovery_text(report: &Report, previous: Severity, opts: &WebhookOptions)
     )
 }
 
+/// `value` with every string in it passed through `redactor`.
+fn redact_strings(value: serde_json::Value, redactor: &Redactor) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => Value::String(redactor.redact(&s)),
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .map(|v| redact_strings(v, redactor))
+                .collect(),
+        ),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k, redact_strings(v, redactor)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
 fn text_payload(text: String) -> serde_json::Value {
     serde_json::json!({
         "text": text,
@@ -197,8 +217,18 @@ impl WebhookNotifier {
         })
     }
 
-    /// Posts `payload`, retrying transient failures; returns the attempts made.
+    /// Also masks the secrets `redactor` knows (a configuration's, see
+    /// [`crate::serve::config_redactor`]) in everything posted; the webhook URL stays masked.
+    pub fn with_redactor(mut self, mut redactor: Redactor) -> WebhookNotifier {
+        redactor.add(&self.url);
+        self.redactor = redactor;
+        self
+    }
+
+    /// Posts `payload` with every string in it redacted, retrying transient failures;
+    /// returns the attempts made.
     pub async fn post(&self, payload: &serde_json::Value) -> Result<u32> {
+        let payload = &redact_strings(payload.clone(), &self.redactor);
         let mut attempts = 0;
         retry(
             self.opts.backoff,
@@ -435,6 +465,28 @@ mod tests {
             reqs[0].body["blocks"][0]["text"]["text"].as_str().unwrap(),
             text
         );
+    }
+
+    /// A finding quoting a configured secret (another session's application name, a server's
+    /// reply) is posted with the secret masked, in every string of the payload.
+    #[tokio::test]
+    async fn configured_secrets_never_reach_the_webhook() {
+        let (url, log) = server(vec![200]);
+        let mut secrets = Redactor::new();
+        secrets.add(&Secret::new("notify-Pa55word"));
+        let n = WebhookNotifier::new(Secret::new(url), opts())
+            .unwrap()
+            .with_redactor(secrets);
+        let mut r = Report::new("daily-health");
+        r.push(Finding::new(
+            "postgres.idle_in_transaction",
+            Severity::Critical,
+            "pid 7 (application \"notify-Pa55word\") idle in transaction",
+        ));
+        n.notify(&r).await.unwrap();
+        let body = log.lock().unwrap()[0].body.to_string();
+        assert!(body.contains("idle in transaction"), "{body}");
+        assert!(!body.contains("notify-Pa55word"), "{body}");
     }
 
     #[tokio::test]

@@ -92,6 +92,7 @@ pub async fn run_entry(
         .map_err(|e| refused(format!("read notify_url: {e}")))
         .and_then(|secret| {
             WebhookNotifier::new(secret, WebhookOptions::default())
+                .map(|n| n.with_redactor(crate::serve::config_redactor(cfg, None)))
                 .map_err(|e| refused(format!("prepare the webhook notifier: {e}")))
         }) {
         Ok(n) => n,
